@@ -1,0 +1,53 @@
+"""Bulwark's settings: one class, read from BULWARK_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting Bulwark has. Nothing else in the code reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="BULWARK_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".bulwark"), description="Where the SQLite file, keys and certificates live.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in data_dir when unset.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = Field(default=1, ge=1)
+    public_base_url: str | None = Field(
+        default=None, description="Base URL clients use (for @odata.context and the token issuer)."
+    )
+
+    offboard_status_code: Literal[200, 201] = Field(
+        default=200, description="200 as the API document says; 201 as the live service answers."
+    )
+    max_body_bytes: int = Field(default=64 * 1024, description="Larger request bodies are refused.")
+    max_comment_length: int = Field(default=4000)
+
+    # The provisional caller, used until tokens are required (see auth settings).
+    default_tenant_id: str = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
+    default_requestor: str = "admin@contoso.com"
+
+    log_json: bool = Field(default=False, description="One JSON object per log line.")
+    log_level: str = "INFO"
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    def resolved_database_url(self) -> str:
+        """The database URL in use: the configured one, or a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'bulwark.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether storage is SQLite (single host)."""
+        return self.resolved_database_url().startswith("sqlite")
