@@ -1,0 +1,264 @@
+"""Repositories: the only code that reads and writes Bulwark's tables."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, ColumnElement, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy.exc import IntegrityError
+
+from bulwark.domain.access import Principal
+from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, sources_of
+from bulwark.domain.errors import ActiveRequestAlreadyExists
+from bulwark.domain.machines import Machine
+from bulwark.store.tables import audit_events, device_groups, machine_actions, machine_tags, machines, tenants
+
+_MACHINE_COLUMNS = [c.name for c in machines.columns]
+_ACTION_FIELDS = [f.name for f in dataclasses.fields(MachineAction)]
+
+
+def visibility_clause(principal: Principal) -> ColumnElement[bool]:
+    """The SQL condition for machines ``principal`` may see, applied in the query itself."""
+    clause = machines.c.tenant_id == principal.tenant_id
+    if principal.device_group_ids is None:
+        return clause
+    allowed: list[ColumnElement[bool]] = []
+    if principal.device_group_ids:
+        allowed.append(machines.c.rbac_group_id.in_(sorted(principal.device_group_ids)))
+    if principal.include_ungrouped:
+        allowed.append(machines.c.rbac_group_id.is_(None))
+    return and_(clause, or_(*allowed) if allowed else ~true())
+
+
+class TenantRepository:
+    """Tenants (directories) known to this Bulwark."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def exists(self, tenant_id: str) -> bool:
+        """Whether ``tenant_id`` is a known tenant."""
+        return self.conn.execute(select(tenants.c.id).where(tenants.c.id == tenant_id)).first() is not None
+
+    def add(self, tenant_id: str, name: str, created_at: datetime) -> None:
+        """Create a tenant."""
+        self.conn.execute(insert(tenants).values(id=tenant_id, name=name, created_at=created_at))
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every tenant, oldest first."""
+        rows = self.conn.execute(select(tenants).order_by(tenants.c.created_at)).mappings()
+        return [dict(r) for r in rows]
+
+
+class DeviceGroupRepository:
+    """Device groups (rbac groups) of a tenant."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, tenant_id: str, name: str, description: str | None = None) -> int:
+        """Create a device group and return its id (the machines' ``rbacGroupId``)."""
+        result = self.conn.execute(
+            insert(device_groups).values(tenant_id=tenant_id, name=name, description=description).returning(device_groups.c.id)
+        )
+        return int(result.scalar_one())
+
+    def list(self, tenant_id: str) -> list[dict[str, Any]]:
+        """The tenant's device groups by id."""
+        rows = self.conn.execute(
+            select(device_groups).where(device_groups.c.tenant_id == tenant_id).order_by(device_groups.c.id)
+        ).mappings()
+        return [dict(r) for r in rows]
+
+
+class MachineRepository:
+    """Machines and their tags."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def _select(self):  # noqa: ANN202
+        return select(machines, device_groups.c.name.label("rbac_group_name")).select_from(
+            machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id)
+        )
+
+    def _hydrate(self, rows: Sequence[Any]) -> list[Machine]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        tags: dict[str, list[str]] = {i: [] for i in ids}
+        for machine_id, tag in self.conn.execute(
+            select(machine_tags.c.machine_id, machine_tags.c.tag)
+            .where(machine_tags.c.machine_id.in_(ids))
+            .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
+        ):
+            tags[machine_id].append(tag)
+        return [Machine(**{k: r[k] for k in _MACHINE_COLUMNS}, rbac_group_name=r["rbac_group_name"], machine_tags=tags[r["id"]]) for r in rows]
+
+    def get(self, principal: Principal, machine_id: str) -> Machine | None:
+        """The machine with ``machine_id`` if ``principal`` may see it."""
+        row = self.conn.execute(self._select().where(machines.c.id == machine_id, visibility_clause(principal))).mappings().first()
+        return self._hydrate([row])[0] if row else None
+
+    def get_for_update(self, principal: Principal, machine_id: str) -> Machine | None:
+        """Like ``get``, locking the row on databases that lock rows (serializes writers per machine)."""
+        stmt = self._select().where(machines.c.id == machine_id, visibility_clause(principal))
+        if self.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(of=machines)
+        row = self.conn.execute(stmt).mappings().first()
+        return self._hydrate([row])[0] if row else None
+
+    def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
+        """The visible machine whose DNS name is ``dns_name`` (case-insensitive), most recently seen first."""
+        row = (
+            self.conn.execute(
+                self._select()
+                .where(func.lower(machines.c.computer_dns_name) == dns_name.lower(), visibility_clause(principal))
+                .order_by(machines.c.last_seen.desc())
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return self._hydrate([row])[0] if row else None
+
+    def add_many(self, items: Iterable[Machine]) -> None:
+        """Insert machines with their tags."""
+        items = list(items)
+        if not items:
+            return
+        self.conn.execute(insert(machines), [{k: getattr(m, k) for k in _MACHINE_COLUMNS} for m in items])
+        tag_rows = [{"machine_id": m.id, "tag": t} for m in items for t in dict.fromkeys(m.machine_tags)]
+        if tag_rows:
+            self.conn.execute(insert(machine_tags), tag_rows)
+
+    def update_fields(self, machine_id: str, **values: Any) -> None:
+        """Set columns of one machine."""
+        self.conn.execute(update(machines).where(machines.c.id == machine_id).values(**values))
+
+    def set_tags(self, machine_id: str, tags: Iterable[str]) -> None:
+        """Replace a machine's tags."""
+        self.conn.execute(delete(machine_tags).where(machine_tags.c.machine_id == machine_id))
+        rows = [{"machine_id": machine_id, "tag": t} for t in dict.fromkeys(tags)]
+        if rows:
+            self.conn.execute(insert(machine_tags), rows)
+
+    def count(self, tenant_id: str | None = None) -> int:
+        """How many machines there are (in ``tenant_id`` when given)."""
+        stmt = select(func.count()).select_from(machines)
+        if tenant_id:
+            stmt = stmt.where(machines.c.tenant_id == tenant_id)
+        return int(self.conn.execute(stmt).scalar_one())
+
+
+def _action_from_row(row: Any) -> MachineAction:
+    values = {k: row[k] for k in _ACTION_FIELDS}
+    values["type"] = ActionType(values["type"])
+    values["status"] = ActionStatus(values["status"])
+    values["commands"] = values["commands"] or []
+    return MachineAction(**values)
+
+
+class MachineActionRepository:
+    """Machine actions, with lifecycle transitions guarded in SQL."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:
+        """Insert ``action``; a concurrent active action of the same type loses to the first one.
+
+        Raises ActiveRequestAlreadyExists when the database's one-active-action index refuses it.
+        """
+        values = {k: getattr(action, k) for k in _ACTION_FIELDS}
+        values["type"] = action.type.value
+        values["status"] = action.status.value
+        values["requestor_id"] = requestor_id
+        # A savepoint keeps the surrounding transaction usable when the insert is refused.
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(machine_actions).values(**values))
+        except IntegrityError as exc:
+            if "one_active" in str(exc.orig) or "machine_actions.machine_id, machine_actions.type" in str(exc.orig):
+                raise ActiveRequestAlreadyExists() from exc
+            raise
+
+    def get(self, tenant_id: str, action_id: str) -> MachineAction | None:
+        """The action with ``action_id`` in ``tenant_id``, or None."""
+        row = (
+            self.conn.execute(
+                select(machine_actions).where(machine_actions.c.id == action_id, machine_actions.c.tenant_id == tenant_id)
+            )
+            .mappings()
+            .first()
+        )
+        return _action_from_row(row) if row else None
+
+    def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
+        """The action if ``principal`` may see its machine."""
+        stmt = (
+            select(machine_actions)
+            .select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id))
+            .where(machine_actions.c.id == action_id, machine_actions.c.tenant_id == principal.tenant_id)
+            .where(visibility_clause(principal))
+        )
+        row = self.conn.execute(stmt).mappings().first()
+        return _action_from_row(row) if row else None
+
+    def active_for(self, machine_id: str, action_type: ActionType) -> MachineAction | None:
+        """The pending or in-progress action of ``action_type`` on the machine, if any."""
+        row = (
+            self.conn.execute(
+                select(machine_actions).where(
+                    machine_actions.c.machine_id == machine_id,
+                    machine_actions.c.type == action_type.value,
+                    machine_actions.c.status.in_([ActionStatus.PENDING.value, ActionStatus.IN_PROGRESS.value]),
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return _action_from_row(row) if row else None
+
+    def transition(
+        self,
+        action_id: str,
+        target: ActionStatus,
+        *,
+        at: datetime,
+        expected: Iterable[ActionStatus] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Move an action to ``target`` if it is still in one of the ``expected`` statuses.
+
+        The guard is part of the UPDATE, so of two racing transitions exactly one wins; returns
+        whether this one did. ``expected`` defaults to every status the lifecycle allows ``target`` from.
+        """
+        allowed = [s.value for s in (expected if expected is not None else sources_of(target))]
+        result = self.conn.execute(
+            update(machine_actions)
+            .where(machine_actions.c.id == action_id, machine_actions.c.status.in_(allowed))
+            .values(status=target.value, last_update_date_time_utc=at, **values)
+        )
+        return result.rowcount == 1
+
+
+class AuditRepository:
+    """The append-only audit log: rows are inserted and listed, never updated or deleted."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def append(self, **event: Any) -> None:
+        """Record one event."""
+        self.conn.execute(insert(audit_events).values(**event))
+
+    def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``limit`` events (of ``tenant_id`` when given)."""
+        stmt = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if tenant_id:
+            stmt = stmt.where(audit_events.c.tenant_id == tenant_id)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]

@@ -1,0 +1,178 @@
+"""The database schema as SQLAlchemy Core tables (migrations in store/migrations mirror it)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator):
+    """Timestamps stored as naive UTC, handed back timezone-aware, identically on every database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a timezone-aware UTC datetime")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:  # noqa: ANN001
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+device_groups = Table(
+    "device_groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text, nullable=True),
+    UniqueConstraint("tenant_id", "name", name="uq_device_groups_tenant_name"),
+)
+
+machines = Table(
+    "machines",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("computer_dns_name", String(255), nullable=False),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("os_platform", String(64), nullable=False),
+    Column("os_processor", String(32), nullable=True),
+    Column("version", String(32), nullable=True),
+    Column("os_build", BigInteger, nullable=True),
+    Column("last_ip_address", String(64), nullable=True),
+    Column("last_external_ip_address", String(64), nullable=True),
+    Column("agent_version", String(64), nullable=True),
+    Column("health_status", String(64), nullable=False),
+    Column("device_value", String(16), nullable=False),
+    Column("rbac_group_id", Integer, ForeignKey("device_groups.id", ondelete="SET NULL"), nullable=True),
+    Column("risk_score", String(16), nullable=False),
+    Column("exposure_level", String(16), nullable=False),
+    Column("is_aad_joined", Boolean, nullable=False),
+    Column("aad_device_id", String(36), nullable=True),
+    Column("onboarding_status", String(32), nullable=False),
+    Column("os_architecture", String(16), nullable=True),
+    Column("ip_addresses", JSON, nullable=False),
+    Column("managed_by", String(64), nullable=True),
+    Column("managed_by_status", String(64), nullable=True),
+    Column("is_potential_duplication", Boolean, nullable=False),
+    Column("is_excluded", Boolean, nullable=False),
+    Column("offboarded_at", UtcDateTime, nullable=True),
+    Index("ix_machines_tenant_dns", "tenant_id", "computer_dns_name"),
+    Index("ix_machines_tenant_last_seen", "tenant_id", "last_seen"),
+    Index("ix_machines_tenant_group", "tenant_id", "rbac_group_id"),
+    Index("ix_machines_tenant_health", "tenant_id", "health_status"),
+    Index("ix_machines_tenant_platform", "tenant_id", "os_platform"),
+)
+
+# Tags live in their own table so that `machineTags/any(...)` filters compile to an indexed EXISTS.
+machine_tags = Table(
+    "machine_tags",
+    metadata,
+    Column("machine_id", String(40), ForeignKey("machines.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(200), primary_key=True),
+    Index("ix_machine_tags_tag", "tag"),
+)
+
+_ACTIVE = "status IN ('Pending', 'InProgress')"
+
+machine_actions = Table(
+    "machine_actions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("machine_id", String(40), ForeignKey("machines.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("title", String(400), nullable=True),
+    Column("requestor", String(320), nullable=False),
+    Column("requestor_id", String(64), nullable=True),
+    Column("requestor_comment", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("computer_dns_name", String(255), nullable=True),
+    Column("creation_date_time_utc", UtcDateTime, nullable=False),
+    Column("last_update_date_time_utc", UtcDateTime, nullable=False),
+    Column("cancellation_requestor", String(320), nullable=True),
+    Column("cancellation_comment", Text, nullable=True),
+    Column("cancellation_date_time_utc", UtcDateTime, nullable=True),
+    Column("error_h_result", Integer, nullable=False, server_default=text("0")),
+    Column("scope", String(40), nullable=True),
+    Column("external_id", String(400), nullable=True),
+    Column("request_source", String(40), nullable=False),
+    Column("related_file_info", JSON, nullable=True),
+    Column("commands", JSON, nullable=False),
+    Column("troubleshoot_info", JSON, nullable=True),
+    Index("ix_machine_actions_tenant_created", "tenant_id", "creation_date_time_utc", "id"),
+    Index("ix_machine_actions_machine_created", "machine_id", "creation_date_time_utc"),
+    Index("ix_machine_actions_tenant_status", "tenant_id", "status"),
+    # At most one active action of a type per machine, enforced by the database itself so that
+    # concurrent requests (threads, processes or hosts) cannot create duplicates.
+    Index(
+        "uq_machine_actions_one_active",
+        "machine_id",
+        "type",
+        unique=True,
+        sqlite_where=text(_ACTIVE),
+        postgresql_where=text(_ACTIVE),
+    ),
+)
+
+# Append-only record of who asked for what, and what came of it.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("tenant_id", String(36), nullable=True),
+    Column("actor_kind", String(16), nullable=True),
+    Column("actor_id", String(64), nullable=True),
+    Column("actor_name", String(320), nullable=True),
+    Column("action", String(80), nullable=False),
+    Column("machine_id", String(64), nullable=True),
+    Column("machine_action_id", String(36), nullable=True),
+    Column("outcome_status", Integer, nullable=False),
+    Column("outcome_code", String(64), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("client_ip", String(64), nullable=True),
+    Column("details", JSON, nullable=True),
+    Index("ix_audit_events_tenant_time", "tenant_id", "occurred_at"),
+)
