@@ -1,0 +1,73 @@
+"""One way out for every error: the MDE error envelope, with the request id as its target."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from bulwark.api.wire import json_response
+from bulwark.domain.errors import (
+    BulwarkError,
+    InternalServerError,
+    InvalidInput,
+    MethodNotAllowed,
+    NotFound,
+)
+
+log = logging.getLogger("bulwark.api")
+
+REQUEST_ID_HEADER = "request-id"
+
+
+def request_id_of(request: Request) -> str:
+    """The id the request-id middleware gave this request."""
+    return getattr(request.state, "request_id", None) or request.scope.get("state", {}).get("request_id", "")
+
+
+def error_response(request: Request, error: BulwarkError) -> Response:
+    """Render ``error`` in the MDE envelope."""
+    request_id = request_id_of(request)
+    headers = {REQUEST_ID_HEADER: request_id, **error.headers}
+    body = {"error": {"code": error.code, "message": error.message, "target": request_id}}
+    return json_response(body, error.status, headers=headers)
+
+
+async def _bulwark_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BulwarkError)
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        error: BulwarkError = NotFound()
+    elif exc.status_code == 405:
+        error = MethodNotAllowed()
+    else:
+        error = BulwarkError(str(exc.detail))
+        error.status = exc.status_code
+    return error_response(request, error)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    return error_response(request, InvalidInput(f"Invalid input {where}: {first.get('msg')}."))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error", extra={"request_id": request_id_of(request), "path": request.url.path})
+    return error_response(request, InternalServerError())
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every kind of failure through the envelope."""
+    app.add_exception_handler(BulwarkError, _bulwark_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

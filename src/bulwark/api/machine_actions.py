@@ -1,0 +1,111 @@
+"""Machine-action routes: offboard a machine, read an action."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
+from bulwark.api.schemas import ERROR_RESPONSES, MachineActionOut, OffboardBody, parse_body
+from bulwark.api.wire import action_to_wire, entity_response
+from bulwark.domain.errors import BulwarkError, InvalidRequestBody
+from bulwark.service.audit import record_refusal
+from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, get_action, request_offboard
+
+router = APIRouter(tags=["MachineAction"])
+
+_COMMENT_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["Comment"],
+                    "properties": {
+                        "Comment": {"type": "string", "description": "Why the machine is offboarded."},
+                        "ExternalId": {"type": "string", "nullable": True},
+                        "Title": {"type": "string", "nullable": True},
+                        "RequestSource": {"type": "string", "nullable": True},
+                    },
+                },
+                "example": {"Comment": "Offboard machine by automation"},
+            }
+        },
+    }
+}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InvalidRequestBody(f"Invalid request body: larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidRequestBody(f"Invalid request body: larger than {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/machines/{id}/offboard",
+    operation_id="offboardMachine",
+    summary="Offboard device from Defender for Endpoint",
+    description="Offboards a device, stopping the sensor service but not removing registry information.",
+    response_model=MachineActionOut,
+    responses=ERROR_RESPONSES,
+    openapi_extra=_COMMENT_BODY_SCHEMA,
+)
+async def offboard_machine(
+    id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, context: RequestContextDep
+) -> Response:
+    """Create a Pending Offboard action; the device's sensor carries it out."""
+    settings = runtime.settings
+    comment: str | None = None
+    try:
+        raw = await read_body(request, settings.max_body_bytes)
+        body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
+        comment = body.Comment
+        command = RequestOffboard(
+            machine_id=id,
+            comment=body.Comment or "",
+            external_id=body.ExternalId,
+            title=body.Title,
+            request_source=body.RequestSource,
+        )
+        action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
+    except BulwarkError as error:
+        await run_in_threadpool(
+            record_refusal,
+            runtime.uow(),
+            runtime.clock,
+            action=OFFBOARD_AUDIT_ACTION,
+            principal=principal,
+            context=context,
+            outcome_status=error.status,
+            outcome_code=error.code,
+            machine_id=id[:64],
+            comment=comment,
+        )
+        raise
+    return entity_response(
+        f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action), settings.offboard_status_code
+    )
+
+
+@router.get(
+    "/machineactions/{id}",
+    operation_id="getMachineAction",
+    summary="Get a machine action by id",
+    response_model=MachineActionOut,
+    responses=ERROR_RESPONSES,
+)
+def get_machine_action(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+    """Read one action, to follow an offboard to its final state."""
+    action = get_action(id, principal, runtime.uow(write=False))
+    return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))

@@ -1,0 +1,88 @@
+"""The audit trail: who asked for what, on which machine, why, and what came of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bulwark.clock import Clock
+from bulwark.domain.access import Principal
+from bulwark.service.uow import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Facts about the HTTP request that the audit trail keeps."""
+
+    request_id: str
+    client_ip: str | None = None
+
+
+def audit_event(
+    uow: UnitOfWork,
+    clock: Clock,
+    *,
+    action: str,
+    principal: Principal | None,
+    context: RequestContext,
+    outcome_status: int,
+    outcome_code: str | None = None,
+    tenant_id: str | None = None,
+    machine_id: str | None = None,
+    machine_action_id: str | None = None,
+    comment: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one event inside the caller's unit of work (the caller commits)."""
+    uow.audit.append(
+        occurred_at=clock.now(),
+        tenant_id=principal.tenant_id if principal else tenant_id,
+        actor_kind=principal.kind.value if principal else None,
+        actor_id=principal.id if principal else None,
+        actor_name=principal.name if principal else None,
+        action=action,
+        machine_id=machine_id,
+        machine_action_id=machine_action_id,
+        outcome_status=outcome_status,
+        outcome_code=outcome_code,
+        comment=comment,
+        request_id=context.request_id,
+        client_ip=context.client_ip,
+        details=details,
+    )
+
+
+def record_refusal(
+    uow: UnitOfWork,
+    clock: Clock,
+    *,
+    action: str,
+    principal: Principal | None,
+    context: RequestContext,
+    outcome_status: int,
+    outcome_code: str,
+    tenant_id: str | None = None,
+    machine_id: str | None = None,
+    comment: str | None = None,
+) -> None:
+    """Record, in its own transaction, a request that was refused and changed nothing else."""
+    with uow:
+        audit_event(
+            uow,
+            clock,
+            action=action,
+            principal=principal,
+            context=context,
+            outcome_status=outcome_status,
+            outcome_code=outcome_code,
+            tenant_id=tenant_id,
+            machine_id=machine_id,
+            comment=comment,
+        )
+        uow.commit()
+
+
+def list_audit_events(uow: UnitOfWork, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest audit events, newest first."""
+    with uow:
+        return uow.audit.list(tenant_id=tenant_id, limit=limit)

@@ -1,0 +1,90 @@
+"""Use cases for offboarding machines and reading actions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from bulwark.clock import Clock
+from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Permission, Principal, require_any
+from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
+from bulwark.domain.errors import ActiveRequestAlreadyExists, DisallowedOperation, ResourceNotFound
+from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
+from bulwark.service.audit import RequestContext, audit_event
+from bulwark.service.uow import UnitOfWork
+
+OFFBOARD_AUDIT_ACTION = "machine_action.offboard.requested"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOffboard:
+    """A caller's request to offboard one machine."""
+
+    machine_id: str
+    comment: str
+    external_id: str | None = None
+    title: str | None = None
+    request_source: str | None = None
+
+
+def request_offboard(
+    command: RequestOffboard, principal: Principal, uow: UnitOfWork, clock: Clock, context: RequestContext
+) -> MachineAction:
+    """Create a Pending Offboard action for a machine the caller may see and manage.
+
+    Checks, in the live service's order: permission, id shape, existence and device-group access
+    (both answered as not found so that group membership does not leak), the user's role, the
+    platform, and an already active offboard. The insert itself is guarded by a unique index, so
+    concurrent requests create exactly one action. The action and its audit event commit together.
+    """
+    require_any(principal, {Permission.MACHINE_OFFBOARD})
+    machine_id = normalize_machine_id(command.machine_id)
+    with uow:
+        machine = uow.machines.get(principal, machine_id)
+        if machine is None:
+            raise ResourceNotFound("Machine", command.machine_id)
+        if not principal.can_manage:
+            raise DisallowedOperation("The user's role does not allow offboarding devices.")
+        ensure_offboard_supported(machine)
+        if uow.actions.active_for(machine.id, ActionType.OFFBOARD) is not None:
+            raise ActiveRequestAlreadyExists()
+        now = clock.now()
+        action = MachineAction(
+            id=str(uuid.uuid4()),
+            tenant_id=principal.tenant_id,
+            type=ActionType.OFFBOARD,
+            title=command.title,
+            requestor=principal.name,
+            requestor_comment=command.comment,
+            status=ActionStatus.PENDING,
+            machine_id=machine.id,
+            computer_dns_name=machine.computer_dns_name,
+            creation_date_time_utc=now,
+            last_update_date_time_utc=now,
+            external_id=command.external_id,
+            request_source=command.request_source or RequestSource.PUBLIC_API.value,
+        )
+        uow.actions.add(action, requestor_id=principal.id)
+        audit_event(
+            uow,
+            clock,
+            action=OFFBOARD_AUDIT_ACTION,
+            principal=principal,
+            context=context,
+            outcome_status=200,
+            machine_id=machine.id,
+            machine_action_id=action.id,
+            comment=command.comment,
+        )
+        uow.commit()
+    return action
+
+
+def get_action(action_id: str, principal: Principal, uow: UnitOfWork) -> MachineAction:
+    """The action with ``action_id`` if the caller may read it (action or read permission)."""
+    require_any(principal, READ_PERMISSIONS | ACTION_PERMISSIONS)
+    with uow:
+        action = uow.actions.get_visible(principal, normalize_action_id(action_id))
+    if action is None:
+        raise ResourceNotFound("MachineAction", action_id)
+    return action

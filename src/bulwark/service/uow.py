@@ -1,0 +1,79 @@
+"""The unit of work: one database transaction with the repositories that work inside it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol
+
+from sqlalchemy import Connection, Engine
+
+from bulwark.store.db import WRITE_OPTION
+from bulwark.store.repositories import (
+    AuditRepository,
+    DeviceGroupRepository,
+    MachineActionRepository,
+    MachineRepository,
+    TenantRepository,
+)
+
+
+class UnitOfWork(Protocol):
+    """What use cases need: repositories sharing one transaction, committed or rolled back whole."""
+
+    tenants: TenantRepository
+    device_groups: DeviceGroupRepository
+    machines: MachineRepository
+    actions: MachineActionRepository
+    audit: AuditRepository
+
+    def __enter__(self) -> UnitOfWork: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+class SqlUnitOfWork:
+    """A unit of work on a SQLAlchemy engine; leaving without ``commit()`` rolls back."""
+
+    def __init__(self, engine: Engine, *, write: bool = True) -> None:
+        self.engine = engine
+        self.write = write
+        self.conn: Connection | None = None
+
+    def __enter__(self) -> SqlUnitOfWork:
+        conn = self.engine.connect()
+        if self.write:
+            conn.execution_options(**{WRITE_OPTION: True})
+        conn.begin()
+        self.conn = conn
+        self.tenants = TenantRepository(conn)
+        self.device_groups = DeviceGroupRepository(conn)
+        self.machines = MachineRepository(conn)
+        self.actions = MachineActionRepository(conn)
+        self.audit = AuditRepository(conn)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        assert self.conn is not None
+        try:
+            if self.conn.in_transaction():
+                self.conn.rollback()
+        finally:
+            self.conn.close()
+            self.conn = None
+
+    def commit(self) -> None:
+        """Make everything done in this unit of work durable."""
+        assert self.conn is not None
+        self.conn.commit()
+
+
+class UnitOfWorkFactory:
+    """Makes units of work on one engine: ``uow_factory()`` to write, ``uow_factory(write=False)`` to read."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, write=write)
