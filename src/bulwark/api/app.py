@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from bulwark import __version__
-from bulwark.api import machine_actions
+from bulwark.api import machine_actions, machines
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
@@ -19,6 +19,7 @@ from bulwark.store.db import create_db_engine
 def _public_api() -> APIRouter:
     router = APIRouter()
     router.include_router(machine_actions.router)
+    router.include_router(machines.router)
     return router
 
 
