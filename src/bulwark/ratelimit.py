@@ -8,6 +8,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeAlias
 from urllib.parse import quote, urlsplit
@@ -120,7 +121,11 @@ class RateLimitDecision:
 
 @dataclass
 class RateLimiterStats:
-    """Counters a metrics endpoint can export; updated under a lock, so exact under threads."""
+    """Counters a metrics endpoint can export; updated under a lock, so exact under threads.
+
+    `storage_errors` counts checks decided by the fail mode because the limit store failed
+    (or had failed less than the retry interval before).
+    """
 
     checks: int = 0
     allowed: int = 0
@@ -200,12 +205,18 @@ class WindowRateLimiter:
     the sliding window counter instead.
 
     A check reads every window first and consumes only when all allow, so refused calls cost
-    nothing. Reading and consuming are separate storage calls; within one process a lock per
-    caller and operation (striped) makes them atomic. Across processes sharing Redis two calls
-    can both read "one left": each window's consume is atomic in Redis, so no window ever admits
-    more than its limit, and the loser is refused. The cost of that race is confined to the racing
-    caller: when it loses on a later window, the windows consumed before it keep that call. Windows
-    are consumed tightest first (fewest remaining), where losing is most likely, to keep that rare.
+    nothing. Reading and consuming are separate storage calls. In memory a lock per caller and
+    operation (striped) makes them atomic. With Redis, two concurrent calls of one caller (from
+    any processes) can both read "one left": each window's consume is atomic in Redis, so no
+    window ever admits more than its limit, and the loser is refused. The cost of that race is
+    confined to the racing caller: when it loses on a later window, the windows consumed before
+    it keep that call. Windows are consumed tightest first (fewest remaining), where losing is
+    most likely, which makes that rare. (A lock held across Redis calls would queue unrelated
+    callers behind a slow Redis, and would not stop the race between processes anyway.)
+
+    When the store fails, the check is decided by `fail_mode`, and for `storage_retry_interval`
+    seconds after that checks are decided the same way without touching the store, so that an
+    unresponsive Redis costs one timeout per interval rather than one per request.
 
     Timestamps come from the clock of each process that records a call, so hosts sharing Redis
     need synchronised clocks (NTP); skew shifts Retry-After by the skew.
@@ -217,6 +228,7 @@ class WindowRateLimiter:
         policy: RateLimitPolicy,
         fail_mode: FailMode = "open",
         clock: Clock = time.time,
+        storage_retry_interval: float = 1.0,
     ) -> None:
         """Limit calls per `policy` in `storage`, which must be built with `wrap_exceptions=True`.
 
@@ -230,8 +242,13 @@ class WindowRateLimiter:
         self._policy = policy
         self._fail_mode = fail_mode
         self._clock = clock
-        self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._locks: list[threading.Lock] | None = None
+        if isinstance(storage, MemoryStorage):
+            self._locks = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._policy_headers: dict[tuple[RateLimitWindow, ...], str] = {}
+        self._storage_retry_interval = storage_retry_interval
+        self._storage_retry_at = -math.inf  # time.monotonic() before which the store is not tried
+        self._storage_failing = False
         self._last_failure_warning = -math.inf
 
     def check(self, caller_key: str, operation: str) -> RateLimitDecision:
@@ -239,15 +256,23 @@ class WindowRateLimiter:
         windows = self._policy.windows_for(operation)
         if not windows:
             decision = RateLimitDecision(allowed=True)
+        elif time.monotonic() < self._storage_retry_at:
+            decision = self._storage_failure(windows)
         else:
             # Quoting keeps "/" (the `limits` key separator) inside a part, so ("a/b", "c") and
             # ("a", "b/c") can never share a budget.
             identifiers = (quote(caller_key, safe=""), quote(operation, safe=""))
             try:
-                with self._locks[zlib.crc32("\0".join(identifiers).encode()) % _LOCK_STRIPES]:
+                with self._lock_for(identifiers):
                     decision = self._check_windows(windows, identifiers)
             except StorageError as exc:
-                decision = self._storage_failure(windows, exc)
+                self._storage_retry_at = time.monotonic() + self._storage_retry_interval
+                self._warn_storage_failure(exc)
+                decision = self._storage_failure(windows)
+            else:
+                if self._storage_failing:
+                    self._storage_failing = False
+                    logger.info("rate limit store answers again; limits apply")
         self.stats.record(decision)
         return decision
 
@@ -256,6 +281,11 @@ class WindowRateLimiter:
         if isinstance(self._storage, RedisStorage):
             self._storage.get_connection().close()
 
+    def _lock_for(self, identifiers: tuple[str, str]) -> AbstractContextManager[object]:
+        if self._locks is None:
+            return nullcontext()
+        return self._locks[zlib.crc32("\0".join(identifiers).encode()) % _LOCK_STRIPES]
+
     def _check_windows(self, windows: tuple[RateLimitWindow, ...], identifiers: tuple[str, str]) -> RateLimitDecision:
         states = self._read(windows, identifiers)
         exhausted = [state.window for state in states if state.remaining < 1]
@@ -263,7 +293,8 @@ class WindowRateLimiter:
             return self._refusal(states, exhausted)
         for state in sorted(states, key=lambda s: (s.remaining, s.window.seconds)):
             if not self._strategy.hit(state.window.item, *identifiers):
-                # Another process took the last slot between our read and this hit.
+                # A concurrent call of the same caller (another process, with Redis) took the
+                # last slot between our read and this hit.
                 return self._refusal(self._read(windows, identifiers), [state.window])
         now = self._clock()
         consumed = [
@@ -285,8 +316,8 @@ class WindowRateLimiter:
         waits = []
         for state in states:
             if state.window in refusing:
-                # A refusing window that shows a free slot lost it to the window edge or a racing
-                # process an instant ago: the slot is free again at once.
+                # A refusing window that shows a free slot now was refused at the very instant
+                # its oldest call left (or a racing call's did): a slot is free within a second.
                 waits.append(_seconds_until(state.reset_at, now) if state.remaining < 1 else 1)
         retry_after = max(waits)
         headers = self._headers(states, now)
@@ -322,8 +353,7 @@ class WindowRateLimiter:
             header = self._policy_headers[windows] = format_policy_header(windows)
         return header
 
-    def _storage_failure(self, windows: tuple[RateLimitWindow, ...], exc: StorageError) -> RateLimitDecision:
-        self._warn_storage_failure(exc)
+    def _storage_failure(self, windows: tuple[RateLimitWindow, ...]) -> RateLimitDecision:
         return RateLimitDecision(
             allowed=self._fail_mode == "open",
             storage_failed=True,
@@ -331,6 +361,7 @@ class WindowRateLimiter:
         )
 
     def _warn_storage_failure(self, exc: StorageError) -> None:
+        self._storage_failing = True
         # One warning a minute at most: an outage must not flood the log with one line per request.
         moment = time.monotonic()
         if moment - self._last_failure_warning < 60:
@@ -371,6 +402,7 @@ def create_rate_limiter(
     *,
     key_prefix: str = DEFAULT_REDIS_KEY_PREFIX,
     storage_timeout: float = 0.25,
+    storage_retry_interval: float = 1.0,
     clock: Clock = time.time,
 ) -> RateLimiter:
     """Build the limiter the settings describe.
@@ -378,8 +410,9 @@ def create_rate_limiter(
     `storage_uri`: None or "memory://" for this process alone; "redis://host:port/db" (also
     "rediss://", "redis+unix://") to share budgets among all processes using that Redis, under
     `key_prefix`. Nothing connects until the first check, so an unreachable Redis never stops
-    start-up; each check then waits at most `storage_timeout` seconds per Redis call before
-    applying `fail_mode` ("open": allow, "closed": refuse with `storage_failed`).
+    start-up; a check waits at most `storage_timeout` seconds per Redis call before applying
+    `fail_mode` ("open": allow, "closed": refuse with `storage_failed`), and the following
+    `storage_retry_interval` seconds apply it without trying Redis.
     `enabled=False` gives a limiter that allows everything.
     """
     if fail_mode not in ("open", "closed"):
@@ -401,4 +434,6 @@ def create_rate_limiter(
         )  # type: ignore[assignment]
     else:
         raise ValueError(f"unsupported rate limit storage {scheme!r}: use memory:// or redis://")
-    return WindowRateLimiter(storage, policy, fail_mode=fail_mode, clock=clock)
+    return WindowRateLimiter(
+        storage, policy, fail_mode=fail_mode, clock=clock, storage_retry_interval=storage_retry_interval
+    )

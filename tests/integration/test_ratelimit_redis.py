@@ -47,7 +47,8 @@ def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 
 def redis_limiter(key_prefix: str, limits: str, fail_mode: str = "open") -> RateLimiter:
-    return create_rate_limiter(REDIS_URL, RateLimitPolicy.parse(limits), fail_mode, key_prefix=key_prefix)  # type: ignore[arg-type]
+    policy = RateLimitPolicy.parse(limits)
+    return create_rate_limiter(REDIS_URL, policy, fail_mode, key_prefix=key_prefix)  # type: ignore[arg-type]
 
 
 def closed_port_url() -> str:

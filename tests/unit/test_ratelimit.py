@@ -315,19 +315,31 @@ def test_losing_the_last_slot_to_another_process_refuses_without_charging_other_
 
 
 class UnreachableStorage(MemoryStorage):
-    """A storage whose every read and write fails, as a store that went away does."""
+    """A storage that fails its first `failures` reads and writes, as a store that went away does."""
+
+    def __init__(self, failures: int = 1_000_000) -> None:
+        super().__init__(wrap_exceptions=True)
+        self.failures_left = failures
+        self.attempts = 0
+
+    def _maybe_fail(self) -> None:
+        self.attempts += 1
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            raise ValueError("store unreachable")
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        raise ValueError("store unreachable")
+        self._maybe_fail()
+        return super().get_moving_window(key, limit, expiry)
 
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        raise ValueError("store unreachable")
+        self._maybe_fail()
+        return super().acquire_entry(key, limit, expiry, amount)
 
 
 def test_fail_open_lets_calls_through_logs_once_and_counts_errors(caplog: pytest.LogCaptureFixture) -> None:
-    limiter = WindowRateLimiter(
-        UnreachableStorage(wrap_exceptions=True), RateLimitPolicy.parse("1/minute"), fail_mode="open"
-    )
+    storage = UnreachableStorage()
+    limiter = WindowRateLimiter(storage, RateLimitPolicy.parse("1/minute"), fail_mode="open")
 
     with caplog.at_level(logging.WARNING, logger="bulwark.ratelimit"):
         decisions = [limiter.check(APP, OFFBOARD) for _ in range(3)]
@@ -335,15 +347,14 @@ def test_fail_open_lets_calls_through_logs_once_and_counts_errors(caplog: pytest
     assert all(d.allowed and d.storage_failed and d.retry_after is None for d in decisions)
     assert decisions[0].headers == {"RateLimit-Policy": '"per-minute";q=1;w=60'}
     assert limiter.stats.storage_errors == 3
+    assert storage.attempts == 1  # within the retry interval the store is left alone
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "store unreachable" in warnings[0].getMessage()
 
 
 def test_fail_closed_refuses_with_a_storage_failure() -> None:
-    limiter = WindowRateLimiter(
-        UnreachableStorage(wrap_exceptions=True), RateLimitPolicy.parse("1/minute"), fail_mode="closed"
-    )
+    limiter = WindowRateLimiter(UnreachableStorage(), RateLimitPolicy.parse("1/minute"), fail_mode="closed")
 
     decision = limiter.check(APP, OFFBOARD)
 
@@ -352,6 +363,21 @@ def test_fail_closed_refuses_with_a_storage_failure() -> None:
     assert decision.retry_after is None
     assert "Retry-After" not in decision.headers
     assert limiter.stats.storage_errors == 1
+
+
+def test_limits_apply_again_once_the_store_answers(caplog: pytest.LogCaptureFixture) -> None:
+    limiter = WindowRateLimiter(
+        UnreachableStorage(failures=1), RateLimitPolicy.parse("1/minute"), storage_retry_interval=0
+    )
+
+    with caplog.at_level(logging.INFO, logger="bulwark.ratelimit"):
+        during = limiter.check(APP, OFFBOARD)
+        after = [limiter.check(APP, OFFBOARD) for _ in range(2)]
+
+    assert during.storage_failed
+    assert [d.allowed for d in after] == [True, False]
+    assert not any(d.storage_failed for d in after)
+    assert any("answers again" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("spec", ["0/minute", "100/minute;200/60 seconds", "lots", ""])
