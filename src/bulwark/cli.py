@@ -51,6 +51,10 @@ def serve(
 
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_json)
+    problem = settings.multi_process_problem()
+    if problem:
+        console.print(f"[bold red]Refusing to start:[/] {problem}", soft_wrap=True)
+        raise typer.Exit(code=2)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
     upgrade_database(url)

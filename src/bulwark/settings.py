@@ -33,6 +33,20 @@ class Settings(BaseSettings):
     default_tenant_id: str = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
     default_requestor: str = "admin@contoso.com"
 
+    redis_url: str | None = Field(
+        default=None, description="Redis shared by every process: rate-limit budgets and wake-ups."
+    )
+    rate_limit_enabled: bool = Field(default=True, description="Turn limits off only for local load tests.")
+    rate_limit: str = Field(default="100/minute;1500/hour", description="Windows every call must fit in.")
+    rate_limit_overrides: dict[str, str] = Field(
+        default_factory=dict, description='Per operation id, e.g. {"offboardMachine": "10/minute"} or "off".'
+    )
+    rate_limit_fail_mode: Literal["open", "closed"] = Field(
+        default="open", description="When Redis is unreachable: let calls through (open) or answer 503 (closed)."
+    )
+
+    rate_limit_key_prefix: str = Field(default="bulwark:ratelimit", description="Namespace of the budgets in Redis.")
+
     log_json: bool = Field(default=False, description="One JSON object per log line.")
     log_level: str = "INFO"
 
@@ -46,6 +60,16 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'bulwark.db').resolve()}"
+
+    def multi_process_problem(self) -> str | None:
+        """Why this configuration cannot run several workers correctly, or None if it can."""
+        if self.workers > 1 and self.rate_limit_enabled and not self.redis_url:
+            return (
+                f"{self.workers} workers would each count rate limits alone, multiplying every budget by "
+                f"{self.workers}. Set BULWARK_REDIS_URL so that all workers share one budget, run one worker, "
+                "or turn limits off with BULWARK_RATE_LIMIT_ENABLED=false."
+            )
+        return None
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import httpx
@@ -28,11 +29,16 @@ async def _offboard_all_at_once(base: str, machine_id: str, count: int) -> list[
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_offboards_create_exactly_one_action(
-    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path, workers: int
+    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path, workers: int, request: pytest.FixtureRequest
 ) -> None:
     machine = make_machine(11)
     seed(uow_factory, [machine])
-    with server_process("--workers", str(workers), env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
+    env = _env(database_url, tmp_path)
+    if workers > 1:
+        # Several workers share rate-limit budgets through Redis (they refuse to start without it).
+        env["BULWARK_REDIS_URL"] = request.getfixturevalue("redis_url")
+        env["BULWARK_RATE_LIMIT_KEY_PREFIX"] = f"bulwark-test:{uuid.uuid4().hex}"
+    with server_process("--workers", str(workers), env=env, log=tmp_path / "server.log") as base:
         responses = asyncio.run(_offboard_all_at_once(base, machine.id, 40))
         statuses = sorted(r.status_code for r in responses)
         assert statuses == [200] + [400] * 39, [r.text for r in responses if r.status_code not in (200, 400)]

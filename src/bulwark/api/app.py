@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
 
 from bulwark import __version__
 from bulwark.api import machine_actions, machines
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
+from bulwark.api.ratelimiting import enforce_rate_limit
+from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
 from bulwark.service.uow import UnitOfWorkFactory
@@ -16,8 +21,13 @@ from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
 
 
+class ConfigurationError(RuntimeError):
+    """Settings that cannot work together; raised at start, before anything is served."""
+
+
 def _public_api() -> APIRouter:
-    router = APIRouter()
+    # Every public operation is rate limited per caller and operation.
+    router = APIRouter(dependencies=[Depends(enforce_rate_limit)])
     router.include_router(machine_actions.router)
     router.include_router(machines.router)
     return router
@@ -26,10 +36,31 @@ def _public_api() -> APIRouter:
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the Bulwark ASGI application. The database must already be migrated."""
     settings = settings or Settings()
+    problem = settings.multi_process_problem()
+    if problem:
+        raise ConfigurationError(problem)
+    clock = clock or SystemClock()
     engine = create_db_engine(settings.resolved_database_url())
-    runtime = Runtime(settings=settings, engine=engine, uow=UnitOfWorkFactory(engine), clock=clock or SystemClock())
+    limiter = create_rate_limiter(
+        settings.redis_url,
+        RateLimitPolicy.parse(settings.rate_limit, settings.rate_limit_overrides),
+        fail_mode=settings.rate_limit_fail_mode,
+        enabled=settings.rate_limit_enabled,
+        key_prefix=settings.rate_limit_key_prefix,
+        clock=lambda: clock.now().timestamp(),
+    )
+    runtime = Runtime(settings=settings, engine=engine, uow=UnitOfWorkFactory(engine), clock=clock, limiter=limiter)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            limiter.close()
+            engine.dispose()
 
     app = FastAPI(
+        lifespan=lifespan,
         title="Bulwark",
         version=__version__,
         description="A self-hosted Microsoft Defender for Endpoint machine-action API.",

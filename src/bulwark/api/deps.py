@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from bulwark.clock import Clock
+from bulwark.ratelimit import RateLimiter
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.service.audit import RequestContext
 from bulwark.service.uow import UnitOfWorkFactory
@@ -23,6 +24,7 @@ class Runtime:
     engine: Engine
     uow: UnitOfWorkFactory
     clock: Clock
+    limiter: RateLimiter
 
 
 def get_runtime(request: Request) -> Runtime:
