@@ -1,4 +1,4 @@
-"""Time source that tests can control instead of sleeping."""
+"""Clocks: the system clock in production, a frozen one in tests."""
 
 from __future__ import annotations
 
@@ -9,31 +9,27 @@ from typing import Protocol
 class Clock(Protocol):
     """Anything that tells the current time as a timezone-aware UTC datetime."""
 
-    def now(self) -> datetime:
-        """Return the current time (timezone-aware, UTC)."""
-        ...
+    def now(self) -> datetime: ...
 
 
 class SystemClock:
     """The real wall clock."""
 
     def now(self) -> datetime:
-        """Return the current time in UTC."""
+        """Return the current UTC time."""
         return datetime.now(UTC)
 
 
 class FrozenClock:
-    """A clock that stands still until told to move; for tests."""
+    """A clock that only moves when told to, so tests never sleep."""
 
-    def __init__(self, now: datetime) -> None:
-        if now.tzinfo is None:
-            raise ValueError("FrozenClock needs a timezone-aware datetime")
-        self._now = now.astimezone(UTC)
+    def __init__(self, now: datetime | None = None) -> None:
+        self._now = now or datetime(2026, 1, 1, tzinfo=UTC)
 
     def now(self) -> datetime:
         """Return the frozen time."""
         return self._now
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward (or back, with a negative number) by `seconds`."""
-        self._now += timedelta(seconds=seconds)
+        """Move the clock forward by ``seconds``."""
+        self._now = self._now + timedelta(seconds=seconds)

@@ -12,6 +12,7 @@ from jwt.algorithms import RSAAlgorithm
 
 from bulwark.auth.keys import (
     KeyRing,
+    KeyRingCache,
     KeyRingError,
     SigningKey,
     generate_signing_key,
@@ -19,6 +20,7 @@ from bulwark.auth.keys import (
     retire,
     rotate,
 )
+from bulwark.clock import FrozenClock
 
 NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -91,7 +93,9 @@ def test_keyring_refuses_two_active_keys(spare_keys: list[SigningKey]) -> None:
         KeyRing([replace(spare_keys[0], active=True), replace(spare_keys[1], active=True)])
 
 
-def test_keyring_without_an_active_key_verifies_but_cannot_sign(spare_keys: list[SigningKey]) -> None:
+def test_keyring_without_an_active_key_verifies_but_cannot_sign(
+    spare_keys: list[SigningKey],
+) -> None:
     ring = KeyRing(spare_keys[:2])
     assert ring.verification_key(spare_keys[0].kid) is not None
     with pytest.raises(KeyRingError, match="no active signing key"):
@@ -161,3 +165,57 @@ def test_the_active_key_cannot_be_retired(spare_keys: list[SigningKey]) -> None:
 def test_retiring_an_unknown_kid_fails(spare_keys: list[SigningKey]) -> None:
     with pytest.raises(KeyRingError, match="no signing key with kid"):
         retire(spare_keys, "no-such-kid", NOW)
+
+
+class CountingStore:
+    """Stands in for the key table: hands out fresh records and counts reads."""
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        self.keys = keys
+        self.reads = 0
+
+    def load(self) -> list[SigningKey]:
+        self.reads += 1
+        return [replace(key) for key in self.keys]
+
+
+def test_cache_reads_the_store_once_until_the_ring_is_old(spare_keys: list[SigningKey]) -> None:
+    store = CountingStore([replace(spare_keys[0], active=True)])
+    clock = FrozenClock(NOW)
+    cache = KeyRingCache(store.load, clock, max_age_seconds=60)
+    for _ in range(10):
+        assert cache().signing_key.kid == spare_keys[0].kid
+    assert store.reads == 1
+    clock.advance(60)
+    cache()
+    assert store.reads == 2
+
+
+def test_cache_reload_sees_a_rotation_at_once(spare_keys: list[SigningKey]) -> None:
+    store = CountingStore([replace(spare_keys[0], active=True)])
+    cache = KeyRingCache(store.load, FrozenClock(NOW))
+    assert cache().signing_key.kid == spare_keys[0].kid
+    store.keys = rotate(store.keys, NOW)
+    assert cache().signing_key.kid == spare_keys[0].kid  # still the ring it loaded
+    assert cache.reload().signing_key.kid == store.keys[-1].kid
+
+
+def test_cache_looks_again_for_an_unseen_kid_but_not_on_every_request(
+    spare_keys: list[SigningKey],
+) -> None:
+    store = CountingStore([replace(spare_keys[0], active=True)])
+    clock = FrozenClock(NOW)
+    cache = KeyRingCache(store.load, clock, min_reload_interval_seconds=5)
+    cache()
+    clock.advance(5)
+    # Another process rotates; this one has not reloaded yet.
+    store.keys = [spare_keys[0], replace(spare_keys[1], active=True)]
+    assert spare_keys[1].kid not in cache()
+    assert spare_keys[1].kid in cache.refresh_for(spare_keys[1].kid)
+    assert store.reads == 2
+    for _ in range(10):
+        assert "forged-kid" not in cache.refresh_for("forged-kid")
+    assert store.reads == 2
+    clock.advance(5)
+    cache.refresh_for("forged-kid")
+    assert store.reads == 3

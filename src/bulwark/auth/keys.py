@@ -5,13 +5,17 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import lru_cache
+
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from bulwark.clock import Clock
 
 SIGNING_ALGORITHM = "RS256"
 DEFAULT_KEY_SIZE = 2048
@@ -39,6 +43,16 @@ def public_jwk(public_key: rsa.RSAPublicKey, kid: str) -> dict[str, str]:
     """Return the public JWK of an RSA key as published in a JWKS document."""
     n, e = _rsa_members(public_key)
     return {"kty": "RSA", "use": "sig", "alg": SIGNING_ALGORITHM, "kid": kid, "n": n, "e": e}
+
+
+@lru_cache(maxsize=64)
+def _load_private_key(pem: str) -> rsa.RSAPrivateKey:
+    # Loading checks the RSA key, which takes tens of milliseconds; records re-read from a store
+    # carry the same PEM, so each key is loaded once per process.
+    key = serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise KeyRingError("signing keys must be RSA keys")
+    return key
 
 
 def _require_aware(name: str, value: datetime | None) -> None:
@@ -71,13 +85,10 @@ class SigningKey:
         """Whether the key has been retired and must no longer verify tokens."""
         return self.retired_at is not None
 
-    @cached_property
+    @property
     def private_key(self) -> rsa.RSAPrivateKey:
         """The loaded private key."""
-        key = serialization.load_pem_private_key(self.private_key_pem.encode("ascii"), password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise KeyRingError(f"signing key {self.kid} is not an RSA key")
-        return key
+        return _load_private_key(self.private_key_pem)
 
     @property
     def public_key(self) -> rsa.RSAPublicKey:
@@ -123,7 +134,9 @@ class KeyRing:
         for key in usable:
             actual = jwk_thumbprint(key.public_key)
             if actual != key.kid:
-                raise KeyRingError(f"signing key {key.kid} does not match its key material ({actual})")
+                raise KeyRingError(
+                    f"signing key {key.kid} does not match its key material ({actual})"
+                )
             self._by_kid[key.kid] = key
 
     @property
@@ -175,3 +188,62 @@ def retire(keys: Sequence[SigningKey], kid: str, now: datetime) -> list[SigningK
     if not found:
         raise KeyRingError(f"no signing key with kid {kid}")
     return result
+
+
+class KeyRingCache:
+    """The current KeyRing of a key store, shared by every process that reads the same store.
+
+    Call it to get the ring (it is a keyring provider for TokenIssuer and TokenVerifier). The keys
+    are reloaded when older than `max_age_seconds`, on `reload()` (after this process rotated),
+    and by `refresh_for(kid)` when a token names a key this process has not seen yet, because
+    another process rotated; that reload happens at most once per `min_reload_interval_seconds`.
+    """
+
+    def __init__(
+        self,
+        load_keys: Callable[[], Iterable[SigningKey]],
+        clock: Clock,
+        *,
+        max_age_seconds: float = 60.0,
+        min_reload_interval_seconds: float = 5.0,
+    ) -> None:
+        self._load_keys = load_keys
+        self._clock = clock
+        self._max_age = max_age_seconds
+        self._min_interval = min_reload_interval_seconds
+        self._lock = threading.Lock()
+        self._ring: KeyRing | None = None
+        self._loaded_at: datetime | None = None
+
+    def __call__(self) -> KeyRing:
+        """Return the current ring, reloading it when it is older than the maximum age."""
+        with self._lock:
+            now = self._clock.now()
+            if self._ring is None or self._age(now) >= self._max_age:
+                return self._reload(now)
+            return self._ring
+
+    def reload(self) -> KeyRing:
+        """Reload the keys now and return the new ring."""
+        with self._lock:
+            return self._reload(self._clock.now())
+
+    def refresh_for(self, kid: str) -> KeyRing:
+        """Return a ring that knows `kid` if the store has it, reloading at most once per interval."""
+        with self._lock:
+            now = self._clock.now()
+            if self._ring is not None and (
+                kid in self._ring or self._age(now) < self._min_interval
+            ):
+                return self._ring
+            return self._reload(now)
+
+    def _age(self, now: datetime) -> float:
+        if self._loaded_at is None:
+            return float("inf")
+        return (now - self._loaded_at).total_seconds()
+
+    def _reload(self, now: datetime) -> KeyRing:
+        self._ring = KeyRing(self._load_keys())
+        self._loaded_at = now
+        return self._ring
