@@ -298,7 +298,10 @@ class Not:
 
 @dataclass(frozen=True)
 class CollectionAny:
-    """`collection/any(x: predicate)`: some element satisfies the predicate; with no predicate, the collection is not empty."""
+    """`collection/any(x: predicate)`: some element satisfies the predicate.
+
+    Without a predicate (`collection/any()`), the collection is not empty.
+    """
 
     collection: str
     predicate: Filter | None
@@ -433,7 +436,10 @@ def _syntax_error(text: str, error: UnexpectedInput) -> ODataError:
         return ODataError(f"Syntax error at position {position + 1} in $filter: {detail}")
     if isinstance(error, UnexpectedToken):
         token = error.token
-        expected = sorted({_TERMINAL_DESCRIPTIONS.get(name, name) for name in error.expected})
+        # accepts() replays the parser, so it lists only tokens that really continue the input
+        # (error.expected can include ones that an LALR default reduction has already ruled out).
+        acceptable = error.interactive_parser.accepts() if error.interactive_parser else error.expected
+        expected = sorted({_TERMINAL_DESCRIPTIONS.get(name, name) for name in acceptable})
         if token.type == "$END":
             position, found = len(text.rstrip()), "end of filter"
         else:
@@ -482,7 +488,7 @@ class _Target:
 
     property: str
     type: PropertyType
-    label: str  # how the client wrote it, for messages
+    label: str  # how messages name it: "property 'lastSeen'" or "lambda variable 't'"
 
 
 @dataclass(frozen=True)
@@ -539,8 +545,8 @@ class _FilterBuilder:
         target = self._resolve(ident, scope)
         if target.type not in (PropertyType.STRING, PropertyType.ENUM):
             raise ODataError(
-                f"Invalid filter clause: {function.lower()}() needs a string property; "
-                f"'{target.label}' is of type {target.type}"
+                f"Invalid filter clause: {function.lower()}() needs a string argument; "
+                f"{target.label} is of type {target.type}"
             )
         # Comparisons are case-insensitive already, so tolower()/toupper() change nothing.
         return target
@@ -549,7 +555,7 @@ class _FilterBuilder:
         name = str(ident)
         if scope is not None:
             if name.lower() == scope.variable.lower():
-                return _Target(scope.collection, PropertyType.STRING, name)
+                return _Target(scope.collection, PropertyType.STRING, f"lambda variable '{name}'")
             raise ODataError(
                 f"Invalid filter clause: inside {scope.collection}/any() only the lambda variable "
                 f"'{scope.variable}' can be used, not '{name}'"
@@ -561,7 +567,7 @@ class _FilterBuilder:
                 f"Invalid filter clause: property '{wire}' is a collection; "
                 f"test its elements with {wire}/any(t: t eq 'value')"
             )
-        return _Target(wire, prop.type, wire)
+        return _Target(wire, prop.type, f"property '{wire}'")
 
     def _filterable_property(self, name: str) -> str:
         wire = self.spec.resolve(name)
@@ -586,7 +592,7 @@ class _FilterBuilder:
         if kind == "NULL":
             return None
         mismatch = ODataError(
-            f"Invalid filter clause: property '{target.label}' is of type {target.type}; "
+            f"Invalid filter clause: {target.label} is of type {target.type}; "
             f"{text} is not a valid {target.type} value{_type_hint(target)}"
         )
         if target.type is PropertyType.STRING:
@@ -602,7 +608,7 @@ class _FilterBuilder:
                 raise mismatch
             number = int(text)
             if not _INT64_MIN <= number <= _INT64_MAX:
-                raise ODataError(f"Invalid filter clause: {text} is out of range for property '{target.label}'")
+                raise ODataError(f"Invalid filter clause: {text} is out of range for {target.label}")
             return number
         if target.type is PropertyType.DATETIME:
             if kind not in ("DATETIME", "STRING"):
@@ -623,7 +629,7 @@ class _FilterBuilder:
             if canonical.lower() == text.lower():
                 return canonical
         raise ODataError(
-            f"Invalid filter clause: '{text}' is not a valid value for property '{target.label}'; "
+            f"Invalid filter clause: '{text}' is not a valid value for {target.label}; "
             f"valid values: {', '.join(values)}"
         )
 
@@ -640,7 +646,7 @@ class _FilterBuilder:
         if ordered and target.type in (PropertyType.ENUM, PropertyType.BOOL):
             raise ODataError(
                 f"Invalid filter clause: operator '{operator}' is not supported for {target.type} "
-                f"property '{target.label}'; use eq, ne or in"
+                f"{target.label}; use eq, ne or in"
             )
         return Comparison(target.property, target.type, operator, value)
 
@@ -648,7 +654,7 @@ class _FilterBuilder:
         operand, *value_tokens = node.children
         target = self._operand(operand, scope)
         if target.type is PropertyType.BOOL:
-            raise ODataError(f"Invalid filter clause: 'in' is not supported for bool property '{target.label}'")
+            raise ODataError(f"Invalid filter clause: 'in' is not supported for bool {target.label}")
         values = tuple(dict.fromkeys(self._value(token, target) for token in value_tokens))
         return In(target.property, target.type, values)
 
@@ -658,8 +664,8 @@ class _FilterBuilder:
         target = self._operand(operand, scope)
         if target.type is not PropertyType.STRING:
             raise ODataError(
-                f"Invalid filter clause: {function}() needs a string property; "
-                f"'{target.label}' is of type {target.type}"
+                f"Invalid filter clause: {function}() needs a string argument; "
+                f"{target.label} is of type {target.type}"
             )
         if value_token.type != "STRING":
             raise ODataError(
@@ -684,7 +690,9 @@ class _FilterBuilder:
         collection_token, operator_token, variable, body = node.children
         name = str(collection_token)
         if scope is not None:
-            raise ODataError(f"Invalid filter clause: {name}/{operator_token.lower()}() cannot be nested in another lambda")
+            raise ODataError(
+                f"Invalid filter clause: {name}/{operator_token.lower()}() cannot be nested in another lambda"
+            )
         wire = self._filterable_property(name)
         prop = self.spec.properties[wire]
         if prop.type is not PropertyType.STRING_COLLECTION:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TypeAlias
 
-from sqlalchemy import ColumnElement, Select, String, and_, exists, func, not_, or_, select, true
+from sqlalchemy import BigInteger, ColumnElement, Select, String, and_, exists, func, literal, not_, or_, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import UnaryExpression
@@ -197,6 +197,10 @@ def _comparable(column: ColumnElement, property_type: PropertyType, value: Value
     if property_type is PropertyType.DATETIME:
         assert isinstance(value, datetime)
         return column, _column_time(value, column)
+    if property_type is PropertyType.INT:
+        # Bound as BIGINT: the parser allows any 64-bit value, and PostgreSQL would reject one
+        # cast to the column's narrower INTEGER type instead of just finding no match.
+        return column, literal(value, BigInteger())
     return column, value
 
 
