@@ -106,12 +106,12 @@ def test_machine_action_spec_lists_every_contract_field_in_emission_order():
 
 
 def test_filterable_properties_are_exactly_those_the_contract_lists():
-    assert set(MACHINE_SPEC.names_where("filterable")) == {
+    assert set(MACHINE_SPEC.filterable_properties()) == {
         "computerDnsName", "id", "version", "deviceValue", "aadDeviceId", "machineTags", "lastSeen",
         "exposureLevel", "onboardingStatus", "lastIpAddress", "healthStatus", "osPlatform", "riskScore",
         "rbacGroupId",
     }  # fmt: skip
-    assert set(MACHINE_ACTION_SPEC.names_where("filterable")) == {
+    assert set(MACHINE_ACTION_SPEC.filterable_properties()) == {
         "id", "status", "machineId", "type", "requestor", "creationDateTimeUtc",
     }
 
@@ -123,7 +123,7 @@ def test_sortable_properties_are_the_filterable_scalars():
             for name, prop in spec.properties.items()
             if prop.filterable and prop.type is not PropertyType.STRING_COLLECTION
         }
-        assert set(spec.names_where("sortable")) == expected
+        assert set(spec.sortable_properties()) == expected
 
 
 def test_enum_values_follow_the_contract_spelling():
@@ -528,7 +528,7 @@ def test_string_function_misuse(text, fragment):
         (
             "osBuild/any(t: t eq 1)",
             "Invalid filter clause: property 'osBuild' is not supported for filtering; filterable properties: "
-            + ", ".join(MACHINE_SPEC.names_where("filterable")),
+            + ", ".join(MACHINE_SPEC.filterable_properties()),
         ),
         (
             "machineTags/any(t: t eq 'x') and t eq 'y'",
@@ -753,12 +753,12 @@ def test_orderby_items_and_directions():
         (
             "osBuild",
             "Invalid $orderby clause: property 'osBuild' is not supported for sorting; sortable properties: "
-            + ", ".join(MACHINE_SPEC.names_where("sortable")),
+            + ", ".join(MACHINE_SPEC.sortable_properties()),
         ),
         (
             "machineTags",
             "Invalid $orderby clause: property 'machineTags' is not supported for sorting; sortable properties: "
-            + ", ".join(MACHINE_SPEC.names_where("sortable")),
+            + ", ".join(MACHINE_SPEC.sortable_properties()),
         ),
         ("lastSeen sideways", "Invalid $orderby clause: sort direction 'sideways' must be asc or desc"),
         (

@@ -34,6 +34,7 @@ __all__ = [
     "OrderByItem",
     "PropertySpec",
     "PropertyType",
+    "QuerySource",
     "StringFunction",
     "StringMatch",
     "Value",
@@ -96,7 +97,7 @@ class PropertySpec:
             raise ValueError("collections cannot be sorted")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EntitySpec:
     """An entity set as the query layer sees it: wire property names (in emission order) and their rules."""
 
@@ -115,9 +116,13 @@ class EntitySpec:
         """Return the wire spelling of a property named case-insensitively, or None when there is none."""
         return self._by_lower_name.get(name.lower())
 
-    def names_where(self, wanted: str) -> list[str]:
-        """Wire names of the properties whose flag `wanted` ("filterable" or "sortable") is set."""
-        return [wire for wire, prop in self.properties.items() if getattr(prop, wanted)]
+    def filterable_properties(self) -> tuple[str, ...]:
+        """Wire names of the properties $filter may use, in emission order."""
+        return tuple(wire for wire, prop in self.properties.items() if prop.filterable)
+
+    def sortable_properties(self) -> tuple[str, ...]:
+        """Wire names of the properties $orderby may use, in emission order."""
+        return tuple(wire for wire, prop in self.properties.items() if prop.sortable)
 
 
 def _string(filterable: bool = False) -> PropertySpec:
@@ -505,7 +510,7 @@ class _FilterBuilder:
     def __init__(self, spec: EntitySpec) -> None:
         self.spec = spec
 
-    def build(self, node: Tree | Token, scope: _Scope | None, depth: int) -> Filter:
+    def build(self, node: Tree, scope: _Scope | None, depth: int) -> Filter:
         if depth > MAX_FILTER_DEPTH:
             raise ODataError(f"Invalid filter clause: nesting deeper than {MAX_FILTER_DEPTH} levels")
         kind = node.data
@@ -577,7 +582,7 @@ class _FilterBuilder:
                 f"{self.spec.name} has no such property"
             )
         if not self.spec.properties[wire].filterable:
-            allowed = ", ".join(self.spec.names_where("filterable"))
+            allowed = ", ".join(self.spec.filterable_properties())
             raise ODataError(
                 f"Invalid filter clause: property '{wire}' is not supported for filtering; "
                 f"filterable properties: {allowed}"
@@ -744,7 +749,7 @@ def parse_filter(text: str, spec: EntitySpec) -> Filter:
 # --------------------------------------------------------------------------- the other options
 
 
-def _parse_count_option(text: str, option: str, maximum: int) -> int:
+def _parse_whole_number(text: str, option: str, maximum: int) -> int:
     stripped = text.strip()
     if not stripped.isascii() or not stripped.isdigit():
         raise ODataError(f"Invalid value for {option}: '{text}' is not a non-negative whole number")
@@ -775,7 +780,7 @@ def _parse_orderby(text: str, spec: EntitySpec) -> tuple[OrderByItem, ...]:
             )
         prop = spec.properties[wire]
         if not prop.sortable:
-            allowed = ", ".join(spec.names_where("sortable"))
+            allowed = ", ".join(spec.sortable_properties())
             raise ODataError(
                 f"Invalid $orderby clause: property '{wire}' is not supported for sorting; "
                 f"sortable properties: {allowed}"
@@ -852,8 +857,8 @@ def parse_query(source: QuerySource, spec: EntitySpec) -> ODataQuery:
         options[name] = value
 
     query_filter = parse_filter(options["$filter"], spec) if "$filter" in options else None
-    top = _parse_count_option(options["$top"], "$top", MAX_TOP) if "$top" in options else None
-    skip = _parse_count_option(options["$skip"], "$skip", _INT64_MAX) if "$skip" in options else 0
+    top = _parse_whole_number(options["$top"], "$top", MAX_TOP) if "$top" in options else None
+    skip = _parse_whole_number(options["$skip"], "$skip", _INT64_MAX) if "$skip" in options else 0
     orderby = _parse_orderby(options["$orderby"], spec) if "$orderby" in options else ()
     select = _parse_select(options["$select"], spec) if "$select" in options else None
     count = _parse_bool_option(options["$count"], "$count") if "$count" in options else False

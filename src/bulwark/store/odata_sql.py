@@ -1,26 +1,4 @@
-"""Compile validated OData queries to SQLAlchemy Core expressions that behave alike on SQLite and PostgreSQL.
-
-Semantics, chosen so both engines return the same rows in the same order:
-
-- String comparisons (eq, ne, gt, ge, lt, le, in, startswith, endswith, contains, and the same
-  inside any()) ignore the case of ASCII letters; other characters compare exactly. Host names,
-  UPNs, GUIDs and hex ids are case-insensitive by nature, so a client never misses a row for
-  writing ``MyHost`` instead of ``myhost``. Both sides are folded with ``fold_case``: SQLite's
-  ``lower()`` folds ASCII only, and on PostgreSQL ``lower(x COLLATE "C")`` does the same, which also
-  gives byte-wise ordering instead of the database's locale. An expression index on
-  ``fold_case(column)`` serves these comparisons on PostgreSQL.
-- Enum properties compare exactly against the canonical spelling the parser normalised to.
-- LIKE wildcards (``%``, ``_``) and the escape character in user input are escaped, so
-  ``contains(computerDnsName,'50%')`` matches a literal percent sign.
-- Nulls follow OData's two-valued logic: ``null eq 'x'`` is false and ``null ne 'x'`` is true, so
-  ``healthStatus ne 'Active'`` includes rows without a health status and ``not (...)`` is the exact
-  complement. Columns declared NOT NULL get no extra null tests.
-- Datetimes are compared as naive UTC values unless the column is ``DateTime(timezone=True)``.
-- Ordering puts nulls first ascending and last descending (as OData specifies, and the same on both
-  engines); strings sort by their folded form and then byte-wise, enums byte-wise.
-
-Every literal leaves as a bound parameter; no user text is ever pasted into SQL.
-"""
+"""Compile validated OData queries to SQLAlchemy Core that returns the same rows on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -156,7 +134,7 @@ def _fold_literal(value: str) -> str:
 # --------------------------------------------------------------------------- $filter
 
 
-_ORDERED_OPERATORS: Mapping[ComparisonOperator, Callable[[object, object], ColumnElement[bool]]] = {
+_OPERATORS: Mapping[ComparisonOperator, Callable[[object, object], ColumnElement[bool]]] = {
     ComparisonOperator.EQ: py_operator.eq,
     ComparisonOperator.NE: py_operator.ne,
     ComparisonOperator.GT: py_operator.gt,
@@ -189,7 +167,9 @@ def _column_time(value: datetime, column: ColumnElement) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _comparable(column: ColumnElement, property_type: PropertyType, value: Value) -> tuple[ColumnElement, object]:
+def _comparable(
+    column: ColumnElement, property_type: PropertyType, value: Value
+) -> tuple[ColumnElement, object]:
     """The column-side expression and the parameter value to compare for one literal."""
     if property_type is PropertyType.STRING:
         assert isinstance(value, str)
@@ -209,7 +189,7 @@ def _compile_comparison(node: Comparison, columns: Columns) -> ColumnElement[boo
     if node.value is None:
         return column.is_(None) if node.operator is ComparisonOperator.EQ else column.is_not(None)
     left, right = _comparable(column, node.type, node.value)
-    predicate = _ORDERED_OPERATORS[node.operator](left, right)
+    predicate = _OPERATORS[node.operator](left, right)
     if node.operator is ComparisonOperator.NE:
         return or_(column.is_(None), predicate) if _may_be_null(column) else predicate
     return _known(column, predicate)
@@ -286,6 +266,26 @@ def compile_filter(
     ``columns`` maps each wire property name the filter may use to its column (or any column
     expression); ``collections`` maps string-collection properties to where their elements live.
     A property missing from either mapping raises LookupError: that is a wiring bug, not a client error.
+
+    Semantics, the same on SQLite and PostgreSQL:
+
+    - String comparisons (eq, ne, gt, ge, lt, le, in, startswith, endswith, contains, also inside
+      any()) ignore the case of ASCII letters; other characters compare exactly. Host names, UPNs,
+      GUIDs and hex ids are case-insensitive by nature, so a client never misses a row for writing
+      ``MyHost`` instead of ``myhost``. Both sides go through ``fold_case``: SQLite's ``lower()``
+      folds ASCII only, and PostgreSQL's ``lower(x COLLATE "C")`` does the same and compares
+      byte-wise rather than by the database locale. An expression index on ``fold_case(column)``
+      serves these comparisons on PostgreSQL.
+    - Enum properties compare exactly with the canonical spelling the parser normalised to.
+    - LIKE wildcards (``%``, ``_``) and the escape character in user input are escaped, so
+      ``contains(computerDnsName,'50%')`` matches a literal percent sign.
+    - Nulls follow OData's two-valued logic: ``null eq 'x'`` is false and ``null ne 'x'`` is true,
+      so ``healthStatus ne 'Active'`` includes rows without a health status and ``not (...)`` is the
+      exact complement. Columns declared NOT NULL get no extra null tests.
+    - Datetimes compare as naive UTC values unless the column is ``DateTime(timezone=True)``.
+    - Integers are bound as BIGINT, so any 64-bit literal works against narrower columns.
+
+    Every literal is a bound parameter; no client text is ever pasted into SQL.
     """
     if query_filter is None:
         return true()
@@ -316,7 +316,12 @@ def _sort_keys(column: ColumnElement, property_type: PropertyType) -> list[Colum
 
 
 def compile_orderby(orderby: Iterable[OrderByItem], columns: Columns) -> list[UnaryExpression]:
-    """ORDER BY clauses for parsed $orderby items, with OData's null placement on both engines."""
+    """ORDER BY clauses for parsed $orderby items.
+
+    Nulls come first ascending and last descending (as OData specifies, on both engines); strings
+    sort by their ``fold_case`` form and then byte-wise, enums byte-wise, so PostgreSQL's locale
+    cannot order rows differently from SQLite.
+    """
     clauses: list[UnaryExpression] = []
     for item in orderby:
         for key in _sort_keys(_column(columns, item.property), item.type):
