@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from bulwark.api.audit import remember_principal
 from bulwark.clock import Clock
 from bulwark.ratelimit import RateLimiter
 from bulwark.domain.access import Permission, Principal, PrincipalKind
@@ -35,16 +36,18 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_principal(runtime: RuntimeDep) -> Principal:
+def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller: a configured default caller with every permission (no authentication yet)."""
     settings = runtime.settings
-    return Principal(
+    principal = Principal(
         tenant_id=settings.default_tenant_id,
         kind=PrincipalKind.USER,
         id="default",
         name=settings.default_requestor,
         permissions=frozenset(p.value for p in Permission),
     )
+    remember_principal(request, principal)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -9,9 +9,9 @@ from starlette.responses import Response
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.schemas import ERROR_RESPONSES, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.wire import action_to_wire, entity_response
-from bulwark.domain.errors import BulwarkError, InvalidRequestBody
-from bulwark.service.audit import record_refusal
-from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, get_action, request_offboard
+from bulwark.api.audit import remember_comment
+from bulwark.domain.errors import InvalidRequestBody
+from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
 
 router = APIRouter(tags=["MachineAction"])
 
@@ -66,33 +66,17 @@ async def offboard_machine(
 ) -> Response:
     """Create a Pending Offboard action; the device's sensor carries it out."""
     settings = runtime.settings
-    comment: str | None = None
-    try:
-        raw = await read_body(request, settings.max_body_bytes)
-        body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
-        comment = body.Comment
-        command = RequestOffboard(
-            machine_id=id,
-            comment=body.Comment or "",
-            external_id=body.ExternalId,
-            title=body.Title,
-            request_source=body.RequestSource,
-        )
-        action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
-    except BulwarkError as error:
-        await run_in_threadpool(
-            record_refusal,
-            runtime.uow(),
-            runtime.clock,
-            action=OFFBOARD_AUDIT_ACTION,
-            principal=principal,
-            context=context,
-            outcome_status=error.status,
-            outcome_code=error.code,
-            machine_id=id[:64],
-            comment=comment,
-        )
-        raise
+    raw = await read_body(request, settings.max_body_bytes)
+    body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
+    remember_comment(request, body.Comment)
+    command = RequestOffboard(
+        machine_id=id,
+        comment=body.Comment or "",
+        external_id=body.ExternalId,
+        title=body.Title,
+        request_source=body.RequestSource,
+    )
+    action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
     return entity_response(
         f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action), settings.offboard_status_code
     )
