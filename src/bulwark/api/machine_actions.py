@@ -8,9 +8,12 @@ from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.schemas import ERROR_RESPONSES, MachineActionOut, OffboardBody, parse_body
-from bulwark.api.wire import action_to_wire, entity_response
+from bulwark.api.listing import collection_body, parse_odata
+from bulwark.api.odata import MACHINE_ACTION_SPEC
+from bulwark.api.wire import action_to_wire, entity_response, json_response
 from bulwark.api.audit import remember_comment
 from bulwark.domain.errors import InvalidRequestBody
+from bulwark.service.inventory import list_actions
 from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
 
 router = APIRouter(tags=["MachineAction"])
@@ -80,6 +83,20 @@ async def offboard_machine(
     return entity_response(
         f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action), settings.offboard_status_code
     )
+
+
+@router.get(
+    "/machineactions",
+    operation_id="listMachineActions",
+    summary="List machine actions, newest first, with OData $filter, $top, $skip, $orderby, $select and $count",
+    responses=ERROR_RESPONSES,
+)
+def read_machine_actions(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+    """Action history on the machines the caller may see, one page at a time."""
+    query = parse_odata(request, MACHINE_ACTION_SPEC)
+    page = list_actions(query, principal, runtime.uow(write=False))
+    context = f"{odata_base(request, runtime)}#MachineActions"
+    return json_response(collection_body(request, context, page, query, action_to_wire))
 
 
 @router.get(

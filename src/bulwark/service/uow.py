@@ -8,6 +8,7 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine
 
 from bulwark.store.db import WRITE_OPTION
+from bulwark.store.queries import ListQueries
 from bulwark.store.repositories import (
     AuditRepository,
     DeviceGroupRepository,
@@ -25,6 +26,7 @@ class UnitOfWork(Protocol):
     machines: MachineRepository
     actions: MachineActionRepository
     audit: AuditRepository
+    lists: ListQueries
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -52,6 +54,7 @@ class SqlUnitOfWork:
         self.machines = MachineRepository(conn)
         self.actions = MachineActionRepository(conn)
         self.audit = AuditRepository(conn)
+        self.lists = ListQueries(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.types import TypeDecorator
 
 from bulwark.api.odata import (
     And,
@@ -162,7 +163,9 @@ def _known(column: ColumnElement, predicate: ColumnElement[bool]) -> ColumnEleme
 
 
 def _column_time(value: datetime, column: ColumnElement) -> datetime:
-    if getattr(column.type, "timezone", False):
+    # Timezone-aware columns, and type decorators that convert aware values themselves (Bulwark's
+    # UtcDateTime), take the aware value; plain naive columns get naive UTC.
+    if getattr(column.type, "timezone", False) or isinstance(column.type, TypeDecorator):
         return value
     return value.astimezone(UTC).replace(tzinfo=None)
 

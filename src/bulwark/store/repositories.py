@@ -80,42 +80,45 @@ class MachineRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def _select(self):  # noqa: ANN202
+    def select_with_group(self):  # noqa: ANN201
+        """A SELECT of machines with their device group's name (``rbac_group_name``)."""
         return select(machines, device_groups.c.name.label("rbac_group_name")).select_from(
             machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id)
         )
 
-    def _hydrate(self, rows: Sequence[Any]) -> list[Machine]:
+    def hydrate(self, rows: Sequence[Any]) -> list[Machine]:
+        """Machines from rows of ``select_with_group``, with their tags (one query per 1,000 machines)."""
         if not rows:
             return []
         ids = [r["id"] for r in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
-        for machine_id, tag in self.conn.execute(
-            select(machine_tags.c.machine_id, machine_tags.c.tag)
-            .where(machine_tags.c.machine_id.in_(ids))
-            .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
-        ):
-            tags[machine_id].append(tag)
+        for start in range(0, len(ids), 1000):
+            for machine_id, tag in self.conn.execute(
+                select(machine_tags.c.machine_id, machine_tags.c.tag)
+                .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
+                .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
+            ):
+                tags[machine_id].append(tag)
         return [Machine(**{k: r[k] for k in _MACHINE_COLUMNS}, rbac_group_name=r["rbac_group_name"], machine_tags=tags[r["id"]]) for r in rows]
 
     def get(self, principal: Principal, machine_id: str) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it."""
-        row = self.conn.execute(self._select().where(machines.c.id == machine_id, visibility_clause(principal))).mappings().first()
-        return self._hydrate([row])[0] if row else None
+        row = self.conn.execute(self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal))).mappings().first()
+        return self.hydrate([row])[0] if row else None
 
     def get_for_update(self, principal: Principal, machine_id: str) -> Machine | None:
         """Like ``get``, locking the row on databases that lock rows (serializes writers per machine)."""
-        stmt = self._select().where(machines.c.id == machine_id, visibility_clause(principal))
+        stmt = self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal))
         if self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=machines)
         row = self.conn.execute(stmt).mappings().first()
-        return self._hydrate([row])[0] if row else None
+        return self.hydrate([row])[0] if row else None
 
     def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
         """The visible machine whose DNS name is ``dns_name`` (case-insensitive), most recently seen first."""
         row = (
             self.conn.execute(
-                self._select()
+                self.select_with_group()
                 .where(func.lower(machines.c.computer_dns_name) == dns_name.lower(), visibility_clause(principal))
                 .order_by(machines.c.last_seen.desc())
                 .limit(1)
@@ -123,7 +126,7 @@ class MachineRepository:
             .mappings()
             .first()
         )
-        return self._hydrate([row])[0] if row else None
+        return self.hydrate([row])[0] if row else None
 
     def add_many(self, items: Iterable[Machine]) -> None:
         """Insert machines with their tags."""
@@ -154,7 +157,8 @@ class MachineRepository:
         return int(self.conn.execute(stmt).scalar_one())
 
 
-def _action_from_row(row: Any) -> MachineAction:
+def action_from_row(row: Any) -> MachineAction:
+    """A MachineAction from a row of ``machine_actions``."""
     values = {k: row[k] for k in _ACTION_FIELDS}
     values["type"] = ActionType(values["type"])
     values["status"] = ActionStatus(values["status"])
@@ -195,7 +199,7 @@ class MachineActionRepository:
             .mappings()
             .first()
         )
-        return _action_from_row(row) if row else None
+        return action_from_row(row) if row else None
 
     def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
         """The action if ``principal`` may see its machine."""
@@ -206,7 +210,7 @@ class MachineActionRepository:
             .where(visibility_clause(principal))
         )
         row = self.conn.execute(stmt).mappings().first()
-        return _action_from_row(row) if row else None
+        return action_from_row(row) if row else None
 
     def active_for(self, machine_id: str, action_type: ActionType) -> MachineAction | None:
         """The pending or in-progress action of ``action_type`` on the machine, if any."""
@@ -221,7 +225,7 @@ class MachineActionRepository:
             .mappings()
             .first()
         )
-        return _action_from_row(row) if row else None
+        return action_from_row(row) if row else None
 
     def transition(
         self,
