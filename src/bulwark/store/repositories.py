@@ -86,13 +86,13 @@ class MachineRepository:
             machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id)
         )
 
-    def hydrate(self, rows: Sequence[Any]) -> list[Machine]:
+    def hydrate(self, rows: Sequence[Any], *, with_tags: bool = True) -> list[Machine]:
         """Machines from rows of ``select_with_group``, with their tags (one query per 1,000 machines)."""
         if not rows:
             return []
         ids = [r["id"] for r in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
-        for start in range(0, len(ids), 1000):
+        for start in range(0, len(ids) if with_tags else 0, 1000):
             for machine_id, tag in self.conn.execute(
                 select(machine_tags.c.machine_id, machine_tags.c.tag)
                 .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
@@ -101,10 +101,12 @@ class MachineRepository:
                 tags[machine_id].append(tag)
         return [Machine(**{k: r[k] for k in _MACHINE_COLUMNS}, rbac_group_name=r["rbac_group_name"], machine_tags=tags[r["id"]]) for r in rows]
 
-    def get(self, principal: Principal, machine_id: str) -> Machine | None:
-        """The machine with ``machine_id`` if ``principal`` may see it."""
+    def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
+        """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
         row = self.conn.execute(self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal))).mappings().first()
-        return self.hydrate([row])[0] if row else None
+        if row is None:
+            return None
+        return self.hydrate([row], with_tags=with_tags)[0]
 
     def get_for_update(self, principal: Principal, machine_id: str) -> Machine | None:
         """Like ``get``, locking the row on databases that lock rows (serializes writers per machine)."""
@@ -157,6 +159,16 @@ class MachineRepository:
         return int(self.conn.execute(stmt).scalar_one())
 
 
+_INSERT_ACTION = insert(machine_actions)
+_INSERT_AUDIT = insert(audit_events)
+
+
+def _is_one_active_violation(exc: IntegrityError) -> bool:
+    text = str(exc.orig)
+    # PostgreSQL names the index; SQLite names its columns.
+    return "uq_machine_actions_one_active" in text or "machine_actions.machine_id, machine_actions.type" in text
+
+
 def action_from_row(row: Any) -> MachineAction:
     """A MachineAction from a row of ``machine_actions``."""
     values = {k: row[k] for k in _ACTION_FIELDS}
@@ -175,18 +187,19 @@ class MachineActionRepository:
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:
         """Insert ``action``; a concurrent active action of the same type loses to the first one.
 
-        Raises ActiveRequestAlreadyExists when the database's one-active-action index refuses it.
+        Raises ActiveRequestAlreadyExists when the database's one-active-action index refuses it;
+        the transaction is then unusable on PostgreSQL, so callers insert before other writes or
+        give up the unit of work (request_offboard does both).
         """
         values = {k: getattr(action, k) for k in _ACTION_FIELDS}
         values["type"] = action.type.value
         values["status"] = action.status.value
         values["requestor_id"] = requestor_id
-        # A savepoint keeps the surrounding transaction usable when the insert is refused.
         try:
-            with self.conn.begin_nested():
-                self.conn.execute(insert(machine_actions).values(**values))
+            # Parameters go to execute() so the compiled INSERT is cached, not rebuilt per call.
+            self.conn.execute(_INSERT_ACTION, values)
         except IntegrityError as exc:
-            if "one_active" in str(exc.orig) or "machine_actions.machine_id, machine_actions.type" in str(exc.orig):
+            if _is_one_active_violation(exc):
                 raise ActiveRequestAlreadyExists() from exc
             raise
 
@@ -258,7 +271,7 @@ class AuditRepository:
 
     def append(self, **event: Any) -> None:
         """Record one event."""
-        self.conn.execute(insert(audit_events).values(**event))
+        self.conn.execute(_INSERT_AUDIT, event)
 
     def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` events (of ``tenant_id`` when given)."""
