@@ -50,9 +50,11 @@ def test_minute_window_refuses_with_retry_after_that_is_honest(client: TestClien
     assert refused.json()["error"]["target"] == refused.headers["request-id"]
     retry_after = int(refused.headers["Retry-After"])
     assert 0 < retry_after <= 60
-    clock.advance(retry_after - 1)
-    assert read(client, 3).status_code == 429, "one second early must still be refused"
-    clock.advance(1)
+    # Half a second short of Retry-After is still inside the window (the exact boundary instant is
+    # left out: the limits library's memory storage may expire the oldest call there or not).
+    clock.advance(retry_after - 1.5)
+    assert read(client, 3).status_code == 429, "calling early must still be refused"
+    clock.advance(1.5)
     assert read(client, 3).status_code == 200, "waiting Retry-After seconds must get through"
 
 
