@@ -28,15 +28,15 @@ class Runtime:
     limiter: RateLimiter
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The app's runtime."""
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime (async: a plain lookup should not cost a threadpool hop)."""
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller: a configured default caller with every permission (no authentication yet)."""
     settings = runtime.settings
     principal = Principal(
@@ -53,7 +53,7 @@ def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def get_request_context(request: Request) -> RequestContext:
+async def get_request_context(request: Request) -> RequestContext:
     """The request id and client address, for the audit trail."""
     return RequestContext(
         request_id=request.scope.get("state", {}).get("request_id", ""),
