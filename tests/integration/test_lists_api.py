@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from bulwark.api.app import create_app
 from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
@@ -14,6 +15,9 @@ from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.service.inventory import list_actions, list_machines
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.odata_sql import apply_filter
+from bulwark.store.queries import _MACHINE_COLUMNS
+from bulwark.store.tables import machines
 from tests.conftest import TENANT, make_machine, seed
 
 FLEET = 230
@@ -126,3 +130,16 @@ def test_group_scoping_applies_to_filters_counts_and_paging(uow_factory: UnitOfW
     assert list_machines(servers, finance, uow_factory(write=False)).total == 0
     actions = list_actions(parse_query("$count=true", MACHINE_ACTION_SPEC), finance, uow_factory(write=False))
     assert actions.total == 0
+
+
+def test_id_filters_ignore_case_and_use_the_primary_key(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+    seventh, eighth = f"{7:040x}", f"{8:040x}"
+    body = client.get(f"/api/machines?$filter=id eq '{seventh.upper()}' or id in ('{eighth.upper()}')").json()
+    assert sorted(m["id"] for m in body["value"]) == [seventh, eighth]
+    query = parse_query(f"$filter=id eq '{'A' * 40}'", MACHINE_SPEC)
+    statement = apply_filter(select(machines.c.id), query.filter, _MACHINE_COLUMNS)
+    with uow_factory(write=False) as uow:
+        if uow.conn.dialect.name == "sqlite":
+            compiled = statement.compile(uow.conn, compile_kwargs={"literal_binds": True})
+            plan = " ".join(str(r) for r in uow.conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+            assert "USING" in plan and "INDEX" in plan, plan

@@ -187,11 +187,20 @@ def _comparable(
     return column, value
 
 
+def _stored_lowercase(column: ColumnElement, property_type: PropertyType) -> bool:
+    # Columns marked info={"stored_lowercase": True} (ids) only ever hold lowercase ASCII, so
+    # equality on the folded value equals equality on the column itself, which can use its index.
+    return property_type is PropertyType.STRING and bool(getattr(column, "info", {}).get("stored_lowercase"))
+
+
 def _compile_comparison(node: Comparison, columns: Columns) -> ColumnElement[bool]:
     column = _column(columns, node.property)
     if node.value is None:
         return column.is_(None) if node.operator is ComparisonOperator.EQ else column.is_not(None)
-    left, right = _comparable(column, node.type, node.value)
+    if node.operator in (ComparisonOperator.EQ, ComparisonOperator.NE) and _stored_lowercase(column, node.type):
+        left, right = column, _fold_literal(str(node.value))
+    else:
+        left, right = _comparable(column, node.type, node.value)
     predicate = _OPERATORS[node.operator](left, right)
     if node.operator is ComparisonOperator.NE:
         return or_(column.is_(None), predicate) if _may_be_null(column) else predicate
@@ -202,7 +211,9 @@ def _compile_in(node: In, columns: Columns) -> ColumnElement[bool]:
     column = _column(columns, node.property)
     present = [value for value in node.values if value is not None]
     clauses: list[ColumnElement[bool]] = []
-    if present:
+    if present and _stored_lowercase(column, node.type):
+        clauses.append(_known(column, column.in_([_fold_literal(str(value)) for value in present])))
+    elif present:
         pairs = [_comparable(column, node.type, value) for value in present]
         left = pairs[0][0]
         clauses.append(_known(column, left.in_([right for _, right in pairs])))

@@ -70,7 +70,8 @@ device_groups = Table(
 machines = Table(
     "machines",
     metadata,
-    Column("id", String(40), primary_key=True),
+    # Ids are stored lowercase (normalized on the way in), which OData equality relies on.
+    Column("id", String(40), primary_key=True, info={"stored_lowercase": True}),
     Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
     Column("computer_dns_name", String(255), nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
@@ -118,9 +119,15 @@ _ACTIVE = "status IN ('Pending', 'InProgress')"
 machine_actions = Table(
     "machine_actions",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", String(36), primary_key=True, info={"stored_lowercase": True}),
     Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
-    Column("machine_id", String(40), ForeignKey("machines.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "machine_id",
+        String(40),
+        ForeignKey("machines.id", ondelete="CASCADE"),
+        nullable=False,
+        info={"stored_lowercase": True},
+    ),
     Column("type", String(40), nullable=False),
     Column("title", String(400), nullable=True),
     Column("requestor", String(320), nullable=False),
