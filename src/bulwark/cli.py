@@ -9,11 +9,13 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from bulwark.client.cli import register_commands as register_client_commands
 from bulwark.settings import Settings
 
 app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+register_client_commands(app)  # offboard, machines, actions, profile: the API's client side
 console = Console()
 
 
