@@ -14,6 +14,7 @@ from typing import TypeAlias
 from sqlalchemy import BigInteger, ColumnElement, Select, String, and_, exists, func, literal, not_, or_, select, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
@@ -45,6 +46,7 @@ __all__ = [
     "compile_filter",
     "compile_orderby",
     "count_rows",
+    "fold_ascii",
     "fold_case",
     "snake_case_columns",
 ]
@@ -128,8 +130,12 @@ def fold_case(expression: ColumnElement) -> ColumnElement[str]:
     return _AsciiLower(expression)
 
 
-def _fold_literal(value: str) -> str:
+def fold_ascii(value: str) -> str:
+    """``value`` folded the way ``fold_case`` folds a column (ASCII letters only)."""
     return value.translate(_ASCII_FOLD_TABLE)
+
+
+_fold_literal = fold_ascii
 
 
 # --------------------------------------------------------------------------- $filter
@@ -229,6 +235,11 @@ def _compile_string_match(node: StringMatch, columns: Columns) -> ColumnElement[
     # autoescape escapes %, _ and the escape character itself, and keeps the value a bound parameter.
     if node.function is StringFunction.STARTSWITH:
         predicate = folded.startswith(value, autoescape=True)
+        if value and ord(value[-1]) < 0x10FFFF:
+            # The same prefix as a byte-wise range, which an index on fold_case(column) can serve
+            # (LIKE alone cannot use an expression index); LIKE still decides the exact match.
+            upper = value[:-1] + chr(ord(value[-1]) + 1)
+            predicate = and_(folded >= value, folded < upper, predicate)
     elif node.function is StringFunction.ENDSWITH:
         predicate = folded.endswith(value, autoescape=True)
     else:
@@ -357,9 +368,23 @@ def apply_orderby(
     sort keys keep one order and $skip/$top pages neither repeat nor miss rows.
     """
     clauses: list[ColumnElement] = list(compile_orderby(orderby, columns)) if orderby else list(default)
-    # String keys sort byte-wise so that PostgreSQL's locale cannot reorder pages relative to SQLite.
-    clauses.extend(_Bytewise(key) if isinstance(key.type, String) else key for key in tiebreakers)
+    clauses.extend(_tiebreaker(key) for key in tiebreakers)
     return statement.order_by(*clauses) if clauses else statement
+
+
+def _tiebreaker(key: ColumnElement) -> ColumnElement:
+    """``key`` (a column, or ``column.desc()``) made to sort identically on every engine.
+
+    String keys sort byte-wise so that PostgreSQL's locale cannot reorder pages relative to SQLite,
+    except ids stored lowercase (hex and GUIDs), which every collation orders alike: sorting them
+    as they are lets the database walk an index instead of sorting every matching row.
+    """
+    column = key.element if isinstance(key, UnaryExpression) else key
+    if not isinstance(column.type, String) or getattr(column, "info", {}).get("stored_lowercase"):
+        return key
+    bytewise = _Bytewise(column)
+    descending = isinstance(key, UnaryExpression) and key.modifier is operators.desc_op
+    return bytewise.desc() if descending else bytewise
 
 
 def apply_page(statement: Select, query: ODataQuery) -> Select:

@@ -84,6 +84,7 @@ def list_actions(
         _ACTION_COLUMNS,
         {},
         (machine_actions.c.creation_date_time_utc.desc(),),
-        (machine_actions.c.id,),
+        # Descending like the default order, so (tenant_id, creation, id) serves it read backwards.
+        (machine_actions.c.id.desc(),),
     )
     return Page([action_from_row(r) for r in rows], has_more, total)

@@ -14,6 +14,7 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, sources_of
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
+from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import audit_events, device_groups, machine_actions, machine_tags, machines, tenants
 
 _MACHINE_COLUMNS = [c.name for c in machines.columns]
@@ -121,7 +122,7 @@ class MachineRepository:
         row = (
             self.conn.execute(
                 self.select_with_group()
-                .where(func.lower(machines.c.computer_dns_name) == dns_name.lower(), visibility_clause(principal))
+                .where(fold_case(machines.c.computer_dns_name) == fold_ascii(dns_name), visibility_clause(principal))
                 .order_by(machines.c.last_seen.desc())
                 .limit(1)
             )

@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from bulwark.store.odata_sql import fold_case
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -104,6 +106,9 @@ machines = Table(
     Index("ix_machines_tenant_health", "tenant_id", "health_status"),
     Index("ix_machines_tenant_platform", "tenant_id", "os_platform"),
 )
+# Case-insensitive DNS-name lookups and startswith filters compare fold_case(computer_dns_name);
+# this index on exactly that expression serves them (migration 0004 writes it per dialect).
+Index("ix_machines_tenant_dns_folded", machines.c.tenant_id, fold_case(machines.c.computer_dns_name))
 
 # Tags live in their own table so that `machineTags/any(...)` filters compile to an indexed EXISTS.
 machine_tags = Table(
@@ -149,7 +154,7 @@ machine_actions = Table(
     Column("troubleshoot_info", JSON, nullable=True),
     Index("ix_machine_actions_tenant_created", "tenant_id", "creation_date_time_utc", "id"),
     Index("ix_machine_actions_machine_created", "machine_id", "creation_date_time_utc"),
-    Index("ix_machine_actions_tenant_status", "tenant_id", "status"),
+    Index("ix_machine_actions_tenant_status", "tenant_id", "status", "creation_date_time_utc"),
     # At most one active action of a type per machine, enforced by the database itself so that
     # concurrent requests (threads, processes or hosts) cannot create duplicates.
     Index(
