@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+import bulwark
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -29,6 +31,9 @@ def server_process(
     port = port or free_port()
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("PYTHONUNBUFFERED", "1")
+    # The server runs the same code as the tests, even where another checkout is installed.
+    source = str(Path(bulwark.__file__).resolve().parents[1])
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (source, full_env.get("PYTHONPATH", "")) if p)
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulwark.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],

@@ -8,6 +8,7 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine
 
 from bulwark.store.db import WRITE_OPTION
+from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.repositories import (
     AuditRepository,
     DeviceGroupRepository,
@@ -25,6 +26,8 @@ class UnitOfWork(Protocol):
     machines: MachineRepository
     actions: MachineActionRepository
     audit: AuditRepository
+    identity: IdentityRepository
+    signing_keys: SigningKeyRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -52,6 +55,8 @@ class SqlUnitOfWork:
         self.machines = MachineRepository(conn)
         self.actions = MachineActionRepository(conn)
         self.audit = AuditRepository(conn)
+        self.identity = IdentityRepository(conn)
+        self.signing_keys = SigningKeyRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
