@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 
 import httpx
+from argon2 import PasswordHasher
 
-from bulwark.auth.secrets import hash_secret
 from bulwark.service.identity import APPLICATION_PERMISSIONS
 from bulwark.service.uow import UnitOfWorkFactory
 from tests.conftest import TENANT
@@ -16,9 +16,11 @@ from tests.conftest import TENANT
 SCOPE = "https://api.securitycenter.microsoft.com/.default"
 TEST_SECRET = "test-client-secret-0123456789abcdefghij"
 TEST_PASSWORD = "correct horse battery staple"
-# Hashed once per run: Argon2id is slow on purpose, and every test needs a caller.
-_SECRET_HASH = hash_secret(TEST_SECRET)
-_PASSWORD_HASH = hash_secret(TEST_PASSWORD)
+# Argon2id is slow on purpose; hashes carry their own parameters, so test callers get cheap ones
+# and the real token endpoint verifies them quickly.
+_cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+_SECRET_HASH = _cheap.hash(TEST_SECRET)
+_PASSWORD_HASH = _cheap.hash(TEST_PASSWORD)
 _CREATED = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ALL_APP_ROLES = tuple(sorted(APPLICATION_PERMISSIONS))
 
