@@ -71,6 +71,13 @@ def _basic_credentials(header: str | None) -> tuple[str | None, str | None]:
     return (unquote_plus(client_id), unquote_plus(secret)) if sep else (None, None)
 
 
+@router.get("/common/userrealm/{username}", include_in_schema=False)
+def user_realm(username: str) -> Response:
+    """MSAL asks this before a password sign-in; every Bulwark user signs in here (managed, not federated)."""
+    domain = username.rpartition("@")[2][:255]
+    return json_response({"ver": "1.0", "account_type": "Managed", "domain_name": domain, "cloud_instance_name": "bulwark"})
+
+
 async def _bounded_body(request: Request) -> bytes:
     # An oversized form is refused as empty; nothing reads further than the limit.
     chunks, size = [], 0

@@ -576,19 +576,23 @@ def seed_demo_identities(
     Secrets are stored hashed, so ``known`` (the credentials written at an earlier start) is
     reused when it still matches; otherwise the demo secrets and passwords are reset.
     """
-    known = known or {}
+    known = dict(known or {})
+    fresh_secrets: dict[str, str] = {}
     full_id, reader_id = _demo_id(tenant_id, DEMO_FULL_APP), _demo_id(tenant_id, DEMO_READER_APP)
     with uow_factory(write=False) as uow:
         exists = uow.identity.get_application(full_id) is not None
     if not exists:
-        create_application(
-            uow_factory(), clock, tenant_id, DEMO_FULL_APP, client_id=full_id,
-            roles=sorted(APPLICATION_PERMISSIONS), delegated_permissions=sorted(DELEGATED_PERMISSIONS),
-        )
-        create_application(
-            uow_factory(), clock, tenant_id, DEMO_READER_APP, client_id=reader_id,
-            roles=[Permission.MACHINE_READ_ALL.value], delegated_permissions=[Permission.MACHINE_READ.value],
-        )
+        for created in (
+            create_application(
+                uow_factory(), clock, tenant_id, DEMO_FULL_APP, client_id=full_id,
+                roles=sorted(APPLICATION_PERMISSIONS), delegated_permissions=sorted(DELEGATED_PERMISSIONS),
+            ),
+            create_application(
+                uow_factory(), clock, tenant_id, DEMO_READER_APP, client_id=reader_id,
+                roles=[Permission.MACHINE_READ_ALL.value], delegated_permissions=[Permission.MACHINE_READ.value],
+            ),
+        ):
+            fresh_secrets[created.id] = created.secret
         create_role(uow_factory(), tenant_id, "Security administrator", [c.value for c in Capability])
         create_role(uow_factory(), tenant_id, "Security reader", [Capability.VIEW_DATA.value])
         users = {
@@ -597,7 +601,9 @@ def seed_demo_identities(
             "finance": ("finance.admin@contoso.com", "Fin Admin"),
         }
         for key, (upn, name) in users.items():
-            create_user(uow_factory(), clock, tenant_id, upn, name, user_id=_demo_id(tenant_id, key), password=new_password())
+            fresh_secrets[upn] = create_user(
+                uow_factory(), clock, tenant_id, upn, name, user_id=_demo_id(tenant_id, key), password=new_password()
+            ).secret
         create_user_group(uow_factory(), tenant_id, "SOC analysts", members=["analyst@contoso.com"], roles=["Security administrator"])
         create_user_group(uow_factory(), tenant_id, "Auditors", members=["reader@contoso.com"], roles=["Security reader"])
         # Only Finance admins reach the Finance device group; every other demo group stays open.
@@ -619,8 +625,8 @@ def seed_demo_identities(
         user_rows = {upn: uow.identity.find_user(tenant_id, upn) for upn in descriptions}
     for name, row in app_rows.items():
         assert row is not None
-        secret = known_apps.get(row["client_id"])
-        if not secret or not verify_secret(secret, row["secret_hash"] or ""):
+        secret = fresh_secrets.get(row["client_id"]) or known_apps.get(row["client_id"])
+        if row["client_id"] not in fresh_secrets and (not secret or not verify_secret(secret, row["secret_hash"] or "")):
             secret = reset_application_secret(uow_factory(), tenant_id, row["client_id"]).secret
         app_out.append(
             {"name": name, "client_id": row["client_id"], "client_secret": secret, "roles": row["roles"],
@@ -628,8 +634,8 @@ def seed_demo_identities(
         )
     for upn, row in user_rows.items():
         assert row is not None
-        password = known_users.get(upn)
-        if not password or not verify_secret(password, row["password_hash"] or ""):
+        password = fresh_secrets.get(upn) or known_users.get(upn)
+        if upn not in fresh_secrets and (not password or not verify_secret(password, row["password_hash"] or "")):
             password = reset_user_password(uow_factory(), tenant_id, upn).secret
         user_out.append({"username": upn, "password": password, "access": descriptions[upn]})
     return {"tenant_id": tenant_id, "applications": app_out, "users": user_out}
