@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+import bulwark
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -29,6 +31,9 @@ def server_process(
     port = port or free_port()
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("PYTHONUNBUFFERED", "1")
+    # The server runs the same code as the tests, even where another checkout is installed.
+    source = str(Path(bulwark.__file__).resolve().parents[1])
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (source, full_env.get("PYTHONPATH", "")) if p)
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulwark.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
@@ -36,7 +41,7 @@ def server_process(
         stdout=out,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if '--tls' in args else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -44,7 +49,8 @@ def server_process(
                 detail = log.read_text() if log else ""
                 raise RuntimeError(f"server exited early with {proc.returncode}: {detail[-2000:]}")
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                # Only readiness is probed here; tests check the certificate themselves.
+                if httpx.get(f"{base}/healthz", timeout=1, verify=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

@@ -5,8 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ExternalIssuerSetting(BaseModel):
+    """A trusted OpenID Connect provider: its issuer URL, the audience its tokens carry, and optionally the tenant."""
+
+    issuer_url: str
+    audience: str | list[str]
+    tenant_id: str | None = None
+    ca_file: str | None = None
+    allow_http: bool = False
 
 
 class Settings(BaseSettings):
@@ -29,9 +39,22 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, description="Larger request bodies are refused.")
     max_comment_length: int = Field(default=4000)
 
-    # The provisional caller, used until tokens are required (see auth settings).
+    # The demo tenant, and the caller used only when authentication is explicitly turned off.
     default_tenant_id: str = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
     default_requestor: str = "admin@contoso.com"
+
+    auth_enabled: bool = Field(
+        default=True, description="Require a valid bearer token on every API call. Turn off only for local development."
+    )
+    external_issuers: list[ExternalIssuerSetting] = Field(
+        default_factory=list,
+        description='Trusted OpenID Connect providers, e.g. [{"issuer_url": "...", "audience": "...", "tenant_id": "..."}].',
+    )
+    tls: bool = Field(default=False, description="Serve HTTPS with a certificate from a local CA in data_dir/tls.")
+    token_leeway_seconds: int = Field(default=60, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    auth_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a resolved caller (enabled, roles, device groups) is reused."
+    )
 
     redis_url: str | None = Field(
         default=None, description="Redis shared by every process: rate-limit budgets and wake-ups."
@@ -60,6 +83,14 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'bulwark.db').resolve()}"
+
+    def issuer_base_url(self) -> str:
+        """The base of token issuers (``{base}/{tenant}/v2.0``): the public base URL, or scheme, host and port."""
+        if self.public_base_url:
+            return self.public_base_url
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
     def multi_process_problem(self) -> str | None:
         """Why this configuration cannot run several workers correctly, or None if it can."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import Result
 from sqlalchemy import select
@@ -31,9 +32,6 @@ from tests.support import server_process
 
 SRC_DIR = Path(bulwark.__file__).resolve().parents[1]
 CREDENTIALS_FILE_NAME = "demo-credentials.json"
-# Until the API checks tokens, any bearer token is accepted; these stand in for real credentials.
-PLACEHOLDER_TOKEN = "e2e-placeholder-token"
-PLACEHOLDER_CLIENT = {"BULWARK_CLIENT_ID": "e2e-placeholder-client", "BULWARK_CLIENT_SECRET": "e2e-placeholder-secret"}
 # Every variable the CLI or the SDK reads, cleared first so that a developer's own settings never leak in.
 CONNECTION_VARIABLES = (
     "BULWARK_API_URL", "BULWARK_AUTHORITY", "BULWARK_TENANT_ID", "BULWARK_TENANT", "BULWARK_CLIENT_ID",
@@ -58,8 +56,8 @@ class LiveServer:
     def connection_env(self) -> dict[str, str]:
         """BULWARK_* variables that point the CLI and the SDK at this server, signed in.
 
-        When the server wrote demo credentials (`bulwark serve --demo` with identity), they are
-        used as client credentials; otherwise a placeholder token is sent.
+        The demo automation application's client credentials, from the demo-credentials.json
+        that `bulwark serve --demo` writes.
         """
         env = {
             "BULWARK_API_URL": self.base_url,
@@ -68,21 +66,32 @@ class LiveServer:
             # Keep the tests away from the user's own profiles.
             "BULWARK_CONFIG": str(self.data_dir / "cli-config.json"),
         }
-        credentials_path = self.data_dir / CREDENTIALS_FILE_NAME
-        if credentials_path.exists():
-            credentials = read_credentials_file(credentials_path)
-            env.update(
-                {
-                    "BULWARK_TENANT_ID": credentials.tenant_id or TENANT,
-                    "BULWARK_AUTHORITY": credentials.authority or self.base_url,
-                    "BULWARK_CLIENT_ID": credentials.client_id or "",
-                    "BULWARK_CLIENT_SECRET": credentials.client_secret or "",
-                }
-            )
-        else:
-            env.update(PLACEHOLDER_CLIENT)
-            env["BULWARK_TOKEN"] = PLACEHOLDER_TOKEN
+        # `bulwark serve --demo` writes the demo callers' credentials; the tests sign in with them.
+        credentials = read_credentials_file(self.data_dir / CREDENTIALS_FILE_NAME)
+        env.update(
+            {
+                "BULWARK_TENANT_ID": credentials.tenant_id or TENANT,
+                "BULWARK_AUTHORITY": credentials.authority or self.base_url,
+                "BULWARK_CLIENT_ID": credentials.client_id or "",
+                "BULWARK_CLIENT_SECRET": credentials.client_secret or "",
+            }
+        )
         return env
+
+    def token(self) -> str:
+        """A real access token from the server's token endpoint, with the demo automation app."""
+        env = self.connection_env()
+        response = httpx.post(
+            f"{env['BULWARK_AUTHORITY'].rstrip('/')}/{env['BULWARK_TENANT_ID']}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": env["BULWARK_CLIENT_ID"],
+                "client_secret": env["BULWARK_CLIENT_SECRET"],
+                "scope": "https://api.securitycenter.microsoft.com/.default",
+            },
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
 
     def cli_env(self, **extra: str) -> dict[str, str | None]:
         """The environment of a CLI run: the connection, a wide terminal, nothing inherited."""

@@ -319,7 +319,7 @@ def test_unreachable_server_exits_6(server: LiveServer) -> None:
 def test_profile_set_show_list_and_use(server: LiveServer, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     env = {"BULWARK_CONFIG": str(config), "BULWARK_API_URL": "", "BULWARK_TOKEN": ""}
-    token = server.connection_env().get("BULWARK_TOKEN", "unused")
+    token = server.token()
     saved = server.run_cli("profile", "set", "lab", "--api-url", server.base_url, "--token", token, "--default", **env)
     assert saved.exit_code == EXIT_OK, saved.stderr
     assert config.stat().st_mode & 0o077 == 0  # it holds a secret

@@ -19,6 +19,7 @@ from bulwark.store.odata_sql import apply_filter
 from bulwark.store.queries import _MACHINE_COLUMNS
 from bulwark.store.tables import machines
 from tests.conftest import TENANT, make_machine, seed
+from tests.identity_support import auth_headers
 
 FLEET = 230
 
@@ -44,9 +45,10 @@ def fleet(uow_factory: UnitOfWorkFactory) -> list[int]:
 
 
 @pytest.fixture
-def client(settings: Settings, clock: FrozenClock, fleet: list[int]):
+def client(settings: Settings, clock: FrozenClock, fleet: list[int], uow_factory: UnitOfWorkFactory):
     unlimited = settings.model_copy(update={"rate_limit_enabled": False})
     with TestClient(create_app(unlimited, clock=clock)) as test_client:
+        test_client.headers.update(auth_headers(test_client, uow_factory))
         yield test_client
 
 

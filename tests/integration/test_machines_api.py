@@ -9,6 +9,7 @@ from bulwark.api.app import create_app
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from tests.conftest import make_machine, seed
+from tests.identity_support import auth_headers
 
 MACHINE_FIELDS = [
     "@odata.context", "id", "computerDnsName", "firstSeen", "lastSeen", "osPlatform", "osProcessor", "version",
@@ -25,6 +26,7 @@ def client(settings: Settings, uow_factory: UnitOfWorkFactory):
     (group,) = seed(uow_factory, [], groups=["Finance"])
     seed(uow_factory, [make_machine(1, rbac_group_id=group, machine_tags=["VIP", "Finance"])])
     with TestClient(create_app(settings)) as test_client:
+        test_client.headers.update(auth_headers(test_client, uow_factory, ["Machine.Read.All"]))
         yield test_client
 
 

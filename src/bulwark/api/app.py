@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI
 
 from bulwark import __version__
-from bulwark.api import machine_actions, machines
+from bulwark.api import machine_actions, machines, oauth
+from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
@@ -49,7 +51,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         key_prefix=settings.rate_limit_key_prefix,
         clock=lambda: clock.now().timestamp(),
     )
-    runtime = Runtime(settings=settings, engine=engine, uow=UnitOfWorkFactory(engine), clock=clock, limiter=limiter)
+    uow = UnitOfWorkFactory(engine)
+    auth = Authenticator(settings, uow, clock)
+    runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +72,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    if not settings.auth_enabled:
+        logging.getLogger("bulwark.auth").warning(
+            "AUTHENTICATION IS DISABLED: every caller is treated as %s with every permission. "
+            "Never expose this server; unset BULWARK_AUTH_ENABLED to require tokens.",
+            settings.default_requestor,
+        )
+        app.add_middleware(AuthDisabledWarningMiddleware)
+    app.include_router(oauth.router)
 
     public = _public_api()
     app.include_router(public, prefix="/api")

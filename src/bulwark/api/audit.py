@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import Request
@@ -31,6 +32,22 @@ def remember_comment(request: Request, comment: str | None) -> None:
     request.scope.setdefault("state", {})[COMMENT_KEY] = comment
 
 
+async def _unread_comment(request: Request, settings: object) -> str | None:
+    """The Comment of a body nobody parsed yet (refused before the route ran), best effort."""
+    limit = getattr(settings, "max_body_bytes", 65536)
+    try:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        comment = json.loads(b"".join(chunks) or b"null").get("Comment")
+    except Exception:  # noqa: BLE001 - a body that cannot be read or parsed has no comment to keep
+        return None
+    return comment[: getattr(settings, "max_comment_length", 4000)] if isinstance(comment, str) else None
+
+
 async def audit_refusal(request: Request, error: BulwarkError) -> None:
     """Record ``error`` if it refused an audited operation; never let auditing mask the answer."""
     route = request.scope.get("route")
@@ -43,6 +60,7 @@ async def audit_refusal(request: Request, error: BulwarkError) -> None:
         request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None
     )
     machine_id = str(request.path_params.get("id", ""))[:64] or None
+    comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
     try:
         await run_in_threadpool(
             record_refusal,
@@ -54,7 +72,7 @@ async def audit_refusal(request: Request, error: BulwarkError) -> None:
             outcome_status=error.status,
             outcome_code=error.code,
             machine_id=machine_id,
-            comment=state.get(COMMENT_KEY),
+            comment=comment,
         )
     except Exception:  # noqa: BLE001 - the caller must still get the real error
         log.exception("could not record a refused request", extra={"request_id": context.request_id})

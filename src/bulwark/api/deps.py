@@ -9,9 +9,10 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from bulwark.api.audit import remember_principal
+from bulwark.api.authn import Authenticator
 from bulwark.clock import Clock
 from bulwark.ratelimit import RateLimiter
-from bulwark.domain.access import Permission, Principal, PrincipalKind
+from bulwark.domain.access import Principal
 from bulwark.service.audit import RequestContext
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
@@ -26,6 +27,7 @@ class Runtime:
     uow: UnitOfWorkFactory
     clock: Clock
     limiter: RateLimiter
+    auth: Authenticator
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -36,16 +38,13 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
-    """The caller: a configured default caller with every permission (no authentication yet)."""
-    settings = runtime.settings
-    principal = Principal(
-        tenant_id=settings.default_tenant_id,
-        kind=PrincipalKind.USER,
-        id="default",
-        name=settings.default_requestor,
-        permissions=frozenset(p.value for p in Permission),
-    )
+def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    """The caller named by the request's bearer token; 401 Unauthorized without a valid one.
+
+    A plain ``def``: verification may fetch a provider's keys and resolution reads the
+    database, so it runs in the threadpool, off the event loop.
+    """
+    principal = runtime.auth.authenticate(request.headers.get("authorization"))
     remember_principal(request, principal)
     return principal
 

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Engine
 
 from bulwark.store.db import WRITE_OPTION
 from bulwark.store.queries import ListQueries
+from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.repositories import (
     AuditRepository,
     DeviceGroupRepository,
@@ -27,6 +28,8 @@ class UnitOfWork(Protocol):
     actions: MachineActionRepository
     audit: AuditRepository
     lists: ListQueries
+    identity: IdentityRepository
+    signing_keys: SigningKeyRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -55,6 +58,8 @@ class SqlUnitOfWork:
         self.actions = MachineActionRepository(conn)
         self.audit = AuditRepository(conn)
         self.lists = ListQueries(conn)
+        self.identity = IdentityRepository(conn)
+        self.signing_keys = SigningKeyRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -188,3 +188,97 @@ audit_events = Table(
     Column("details", JSON, nullable=True),
     Index("ix_audit_events_tenant_time", "tenant_id", "occurred_at"),
 )
+
+# --- Identity: signing keys, applications, users and role-based access (migration 0003) ---
+
+_ACTIVE_KEY = "active"
+
+# Token signing keys, shared by every process and host that uses this database.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("private_key_pem", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("retired_at", UtcDateTime, nullable=True),
+    Column("active", Boolean, nullable=False),
+    # One active key at a time, even when several processes generate the first key at once.
+    Index(
+        "uq_signing_keys_one_active",
+        "active",
+        unique=True,
+        sqlite_where=text(_ACTIVE_KEY),
+        postgresql_where=text(_ACTIVE_KEY),
+    ),
+)
+
+# App registrations: client id, hashed secret, application roles and delegated permissions.
+applications = Table(
+    "applications",
+    metadata,
+    Column("client_id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("secret_hash", Text, nullable=True),
+    Column("roles", JSON, nullable=False),
+    Column("delegated_permissions", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "display_name", name="uq_applications_tenant_name"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("upn", String(320), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "upn", name="uq_users_tenant_upn"),
+)
+
+# Defender RBAC roles: named sets of capabilities (ViewData, ManageSecuritySettings, ...).
+roles = Table(
+    "roles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("capabilities", JSON, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_roles_tenant_name"),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_user_groups_tenant_name"),
+)
+
+user_group_members = Table(
+    "user_group_members",
+    metadata,
+    Column("user_group_id", Integer, ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_user_group_members_user", "user_id"),
+)
+
+user_group_roles = Table(
+    "user_group_roles",
+    metadata,
+    Column("user_group_id", Integer, ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", Integer, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# Which user groups may reach a device group; a device group with no rows here is open to all users.
+device_group_access = Table(
+    "device_group_access",
+    metadata,
+    Column("device_group_id", Integer, ForeignKey("device_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_group_id", Integer, ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
+)
