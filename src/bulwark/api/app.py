@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz():  # noqa: ANN202
+    async def healthz():  # noqa: ANN202
         return json_response({"status": "ok", "version": __version__})
 
     return app

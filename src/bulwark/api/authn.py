@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import string
+from datetime import timedelta
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.auth.keys import KeyRingCache
-from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier
+from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier, VerifiedClaims
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.errors import Unauthorized
-from bulwark.service.identity import PrincipalResolver, TokenService, ensure_signing_key, load_signing_keys
+from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, ensure_signing_key, load_signing_keys
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 
@@ -20,6 +21,15 @@ log = logging.getLogger("bulwark.auth")
 
 AUTH_DISABLED_HEADER = ("Bulwark-Warning", "authentication disabled")
 _SAFE = set(string.ascii_letters + string.digits + " .,:;()[]{}'_-/+=@!?<>*#&%$~^|")
+
+
+VERIFIED_TOKEN_CACHE_SECONDS = 60
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def _header_safe(text: str, limit: int = 300) -> str:
@@ -60,6 +70,25 @@ class Authenticator:
             external,
         )
         self.tokens = TokenService(uow_factory, self.issuer)
+        # Tokens whose signature and claims were checked, so a client reusing its token (as they
+        # all do, for an hour) costs one RSA verification a minute rather than one per call. The
+        # minute bounds how long a retired key's tokens could still pass, as the key ring's does.
+        self._clock = clock
+        self._leeway = timedelta(seconds=settings.token_leeway_seconds)
+        self._verified: TtlCache[str, VerifiedClaims] = TtlCache(clock, VERIFIED_TOKEN_CACHE_SECONDS)
+
+    def authenticate_cached(self, authorization: str | None) -> Principal | None:
+        """The caller if this exact token was verified and its caller resolved recently, else None.
+
+        Never blocks, so it can run on the event loop; a miss means: call ``authenticate``.
+        """
+        if not self.settings.auth_enabled:
+            return self.development_principal()
+        token = _bearer_token(authorization)
+        claims = self._verified.peek(token) if token else None
+        if claims is None or self._clock.now() >= claims.expires_at + self._leeway:
+            return None
+        return self.resolver.resolve_cached(claims)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an ``Authorization: Bearer`` header; Unauthorized otherwise.
@@ -68,11 +97,12 @@ class Authenticator:
         """
         if not self.settings.auth_enabled:
             return self.development_principal()
-        scheme, _, token = (authorization or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = _bearer_token(authorization)
+        if not token:
             raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="bulwark"'})
         try:
-            claims = self.verifier.verify(token.strip())
+            claims = self.verifier.verify(token)
+            self._verified.get_or_load(token, lambda: claims)
             return self.resolver.resolve(claims)
         except InvalidToken as error:
             log.info("bearer token refused: %s", error.reason)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 
 from bulwark.api.audit import remember_principal
@@ -38,13 +39,17 @@ async def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     """The caller named by the request's bearer token; 401 Unauthorized without a valid one.
 
-    A plain ``def``: verification may fetch a provider's keys and resolution reads the
-    database, so it runs in the threadpool, off the event loop.
+    A token seen recently is answered from memory on the event loop; otherwise verification
+    (which may fetch a provider's keys) and resolution (which reads the database) run in the
+    threadpool, off the event loop.
     """
-    principal = runtime.auth.authenticate(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    principal = runtime.auth.authenticate_cached(authorization)
+    if principal is None:
+        principal = await run_in_threadpool(runtime.auth.authenticate, authorization)
     remember_principal(request, principal)
     return principal
 

@@ -444,6 +444,14 @@ class TtlCache(Generic[K, V]):
         self._entries: dict[K, tuple[datetime, V]] = {}
         self._lock = threading.Lock()
 
+    def peek(self, key: K) -> V | None:
+        """The cached value of ``key`` if present and fresh, without loading (never blocks on I/O)."""
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None and (self._clock.now() - hit[0]).total_seconds() < self._ttl:
+            return hit[1]
+        return None
+
     def get_or_load(self, key: K, load: Callable[[], V]) -> V:
         """The cached value of ``key``, loaded again once it is older than the time to live."""
         now = self._clock.now()
@@ -485,11 +493,21 @@ class PrincipalResolver:
 
         return self._tenants.get_or_load(tenant_id, load)
 
+    def _key(self, claims: VerifiedClaims, local: bool) -> tuple[str, str, str, str]:
+        subject = claims.app_id if claims.kind == "application" else claims.object_id
+        return (claims.tenant_id, claims.kind, subject, "local" if local else claims.upn or "")
+
+    def resolve_cached(self, claims: VerifiedClaims) -> Principal | None:
+        """The caller if its resolution is cached (no database access), else None."""
+        resolved = self._callers.peek(self._key(claims, self._is_local(claims.issuer)))
+        if resolved is None or isinstance(resolved, str):
+            return None
+        return _with_permissions(resolved, claims.permissions)
+
     def resolve(self, claims: VerifiedClaims) -> Principal:
         """The caller; raise InvalidToken when the application or user is unknown or disabled."""
         local = self._is_local(claims.issuer)
-        subject = claims.app_id if claims.kind == "application" else claims.object_id
-        key = (claims.tenant_id, claims.kind, subject, "local" if local else claims.upn or "")
+        key = self._key(claims, local)
         resolved = self._callers.get_or_load(key, lambda: self._load(claims, local))
         if isinstance(resolved, str):
             raise InvalidToken(resolved)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from types import TracebackType
 from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
-from bulwark.store.db import WRITE_OPTION
+from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.queries import ListQueries
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.repositories import (
@@ -47,10 +48,16 @@ class SqlUnitOfWork:
         self.conn: Connection | None = None
 
     def __enter__(self) -> SqlUnitOfWork:
-        conn = self.engine.connect()
-        if self.write:
-            conn.execution_options(**{WRITE_OPTION: True})
-        conn.begin()
+        self._lock = write_lock(self.engine) if self.write else nullcontext()
+        self._lock.__enter__()
+        try:
+            conn = self.engine.connect()
+            if self.write:
+                conn.execution_options(**{WRITE_OPTION: True})
+            conn.begin()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         self.conn = conn
         self.tenants = TenantRepository(conn)
         self.device_groups = DeviceGroupRepository(conn)
@@ -70,6 +77,7 @@ class SqlUnitOfWork:
         finally:
             self.conn.close()
             self.conn = None
+            self._lock.__exit__(None, None, None)
 
     def commit(self) -> None:
         """Make everything done in this unit of work durable."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -11,6 +14,17 @@ from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITE_OPTION = "bulwark_write"
+
+# SQLite allows one writer at a time. Threads of one process queue on this lock, which wakes the
+# next writer the moment the last one commits; without it they would poll SQLite's busy handler,
+# which sleeps in growing steps and turns a queue of writers into seconds of latency. Writers in
+# other processes still meet at SQLite's own lock (busy_timeout).
+_WRITE_LOCKS: WeakKeyDictionary[Engine, threading.RLock] = WeakKeyDictionary()
+
+
+def write_lock(engine: Engine) -> AbstractContextManager[object]:
+    """The lock a write transaction on ``engine`` holds: one per SQLite engine, none elsewhere."""
+    return _WRITE_LOCKS.get(engine) or nullcontext()
 
 
 def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
@@ -41,6 +55,8 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+
+        _WRITE_LOCKS[engine] = threading.RLock()
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:  # noqa: ANN001
