@@ -13,6 +13,17 @@ from pathlib import Path
 
 import httpx
 
+# Child processes run the code of this checkout, whatever copy of bulwark is installed.
+SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: ours, this checkout's source first, and ``extra``."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE_DIR), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
@@ -27,8 +38,7 @@ def server_process(
 ) -> Iterator[str]:
     """Run ``bulwark serve ARGS`` as a real process; yield its base URL; stop it on exit."""
     port = port or free_port()
-    full_env = {**os.environ, **(env or {})}
-    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    full_env = child_env(env)
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulwark.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],

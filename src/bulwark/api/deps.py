@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
+from bulwark.notifier import InProcessNotifier
 from bulwark.service.audit import RequestContext
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
@@ -23,6 +25,9 @@ class Runtime:
     engine: Engine
     uow: UnitOfWorkFactory
     clock: Clock
+    notifier: InProcessNotifier = field(default_factory=InProcessNotifier)
+    # Set at shutdown so that long polls answer at once.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -7,9 +7,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
-from bulwark.api.schemas import ERROR_RESPONSES, MachineActionOut, OffboardBody, parse_body
+from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.wire import action_to_wire, entity_response
 from bulwark.domain.errors import BulwarkError, InvalidRequestBody
+from bulwark.service.actions import CANCEL_AUDIT_ACTION, CancelAction, cancel_action
 from bulwark.service.audit import record_refusal
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, get_action, request_offboard
 
@@ -93,9 +94,58 @@ async def offboard_machine(
             comment=comment,
         )
         raise
+    # Committed: wake the machine's sensor wherever it is connected.
+    await run_in_threadpool(runtime.notifier.publish, action.machine_id)
     return entity_response(
         f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action), settings.offboard_status_code
     )
+
+
+@router.post(
+    "/machineactions/{id}/cancel",
+    operation_id="cancelMachineAction",
+    summary="Cancel a machine action that is not yet final",
+    description="Cancels an action no device has claimed yet; answers the same action with status Cancelled.",
+    response_model=MachineActionOut,
+    responses=ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["Comment"], "properties": {"Comment": {"type": "string"}}},
+                    "example": {"Comment": "Cancel the offboard: wrong device"},
+                }
+            },
+        }
+    },
+)
+async def cancel_machine_action(
+    id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, context: RequestContextDep
+) -> Response:
+    """Move a Pending action to Cancelled, with the caller and comment in its cancellation fields."""
+    settings = runtime.settings
+    comment: str | None = None
+    try:
+        raw = await read_body(request, settings.max_body_bytes)
+        body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
+        comment = body.Comment
+        command = CancelAction(action_id=id, comment=body.Comment or "")
+        action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
+    except BulwarkError as error:
+        await run_in_threadpool(
+            record_refusal,
+            runtime.uow(),
+            runtime.clock,
+            action=CANCEL_AUDIT_ACTION,
+            principal=principal,
+            context=context,
+            outcome_status=error.status,
+            outcome_code=error.code,
+            comment=comment,
+        )
+        raise
+    return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))
 
 
 @router.get(

@@ -13,6 +13,9 @@ from bulwark.store.repositories import (
     DeviceGroupRepository,
     MachineActionRepository,
     MachineRepository,
+    OnboardingPackageRepository,
+    PackageSigningKeyRepository,
+    SensorRepository,
     TenantRepository,
 )
 
@@ -25,6 +28,9 @@ class UnitOfWork(Protocol):
     machines: MachineRepository
     actions: MachineActionRepository
     audit: AuditRepository
+    sensors: SensorRepository
+    onboarding_packages: OnboardingPackageRepository
+    signing_keys: PackageSigningKeyRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -52,6 +58,9 @@ class SqlUnitOfWork:
         self.machines = MachineRepository(conn)
         self.actions = MachineActionRepository(conn)
         self.audit = AuditRepository(conn)
+        self.sensors = SensorRepository(conn)
+        self.onboarding_packages = OnboardingPackageRepository(conn)
+        self.signing_keys = PackageSigningKeyRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
