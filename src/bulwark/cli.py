@@ -9,12 +9,17 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from bulwark.sensor.cli import sensor_app, sweep_command
 from bulwark.settings import Settings
 
 app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(sensor_app, name="sensor")
+app.command("sweep")(sweep_command)
 console = Console()
+# Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def _settings(**overrides: object) -> Settings:
@@ -68,6 +73,11 @@ def serve(
             soft_wrap=True,
         )
         console.print(f"Read the action back:  curl -s {base}/api/machineactions/<id from the answer>", soft_wrap=True)
+        if settings.demo_sensors:
+            from bulwark.sensor.demo import start_demo_sensors
+
+            started = start_demo_sensors(settings, base)
+            console.print(f"Simulated sensors for {started} active demo machines carry out offboards.")
     console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
     _export(settings)
     if settings.workers > 1:
@@ -78,11 +88,18 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     else:
         from bulwark.api.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        )
 
 
 @db_app.command("upgrade")

@@ -133,9 +133,11 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
     """Enrol a device: create or reuse its machine and issue a credential for a new generation.
 
     The machine id derives from the tenant and the device identity, so a re-onboarded device gets
-    its id back. Every earlier credential of the machine is superseded, and every action still
-    active for it is closed (Pending ones Cancelled, InProgress ones TimeOut): actions queued for an
-    earlier onboarding never run on this one, yet still reach a final state.
+    its id back. Every earlier credential of the machine is superseded. When the machine was
+    offboarded, every action still active for it is closed (Pending ones Cancelled, InProgress ones
+    TimeOut): actions queued before the device came back never run on it, yet still reach a final
+    state. A device enrolling again without having been offboarded (a lost credential, a simulated
+    fleet restarting) keeps its queue.
     """
     if not command.device_identity or len(command.device_identity) > 200:
         raise InvalidInput("Invalid input deviceIdentity: 1 to 200 characters.")
@@ -158,7 +160,8 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
         values.update(last_seen=now, health_status=HealthStatus.ACTIVE.value, offboarded_at=None,
                       onboarding_status="Onboarded", last_external_ip_address=client_ip or machine.last_external_ip_address)
         uow.machines.update_fields(machine_id, **values)
-        for action in uow.actions.active_for_machine(machine_id):
+        reonboarding = machine.offboarded_at is not None
+        for action in uow.actions.active_for_machine(machine_id) if reonboarding else []:
             if action.status is ActionStatus.PENDING:
                 won = uow.actions.transition(
                     action.id, ActionStatus.CANCELLED, at=now, expected=[ActionStatus.PENDING],
