@@ -22,6 +22,7 @@ from bulwark.service.sensors import (
     check_in,
     claim_next_action,
     enrol_sensor,
+    has_waiting_action,
     report_outcome,
 )
 
@@ -122,9 +123,10 @@ async def next_action(
     deadline = time.monotonic() + min(wait, runtime.settings.sensor_poll_max_seconds)
     async with runtime.notifier.subscribe(sensor.machine_id) as subscription:
         while True:
-            action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
-            if action is not None:
-                return json_response(action_to_wire(action))
+            if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
+                action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
+                if action is not None:
+                    return json_response(action_to_wire(action))
             remaining = deadline - time.monotonic()
             if remaining <= 0 or runtime.stopping.is_set():
                 return Response(status_code=204)

@@ -170,6 +170,7 @@ class Sensor:
         """Send, retrying transport failures and server errors with backoff (the server may restart)."""
         assert self._client is not None
         delay = self.options.retry_delay
+        retried_at_once = False
         while True:
             try:
                 response = await self._client.request(method, f"{self.server_url}{path}", **kwargs)
@@ -177,6 +178,10 @@ class Sensor:
                     return response
                 log.warning("server answered %s for %s; retrying", response.status_code, path)
             except httpx.TransportError as exc:
+                if not retried_at_once and isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError)):
+                    # Most likely a kept-alive connection the server closed meanwhile: retry at once.
+                    retried_at_once = True
+                    continue
                 log.warning("server unreachable (%s) for %s; retrying", exc.__class__.__name__, path)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.max_retry_delay)
@@ -316,6 +321,7 @@ class Sensor:
         elif await self._finish_interrupted():
             return Outcome.OFFBOARDED
         watcher = asyncio.ensure_future(self._watch_for_removal()) if watch_state else asyncio.get_running_loop().create_future()
+        poll: asyncio.Future | None = None
         try:
             next_check_in = 0.0
             while True:
@@ -336,4 +342,8 @@ class Sensor:
                     if await self.carry_out(action):
                         return Outcome.OFFBOARDED
         finally:
+            # Stopped or cancelled (a fleet shutting down): leave no request behind.
             watcher.cancel()
+            if poll is not None and not poll.done():
+                poll.cancel()
+                await asyncio.gather(poll, return_exceptions=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections import Counter
@@ -16,6 +17,7 @@ from bulwark.sensor.agent import DeviceProfile, Outcome, Sensor, SensorError, Se
 from bulwark.sensor.state import MemoryState, new_state
 
 log = logging.getLogger("bulwark.sensor.fleet")
+SENSORS_PER_CLIENT = 100
 
 # (platform, version, build) of simulated devices: all of them offboardable by API.
 _PROFILES = [
@@ -66,11 +68,19 @@ async def run_fleet(
     """
     names = names or [f"fleet-{i:05d}" for i in range(count)]
     report = FleetReport()
-    limits = httpx.Limits(max_connections=len(names) + 20, max_keepalive_connections=len(names) + 20)
+    # Connection pools search their connections on every request, so one pool per hundred sensors
+    # keeps a large fleet's cost per request flat.
+    per_client = SENSORS_PER_CLIENT
+    limits = httpx.Limits(max_connections=per_client + 10, max_keepalive_connections=per_client + 10)
     gate = asyncio.Semaphore(enrol_concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=30)) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=30)))
+            for _ in range(max(1, -(-len(names) // per_client)))
+        ]
 
-        async def one(name: str) -> None:
+        async def one(index: int, name: str) -> None:
+            client = clients[index // per_client]
             state = new_state(device_identity=name)
             profile = simulated_profile(name)
             if keep_properties:
@@ -92,7 +102,7 @@ async def run_fleet(
                 outcome = None
             report.outcomes[outcome.value if outcome else "error"] += 1
 
-        tasks = [asyncio.create_task(one(name)) for name in names]
+        tasks = [asyncio.create_task(one(i, name)) for i, name in enumerate(names)]
         waiter = asyncio.create_task(stop.wait()) if stop else None
         pending = set(tasks) | ({waiter} if waiter else set())
         while tasks and not all(t.done() for t in tasks):

@@ -219,6 +219,20 @@ class SensorOffboarded(DisallowedOperation):
     default_message = "The device is offboarded; onboard it again before it takes actions."
 
 
+def has_waiting_action(sensor: SensorIdentity, uow: UnitOfWork) -> bool:
+    """Whether an action waits for the sensor's machine: a read, so idle polls never take a write lock.
+
+    Raises SensorOffboarded once the machine is offboarded (the device should have stopped).
+    """
+    with uow:
+        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id, lock=False)
+        if machine is None:
+            raise Unauthorized()
+        if machine.offboarded_at is not None:
+            raise SensorOffboarded()
+        return bool(uow.actions.pending_for_machine(sensor.machine_id, limit=1))
+
+
 def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> MachineAction | None:
     """Move the machine's oldest Pending action to InProgress and return it (None when none is waiting).
 

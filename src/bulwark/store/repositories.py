@@ -156,10 +156,13 @@ class MachineRepository:
         if rows:
             self.conn.execute(insert(machine_tags), rows)
 
-    def get_in_tenant(self, tenant_id: str, machine_id: str) -> Machine | None:
-        """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices, not users."""
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True) -> Machine | None:
+        """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices, not users.
+
+        ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers.
+        """
         stmt = self._select().where(machines.c.id == machine_id, machines.c.tenant_id == tenant_id)
-        if self.conn.dialect.name == "postgresql":
+        if lock and self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=machines)
         row = self.conn.execute(stmt).mappings().first()
         return self._hydrate([row])[0] if row else None
