@@ -65,6 +65,20 @@ def postgres_database() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis, checked reachable (skipped, or failed under CI, when it is not)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+        client.ping()
+        client.close()
+    except redis.RedisError as exc:
+        unavailable(f"Redis at {REDIS_URL} unreachable: {exc.__class__.__name__}")
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file that each test copies (migrating once keeps the suite fast)."""
     path = tmp_path_factory.mktemp("template") / "bulwark.db"

@@ -13,15 +13,16 @@ from pathlib import Path
 
 import httpx
 
-# Child processes run the code of this checkout, whatever copy of bulwark is installed.
-SOURCE_DIR = Path(__file__).resolve().parents[1] / "src"
+import bulwark
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for a child process: ours, this checkout's source first, and ``extra``."""
+    """The environment for a child process: ours, and ``extra``, running the same code as the tests."""
     env = {**os.environ, **(extra or {})}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SOURCE_DIR), env.get("PYTHONPATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Child processes run the same code as the tests, even where another checkout is installed.
+    source = str(Path(bulwark.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -46,7 +47,7 @@ def server_process(
         stdout=out,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'https' if '--tls' in args else 'http'}://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -54,7 +55,8 @@ def server_process(
                 detail = log.read_text() if log else ""
                 raise RuntimeError(f"server exited early with {proc.returncode}: {detail[-2000:]}")
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                # Only readiness is probed here; tests check the certificate themselves.
+                if httpx.get(f"{base}/healthz", timeout=1, verify=False).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

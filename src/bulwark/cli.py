@@ -9,12 +9,16 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from bulwark.client.cli import register_commands as register_client_commands
+from bulwark import identity_cli
 from bulwark.sensor.cli import sensor_app, sweep_command
 from bulwark.settings import Settings
 
 app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+register_client_commands(app)  # offboard, machines, actions, profile: the API's client side
+identity_cli.register(app)
 app.add_typer(sensor_app, name="sensor")
 app.command("sweep")(sweep_command)
 console = Console()
@@ -33,6 +37,7 @@ def _export(settings: Settings) -> None:
     os.environ["BULWARK_HOST"] = settings.host
     os.environ["BULWARK_PORT"] = str(settings.port)
     os.environ["BULWARK_WORKERS"] = str(settings.workers)
+    os.environ["BULWARK_TLS"] = "true" if settings.tls else "false"
     if settings.database_url:
         os.environ["BULWARK_DATABASE_URL"] = settings.database_url
 
@@ -44,6 +49,7 @@ def serve(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where the SQLite database and keys live.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Seed a demo fleet if the database is empty.")] = False,
+    tls: Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Serve HTTPS with a certificate from a local CA.")] = None,
 ) -> None:
     """Migrate the database and serve the API."""
     import uvicorn
@@ -51,33 +57,44 @@ def serve(
     from bulwark.clock import SystemClock
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
+    from bulwark.service.identity import ensure_signing_key
     from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.store.db import create_db_engine, upgrade_database
 
-    settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir)
+    settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
     configure_logging(settings.log_level, settings.log_json)
+    problem = settings.multi_process_problem()
+    if problem:
+        console.print(f"[bold red]Refusing to start:[/] {problem}", soft_wrap=True)
+        raise typer.Exit(code=2)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.resolved_database_url()
     upgrade_database(url)
-    base = settings.public_base_url or f"http://{settings.host}:{settings.port}"
+    base = settings.issuer_base_url()
+    ssl_options: dict[str, str] = {}
+    ca_hint = ""
+    if settings.tls:
+        ssl_options, ca_hint = _prepare_tls(settings)
+    engine = create_db_engine(url, pool_size=1)
+    uow = UnitOfWorkFactory(engine)
+    ensure_signing_key(uow(), SystemClock())
     if demo:
-        engine = create_db_engine(url, pool_size=1)
-        fleet = seed_demo_fleet(UnitOfWorkFactory(engine)(), SystemClock(), settings.default_tenant_id)
-        engine.dispose()
+        fleet = seed_demo_fleet(uow(), SystemClock(), settings.default_tenant_id)
         verb = "Seeded" if fleet.created else "Serving the existing"
         console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
-        console.print("Offboard a demo machine:")
-        console.print(
-            f"  curl -s -X POST {base}/api/machines/{fleet.example_machine_id}/offboard "
-            "-H 'Content-Type: application/json' -d '{\"Comment\": \"Offboard machine by automation\"}'",
-            soft_wrap=True,
-        )
-        console.print(f"Read the action back:  curl -s {base}/api/machineactions/<id from the answer>", soft_wrap=True)
+        _print_demo_credentials(settings, uow, base, fleet.example_machine_id, ca_hint)
         if settings.demo_sensors:
             from bulwark.sensor.demo import start_demo_sensors
 
-            started = start_demo_sensors(settings, base)
+            started = start_demo_sensors(settings, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
             console.print(f"Simulated sensors for {started} active demo machines carry out offboards.")
+    engine.dispose()
+    if not settings.auth_enabled:
+        console.print(
+            "[bold red]WARNING: AUTHENTICATION IS DISABLED (BULWARK_AUTH_ENABLED=false).[/] Every caller acts as "
+            f"{settings.default_requestor} with every permission. Never expose this server.",
+            soft_wrap=True,
+        )
     console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
     _export(settings)
     if settings.workers > 1:
@@ -89,6 +106,7 @@ def serve(
             workers=settings.workers,
             log_level="warning",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **ssl_options,
         )
     else:
         from bulwark.api.app import create_app
@@ -99,7 +117,81 @@ def serve(
             port=settings.port,
             log_level="warning",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **ssl_options,
         )
+
+
+def _prepare_tls(settings: Settings) -> tuple[dict[str, str], str]:
+    """Create or reuse the local CA and server certificate; say how to trust the CA."""
+    from urllib.parse import urlsplit
+
+    from bulwark.auth.tls import ensure_local_tls
+
+    names = [settings.host] if settings.host not in ("0.0.0.0", "::", "") else []
+    if settings.public_base_url:
+        names.append(urlsplit(settings.public_base_url).hostname or "")
+    files = ensure_local_tls(settings.data_dir / "tls", [n for n in names if n])
+    console.print(f"[bold]HTTPS[/] with a certificate from Bulwark's local CA: {files.ca_cert.resolve()}", soft_wrap=True)
+    console.print(
+        "  Trust it for one command:  curl --cacert <ca.pem> ...,  SSL_CERT_FILE=<ca.pem> / REQUESTS_CA_BUNDLE=<ca.pem> "
+        "for Python, NODE_EXTRA_CA_CERTS=<ca.pem> for Node.\n"
+        "  Trust it system-wide (Debian/Ubuntu):  sudo cp <ca.pem> /usr/local/share/ca-certificates/bulwark.crt && "
+        "sudo update-ca-certificates;  macOS:  sudo security add-trusted-cert -d -r trustRoot "
+        "-k /Library/Keychains/System.keychain <ca.pem>",
+        soft_wrap=True,
+    )
+    return {"ssl_certfile": str(files.cert), "ssl_keyfile": str(files.key)}, f"--cacert {files.ca_cert.resolve()} "
+
+
+DEMO_CREDENTIALS_FILE = "demo-credentials.json"
+
+
+def _print_demo_credentials(settings: Settings, uow: object, base: str, machine_id: str, ca_hint: str) -> None:
+    """Create the demo callers, write them to demo-credentials.json and show how to use them."""
+    import json
+
+    from bulwark.auth.tokens import DEFENDER_AUDIENCE
+    from bulwark.clock import SystemClock
+    from bulwark.service.identity import seed_demo_identities
+
+    path = settings.data_dir / DEMO_CREDENTIALS_FILE
+    try:
+        known = json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
+        known = None
+    creds = seed_demo_identities(uow, SystemClock(), settings.default_tenant_id, known)  # type: ignore[arg-type]
+    authority = f"{base}/{settings.default_tenant_id}"
+    document = {
+        "tenant_id": settings.default_tenant_id,
+        "authority": authority,
+        "token_endpoint": f"{authority}/oauth2/v2.0/token",
+        "scope": f"{DEFENDER_AUDIENCE}/.default",
+        "api_base_url": base,
+        "ca_certificate": ca_hint.removeprefix("--cacert ").strip() or None,
+        "applications": creds["applications"],
+        "users": creds["users"],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    path.chmod(0o600)
+    console.print(f"Demo credentials (also in {path.resolve()}):", soft_wrap=True)
+    for app in creds["applications"]:
+        console.print(f"  application {app['name']!r}: client_id={app['client_id']} client_secret={app['client_secret']}", soft_wrap=True)
+    for user in creds["users"]:
+        console.print(f"  user {user['username']} / {user['password']}  ({user['access']})", soft_wrap=True)
+    full = creds["applications"][0]
+    console.print("Get a token and offboard a demo machine:")
+    console.print(
+        f"  TOKEN=$(curl -s {ca_hint}{document['token_endpoint']} -d grant_type=client_credentials "
+        f"-d client_id={full['client_id']} -d client_secret={full['client_secret']} "
+        f"-d scope={document['scope']} | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access_token\"])')",
+        soft_wrap=True,
+    )
+    console.print(
+        f"  curl -s {ca_hint}-X POST {base}/api/machines/{machine_id}/offboard -H \"Authorization: Bearer $TOKEN\" "
+        "-H 'Content-Type: application/json' -d '{\"Comment\": \"Offboard machine by automation\"}'",
+        soft_wrap=True,
+    )
+    console.print(f"Read the action back:  curl -s {ca_hint}-H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/<id>", soft_wrap=True)
 
 
 @db_app.command("upgrade")

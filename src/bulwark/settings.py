@@ -5,8 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ExternalIssuerSetting(BaseModel):
+    """A trusted OpenID Connect provider: its issuer URL, the audience its tokens carry, and optionally the tenant."""
+
+    issuer_url: str
+    audience: str | list[str]
+    tenant_id: str | None = None
+    ca_file: str | None = None
+    allow_http: bool = False
 
 
 class Settings(BaseSettings):
@@ -29,7 +39,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, description="Larger request bodies are refused.")
     max_comment_length: int = Field(default=4000)
 
-    # The provisional caller, used until tokens are required (see auth settings).
+    # The demo tenant, and the caller used only when authentication is explicitly turned off.
     default_tenant_id: str = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
     default_requestor: str = "admin@contoso.com"
 
@@ -47,8 +57,33 @@ class Settings(BaseSettings):
     notifier: Literal["auto", "memory", "postgres", "redis"] = Field(
         default="auto", description="Wake-ups for waiting sensors; auto: redis if redis_url, postgres on PostgreSQL, else memory."
     )
-    redis_url: str | None = Field(default=None, description="Redis for cross-process wake-ups (optional).")
     demo_sensors: bool = Field(default=True, description="With --demo, run simulated sensors for the demo fleet.")
+    auth_enabled: bool = Field(
+        default=True, description="Require a valid bearer token on every API call. Turn off only for local development."
+    )
+    external_issuers: list[ExternalIssuerSetting] = Field(
+        default_factory=list,
+        description='Trusted OpenID Connect providers, e.g. [{"issuer_url": "...", "audience": "...", "tenant_id": "..."}].',
+    )
+    tls: bool = Field(default=False, description="Serve HTTPS with a certificate from a local CA in data_dir/tls.")
+    token_leeway_seconds: int = Field(default=60, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
+    auth_cache_seconds: float = Field(
+        default=5.0, ge=0, description="How long a resolved caller (enabled, roles, device groups) is reused."
+    )
+
+    redis_url: str | None = Field(
+        default=None, description="Redis shared by every process: rate-limit budgets and wake-ups."
+    )
+    rate_limit_enabled: bool = Field(default=True, description="Turn limits off only for local load tests.")
+    rate_limit: str = Field(default="100/minute;1500/hour", description="Windows every call must fit in.")
+    rate_limit_overrides: dict[str, str] = Field(
+        default_factory=dict, description='Per operation id, e.g. {"offboardMachine": "10/minute"} or "off".'
+    )
+    rate_limit_fail_mode: Literal["open", "closed"] = Field(
+        default="open", description="When Redis is unreachable: let calls through (open) or answer 503 (closed)."
+    )
+
+    rate_limit_key_prefix: str = Field(default="bulwark:ratelimit", description="Namespace of the budgets in Redis.")
 
     log_json: bool = Field(default=False, description="One JSON object per log line.")
     log_level: str = "INFO"
@@ -63,6 +98,24 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'bulwark.db').resolve()}"
+
+    def issuer_base_url(self) -> str:
+        """The base of token issuers (``{base}/{tenant}/v2.0``): the public base URL, or scheme, host and port."""
+        if self.public_base_url:
+            return self.public_base_url
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def multi_process_problem(self) -> str | None:
+        """Why this configuration cannot run several workers correctly, or None if it can."""
+        if self.workers > 1 and self.rate_limit_enabled and not self.redis_url:
+            return (
+                f"{self.workers} workers would each count rate limits alone, multiplying every budget by "
+                f"{self.workers}. Set BULWARK_REDIS_URL so that all workers share one budget, run one worker, "
+                "or turn limits off with BULWARK_RATE_LIMIT_ENABLED=false."
+            )
+        return None
 
     @property
     def is_sqlite(self) -> bool:

@@ -18,6 +18,7 @@ from bulwark.service.sensors import issue_offboarding_package, issue_onboarding_
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.db import create_db_engine
 from tests.conftest import TENANT, seed
+from tests.identity_support import app_token, bearer, register_app
 from tests.support import child_env, server_process
 
 pytestmark = pytest.mark.slow
@@ -29,8 +30,14 @@ def _env(database_url: str, data_dir: Path) -> dict[str, str]:
     return {"BULWARK_DATABASE_URL": database_url, "BULWARK_DATA_DIR": str(data_dir), "BULWARK_DEFAULT_TENANT_ID": TENANT}
 
 
-def write_package(uow_factory: UnitOfWorkFactory, base: str, path: Path) -> Path:
+HEADERS: dict[str, str] = {}
+
+
+def write_package(uow_factory: UnitOfWorkFactory, base: str, path: Path, api_base: str | None = None) -> Path:
+    """Seed the tenant, sign in an application for API calls to ``api_base``, write an onboarding package."""
     seed(uow_factory, [])
+    with httpx.Client(base_url=api_base or base) as client:
+        HEADERS.update(bearer(app_token(client, register_app(uow_factory, name=f"e2e {path.parent.name}"))))
     path.write_text(json.dumps(issue_onboarding_package(TENANT, base, None, uow_factory(), SystemClock())))
     return path
 
@@ -68,13 +75,13 @@ def wait_enrolled(state: Path, generation: int = 1) -> str:
 
 
 def offboard(base: str, machine_id: str) -> dict:
-    response = httpx.post(f"{base}/api/machines/{machine_id}/offboard", json={"Comment": "e2e"})
+    response = httpx.post(f"{base}/api/machines/{machine_id}/offboard", json={"Comment": "e2e"}, headers=HEADERS)
     assert response.status_code == 200, response.text
     return response.json()
 
 
 def action(base: str, action_id: str) -> dict:
-    return httpx.get(f"{base}/api/machineactions/{action_id}").json()
+    return httpx.get(f"{base}/api/machineactions/{action_id}", headers=HEADERS).json()
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -199,7 +206,8 @@ def test_a_sensor_on_one_server_is_woken_by_an_action_created_on_another(postgre
     env = _env(postgres_database, tmp_path)
     try:
         with server_process(env=env, log=tmp_path / "a.log") as base_a, server_process(env=env, log=tmp_path / "b.log") as base_b:
-            package = write_package(uow_factory, base_a, tmp_path / "onboarding.json")
+            # The sensor talks to A; the offboard goes to B (whose tokens name B as their issuer).
+            package = write_package(uow_factory, base_a, tmp_path / "onboarding.json", api_base=base_b)
             # Long polls of 20 s and rare check-ins: only a wake-up through PostgreSQL is quick.
             proc = bulwark("sensor", "run", "--state", str(state), "--onboarding-package", str(package),
                            "--check-in-interval", "600", "--poll-wait", "20", *WINDOWS_DEVICE, log=log)

@@ -15,6 +15,7 @@ from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.tables import audit_events, machine_actions
 from tests.conftest import make_machine, seed
+from tests.identity_support import auth_headers
 
 WIN11 = make_machine(1)
 MAC = make_machine(2, os_platform="macOS", os_build=None, agent_version="101.1")
@@ -37,6 +38,7 @@ GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 def client(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock):
     seed(uow_factory, [WIN11, MAC, LINUX, OLD_WIN10, SERVER2016_LEGACY, SERVER2016_UNIFIED, WIN10])
     with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as test_client:
+        test_client.headers.update(auth_headers(test_client, uow_factory, name="SOAR playbook"))
         yield test_client
 
 
@@ -69,7 +71,7 @@ def test_offboard_answers_a_pending_action_with_every_field_in_order(client: Tes
     assert GUID.match(body["id"])
     assert body["type"] == "Offboard"
     assert body["status"] == "Pending"
-    assert body["requestor"] == "admin@contoso.com"
+    assert body["requestor"] == "SOAR playbook"
     assert body["requestorComment"] == "Offboard machine by automation"
     assert body["machineId"] == WIN11.id
     assert body["computerDnsName"] == "host-1.contoso.com"
@@ -117,6 +119,7 @@ def test_optional_parameters_are_echoed_and_explicit_nulls_accepted(client: Test
 def test_status_code_setting_switches_to_201(settings: Settings, uow_factory: UnitOfWorkFactory) -> None:
     seed(uow_factory, [WIN11])
     with TestClient(create_app(settings.model_copy(update={"offboard_status_code": 201}))) as client:
+        client.headers.update(auth_headers(client, uow_factory))
         assert offboard(client, WIN11.id).status_code == 201
 
 
@@ -236,7 +239,8 @@ def test_every_offboard_request_is_audited(client: TestClient, uow_factory: Unit
     ]
     assert rows[0]["machine_action_id"] == ok.json()["id"]
     assert rows[1]["request_id"] == refused.headers["request-id"]
-    assert rows[0]["actor_name"] == "admin@contoso.com"
+    assert rows[0]["actor_name"] == rows[1]["actor_name"] == "SOAR playbook"
+    assert rows[0]["actor_kind"] == "application"
 
 
 def test_openapi_names_the_operation(client: TestClient) -> None:

@@ -20,6 +20,7 @@ from bulwark.service.sensors import issue_onboarding_package
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from tests.conftest import TENANT, make_machine, seed
+from tests.identity_support import auth_headers
 
 WINDOWS = {
     "computerDnsName": "laptop-7.contoso.com",
@@ -35,6 +36,8 @@ WINDOWS = {
 def client(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock):
     seed(uow_factory, [])
     with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as test_client:
+        # An application token with every role; sensor calls replace it with their own credential.
+        test_client.headers.update(auth_headers(test_client, uow_factory, name="SOAR playbook"))
         yield test_client
 
 
@@ -66,6 +69,12 @@ def offboard(client: TestClient, machine_id: str) -> dict:
     return response.json()
 
 
+def advance(client: TestClient, clock: FrozenClock, uow_factory: UnitOfWorkFactory, seconds: float) -> None:
+    """Move the clock, and sign in again: tokens live one hour, and the app shares the frozen clock."""
+    clock.advance(seconds)
+    client.headers.update(auth_headers(client, uow_factory, name=f"SOAR playbook {clock.now().timestamp()}"))
+
+
 def status_of(client: TestClient, action_id: str) -> str:
     return client.get(f"/api/machineactions/{action_id}").json()["status"]
 
@@ -90,6 +99,7 @@ def test_enrolment_creates_the_machine_with_a_stable_id(client: TestClient, pack
 def test_gateway_refuses_anything_but_a_sensor_credential(client: TestClient, package: dict) -> None:
     bad_key = client.post("/sensor/v1/enrol", json={"tenantId": TENANT, "onboardingKey": "bwo_wrong", "deviceIdentity": "x", "properties": WINDOWS})
     assert bad_key.status_code == 401 and bad_key.json()["error"]["code"] == "Unauthorized"
+    # The client's default header is a valid application token: the gateway refuses it too.
     for headers in ({}, {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig"}, {"Authorization": "Bearer bws_forged"}):
         response = client.get("/sensor/v1/actions/next", headers=headers)
         assert response.status_code == 401
@@ -208,7 +218,7 @@ def test_cancel_before_pickup(client: TestClient, package: dict, clock: FrozenCl
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["id"] == action["id"] and body["status"] == "Cancelled"
-    assert body["cancellationRequestor"] == "admin@contoso.com"
+    assert body["cancellationRequestor"] == "SOAR playbook"
     assert body["cancellationComment"] == "wrong device"
     assert body["cancellationDateTimeUtc"] == "2026-03-01T09:30:05.123456Z"
     assert list(body) == list(action)
@@ -285,9 +295,9 @@ def test_sweeper_times_out_unclaimed_and_unfinished_actions(
     crashed = offboard(client, online["machineId"])
     client.get("/sensor/v1/actions/next", headers=auth(online))  # claimed, then the sensor dies
 
-    clock.advance(settings.action_in_progress_timeout_seconds - 1)
+    advance(client, clock, uow_factory, settings.action_in_progress_timeout_seconds - 1)
     assert sweep(policy, uow_factory(), clock).in_progress_timed_out == 0
-    clock.advance(2)
+    advance(client, clock, uow_factory, 2)
     result = sweep(policy, uow_factory(), clock)
     assert (result.pending_timed_out, result.in_progress_timed_out) == (0, 1)
     assert status_of(client, crashed["id"]) == "TimeOut"
@@ -296,7 +306,7 @@ def test_sweeper_times_out_unclaimed_and_unfinished_actions(
     assert late.json()["accepted"] is False and status_of(client, crashed["id"]) == "TimeOut"
 
     assert status_of(client, unclaimed["id"]) == "Pending"
-    clock.advance(timedelta(days=3).total_seconds())
+    advance(client, clock, uow_factory, timedelta(days=3).total_seconds())
     assert sweep(policy, uow_factory(), clock).pending_timed_out == 1
     assert status_of(client, unclaimed["id"]) == "TimeOut"
     assert sweep(policy, uow_factory(), clock) == type(result)(0, 0, 0)
@@ -315,10 +325,10 @@ def test_offboarded_machines_turn_inactive_after_seven_days(
         with uow_factory(write=False) as uow:
             return uow.machines.get_in_tenant(TENANT, enrolment["machineId"]).health_status
 
-    clock.advance(timedelta(days=7).total_seconds() - 60)
+    advance(client, clock, uow_factory, timedelta(days=7).total_seconds() - 60)
     sweep(policy, uow_factory(), clock)
     assert health() == "Active"
-    clock.advance(120)
+    advance(client, clock, uow_factory, 120)
     assert sweep(policy, uow_factory(), clock).machines_inactive == 1
     assert health() == "Inactive"
     # Re-onboarding brings it back.

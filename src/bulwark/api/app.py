@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
 
 from bulwark import __version__
-from bulwark.api import device_packages, machine_actions, sensor_gateway
+from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
+from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
+from bulwark.api.ratelimiting import enforce_rate_limit
+from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
 from bulwark.notifier import create_notifier
@@ -18,9 +25,15 @@ from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
 
 
+class ConfigurationError(RuntimeError):
+    """Settings that cannot work together; raised at start, before anything is served."""
+
+
 def _public_api() -> APIRouter:
-    router = APIRouter()
+    # Every public operation is rate limited per caller and operation.
+    router = APIRouter(dependencies=[Depends(enforce_rate_limit)])
     router.include_router(machine_actions.router)
+    router.include_router(machines.router)
     router.include_router(device_packages.router)
     return router
 
@@ -28,21 +41,53 @@ def _public_api() -> APIRouter:
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     """Build the Bulwark ASGI application. The database must already be migrated."""
     settings = settings or Settings()
+    problem = settings.multi_process_problem()
+    if problem:
+        raise ConfigurationError(problem)
+    clock = clock or SystemClock()
     engine = create_db_engine(settings.resolved_database_url())
+    limiter = create_rate_limiter(
+        settings.redis_url,
+        RateLimitPolicy.parse(settings.rate_limit, settings.rate_limit_overrides),
+        fail_mode=settings.rate_limit_fail_mode,
+        enabled=settings.rate_limit_enabled,
+        key_prefix=settings.rate_limit_key_prefix,
+        clock=lambda: clock.now().timestamp(),
+    )
+    uow = UnitOfWorkFactory(engine)
+    auth = Authenticator(settings, uow, clock)
     notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
     runtime = Runtime(
-        settings=settings, engine=engine, uow=UnitOfWorkFactory(engine), clock=clock or SystemClock(), notifier=notifier
+        settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier
     )
 
+    @asynccontextmanager
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
+        try:
+            # The wake-up listener and the sweeper run for as long as the app serves.
+            async with background(app_):
+                yield
+        finally:
+            limiter.close()
+            engine.dispose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Bulwark",
         version=__version__,
         description="A self-hosted Microsoft Defender for Endpoint machine-action API.",
-        lifespan=background,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    if not settings.auth_enabled:
+        logging.getLogger("bulwark.auth").warning(
+            "AUTHENTICATION IS DISABLED: every caller is treated as %s with every permission. "
+            "Never expose this server; unset BULWARK_AUTH_ENABLED to require tokens.",
+            settings.default_requestor,
+        )
+        app.add_middleware(AuthDisabledWarningMiddleware)
+    app.include_router(oauth.router)
 
     public = _public_api()
     app.include_router(public, prefix="/api")

@@ -9,8 +9,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from bulwark.api.audit import remember_principal
+from bulwark.api.authn import Authenticator
 from bulwark.clock import Clock
-from bulwark.domain.access import Permission, Principal, PrincipalKind
+from bulwark.ratelimit import RateLimiter
+from bulwark.domain.access import Principal
 from bulwark.notifier import InProcessNotifier
 from bulwark.service.audit import RequestContext
 from bulwark.service.uow import UnitOfWorkFactory
@@ -25,35 +28,36 @@ class Runtime:
     engine: Engine
     uow: UnitOfWorkFactory
     clock: Clock
+    limiter: RateLimiter
+    auth: Authenticator
     notifier: InProcessNotifier = field(default_factory=InProcessNotifier)
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
-def get_runtime(request: Request) -> Runtime:
-    """The app's runtime."""
+async def get_runtime(request: Request) -> Runtime:
+    """The app's runtime (async: a plain lookup should not cost a threadpool hop)."""
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_principal(runtime: RuntimeDep) -> Principal:
-    """The caller: a configured default caller with every permission (no authentication yet)."""
-    settings = runtime.settings
-    return Principal(
-        tenant_id=settings.default_tenant_id,
-        kind=PrincipalKind.USER,
-        id="default",
-        name=settings.default_requestor,
-        permissions=frozenset(p.value for p in Permission),
-    )
+def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
+    """The caller named by the request's bearer token; 401 Unauthorized without a valid one.
+
+    A plain ``def``: verification may fetch a provider's keys and resolution reads the
+    database, so it runs in the threadpool, off the event loop.
+    """
+    principal = runtime.auth.authenticate(request.headers.get("authorization"))
+    remember_principal(request, principal)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def get_request_context(request: Request) -> RequestContext:
+async def get_request_context(request: Request) -> RequestContext:
     """The request id and client address, for the audit trail."""
     return RequestContext(
         request_id=request.scope.get("state", {}).get("request_id", ""),

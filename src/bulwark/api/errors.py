@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from bulwark.api.audit import audit_refusal
 from bulwark.api.wire import json_response
 from bulwark.domain.errors import (
     BulwarkError,
@@ -38,6 +39,7 @@ def error_response(request: Request, error: BulwarkError) -> Response:
 
 async def _bulwark_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BulwarkError)
+    await audit_refusal(request, exc)
     return error_response(request, exc)
 
 

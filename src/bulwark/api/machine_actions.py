@@ -8,11 +8,14 @@ from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
-from bulwark.api.wire import action_to_wire, entity_response
-from bulwark.domain.errors import BulwarkError, InvalidRequestBody
-from bulwark.service.actions import CANCEL_AUDIT_ACTION, CancelAction, cancel_action
-from bulwark.service.audit import record_refusal
-from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, get_action, request_offboard
+from bulwark.api.listing import collection_body, parse_odata
+from bulwark.api.odata import MACHINE_ACTION_SPEC
+from bulwark.api.wire import action_to_wire, entity_response, json_response
+from bulwark.api.audit import remember_comment
+from bulwark.domain.errors import InvalidRequestBody
+from bulwark.service.actions import CancelAction, cancel_action
+from bulwark.service.inventory import list_actions
+from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
 
 router = APIRouter(tags=["MachineAction"])
 
@@ -67,33 +70,17 @@ async def offboard_machine(
 ) -> Response:
     """Create a Pending Offboard action; the device's sensor carries it out."""
     settings = runtime.settings
-    comment: str | None = None
-    try:
-        raw = await read_body(request, settings.max_body_bytes)
-        body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
-        comment = body.Comment
-        command = RequestOffboard(
-            machine_id=id,
-            comment=body.Comment or "",
-            external_id=body.ExternalId,
-            title=body.Title,
-            request_source=body.RequestSource,
-        )
-        action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
-    except BulwarkError as error:
-        await run_in_threadpool(
-            record_refusal,
-            runtime.uow(),
-            runtime.clock,
-            action=OFFBOARD_AUDIT_ACTION,
-            principal=principal,
-            context=context,
-            outcome_status=error.status,
-            outcome_code=error.code,
-            machine_id=id[:64],
-            comment=comment,
-        )
-        raise
+    raw = await read_body(request, settings.max_body_bytes)
+    body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
+    remember_comment(request, body.Comment)
+    command = RequestOffboard(
+        machine_id=id,
+        comment=body.Comment or "",
+        external_id=body.ExternalId,
+        title=body.Title,
+        request_source=body.RequestSource,
+    )
+    action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
     # Committed: wake the machine's sensor wherever it is connected.
     await run_in_threadpool(runtime.notifier.publish, action.machine_id)
     return entity_response(
@@ -125,27 +112,26 @@ async def cancel_machine_action(
 ) -> Response:
     """Move a Pending action to Cancelled, with the caller and comment in its cancellation fields."""
     settings = runtime.settings
-    comment: str | None = None
-    try:
-        raw = await read_body(request, settings.max_body_bytes)
-        body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
-        comment = body.Comment
-        command = CancelAction(action_id=id, comment=body.Comment or "")
-        action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
-    except BulwarkError as error:
-        await run_in_threadpool(
-            record_refusal,
-            runtime.uow(),
-            runtime.clock,
-            action=CANCEL_AUDIT_ACTION,
-            principal=principal,
-            context=context,
-            outcome_status=error.status,
-            outcome_code=error.code,
-            comment=comment,
-        )
-        raise
+    raw = await read_body(request, settings.max_body_bytes)
+    body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
+    remember_comment(request, body.Comment)
+    command = CancelAction(action_id=id, comment=body.Comment or "")
+    action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))
+
+
+@router.get(
+    "/machineactions",
+    operation_id="listMachineActions",
+    summary="List machine actions, newest first, with OData $filter, $top, $skip, $orderby, $select and $count",
+    responses=ERROR_RESPONSES,
+)
+def read_machine_actions(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+    """Action history on the machines the caller may see, one page at a time."""
+    query = parse_odata(request, MACHINE_ACTION_SPEC)
+    page = list_actions(query, principal, runtime.uow(write=False))
+    context = f"{odata_base(request, runtime)}#MachineActions"
+    return json_response(collection_body(request, context, page, query, action_to_wire))
 
 
 @router.get(

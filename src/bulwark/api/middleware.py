@@ -10,7 +10,11 @@ from bulwark.api.errors import REQUEST_ID_HEADER
 
 
 class RequestIdMiddleware:
-    """Give each request an id (kept in ``request.state.request_id``) and echo it in a header."""
+    """Give each request an id (kept in ``request.state.request_id``) and echo it in a header.
+
+    Also writes the headers that dependencies queued in ``state.response_headers`` (such as the
+    RateLimit fields), so they reach every response, successful or not.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -20,14 +24,17 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = str(uuid.uuid4())
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                if not any(name.lower() == header[0] for name, _ in headers):
-                    headers.append(header)
+                present = {name.lower() for name, _ in headers}
+                extra = {REQUEST_ID_HEADER: request_id, **state.get("response_headers", {})}
+                for name, value in extra.items():
+                    if name.lower().encode() not in present:
+                        headers.append((name.lower().encode(), value.encode("latin-1")))
                 message["headers"] = headers
             await send(message)
 

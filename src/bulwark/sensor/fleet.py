@@ -59,12 +59,13 @@ async def run_fleet(
     on_action: Callable[[str, dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
     enrol_concurrency: int = 50,
+    verify: str | bool | None = None,
 ) -> FleetReport:
     """Run ``count`` simulated sensors (named ``names`` or ``fleet-NNNNN``) until each stops or ``stop`` is set.
 
     Device identities are the names, so the same names map to the same machines run after run.
     ``keep_properties`` enrols without reporting properties, keeping what the inventory has (the
-    demo fleet).
+    demo fleet). ``verify`` is a CA file to trust (a server with Bulwark's local CA).
     """
     names = names or [f"fleet-{i:05d}" for i in range(count)]
     report = FleetReport()
@@ -75,7 +76,7 @@ async def run_fleet(
     gate = asyncio.Semaphore(enrol_concurrency)
     async with contextlib.AsyncExitStack() as stack:
         clients = [
-            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=30)))
+            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=30), verify=verify or True))
             for _ in range(max(1, -(-len(names) // per_client)))
         ]
 
@@ -92,10 +93,10 @@ async def run_fleet(
                     on_action(name, action)
 
             sensor = Sensor(MemoryState(state), profile, client=client, options=options, on_action=received)
-            sensor.onboard(package)
-            async with gate:
-                await sensor.enrol()
             try:
+                sensor.onboard(package)
+                async with gate:
+                    await sensor.enrol()
                 outcome = await sensor.run()
             except SensorError as exc:
                 log.warning("simulated sensor %s stopped: %s", name, exc)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Permission, Principal, require_any
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
-from bulwark.domain.errors import ActiveRequestAlreadyExists, DisallowedOperation, ResourceNotFound
+from bulwark.domain.errors import DisallowedOperation, ResourceNotFound
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
 from bulwark.service.audit import RequestContext, audit_event
 from bulwark.service.uow import UnitOfWork
@@ -34,20 +34,19 @@ def request_offboard(
 
     Checks, in the live service's order: permission, id shape, existence and device-group access
     (both answered as not found so that group membership does not leak), the user's role, the
-    platform, and an already active offboard. The insert itself is guarded by a unique index, so
-    concurrent requests create exactly one action. The action and its audit event commit together.
+    platform, and an already active offboard. That last check is the database's: a unique index
+    refuses a second active action, so concurrent requests create exactly one, with no read-then-
+    write window. The action is inserted first and commits together with its audit event.
     """
     require_any(principal, {Permission.MACHINE_OFFBOARD})
     machine_id = normalize_machine_id(command.machine_id)
     with uow:
-        machine = uow.machines.get(principal, machine_id)
+        machine = uow.machines.get(principal, machine_id, with_tags=False)
         if machine is None:
             raise ResourceNotFound("Machine", command.machine_id)
         if not principal.can_manage:
             raise DisallowedOperation("The user's role does not allow offboarding devices.")
         ensure_offboard_supported(machine)
-        if uow.actions.active_for(machine.id, ActionType.OFFBOARD) is not None:
-            raise ActiveRequestAlreadyExists()
         now = clock.now()
         action = MachineAction(
             id=str(uuid.uuid4()),

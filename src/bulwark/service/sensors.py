@@ -47,11 +47,11 @@ def _require_admin(principal: Principal | None, tenant_id: str, permissions: fro
 
 
 def _signing_key(uow: UnitOfWork, clock: Clock, tenant_id: str) -> tuple[str, str]:
-    existing = uow.signing_keys.get(tenant_id)
+    existing = uow.package_keys.get(tenant_id)
     if existing is None:
         private, public = new_signing_key()
-        uow.signing_keys.add_if_missing(tenant_id, private, public, clock.now())
-        existing = uow.signing_keys.get(tenant_id)
+        uow.package_keys.add_if_missing(tenant_id, private, public, clock.now())
+        existing = uow.package_keys.get(tenant_id)
     assert existing is not None
     return existing
 

@@ -8,6 +8,8 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine
 
 from bulwark.store.db import WRITE_OPTION
+from bulwark.store.queries import ListQueries
+from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.repositories import (
     AuditRepository,
     DeviceGroupRepository,
@@ -30,7 +32,10 @@ class UnitOfWork(Protocol):
     audit: AuditRepository
     sensors: SensorRepository
     onboarding_packages: OnboardingPackageRepository
-    signing_keys: PackageSigningKeyRepository
+    package_keys: PackageSigningKeyRepository
+    lists: ListQueries
+    identity: IdentityRepository
+    signing_keys: SigningKeyRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -60,7 +65,10 @@ class SqlUnitOfWork:
         self.audit = AuditRepository(conn)
         self.sensors = SensorRepository(conn)
         self.onboarding_packages = OnboardingPackageRepository(conn)
-        self.signing_keys = PackageSigningKeyRepository(conn)
+        self.package_keys = PackageSigningKeyRepository(conn)
+        self.lists = ListQueries(conn)
+        self.identity = IdentityRepository(conn)
+        self.signing_keys = SigningKeyRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -14,6 +14,7 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, sources_of
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
+from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import (
     audit_events,
     device_groups,
@@ -90,50 +91,55 @@ class MachineRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def _select(self):  # noqa: ANN202
+    def select_with_group(self):  # noqa: ANN201
+        """A SELECT of machines with their device group's name (``rbac_group_name``)."""
         return select(machines, device_groups.c.name.label("rbac_group_name")).select_from(
             machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id)
         )
 
-    def _hydrate(self, rows: Sequence[Any]) -> list[Machine]:
+    def hydrate(self, rows: Sequence[Any], *, with_tags: bool = True) -> list[Machine]:
+        """Machines from rows of ``select_with_group``, with their tags (one query per 1,000 machines)."""
         if not rows:
             return []
         ids = [r["id"] for r in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
-        for machine_id, tag in self.conn.execute(
-            select(machine_tags.c.machine_id, machine_tags.c.tag)
-            .where(machine_tags.c.machine_id.in_(ids))
-            .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
-        ):
-            tags[machine_id].append(tag)
+        for start in range(0, len(ids) if with_tags else 0, 1000):
+            for machine_id, tag in self.conn.execute(
+                select(machine_tags.c.machine_id, machine_tags.c.tag)
+                .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
+                .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
+            ):
+                tags[machine_id].append(tag)
         return [Machine(**{k: r[k] for k in _MACHINE_COLUMNS}, rbac_group_name=r["rbac_group_name"], machine_tags=tags[r["id"]]) for r in rows]
 
-    def get(self, principal: Principal, machine_id: str) -> Machine | None:
-        """The machine with ``machine_id`` if ``principal`` may see it."""
-        row = self.conn.execute(self._select().where(machines.c.id == machine_id, visibility_clause(principal))).mappings().first()
-        return self._hydrate([row])[0] if row else None
+    def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
+        """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
+        row = self.conn.execute(self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal))).mappings().first()
+        if row is None:
+            return None
+        return self.hydrate([row], with_tags=with_tags)[0]
 
     def get_for_update(self, principal: Principal, machine_id: str) -> Machine | None:
         """Like ``get``, locking the row on databases that lock rows (serializes writers per machine)."""
-        stmt = self._select().where(machines.c.id == machine_id, visibility_clause(principal))
+        stmt = self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal))
         if self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=machines)
         row = self.conn.execute(stmt).mappings().first()
-        return self._hydrate([row])[0] if row else None
+        return self.hydrate([row])[0] if row else None
 
     def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
         """The visible machine whose DNS name is ``dns_name`` (case-insensitive), most recently seen first."""
         row = (
             self.conn.execute(
-                self._select()
-                .where(func.lower(machines.c.computer_dns_name) == dns_name.lower(), visibility_clause(principal))
+                self.select_with_group()
+                .where(fold_case(machines.c.computer_dns_name) == fold_ascii(dns_name), visibility_clause(principal))
                 .order_by(machines.c.last_seen.desc())
                 .limit(1)
             )
             .mappings()
             .first()
         )
-        return self._hydrate([row])[0] if row else None
+        return self.hydrate([row])[0] if row else None
 
     def add_many(self, items: Iterable[Machine]) -> None:
         """Insert machines with their tags."""
@@ -161,11 +167,11 @@ class MachineRepository:
 
         ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers.
         """
-        stmt = self._select().where(machines.c.id == machine_id, machines.c.tenant_id == tenant_id)
+        stmt = self.select_with_group().where(machines.c.id == machine_id, machines.c.tenant_id == tenant_id)
         if lock and self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=machines)
         row = self.conn.execute(stmt).mappings().first()
-        return self._hydrate([row])[0] if row else None
+        return self.hydrate([row])[0] if row else None
 
     def mark_inactive_offboarded_before(self, cutoff: datetime) -> int:
         """Turn machines offboarded at or before ``cutoff`` Inactive; return how many changed."""
@@ -177,12 +183,14 @@ class MachineRepository:
         )
         return result.rowcount
 
-    def dns_names(self, tenant_id: str, health_status: str) -> list[str]:
-        """DNS names of the tenant's machines in ``health_status``."""
-        stmt = select(machines.c.computer_dns_name).where(
-            machines.c.tenant_id == tenant_id, machines.c.health_status == health_status
+    def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
+        """(id, DNS name) of the tenant's machines in ``health_status`` that are not offboarded."""
+        stmt = select(machines.c.id, machines.c.computer_dns_name).where(
+            machines.c.tenant_id == tenant_id,
+            machines.c.health_status == health_status,
+            machines.c.offboarded_at.is_(None),
         )
-        return [r[0] for r in self.conn.execute(stmt.order_by(machines.c.computer_dns_name))]
+        return [(r[0], r[1]) for r in self.conn.execute(stmt.order_by(machines.c.computer_dns_name))]
 
     def count(self, tenant_id: str | None = None) -> int:
         """How many machines there are (in ``tenant_id`` when given)."""
@@ -192,7 +200,18 @@ class MachineRepository:
         return int(self.conn.execute(stmt).scalar_one())
 
 
-def _action_from_row(row: Any) -> MachineAction:
+_INSERT_ACTION = insert(machine_actions)
+_INSERT_AUDIT = insert(audit_events)
+
+
+def _is_one_active_violation(exc: IntegrityError) -> bool:
+    text = str(exc.orig)
+    # PostgreSQL names the index; SQLite names its columns.
+    return "uq_machine_actions_one_active" in text or "machine_actions.machine_id, machine_actions.type" in text
+
+
+def action_from_row(row: Any) -> MachineAction:
+    """A MachineAction from a row of ``machine_actions``."""
     values = {k: row[k] for k in _ACTION_FIELDS}
     values["type"] = ActionType(values["type"])
     values["status"] = ActionStatus(values["status"])
@@ -209,18 +228,19 @@ class MachineActionRepository:
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:
         """Insert ``action``; a concurrent active action of the same type loses to the first one.
 
-        Raises ActiveRequestAlreadyExists when the database's one-active-action index refuses it.
+        Raises ActiveRequestAlreadyExists when the database's one-active-action index refuses it;
+        the transaction is then unusable on PostgreSQL, so callers insert before other writes or
+        give up the unit of work (request_offboard does both).
         """
         values = {k: getattr(action, k) for k in _ACTION_FIELDS}
         values["type"] = action.type.value
         values["status"] = action.status.value
         values["requestor_id"] = requestor_id
-        # A savepoint keeps the surrounding transaction usable when the insert is refused.
         try:
-            with self.conn.begin_nested():
-                self.conn.execute(insert(machine_actions).values(**values))
+            # Parameters go to execute() so the compiled INSERT is cached, not rebuilt per call.
+            self.conn.execute(_INSERT_ACTION, values)
         except IntegrityError as exc:
-            if "one_active" in str(exc.orig) or "machine_actions.machine_id, machine_actions.type" in str(exc.orig):
+            if _is_one_active_violation(exc):
                 raise ActiveRequestAlreadyExists() from exc
             raise
 
@@ -233,7 +253,7 @@ class MachineActionRepository:
             .mappings()
             .first()
         )
-        return _action_from_row(row) if row else None
+        return action_from_row(row) if row else None
 
     def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
         """The action if ``principal`` may see its machine."""
@@ -244,7 +264,7 @@ class MachineActionRepository:
             .where(visibility_clause(principal))
         )
         row = self.conn.execute(stmt).mappings().first()
-        return _action_from_row(row) if row else None
+        return action_from_row(row) if row else None
 
     def active_for(self, machine_id: str, action_type: ActionType) -> MachineAction | None:
         """The pending or in-progress action of ``action_type`` on the machine, if any."""
@@ -259,7 +279,7 @@ class MachineActionRepository:
             .mappings()
             .first()
         )
-        return _action_from_row(row) if row else None
+        return action_from_row(row) if row else None
 
     def transition(
         self,
@@ -291,7 +311,7 @@ class MachineActionRepository:
             .order_by(machine_actions.c.creation_date_time_utc, machine_actions.c.id)
             .limit(limit)
         ).mappings()
-        return [_action_from_row(r) for r in rows]
+        return [action_from_row(r) for r in rows]
 
     def active_for_machine(self, machine_id: str) -> list[MachineAction]:
         """Every Pending or InProgress action on the machine."""
@@ -301,7 +321,7 @@ class MachineActionRepository:
                 machine_actions.c.status.in_([ActionStatus.PENDING.value, ActionStatus.IN_PROGRESS.value]),
             )
         ).mappings()
-        return [_action_from_row(r) for r in rows]
+        return [action_from_row(r) for r in rows]
 
     def overdue_ids(self, status: ActionStatus, *, created_before: datetime | None = None,
                     updated_before: datetime | None = None, limit: int = 500) -> list[str]:
@@ -420,7 +440,7 @@ class AuditRepository:
 
     def append(self, **event: Any) -> None:
         """Record one event."""
-        self.conn.execute(insert(audit_events).values(**event))
+        self.conn.execute(_INSERT_AUDIT, event)
 
     def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``limit`` events (of ``tenant_id`` when given)."""

@@ -22,6 +22,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from bulwark.store.odata_sql import fold_case
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(column_0_label)s",
@@ -70,7 +72,8 @@ device_groups = Table(
 machines = Table(
     "machines",
     metadata,
-    Column("id", String(40), primary_key=True),
+    # Ids are stored lowercase (normalized on the way in), which OData equality relies on.
+    Column("id", String(40), primary_key=True, info={"stored_lowercase": True}),
     Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
     Column("computer_dns_name", String(255), nullable=False),
     Column("first_seen", UtcDateTime, nullable=False),
@@ -103,6 +106,9 @@ machines = Table(
     Index("ix_machines_tenant_health", "tenant_id", "health_status"),
     Index("ix_machines_tenant_platform", "tenant_id", "os_platform"),
 )
+# Case-insensitive DNS-name lookups and startswith filters compare fold_case(computer_dns_name);
+# this index on exactly that expression serves them (migration 0004 writes it per dialect).
+Index("ix_machines_tenant_dns_folded", machines.c.tenant_id, fold_case(machines.c.computer_dns_name))
 
 # Tags live in their own table so that `machineTags/any(...)` filters compile to an indexed EXISTS.
 machine_tags = Table(
@@ -118,9 +124,15 @@ _ACTIVE = "status IN ('Pending', 'InProgress')"
 machine_actions = Table(
     "machine_actions",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", String(36), primary_key=True, info={"stored_lowercase": True}),
     Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
-    Column("machine_id", String(40), ForeignKey("machines.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "machine_id",
+        String(40),
+        ForeignKey("machines.id", ondelete="CASCADE"),
+        nullable=False,
+        info={"stored_lowercase": True},
+    ),
     Column("type", String(40), nullable=False),
     Column("title", String(400), nullable=True),
     Column("requestor", String(320), nullable=False),
@@ -142,7 +154,7 @@ machine_actions = Table(
     Column("troubleshoot_info", JSON, nullable=True),
     Index("ix_machine_actions_tenant_created", "tenant_id", "creation_date_time_utc", "id"),
     Index("ix_machine_actions_machine_created", "machine_id", "creation_date_time_utc"),
-    Index("ix_machine_actions_tenant_status", "tenant_id", "status"),
+    Index("ix_machine_actions_tenant_status", "tenant_id", "status", "creation_date_time_utc"),
     # At most one active action of a type per machine, enforced by the database itself so that
     # concurrent requests (threads, processes or hosts) cannot create duplicates.
     Index(
@@ -214,4 +226,98 @@ sensors = Table(
     Column("enrolled_at", UtcDateTime, nullable=False),
     Column("superseded_at", UtcDateTime, nullable=True),
     Index("ix_sensors_machine", "machine_id", "generation"),
+)
+
+# --- Identity: signing keys, applications, users and role-based access (migration 0003) ---
+
+_ACTIVE_KEY = "active"
+
+# Token signing keys, shared by every process and host that uses this database.
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("private_key_pem", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("retired_at", UtcDateTime, nullable=True),
+    Column("active", Boolean, nullable=False),
+    # One active key at a time, even when several processes generate the first key at once.
+    Index(
+        "uq_signing_keys_one_active",
+        "active",
+        unique=True,
+        sqlite_where=text(_ACTIVE_KEY),
+        postgresql_where=text(_ACTIVE_KEY),
+    ),
+)
+
+# App registrations: client id, hashed secret, application roles and delegated permissions.
+applications = Table(
+    "applications",
+    metadata,
+    Column("client_id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("secret_hash", Text, nullable=True),
+    Column("roles", JSON, nullable=False),
+    Column("delegated_permissions", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "display_name", name="uq_applications_tenant_name"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("upn", String(320), nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("password_hash", Text, nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("tenant_id", "upn", name="uq_users_tenant_upn"),
+)
+
+# Defender RBAC roles: named sets of capabilities (ViewData, ManageSecuritySettings, ...).
+roles = Table(
+    "roles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("capabilities", JSON, nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_roles_tenant_name"),
+)
+
+user_groups = Table(
+    "user_groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    UniqueConstraint("tenant_id", "name", name="uq_user_groups_tenant_name"),
+)
+
+user_group_members = Table(
+    "user_group_members",
+    metadata,
+    Column("user_group_id", Integer, ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_user_group_members_user", "user_id"),
+)
+
+user_group_roles = Table(
+    "user_group_roles",
+    metadata,
+    Column("user_group_id", Integer, ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("role_id", Integer, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# Which user groups may reach a device group; a device group with no rows here is open to all users.
+device_group_access = Table(
+    "device_group_access",
+    metadata,
+    Column("device_group_id", Integer, ForeignKey("device_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_group_id", Integer, ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
 )

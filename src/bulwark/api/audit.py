@@ -1,0 +1,79 @@
+"""Auditing refused requests: every refusal of an audited operation, wherever it happened."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from bulwark.domain.errors import BulwarkError
+from bulwark.service.audit import RequestContext, record_refusal
+from bulwark.service.actions import CANCEL_AUDIT_ACTION
+from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
+
+log = logging.getLogger("bulwark.audit")
+
+# Operation id -> audit action name. Successful requests are audited by their use case, in the
+# same transaction as their effect; refusals are audited here, whichever layer refused them
+# (authentication, rate limit, validation, or the use case itself).
+AUDITED_OPERATIONS = {"offboardMachine": OFFBOARD_AUDIT_ACTION, "cancelMachineAction": CANCEL_AUDIT_ACTION}
+PRINCIPAL_KEY = "principal"
+COMMENT_KEY = "audit_comment"
+
+
+def remember_principal(request: Request, principal: object) -> None:
+    """Keep the authenticated caller for the audit of a later refusal."""
+    request.scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
+
+
+def remember_comment(request: Request, comment: str | None) -> None:
+    """Keep the request's comment for the audit of a later refusal."""
+    request.scope.setdefault("state", {})[COMMENT_KEY] = comment
+
+
+async def _unread_comment(request: Request, settings: object) -> str | None:
+    """The Comment of a body nobody parsed yet (refused before the route ran), best effort."""
+    limit = getattr(settings, "max_body_bytes", 65536)
+    try:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        comment = json.loads(b"".join(chunks) or b"null").get("Comment")
+    except Exception:  # noqa: BLE001 - a body that cannot be read or parsed has no comment to keep
+        return None
+    return comment[: getattr(settings, "max_comment_length", 4000)] if isinstance(comment, str) else None
+
+
+async def audit_refusal(request: Request, error: BulwarkError) -> None:
+    """Record ``error`` if it refused an audited operation; never let auditing mask the answer."""
+    route = request.scope.get("route")
+    action = AUDITED_OPERATIONS.get(getattr(route, "operation_id", None) or "")
+    if action is None:
+        return
+    runtime = request.app.state.runtime
+    state = request.scope.get("state", {})
+    context = RequestContext(
+        request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None
+    )
+    machine_id = str(request.path_params.get("id", ""))[:64] or None
+    comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
+    try:
+        await run_in_threadpool(
+            record_refusal,
+            runtime.uow(),
+            runtime.clock,
+            action=action,
+            principal=state.get(PRINCIPAL_KEY),
+            context=context,
+            outcome_status=error.status,
+            outcome_code=error.code,
+            machine_id=machine_id,
+            comment=comment,
+        )
+    except Exception:  # noqa: BLE001 - the caller must still get the real error
+        log.exception("could not record a refused request", extra={"request_id": context.request_id})

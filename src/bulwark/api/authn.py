@@ -1,0 +1,112 @@
+"""Authentication of API calls: bearer tokens verified against Bulwark's keys or a trusted provider."""
+
+from __future__ import annotations
+
+import logging
+import string
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bulwark.auth.keys import KeyRingCache
+from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier
+from bulwark.clock import Clock
+from bulwark.domain.access import Permission, Principal, PrincipalKind
+from bulwark.domain.errors import Unauthorized
+from bulwark.service.identity import PrincipalResolver, TokenService, ensure_signing_key, load_signing_keys
+from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.settings import Settings
+
+log = logging.getLogger("bulwark.auth")
+
+AUTH_DISABLED_HEADER = ("Bulwark-Warning", "authentication disabled")
+_SAFE = set(string.ascii_letters + string.digits + " .,:;()[]{}'_-/+=@!?<>*#&%$~^|")
+
+
+def _header_safe(text: str, limit: int = 300) -> str:
+    # error_description is a quoted-string; token-derived text must not break out of it.
+    return "".join(ch if ch in _SAFE else "?" for ch in text)[:limit]
+
+
+class Authenticator:
+    """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants."""
+
+    def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+        self.settings = settings
+        self.base_url = settings.issuer_base_url()
+        # The first start generates the signing key; later starts (and other hosts) reuse it.
+        ensure_signing_key(uow_factory(), clock)
+        self.keyring = KeyRingCache(lambda: load_signing_keys(uow_factory(write=False)), clock)
+        self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
+        local_prefix = self.base_url + "/"
+        self.resolver = PrincipalResolver(
+            uow_factory, clock, settings.auth_cache_seconds, local_issuer=lambda iss: iss.startswith(local_prefix)
+        )
+        external = [
+            ExternalIssuer(
+                issuer_url=item.issuer_url,
+                audience=item.audience,
+                tenant_id=item.tenant_id,
+                ca_file=item.ca_file,
+                allow_http=item.allow_http,
+            )
+            for item in settings.external_issuers
+        ]
+        self.verifier = TokenVerifier(
+            self.keyring,
+            self.base_url,
+            self.resolver.tenant_exists,
+            clock,
+            settings.token_leeway_seconds,
+            external,
+        )
+        self.tokens = TokenService(uow_factory, self.issuer)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """The caller named by an ``Authorization: Bearer`` header; Unauthorized otherwise.
+
+        Blocking (database, and key fetches for external issuers): call it from a worker thread.
+        """
+        if not self.settings.auth_enabled:
+            return self.development_principal()
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="bulwark"'})
+        try:
+            claims = self.verifier.verify(token.strip())
+            return self.resolver.resolve(claims)
+        except InvalidToken as error:
+            log.info("bearer token refused: %s", error.reason)
+            description = _header_safe(error.reason)
+            raise Unauthorized(
+                headers={"WWW-Authenticate": f'Bearer realm="bulwark", error="invalid_token", error_description="{description}"'}
+            ) from None
+
+    def development_principal(self) -> Principal:
+        """The caller when authentication is turned off: every permission, every device group."""
+        return Principal(
+            tenant_id=self.settings.default_tenant_id,
+            kind=PrincipalKind.USER,
+            id="authentication-disabled",
+            name=self.settings.default_requestor,
+            permissions=frozenset(p.value for p in Permission),
+        )
+
+
+class AuthDisabledWarningMiddleware:
+    """Says on every response that authentication is off, so nobody mistakes such a server for a safe one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_warning(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                name, value = AUTH_DISABLED_HEADER
+                message["headers"] = [*message.get("headers", []), (name.lower().encode(), value.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_warning)

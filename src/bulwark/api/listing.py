@@ -1,0 +1,48 @@
+"""OData list responses: parsing query options, projecting $select, and @odata.nextLink paging."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+
+from bulwark.api import odata
+from bulwark.domain.errors import ODataError
+from bulwark.store.queries import Page
+
+# Characters left as they are in next links, so they read like the live service's ($skip, quotes).
+_LINK_SAFE = "$,()':"
+
+
+def parse_odata(request: Request, spec: odata.EntitySpec) -> odata.ODataQuery:
+    """The request's OData options, validated against ``spec``; invalid ones are 400 ODataError."""
+    try:
+        return odata.parse_query(request.query_params, spec)
+    except odata.ODataError as exc:
+        raise ODataError(f"Invalid OData URI query: {exc.message}") from None
+
+
+def next_link(request: Request, query: odata.ODataQuery) -> str:
+    """The URL of the page after this one: the same query with $skip moved past this page."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() != "$skip"]
+    params.append(("$skip", str(query.skip + query.page_size)))
+    path = str(request.url).split("?", 1)[0]
+    return f"{path}?{urlencode(params, safe=_LINK_SAFE)}"
+
+
+def collection_body(
+    request: Request, context: str, page: Page[Any], query: odata.ODataQuery, render
+) -> dict[str, Any]:  # noqa: ANN001
+    """``{"@odata.context", ["@odata.count"], "value", ["@odata.nextLink"]}`` for one page."""
+    items = [render(item) for item in page.items]
+    if query.select is not None:
+        chosen = query.select
+        items = [{name: item[name] for name in chosen} for item in items]
+    body: dict[str, Any] = {"@odata.context": context}
+    if page.total is not None:
+        body["@odata.count"] = page.total
+    body["value"] = items
+    if page.has_more:
+        body["@odata.nextLink"] = next_link(request, query)
+    return body

@@ -1,0 +1,55 @@
+"""Machine inventory routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base
+from bulwark.api.schemas import ERROR_RESPONSES
+from bulwark.api.listing import collection_body, parse_odata
+from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC
+from bulwark.api.wire import action_to_wire, entity_response, json_response, machine_to_wire
+from bulwark.service.inventory import get_machine, list_actions, list_machines
+
+router = APIRouter(tags=["Machine"])
+
+
+@router.get(
+    "/machines",
+    operation_id="listMachines",
+    summary="List machines, with OData $filter, $top, $skip, $orderby, $select and $count",
+    responses=ERROR_RESPONSES,
+)
+def read_machines(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+    """The machines the caller may see, one page at a time."""
+    query = parse_odata(request, MACHINE_SPEC)
+    page = list_machines(query, principal, runtime.uow(write=False))
+    context = f"{odata_base(request, runtime)}#Machines"
+    return json_response(collection_body(request, context, page, query, machine_to_wire))
+
+
+@router.get(
+    "/machines/{id}/machineactions",
+    operation_id="listMachineActionsOfMachine",
+    summary="List the actions of one machine (by id or computer DNS name)",
+    responses=ERROR_RESPONSES,
+)
+def read_machine_actions(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+    """One machine's action history, newest first."""
+    query = parse_odata(request, MACHINE_ACTION_SPEC)
+    page = list_actions(query, principal, runtime.uow(write=False), machine_id_or_name=id)
+    context = f"{odata_base(request, runtime)}#MachineActions"
+    return json_response(collection_body(request, context, page, query, action_to_wire))
+
+
+@router.get(
+    "/machines/{id}",
+    operation_id="getMachine",
+    summary="Get a machine by id or computer DNS name",
+    responses=ERROR_RESPONSES,
+)
+def read_machine(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+    """One machine, by its 40-character id or its computer DNS name."""
+    machine = get_machine(id, principal, runtime.uow(write=False))
+    return entity_response(f"{odata_base(request, runtime)}#Machines/$entity", machine_to_wire(machine))

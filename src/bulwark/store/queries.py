@@ -1,0 +1,90 @@
+"""List queries: OData options compiled to SQL, scoped to what the caller may see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import Connection, select
+
+from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery
+from bulwark.domain.access import Principal
+from bulwark.domain.actions import MachineAction
+from bulwark.domain.machines import Machine
+from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
+from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause
+from bulwark.store.tables import machine_actions, machine_tags, machines
+
+T = TypeVar("T")
+
+_MACHINE_COLUMNS = snake_case_columns(machines, MACHINE_SPEC)
+_MACHINE_COLLECTIONS = {"machineTags": CollectionSpec(machine_tags.c.tag, machine_tags.c.machine_id, machines.c.id)}
+_ACTION_COLUMNS = snake_case_columns(machine_actions, MACHINE_ACTION_SPEC)
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list: its items, whether more follow, and the total when $count asked for it."""
+
+    items: list[T]
+    has_more: bool
+    total: int | None = None
+
+
+def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers):  # noqa: ANN001, ANN202
+    # One row past the page tells whether a next page exists without a second query.
+    paged = apply_query(base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
+    paged = paged.limit(query.page_size + 1)
+    rows = conn.execute(paged).mappings().all()
+    total = None
+    if query.count:
+        filtered = apply_query(base, query, columns, collections)
+        total = int(conn.execute(count_rows(filtered)).scalar_one())
+    return rows[: query.page_size], len(rows) > query.page_size, total
+
+
+class ListQueries:
+    """The list endpoints' queries, inside a unit of work's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def machines(self, principal: Principal, query: ODataQuery) -> Page[Machine]:
+        """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
+        return list_machines(self.conn, principal, query)
+
+    def actions(self, principal: Principal, query: ODataQuery, *, machine_id: str | None = None) -> Page[MachineAction]:
+        """Actions on machines the caller may see, newest first unless $orderby says otherwise."""
+        return list_actions(self.conn, principal, query, machine_id=machine_id)
+
+
+def list_machines(conn: Connection, principal: Principal, query: ODataQuery) -> Page[Machine]:
+    """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
+    repo = MachineRepository(conn)
+    base = repo.select_with_group().where(visibility_clause(principal))
+    rows, has_more, total = _page(conn, base, query, _MACHINE_COLUMNS, _MACHINE_COLLECTIONS, (), (machines.c.id,))
+    return Page(repo.hydrate(rows), has_more, total)
+
+
+def list_actions(
+    conn: Connection, principal: Principal, query: ODataQuery, *, machine_id: str | None = None
+) -> Page[MachineAction]:
+    """Actions on machines the caller may see, newest first unless $orderby says otherwise."""
+    base = (
+        select(machine_actions)
+        .select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id))
+        .where(machine_actions.c.tenant_id == principal.tenant_id, visibility_clause(principal))
+    )
+    if machine_id is not None:
+        base = base.where(machine_actions.c.machine_id == machine_id)
+    rows, has_more, total = _page(
+        conn,
+        base,
+        query,
+        _ACTION_COLUMNS,
+        {},
+        (machine_actions.c.creation_date_time_utc.desc(),),
+        # Descending like the default order, so (tenant_id, creation, id) serves it read backwards.
+        (machine_actions.c.id.desc(),),
+    )
+    return Page([action_from_row(r) for r in rows], has_more, total)

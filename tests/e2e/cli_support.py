@@ -1,0 +1,238 @@
+"""How the CLI and SDK tests reach a real server: the one place that says how they sign in."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import Result
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+import bulwark
+from bulwark.cli import app
+from bulwark.client.config import read_credentials_file
+from bulwark.domain.actions import ActionStatus
+from bulwark.domain.machines import Machine
+from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.store.db import create_db_engine
+from bulwark.store.tables import machine_actions
+from tests.conftest import TENANT, seed
+from tests.support import server_process
+
+SRC_DIR = Path(bulwark.__file__).resolve().parents[1]
+CREDENTIALS_FILE_NAME = "demo-credentials.json"
+# Every variable the CLI or the SDK reads, cleared first so that a developer's own settings never leak in.
+CONNECTION_VARIABLES = (
+    "BULWARK_API_URL", "BULWARK_AUTHORITY", "BULWARK_TENANT_ID", "BULWARK_TENANT", "BULWARK_CLIENT_ID",
+    "BULWARK_CLIENT_SECRET", "BULWARK_TOKEN", "BULWARK_SCOPE", "BULWARK_PROFILE", "BULWARK_CREDENTIALS_FILE",
+    "BULWARK_INSECURE", "BULWARK_CA_FILE", "BULWARK_CONFIG", "BULWARK_MAX_RATE_LIMIT_WAIT",
+)
+
+
+def _python_path() -> str:
+    # Server and CLI subprocesses must run this checkout's code, not whichever copy is installed.
+    return os.pathsep.join(filter(None, [str(SRC_DIR), os.environ.get("PYTHONPATH")]))
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    """A running `bulwark serve` process and the database behind it."""
+
+    base_url: str
+    database_url: str
+    data_dir: Path
+
+    def connection_env(self) -> dict[str, str]:
+        """BULWARK_* variables that point the CLI and the SDK at this server, signed in.
+
+        The demo automation application's client credentials, from the demo-credentials.json
+        that `bulwark serve --demo` writes.
+        """
+        env = {
+            "BULWARK_API_URL": self.base_url,
+            "BULWARK_AUTHORITY": self.base_url,
+            "BULWARK_TENANT_ID": TENANT,
+            # Keep the tests away from the user's own profiles.
+            "BULWARK_CONFIG": str(self.data_dir / "cli-config.json"),
+        }
+        # `bulwark serve --demo` writes the demo callers' credentials; the tests sign in with them.
+        credentials = read_credentials_file(self.data_dir / CREDENTIALS_FILE_NAME)
+        env.update(
+            {
+                "BULWARK_TENANT_ID": credentials.tenant_id or TENANT,
+                "BULWARK_AUTHORITY": credentials.authority or self.base_url,
+                "BULWARK_CLIENT_ID": credentials.client_id or "",
+                "BULWARK_CLIENT_SECRET": credentials.client_secret or "",
+            }
+        )
+        return env
+
+    def token(self) -> str:
+        """A real access token from the server's token endpoint, with the demo automation app."""
+        env = self.connection_env()
+        response = httpx.post(
+            f"{env['BULWARK_AUTHORITY'].rstrip('/')}/{env['BULWARK_TENANT_ID']}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": env["BULWARK_CLIENT_ID"],
+                "client_secret": env["BULWARK_CLIENT_SECRET"],
+                "scope": "https://api.securitycenter.microsoft.com/.default",
+            },
+        )
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def cli_env(self, **extra: str) -> dict[str, str | None]:
+        """The environment of a CLI run: the connection, a wide terminal, nothing inherited."""
+        env: dict[str, str | None] = {name: None for name in CONNECTION_VARIABLES}
+        env.update(self.connection_env())
+        env["COLUMNS"] = "250"  # so that tables never fold ids
+        env.update(extra)
+        return env
+
+    def run_cli(self, *args: str, input: str | None = None, **env: str) -> Result:
+        """Run `bulwark ARGS` in this process, as a user would type it."""
+        result = CliRunner().invoke(app, list(args), env=self.cli_env(**env), input=input)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    def run_executable(self, *args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run the installed `bulwark` program as a separate process."""
+        executable = Path(sys.executable).with_name("bulwark")
+        program = str(executable) if executable.exists() else shutil.which("bulwark")
+        if program is None:
+            pytest.skip("the bulwark executable is not installed in this environment")
+        full_env = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARIABLES}
+        full_env.update({k: v for k, v in self.cli_env(**env).items() if v is not None})
+        full_env["PYTHONPATH"] = _python_path()
+        return subprocess.run([program, *args], env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def live_server(
+    data_dir: Path, machines: list[Machine], *, rate_limit: str = "10000/minute", database_url: str | None = None
+) -> Iterator[LiveServer]:
+    """Seed `machines` into a fresh database and serve it with `bulwark serve --demo`."""
+    from bulwark.store.db import upgrade_database
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = database_url or f"sqlite:///{data_dir / 'bulwark.db'}"
+    upgrade_database(url)
+    engine = create_db_engine(url, pool_size=1)
+    seed(UnitOfWorkFactory(engine), machines)
+    engine.dispose()
+    env = {
+        "BULWARK_DATABASE_URL": url,
+        "BULWARK_DATA_DIR": str(data_dir),
+        "BULWARK_DEFAULT_TENANT_ID": TENANT,
+        "BULWARK_RATE_LIMIT": rate_limit,
+        "PYTHONPATH": _python_path(),
+    }
+    # --demo leaves a tenant that already has machines alone, and writes demo credentials.
+    with server_process("--demo", env=env, log=data_dir / "server.log") as base_url:
+        yield LiveServer(base_url=base_url, database_url=url, data_dir=data_dir)
+
+
+@contextmanager
+def stand_in_sensor(
+    server: LiveServer, outcomes: Mapping[str, ActionStatus], *, interval: float = 0.05
+) -> Iterator[None]:
+    """Finish the actions of the machines in `outcomes` with the status given, as a device would.
+
+    Pending actions of those machines are picked up (InProgress) and then finished; Cancelled
+    and TimeOut are applied to the pending action directly, as the service does. Other
+    machines' actions are left alone.
+    """
+    engine = create_db_engine(server.database_url, pool_size=1)
+    uow_factory = UnitOfWorkFactory(engine)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def finish_pending() -> None:
+        with uow_factory() as uow:
+            pending = uow.conn.execute(
+                select(machine_actions.c.id, machine_actions.c.machine_id).where(
+                    machine_actions.c.status == ActionStatus.PENDING.value,
+                    machine_actions.c.machine_id.in_(list(outcomes)),
+                )
+            ).all()
+            now = datetime.now(timezone.utc)
+            for action_id, machine_id in pending:
+                final = outcomes[machine_id]
+                if final in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+                    uow.actions.transition(action_id, ActionStatus.IN_PROGRESS, at=now)
+                extra = {}
+                if final is ActionStatus.CANCELLED:
+                    extra = {"cancellation_requestor": "sensor@contoso.com", "cancellation_comment": "stand-in",
+                             "cancellation_date_time_utc": now}
+                uow.actions.transition(action_id, final, at=now, **extra)
+            uow.commit()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                finish_pending()
+            except BaseException as exc:  # noqa: BLE001 - reported to the test below
+                failures.append(exc)
+                return
+
+    worker = threading.Thread(target=loop, name="stand-in-sensor", daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+        engine.dispose()
+    if failures:
+        raise failures[0]
+
+
+def sensor_fleet_available() -> bool:
+    """Whether this build has the `bulwark sensor` command (real and simulated devices)."""
+    return any(group.name == "sensor" for group in app.registered_groups)
+
+
+@contextmanager
+def sensor_fleet(server: LiveServer, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `bulwark sensor fleet ARGS` against the server, or skip when it is not built yet."""
+    if not sensor_fleet_available():
+        pytest.skip("`bulwark sensor fleet` is not available in this build; the stand-in sensor covers final states")
+    env = {**{k: v for k, v in os.environ.items() if k not in CONNECTION_VARIABLES}, **server.connection_env()}
+    env["PYTHONPATH"] = _python_path()
+    with open(server.data_dir / "sensor.log", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bulwark.cli", "sensor", "fleet", *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)

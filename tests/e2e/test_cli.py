@@ -1,0 +1,400 @@
+"""The `bulwark` command line against a real server: offboard, machines, actions, profiles, errors, 429."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bulwark.client import NO_RETRIES, BulwarkClient, TooManyRequests
+from bulwark.client.cli import (
+    EXIT_API_ERROR,
+    EXIT_AUTH_ERROR,
+    EXIT_NOT_SUCCEEDED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    EXIT_WAIT_TIMEOUT,
+)
+from bulwark.domain.actions import ActionStatus
+from bulwark.domain.sensors import derive_machine_id
+from tests.conftest import TENANT, make_machine
+from tests.e2e.cli_support import LiveServer, live_server, sensor_fleet, stand_in_sensor, wait_until
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+
+MAC = make_machine(100, os_platform="macOS", version="14.5", os_build=None, agent_version="101.24052.0001",
+                   computer_dns_name="mac-100.contoso.com")
+OLD_WINDOWS = make_machine(101, os_platform="Windows10", version="1607", os_build=14393,
+                           computer_dns_name="old-101.contoso.com")
+SERVERS = [make_machine(i, os_platform="WindowsServer2022", version="21H2", os_build=20348) for i in (200, 201, 202)]
+FLEET = [make_machine(i) for i in range(1, 41)] + [MAC, OLD_WINDOWS] + SERVERS
+
+
+def machine_id(index: int) -> str:
+    """The id of seeded machine `index` (see `make_machine`)."""
+    return make_machine(index).id
+
+
+def dns_name(index: int) -> str:
+    """The computer DNS name of seeded machine `index`."""
+    return make_machine(index).computer_dns_name
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One server for the module; each test offboards machines no other test touches."""
+    with live_server(tmp_path_factory.mktemp("cli-server"), FLEET) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server allowing two calls a second per operation, to meet 429 quickly."""
+    machines = [make_machine(i) for i in range(300, 310)]
+    with live_server(tmp_path_factory.mktemp("limited-server"), machines, rate_limit="2/second") as live:
+        yield live
+
+
+def sdk(server: LiveServer, **overrides: object) -> BulwarkClient:
+    """An SDK client signed in as the CLI is."""
+    return BulwarkClient.from_env(server.connection_env(), **overrides)
+
+
+def actions_of(server: LiveServer, machine: str) -> list[dict]:
+    """The machine's actions, as the API lists them."""
+    with sdk(server) as client:
+        return [a.model_dump(mode="json", by_alias=True) for a in client.list_actions(filter=f"machineId eq '{machine}'")]
+
+
+# offboard -----------------------------------------------------------------------------------
+
+
+def test_offboard_prints_the_new_pending_action(server: LiveServer) -> None:
+    result = server.run_cli("offboard", machine_id(1), "--comment", "Retired laptop", "--external-id", "CHG-1")
+    assert result.exit_code == EXIT_OK, result.stderr
+    [action] = actions_of(server, machine_id(1))
+    assert action["id"] in result.stdout and "Pending" in result.stdout
+    assert action["requestorComment"] == "Retired laptop" and action["externalId"] == "CHG-1"
+    assert f"action {action['id']} is Pending" in result.stderr
+
+
+def test_offboard_json_prints_only_the_action(server: LiveServer) -> None:
+    result = server.run_cli("offboard", dns_name(2), "--comment", "by name", "--json")
+    assert result.exit_code == EXIT_OK, result.stderr
+    action = json.loads(result.stdout)
+    assert action["type"] == "Offboard" and action["status"] == "Pending"
+    assert action["machineId"] == machine_id(2) and action["computerDnsName"] == dns_name(2)
+    assert result.stderr == ""
+
+
+def test_wait_gives_up_with_exit_5_when_no_device_answers(server: LiveServer) -> None:
+    result = server.run_cli("offboard", machine_id(3), "-c", "nobody home", "--wait", "--timeout", "0.6",
+                            "--poll-interval", "0.1")
+    assert result.exit_code == EXIT_WAIT_TIMEOUT
+    [action] = actions_of(server, machine_id(3))
+    assert action["id"] in result.stdout  # where it stood, to follow up later
+    assert "WaitTimeout" in result.stderr and "still Pending" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("index", "final", "exit_code"),
+    [
+        (4, ActionStatus.SUCCEEDED, EXIT_OK),
+        (5, ActionStatus.FAILED, EXIT_NOT_SUCCEEDED),
+        (6, ActionStatus.TIMEOUT, EXIT_NOT_SUCCEEDED),
+        (7, ActionStatus.CANCELLED, EXIT_NOT_SUCCEEDED),
+    ],
+)
+def test_wait_ends_with_the_final_state_and_its_exit_code(
+    server: LiveServer, index: int, final: ActionStatus, exit_code: int
+) -> None:
+    with stand_in_sensor(server, {machine_id(index): final}):
+        result = server.run_cli("offboard", machine_id(index), "-c", "wait", "--wait", "--json",
+                                "--timeout", "20", "--poll-interval", "0.1")
+    assert result.exit_code == exit_code, result.stderr
+    assert json.loads(result.stdout)["status"] == final.value
+
+
+def test_wait_shows_status_changes_and_the_outcome(server: LiveServer) -> None:
+    with stand_in_sensor(server, {machine_id(8): ActionStatus.FAILED}):
+        result = server.run_cli("offboard", machine_id(8), "-c", "wait", "--wait", "--poll-interval", "0.1")
+    assert result.exit_code == EXIT_NOT_SUCCEEDED
+    assert "Pending -> " in result.stderr and "ended Failed" in result.stderr
+    assert "Failed" in result.stdout
+
+
+def test_wait_with_the_sensor_fleet(tmp_path: Path) -> None:
+    # A server of its own: the simulated device joins the inventory other tests list.
+    with live_server(tmp_path / "fleet-server", []) as server:
+        _offboard_a_fleet_device_and_wait(server)
+
+
+def _offboard_a_fleet_device_and_wait(server: LiveServer) -> None:
+    # An administrator downloads the tenant's onboarding package; a simulated device enrols with it.
+    package = httpx.get(f"{server.base_url}/api/onboarding/package", headers={"Authorization": f"Bearer {server.token()}"})
+    assert package.status_code == 200, package.text
+    package_file = server.data_dir / "onboarding-package.json"
+    package_file.write_text(package.text)
+    fleet_machine = derive_machine_id(TENANT, "cli-fleet-00000")
+    with sensor_fleet(server, "--count", "1", "--prefix", "cli-fleet", "--onboarding-package", str(package_file)):
+        wait_until(lambda: server.run_cli("machines", "show", fleet_machine, "--json").exit_code == EXIT_OK, timeout=30)
+        result = server.run_cli("offboard", fleet_machine, "-c", "fleet", "--wait", "--json", "--timeout", "60",
+                                "--poll-interval", "0.2")
+    assert json.loads(result.stdout)["status"] == "Succeeded"
+    assert result.exit_code == EXIT_OK
+
+
+# bulk offboard ------------------------------------------------------------------------------
+
+
+def test_bulk_from_file_reports_each_machine_and_fails_if_one_failed(server: LiveServer, tmp_path: Path) -> None:
+    listing = tmp_path / "retire.txt"
+    listing.write_text(
+        f"# retired in March\n{machine_id(10)}\n\n{dns_name(11)}   # by name\n{MAC.id}\nghost.contoso.com\n{machine_id(10)}\n"
+    )
+    result = server.run_cli("offboard", "--from-file", str(listing), "-c", "bulk", "--yes", "--json")
+    assert result.exit_code == EXIT_NOT_SUCCEEDED
+    rows = {row["target"]: row for row in json.loads(result.stdout)}
+    assert list(rows) == [machine_id(10), dns_name(11), MAC.id, "ghost.contoso.com"]  # duplicates once, in order
+    assert rows[machine_id(10)]["ok"] and rows[machine_id(10)]["status"] == "Pending"
+    assert rows[dns_name(11)]["ok"] and rows[dns_name(11)]["machineId"] == machine_id(11)
+    assert rows[MAC.id]["error"]["code"] == "OsPlatformNotSupported" and rows[MAC.id]["error"]["requestId"]
+    assert rows["ghost.contoso.com"]["error"]["code"] == "ResourceNotFound"
+    assert [a["id"] for a in actions_of(server, machine_id(11))] == [rows[dns_name(11)]["action"]["id"]]
+
+
+def test_bulk_table_lists_every_machine(server: LiveServer, tmp_path: Path) -> None:
+    listing = tmp_path / "retire.txt"
+    listing.write_text(f"{machine_id(12)}\n{OLD_WINDOWS.computer_dns_name}\n")
+    result = server.run_cli("offboard", "--from-file", str(listing), "-c", "bulk", "--yes")
+    assert result.exit_code == EXIT_NOT_SUCCEEDED
+    [action] = actions_of(server, machine_id(12))
+    assert action["id"] in result.stdout
+    assert "ClientVersionNotSupported" in result.stdout and OLD_WINDOWS.id in result.stdout
+    assert "1 of 2 machines offboarded" in result.stderr
+
+
+def test_bulk_asks_first_and_does_nothing_when_refused(server: LiveServer, tmp_path: Path) -> None:
+    listing = tmp_path / "retire.txt"
+    listing.write_text(f"{machine_id(13)}\n{machine_id(14)}\n")
+    result = server.run_cli("offboard", "--from-file", str(listing), "-c", "bulk", input="n\n")
+    assert result.exit_code == EXIT_NOT_SUCCEEDED
+    assert "Offboard 2 machines" in result.stderr and "Nothing was offboarded" in result.stderr
+    assert actions_of(server, machine_id(13)) == [] and actions_of(server, machine_id(14)) == []
+
+    accepted = server.run_cli("offboard", "--from-file", str(listing), "-c", "bulk", input="y\n")
+    assert accepted.exit_code == EXIT_OK, accepted.stderr
+    assert len(actions_of(server, machine_id(13))) == 1 and len(actions_of(server, machine_id(14))) == 1
+
+
+def test_bulk_by_filter_offboards_every_match(server: LiveServer) -> None:
+    result = server.run_cli("offboard", "--filter", "osPlatform eq 'WindowsServer2022'", "-c", "servers",
+                            "--yes", "--json")
+    assert result.exit_code == EXIT_OK, result.stderr
+    rows = json.loads(result.stdout)
+    assert sorted(row["machineId"] for row in rows) == sorted(m.id for m in SERVERS)
+    assert all(row["ok"] and row["status"] == "Pending" for row in rows)
+
+
+def test_bulk_wait_needs_every_action_to_succeed(server: LiveServer) -> None:
+    outcomes = {machine_id(15): ActionStatus.SUCCEEDED, machine_id(16): ActionStatus.FAILED}
+    with stand_in_sensor(server, outcomes):
+        result = server.run_cli("offboard", machine_id(15), machine_id(16), "-c", "bulk", "--yes", "--wait",
+                                "--json", "--poll-interval", "0.1", "--timeout", "20")
+    assert result.exit_code == EXIT_NOT_SUCCEEDED
+    statuses = {row["machineId"]: (row["ok"], row["status"]) for row in json.loads(result.stdout)}
+    assert statuses == {machine_id(15): (True, "Succeeded"), machine_id(16): (False, "Failed")}
+
+
+# machines and actions -----------------------------------------------------------------------
+
+
+def test_machines_list_with_filter_as_table_and_json(server: LiveServer) -> None:
+    as_json = server.run_cli("machines", "list", "--filter", "osPlatform eq 'macOS'", "--json")
+    assert as_json.exit_code == EXIT_OK, as_json.stderr
+    assert [m["id"] for m in json.loads(as_json.stdout)] == [MAC.id]
+
+    table = server.run_cli("machines", "list", "--filter", "osPlatform eq 'WindowsServer2022'")
+    assert table.exit_code == EXIT_OK
+    assert all(m.id in table.stdout for m in SERVERS) and MAC.id not in table.stdout
+    assert "3 machines" in table.stderr
+
+
+def test_machines_list_top(server: LiveServer) -> None:
+    result = server.run_cli("machines", "list", "--top", "5", "--json")
+    assert len(json.loads(result.stdout)) == 5
+
+
+def test_machines_show_by_id_or_name(server: LiveServer) -> None:
+    by_name = server.run_cli("machines", "show", MAC.computer_dns_name, "--json")
+    assert json.loads(by_name.stdout)["id"] == MAC.id
+    by_id = server.run_cli("machines", "show", MAC.id)
+    assert by_id.exit_code == EXIT_OK and "macOS" in by_id.stdout and MAC.computer_dns_name in by_id.stdout
+
+
+def test_actions_list_and_show(server: LiveServer) -> None:
+    created = json.loads(server.run_cli("offboard", machine_id(17), "-c", "list me", "--json").stdout)
+    listed = server.run_cli("actions", "list", "--machine", dns_name(17), "--json")
+    assert [a["id"] for a in json.loads(listed.stdout)] == [created["id"]]
+    filtered = server.run_cli("actions", "list", "--filter", f"machineId eq '{machine_id(17)}' and status eq 'Pending'")
+    assert created["id"] in filtered.stdout and "1 actions" in filtered.stderr
+    shown = server.run_cli("actions", "show", created["id"], "--json")
+    assert json.loads(shown.stdout) == created
+
+
+def test_actions_show_wait_returns_at_once_for_a_final_action(server: LiveServer) -> None:
+    with stand_in_sensor(server, {machine_id(18): ActionStatus.SUCCEEDED}):
+        created = json.loads(server.run_cli("offboard", machine_id(18), "-c", "x", "--json", "--wait",
+                                            "--poll-interval", "0.1").stdout)
+    result = server.run_cli("actions", "show", created["id"], "--wait", "--timeout", "1")
+    assert result.exit_code == EXIT_OK and "Succeeded" in result.stdout
+
+
+def test_actions_cancel(server: LiveServer) -> None:
+    paths = httpx.get(f"{server.base_url}/openapi.json").json()["paths"]
+    if not any(path.endswith("/cancel") for path in paths):
+        pytest.skip("this server build has no POST /api/machineactions/{id}/cancel yet")
+    created = json.loads(server.run_cli("offboard", machine_id(19), "-c", "x", "--json").stdout)
+    result = server.run_cli("actions", "cancel", created["id"], "-c", "raised in error", "--json")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert json.loads(result.stdout)["status"] == "Cancelled"
+    again = server.run_cli("actions", "show", created["id"], "--wait")
+    assert again.exit_code == EXIT_NOT_SUCCEEDED
+
+
+# errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (("machines", "show", "f" * 40), "ResourceNotFound"),
+        (("machines", "list", "--filter", "colour eq 'blue'"), "ODataError"),
+        (("actions", "show", "not-a-guid"), "InvalidInput"),
+        (("offboard", MAC.id, "-c", "x"), "OsPlatformNotSupported"),
+        (("offboard", OLD_WINDOWS.id, "-c", "x"), "ClientVersionNotSupported"),
+        (("offboard", make_machine(20).id, "-c", ""), "MissingRequiredParameter"),
+        (("offboard", make_machine(20).id, "-c", "x" * 5000), "InvalidInput"),
+    ],
+)
+def test_api_errors_print_code_message_and_request_id_and_exit_3(server: LiveServer, args: tuple, code: str) -> None:
+    result = server.run_cli(*args)
+    assert result.exit_code == EXIT_API_ERROR, result.stdout + result.stderr
+    assert f"Error: {code} (HTTP " in result.stderr and "Request id: " in result.stderr
+    assert result.stdout == ""
+
+    as_json = server.run_cli(*args, "--json")
+    error = json.loads(as_json.stderr)["error"]
+    assert as_json.exit_code == EXIT_API_ERROR and error["code"] == code and error["requestId"]
+
+
+def test_a_second_offboard_is_refused_while_the_first_is_active(server: LiveServer) -> None:
+    assert server.run_cli("offboard", machine_id(21), "-c", "first").exit_code == EXIT_OK
+    second = server.run_cli("offboard", machine_id(21), "-c", "second", "--json")
+    assert second.exit_code == EXIT_API_ERROR
+    assert json.loads(second.stderr)["error"]["code"] == "ActiveRequestAlreadyExists"
+
+
+def test_usage_errors_exit_2(server: LiveServer) -> None:
+    assert server.run_cli("offboard", machine_id(22)).exit_code == EXIT_USAGE  # no --comment
+    both = server.run_cli("offboard", machine_id(22), "--filter", "osPlatform eq 'macOS'", "-c", "x")
+    assert both.exit_code == EXIT_USAGE and "exactly one" in both.stderr
+    unsigned = server.run_cli("machines", "list", BULWARK_TOKEN="", BULWARK_CLIENT_SECRET="")
+    assert unsigned.exit_code == EXIT_USAGE and "No credentials" in unsigned.stderr
+    assert server.run_cli("machines", "list", "--profile", "nope").exit_code == EXIT_USAGE
+
+
+def test_refused_token_request_exits_4(server: LiveServer, tmp_path: Path) -> None:
+    credentials = tmp_path / "demo-credentials.json"
+    credentials.write_text(json.dumps({
+        "tenantId": "00000000-0000-0000-0000-000000000000",
+        "authority": server.base_url,
+        "clients": [{"clientId": "not-registered", "clientSecret": "wrong"}],
+    }))
+    result = server.run_cli("machines", "list", "--credentials-file", str(credentials),
+                            BULWARK_TOKEN="", BULWARK_TENANT_ID="", BULWARK_CLIENT_ID="", BULWARK_CLIENT_SECRET="")
+    assert result.exit_code == EXIT_AUTH_ERROR
+    assert "Token request failed" in result.stderr
+
+
+def test_unreachable_server_exits_6(server: LiveServer) -> None:
+    result = server.run_cli("machines", "show", "x", "--api-url", f"http://127.0.0.1:{free_port()}")
+    assert result.exit_code == EXIT_UNREACHABLE and "ConnectError" in result.stderr
+
+
+# profiles and the real executable ---------------------------------------------------------------
+
+
+def test_profile_set_show_list_and_use(server: LiveServer, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    env = {"BULWARK_CONFIG": str(config), "BULWARK_API_URL": "", "BULWARK_TOKEN": ""}
+    token = server.token()
+    saved = server.run_cli("profile", "set", "lab", "--api-url", server.base_url, "--token", token, "--default", **env)
+    assert saved.exit_code == EXIT_OK, saved.stderr
+    assert config.stat().st_mode & 0o077 == 0  # it holds a secret
+
+    shown = json.loads(server.run_cli("profile", "show", "--json", **env).stdout)
+    assert shown == {"name": "lab", "api_url": server.base_url, "token": "********"}
+    listed = json.loads(server.run_cli("profile", "list", "--json", **env).stdout)
+    assert [(p["name"], p["default"]) for p in listed] == [("lab", True)]
+
+    # The default profile connects when neither flags nor environment say where to.
+    used = server.run_cli("machines", "show", MAC.id, "--json", **env)
+    assert used.exit_code == EXIT_OK, used.stderr
+    assert json.loads(used.stdout)["id"] == MAC.id
+    # A flag still wins over the profile.
+    elsewhere = server.run_cli("machines", "show", MAC.id, "--api-url", f"http://127.0.0.1:{free_port()}", **env)
+    assert elsewhere.exit_code == EXIT_UNREACHABLE
+
+
+def test_the_installed_executable(server: LiveServer) -> None:
+    listed = server.run_executable("machines", "list", "--top", "3", "--json")
+    assert listed.returncode == EXIT_OK, listed.stderr
+    assert len(json.loads(listed.stdout)) == 3
+    offboarded = server.run_executable("offboard", machine_id(23), "--comment", "from a script", "--json")
+    assert offboarded.returncode == EXIT_OK, offboarded.stderr
+    assert json.loads(offboarded.stdout)["machineId"] == machine_id(23)
+    refused = server.run_executable("offboard", machine_id(23), "--comment", "again")
+    assert refused.returncode == EXIT_API_ERROR and "ActiveRequestAlreadyExists" in refused.stderr
+
+
+# rate limits --------------------------------------------------------------------------------
+
+
+def test_bulk_offboard_waits_out_rate_limits(limited_server: LiveServer) -> None:
+    ids = [machine_id(i) for i in range(300, 306)]
+    result = limited_server.run_cli("offboard", *ids, "-c", "throttled", "--yes", "--json", "--concurrency", "6")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert all(row["ok"] for row in json.loads(result.stdout))
+    assert "Rate limited (429 TooManyRequests)" in result.stderr
+
+
+def test_rate_limit_beyond_the_allowed_wait_exits_3(limited_server: LiveServer) -> None:
+    outcomes = [
+        limited_server.run_cli("machines", "show", machine_id(306), "--json", "--max-rate-limit-wait", "0")
+        for _ in range(4)
+    ]
+    refused = [r for r in outcomes if r.exit_code != EXIT_OK]
+    assert refused, "four calls in a row should exceed two a second"
+    error = json.loads(refused[0].stderr.splitlines()[-1])["error"]
+    assert refused[0].exit_code == EXIT_API_ERROR and error["code"] == "TooManyRequests" and error["status"] == 429
+
+
+def test_sdk_raises_or_waits_on_429(limited_server: LiveServer) -> None:
+    with sdk(limited_server, retry=NO_RETRIES) as client:
+        with pytest.raises(TooManyRequests) as raised:
+            for _ in range(4):
+                list(client.list_actions(top=1))
+    assert raised.value.retry_after is not None and raised.value.retry_after > 0 and raised.value.request_id
+
+    seen: list[int] = []
+    http = httpx.Client(event_hooks={"response": [lambda response: seen.append(response.status_code)]})
+    with http, sdk(limited_server, http_client=http) as client:
+        machines = [client.get_machine(machine_id(i)).id for i in range(300, 306)]
+    assert machines == [machine_id(i) for i in range(300, 306)]
+    assert 429 in seen and seen[-1] == 200

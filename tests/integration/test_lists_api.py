@@ -1,0 +1,147 @@
+"""Inventory and action history lists with OData, over HTTP and with device-group scoping."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from bulwark.api.app import create_app
+from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
+from bulwark.clock import FrozenClock
+from bulwark.domain.access import Principal, PrincipalKind
+from bulwark.service.inventory import list_actions, list_machines
+from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.settings import Settings
+from bulwark.store.odata_sql import apply_filter
+from bulwark.store.queries import _MACHINE_COLUMNS
+from bulwark.store.tables import machines
+from tests.conftest import TENANT, make_machine, seed
+from tests.identity_support import auth_headers
+
+FLEET = 230
+
+
+@pytest.fixture
+def fleet(uow_factory: UnitOfWorkFactory) -> list[int]:
+    seed(uow_factory, [])
+    groups = seed(uow_factory, [], groups=["Finance", "Servers"])
+    machines = []
+    for i in range(FLEET):
+        machines.append(
+            make_machine(
+                i + 1,
+                os_platform=["Windows11", "Windows10", "macOS"][i % 3],
+                health_status="Active" if i % 4 else "Inactive",
+                rbac_group_id=[groups[0], groups[1], None][i % 3],
+                machine_tags=["VIP"] if i % 10 == 0 else [],
+                computer_dns_name=f"{'fin' if i % 2 else 'eng'}-{i:03d}.contoso.com",
+            )
+        )
+    seed(uow_factory, machines)
+    return groups
+
+
+@pytest.fixture
+def client(settings: Settings, clock: FrozenClock, fleet: list[int], uow_factory: UnitOfWorkFactory):
+    unlimited = settings.model_copy(update={"rate_limit_enabled": False})
+    with TestClient(create_app(unlimited, clock=clock)) as test_client:
+        test_client.headers.update(auth_headers(test_client, uow_factory))
+        yield test_client
+
+
+def test_paging_through_every_machine_without_gaps_or_repeats(client: TestClient) -> None:
+    seen: list[str] = []
+    url = "/api/machines?$top=17&$select=id"
+    pages = 0
+    while url:
+        body = client.get(url).json()
+        seen.extend(m["id"] for m in body["value"])
+        url = body.get("@odata.nextLink", "").replace("http://testserver", "")
+        pages += 1
+    assert pages == -(-FLEET // 17)
+    assert len(seen) == FLEET
+    assert len(set(seen)) == FLEET
+
+
+def test_filter_count_and_select_as_clients_send_them(client: TestClient) -> None:
+    response = client.get(
+        "/api/machines?%24filter=healthStatus+ne+%27Active%27+and+startswith(computerDnsName,%27fin%27)"
+        "&%24count=true&%24select=computerDnsName,healthStatus"
+    )
+    body = response.json()
+    expected = sum(1 for i in range(FLEET) if i % 4 == 0 and i % 2 == 1)
+    assert body["@odata.count"] == expected == len(body["value"])
+    assert all(set(m) == {"computerDnsName", "healthStatus"} for m in body["value"])
+    assert all(m["healthStatus"] == "Inactive" and m["computerDnsName"].startswith("fin") for m in body["value"])
+
+
+def test_tags_any_and_orderby(client: TestClient) -> None:
+    body = client.get("/api/machines?$filter=machineTags/any(tag: tag eq 'vip')&$orderby=computerDnsName desc&$select=computerDnsName").json()
+    names = [m["computerDnsName"] for m in body["value"]]
+    assert len(names) == FLEET // 10
+    assert names == sorted(names, reverse=True)
+
+
+def test_invalid_queries_are_odata_errors(client: TestClient) -> None:
+    for query in ["$filter=osBuild eq 1", "$filter=healthStatus eq", "$top=10001", "$skip=-1", "$orderby=nothing", "$frobnicate=1"]:
+        response = client.get(f"/api/machines?{query}")
+        assert response.status_code == 400, query
+        assert response.json()["error"]["code"] == "ODataError", query
+
+
+def test_injection_attempt_is_just_a_value(client: TestClient) -> None:
+    body = client.get("/api/machines?$filter=computerDnsName eq 'x'' or 1 eq 1 --'").json()
+    assert body["value"] == []
+
+
+def test_action_history_newest_first_and_per_machine(client: TestClient, clock: FrozenClock) -> None:
+    ids = []
+    for i in (1, 2, 4):
+        clock.advance(5)
+        ids.append(client.post(f"/api/machines/{i:040x}/offboard", json={"Comment": f"c{i}"}).json()["id"])
+    listed = client.get("/api/machineactions").json()
+    assert [a["id"] for a in listed["value"]] == list(reversed(ids))
+    assert listed["@odata.context"].endswith("#MachineActions")
+    since = (clock.now() - timedelta(seconds=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    recent = client.get(f"/api/machineactions?$filter=creationDateTimeUtc ge {since} and status in ('Pending','InProgress')").json()
+    assert [a["id"] for a in recent["value"]] == list(reversed(ids[1:]))
+    one = client.get(f"/api/machines/{2:040x}/machineactions").json()
+    assert [a["id"] for a in one["value"]] == [ids[1]]
+    by_name = client.get("/api/machines/eng-000.contoso.com/machineactions").json()
+    assert [a["id"] for a in by_name["value"]] == [ids[0]]
+    assert client.get("/api/machines/nobody/machineactions").status_code == 404
+
+
+def _user(groups: frozenset[int]) -> Principal:
+    return Principal(
+        TENANT, PrincipalKind.USER, "u1", "analyst@contoso.com", frozenset({"Machine.Read", "Machine.Offboard"}), device_group_ids=groups
+    )
+
+
+def test_group_scoping_applies_to_filters_counts_and_paging(uow_factory: UnitOfWorkFactory, fleet: list[int]) -> None:
+    finance = _user(frozenset({fleet[0]}))
+    query = parse_query("$count=true&$top=5", MACHINE_SPEC)
+    page = list_machines(query, finance, uow_factory(write=False))
+    visible = sum(1 for i in range(FLEET) if i % 3 in (0, 2))  # Finance plus ungrouped
+    assert page.total == visible
+    assert all(m.rbac_group_id in (fleet[0], None) for m in page.items)
+    servers = parse_query(f"$filter=rbacGroupId eq {fleet[1]}&$count=true", MACHINE_SPEC)
+    assert list_machines(servers, finance, uow_factory(write=False)).total == 0
+    actions = list_actions(parse_query("$count=true", MACHINE_ACTION_SPEC), finance, uow_factory(write=False))
+    assert actions.total == 0
+
+
+def test_id_filters_ignore_case_and_use_the_primary_key(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+    seventh, eighth = f"{7:040x}", f"{8:040x}"
+    body = client.get(f"/api/machines?$filter=id eq '{seventh.upper()}' or id in ('{eighth.upper()}')").json()
+    assert sorted(m["id"] for m in body["value"]) == [seventh, eighth]
+    query = parse_query(f"$filter=id eq '{'A' * 40}'", MACHINE_SPEC)
+    statement = apply_filter(select(machines.c.id), query.filter, _MACHINE_COLUMNS)
+    with uow_factory(write=False) as uow:
+        if uow.conn.dialect.name == "sqlite":
+            compiled = statement.compile(uow.conn, compile_kwargs={"literal_binds": True})
+            plan = " ".join(str(r) for r in uow.conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+            assert "USING" in plan and "INDEX" in plan, plan
