@@ -16,6 +16,16 @@ import httpx
 import bulwark
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: ours, and ``extra``, running the same code as the tests."""
+    env = {**os.environ, **(extra or {})}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Child processes run the same code as the tests, even where another checkout is installed.
+    source = str(Path(bulwark.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (source, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
@@ -29,11 +39,7 @@ def server_process(
 ) -> Iterator[str]:
     """Run ``bulwark serve ARGS`` as a real process; yield its base URL; stop it on exit."""
     port = port or free_port()
-    full_env = {**os.environ, **(env or {})}
-    full_env.setdefault("PYTHONUNBUFFERED", "1")
-    # The server runs the same code as the tests, even where another checkout is installed.
-    source = str(Path(bulwark.__file__).resolve().parents[1])
-    full_env["PYTHONPATH"] = os.pathsep.join(p for p in (source, full_env.get("PYTHONPATH", "")) if p)
+    full_env = child_env(env)
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "bulwark.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],

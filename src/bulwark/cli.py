@@ -11,6 +11,7 @@ from rich.console import Console
 
 from bulwark.client.cli import register_commands as register_client_commands
 from bulwark import identity_cli
+from bulwark.sensor.cli import sensor_app, sweep_command
 from bulwark.settings import Settings
 
 app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
@@ -18,7 +19,11 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 register_client_commands(app)  # offboard, machines, actions, profile: the API's client side
 identity_cli.register(app)
+app.add_typer(sensor_app, name="sensor")
+app.command("sweep")(sweep_command)
 console = Console()
+# Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
+GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def _settings(**overrides: object) -> Settings:
@@ -78,6 +83,11 @@ def serve(
         verb = "Seeded" if fleet.created else "Serving the existing"
         console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
         _print_demo_credentials(settings, uow, base, fleet.example_machine_id, ca_hint)
+        if settings.demo_sensors:
+            from bulwark.sensor.demo import start_demo_sensors
+
+            started = start_demo_sensors(settings, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
+            console.print(f"Simulated sensors for {started} active demo machines carry out offboards.")
     engine.dispose()
     if not settings.auth_enabled:
         console.print(
@@ -95,12 +105,20 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )
     else:
         from bulwark.api.app import create_app
 
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", **ssl_options)
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **ssl_options,
+        )
 
 
 def _prepare_tls(settings: Settings) -> tuple[dict[str, str], str]:

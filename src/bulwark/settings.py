@@ -43,6 +43,21 @@ class Settings(BaseSettings):
     default_tenant_id: str = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
     default_requestor: str = "admin@contoso.com"
 
+    # Sensors and the action lifecycle.
+    action_pickup_timeout_seconds: float = Field(
+        default=3 * 24 * 3600, gt=0, description="A Pending action not claimed by its sensor in this time ends TimeOut."
+    )
+    action_in_progress_timeout_seconds: float = Field(
+        default=3600, gt=0, description="An InProgress action not finished in this time ends TimeOut."
+    )
+    inactive_after_offboard_days: float = Field(default=7, ge=0, description="Offboarded machines turn Inactive after this.")
+    offboarding_package_valid_days: float = Field(default=7, gt=0, description="Devices refuse older offboarding packages.")
+    sweep_interval_seconds: float = Field(default=60, gt=0, description="How often each server process sweeps (0 < s).")
+    sensor_poll_max_seconds: float = Field(default=25, gt=0, description="Longest a sensor's long poll is held open.")
+    notifier: Literal["auto", "memory", "postgres", "redis"] = Field(
+        default="auto", description="Wake-ups for waiting sensors; auto: redis if redis_url, postgres on PostgreSQL, else memory."
+    )
+    demo_sensors: bool = Field(default=True, description="With --demo, run simulated sensors for the demo fleet.")
     auth_enabled: bool = Field(
         default=True, description="Require a valid bearer token on every API call. Turn off only for local development."
     )

@@ -20,8 +20,9 @@ from bulwark.client.cli import (
     EXIT_WAIT_TIMEOUT,
 )
 from bulwark.domain.actions import ActionStatus
-from tests.conftest import make_machine
-from tests.e2e.cli_support import LiveServer, live_server, sensor_fleet, stand_in_sensor
+from bulwark.domain.sensors import derive_machine_id
+from tests.conftest import TENANT, make_machine
+from tests.e2e.cli_support import LiveServer, live_server, sensor_fleet, stand_in_sensor, wait_until
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -127,12 +128,25 @@ def test_wait_shows_status_changes_and_the_outcome(server: LiveServer) -> None:
     assert "Failed" in result.stdout
 
 
-def test_wait_with_the_sensor_fleet(server: LiveServer) -> None:
-    with sensor_fleet(server):
-        result = server.run_cli("offboard", machine_id(9), "-c", "fleet", "--wait", "--json", "--timeout", "60",
+def test_wait_with_the_sensor_fleet(tmp_path: Path) -> None:
+    # A server of its own: the simulated device joins the inventory other tests list.
+    with live_server(tmp_path / "fleet-server", []) as server:
+        _offboard_a_fleet_device_and_wait(server)
+
+
+def _offboard_a_fleet_device_and_wait(server: LiveServer) -> None:
+    # An administrator downloads the tenant's onboarding package; a simulated device enrols with it.
+    package = httpx.get(f"{server.base_url}/api/onboarding/package", headers={"Authorization": f"Bearer {server.token()}"})
+    assert package.status_code == 200, package.text
+    package_file = server.data_dir / "onboarding-package.json"
+    package_file.write_text(package.text)
+    fleet_machine = derive_machine_id(TENANT, "cli-fleet-00000")
+    with sensor_fleet(server, "--count", "1", "--prefix", "cli-fleet", "--onboarding-package", str(package_file)):
+        wait_until(lambda: server.run_cli("machines", "show", fleet_machine, "--json").exit_code == EXIT_OK, timeout=30)
+        result = server.run_cli("offboard", fleet_machine, "-c", "fleet", "--wait", "--json", "--timeout", "60",
                                 "--poll-interval", "0.2")
-    assert json.loads(result.stdout)["status"] in {"Succeeded", "Failed"}
-    assert result.exit_code == (EXIT_OK if json.loads(result.stdout)["status"] == "Succeeded" else EXIT_NOT_SUCCEEDED)
+    assert json.loads(result.stdout)["status"] == "Succeeded"
+    assert result.exit_code == EXIT_OK
 
 
 # bulk offboard ------------------------------------------------------------------------------

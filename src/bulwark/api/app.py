@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 
 from bulwark import __version__
-from bulwark.api import machine_actions, machines, oauth
+from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
 from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
+from bulwark.api.background import background
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
@@ -18,6 +19,7 @@ from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
+from bulwark.notifier import create_notifier
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
@@ -32,6 +34,7 @@ def _public_api() -> APIRouter:
     router = APIRouter(dependencies=[Depends(enforce_rate_limit)])
     router.include_router(machine_actions.router)
     router.include_router(machines.router)
+    router.include_router(device_packages.router)
     return router
 
 
@@ -53,12 +56,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     uow = UnitOfWorkFactory(engine)
     auth = Authenticator(settings, uow, clock)
-    runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth)
+    notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
+    runtime = Runtime(
+        settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier
+    )
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            # The wake-up listener and the sweeper run for as long as the app serves.
+            async with background(app_):
+                yield
         finally:
             limiter.close()
             engine.dispose()
@@ -85,6 +93,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(public, prefix="/api")
     # The live service also answers under /api/v1.0; same operations, kept out of the schema.
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
+    app.include_router(sensor_gateway.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():  # noqa: ANN202

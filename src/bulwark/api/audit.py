@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bulwark.domain.errors import BulwarkError
 from bulwark.service.audit import RequestContext, record_refusal
+from bulwark.service.actions import CANCEL_AUDIT_ACTION
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
 
 log = logging.getLogger("bulwark.audit")
@@ -17,7 +18,7 @@ log = logging.getLogger("bulwark.audit")
 # Operation id -> audit action name. Successful requests are audited by their use case, in the
 # same transaction as their effect; refusals are audited here, whichever layer refused them
 # (authentication, rate limit, validation, or the use case itself).
-AUDITED_OPERATIONS = {"offboardMachine": OFFBOARD_AUDIT_ACTION}
+AUDITED_OPERATIONS = {"offboardMachine": OFFBOARD_AUDIT_ACTION, "cancelMachineAction": CANCEL_AUDIT_ACTION}
 PRINCIPAL_KEY = "principal"
 COMMENT_KEY = "audit_comment"
 

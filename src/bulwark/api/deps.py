@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -14,6 +15,7 @@ from bulwark.api.authn import Authenticator
 from bulwark.clock import Clock
 from bulwark.ratelimit import RateLimiter
 from bulwark.domain.access import Principal
+from bulwark.notifier import InProcessNotifier
 from bulwark.service.audit import RequestContext
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
@@ -29,6 +31,9 @@ class Runtime:
     clock: Clock
     limiter: RateLimiter
     auth: Authenticator
+    notifier: InProcessNotifier = field(default_factory=InProcessNotifier)
+    # Set at shutdown so that long polls answer at once.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 async def get_runtime(request: Request) -> Runtime:

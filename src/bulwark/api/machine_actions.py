@@ -7,12 +7,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
-from bulwark.api.schemas import ERROR_RESPONSES, MachineActionOut, OffboardBody, parse_body
+from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.listing import collection_body, parse_odata
 from bulwark.api.odata import MACHINE_ACTION_SPEC
 from bulwark.api.wire import action_to_wire, entity_response, json_response
 from bulwark.api.audit import remember_comment
 from bulwark.domain.errors import InvalidRequestBody
+from bulwark.service.actions import CancelAction, cancel_action
 from bulwark.service.inventory import list_actions
 from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
 
@@ -80,9 +81,43 @@ async def offboard_machine(
         request_source=body.RequestSource,
     )
     action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
+    # Committed: wake the machine's sensor wherever it is connected.
+    await run_in_threadpool(runtime.notifier.publish, action.machine_id)
     return entity_response(
         f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action), settings.offboard_status_code
     )
+
+
+@router.post(
+    "/machineactions/{id}/cancel",
+    operation_id="cancelMachineAction",
+    summary="Cancel a machine action that is not yet final",
+    description="Cancels an action no device has claimed yet; answers the same action with status Cancelled.",
+    response_model=MachineActionOut,
+    responses=ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "required": ["Comment"], "properties": {"Comment": {"type": "string"}}},
+                    "example": {"Comment": "Cancel the offboard: wrong device"},
+                }
+            },
+        }
+    },
+)
+async def cancel_machine_action(
+    id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, context: RequestContextDep
+) -> Response:
+    """Move a Pending action to Cancelled, with the caller and comment in its cancellation fields."""
+    settings = runtime.settings
+    raw = await read_body(request, settings.max_body_bytes)
+    body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
+    remember_comment(request, body.Comment)
+    command = CancelAction(action_id=id, comment=body.Comment or "")
+    action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
+    return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))
 
 
 @router.get(

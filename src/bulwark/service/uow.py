@@ -16,6 +16,9 @@ from bulwark.store.repositories import (
     DeviceGroupRepository,
     MachineActionRepository,
     MachineRepository,
+    OnboardingPackageRepository,
+    PackageSigningKeyRepository,
+    SensorRepository,
     TenantRepository,
 )
 
@@ -28,6 +31,9 @@ class UnitOfWork(Protocol):
     machines: MachineRepository
     actions: MachineActionRepository
     audit: AuditRepository
+    sensors: SensorRepository
+    onboarding_packages: OnboardingPackageRepository
+    package_keys: PackageSigningKeyRepository
     lists: ListQueries
     identity: IdentityRepository
     signing_keys: SigningKeyRepository
@@ -64,6 +70,9 @@ class SqlUnitOfWork:
         self.machines = MachineRepository(conn)
         self.actions = MachineActionRepository(conn)
         self.audit = AuditRepository(conn)
+        self.sensors = SensorRepository(conn)
+        self.onboarding_packages = OnboardingPackageRepository(conn)
+        self.package_keys = PackageSigningKeyRepository(conn)
         self.lists = ListQueries(conn)
         self.identity = IdentityRepository(conn)
         self.signing_keys = SigningKeyRepository(conn)

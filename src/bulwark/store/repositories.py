@@ -15,7 +15,17 @@ from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, sour
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
 from bulwark.store.odata_sql import fold_ascii, fold_case
-from bulwark.store.tables import audit_events, device_groups, machine_actions, machine_tags, machines, tenants
+from bulwark.store.tables import (
+    audit_events,
+    device_groups,
+    machine_actions,
+    machine_tags,
+    machines,
+    onboarding_packages,
+    package_signing_keys,
+    sensors,
+    tenants,
+)
 
 _MACHINE_COLUMNS = [c.name for c in machines.columns]
 _ACTION_FIELDS = [f.name for f in dataclasses.fields(MachineAction)]
@@ -152,6 +162,36 @@ class MachineRepository:
         if rows:
             self.conn.execute(insert(machine_tags), rows)
 
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True) -> Machine | None:
+        """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices, not users.
+
+        ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers.
+        """
+        stmt = self.select_with_group().where(machines.c.id == machine_id, machines.c.tenant_id == tenant_id)
+        if lock and self.conn.dialect.name == "postgresql":
+            stmt = stmt.with_for_update(of=machines)
+        row = self.conn.execute(stmt).mappings().first()
+        return self.hydrate([row])[0] if row else None
+
+    def mark_inactive_offboarded_before(self, cutoff: datetime) -> int:
+        """Turn machines offboarded at or before ``cutoff`` Inactive; return how many changed."""
+        result = self.conn.execute(
+            update(machines)
+            .where(machines.c.offboarded_at.is_not(None), machines.c.offboarded_at <= cutoff)
+            .where(machines.c.health_status != "Inactive")
+            .values(health_status="Inactive")
+        )
+        return result.rowcount
+
+    def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
+        """(id, DNS name) of the tenant's machines in ``health_status`` that are not offboarded."""
+        stmt = select(machines.c.id, machines.c.computer_dns_name).where(
+            machines.c.tenant_id == tenant_id,
+            machines.c.health_status == health_status,
+            machines.c.offboarded_at.is_(None),
+        )
+        return [(r[0], r[1]) for r in self.conn.execute(stmt.order_by(machines.c.computer_dns_name))]
+
     def count(self, tenant_id: str | None = None) -> int:
         """How many machines there are (in ``tenant_id`` when given)."""
         stmt = select(func.count()).select_from(machines)
@@ -262,6 +302,134 @@ class MachineActionRepository:
             .values(status=target.value, last_update_date_time_utc=at, **values)
         )
         return result.rowcount == 1
+
+    def pending_for_machine(self, machine_id: str, limit: int = 10) -> list[MachineAction]:
+        """The machine's Pending actions, oldest first (the order a sensor carries them out in)."""
+        rows = self.conn.execute(
+            select(machine_actions)
+            .where(machine_actions.c.machine_id == machine_id, machine_actions.c.status == ActionStatus.PENDING.value)
+            .order_by(machine_actions.c.creation_date_time_utc, machine_actions.c.id)
+            .limit(limit)
+        ).mappings()
+        return [action_from_row(r) for r in rows]
+
+    def active_for_machine(self, machine_id: str) -> list[MachineAction]:
+        """Every Pending or InProgress action on the machine."""
+        rows = self.conn.execute(
+            select(machine_actions).where(
+                machine_actions.c.machine_id == machine_id,
+                machine_actions.c.status.in_([ActionStatus.PENDING.value, ActionStatus.IN_PROGRESS.value]),
+            )
+        ).mappings()
+        return [action_from_row(r) for r in rows]
+
+    def overdue_ids(self, status: ActionStatus, *, created_before: datetime | None = None,
+                    updated_before: datetime | None = None, limit: int = 500) -> list[str]:
+        """Ids of actions in ``status`` created (or last updated) before the given instants."""
+        stmt = select(machine_actions.c.id).where(machine_actions.c.status == status.value)
+        if created_before is not None:
+            stmt = stmt.where(machine_actions.c.creation_date_time_utc < created_before)
+        if updated_before is not None:
+            stmt = stmt.where(machine_actions.c.last_update_date_time_utc < updated_before)
+        return [r[0] for r in self.conn.execute(stmt.limit(limit))]
+
+
+class OnboardingPackageRepository:
+    """Onboarding package secrets (hashed) per tenant."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, package_id: str, tenant_id: str, key_hash: str, created_at: datetime, created_by: str | None) -> None:
+        """Record a newly issued package."""
+        self.conn.execute(
+            insert(onboarding_packages).values(
+                id=package_id, tenant_id=tenant_id, key_hash=key_hash, created_at=created_at, created_by=created_by
+            )
+        )
+
+    def is_valid(self, tenant_id: str, key_hash: str) -> bool:
+        """Whether an unrevoked package of ``tenant_id`` has this key."""
+        row = self.conn.execute(
+            select(onboarding_packages.c.id).where(
+                onboarding_packages.c.key_hash == key_hash,
+                onboarding_packages.c.tenant_id == tenant_id,
+                onboarding_packages.c.revoked_at.is_(None),
+            )
+        ).first()
+        return row is not None
+
+
+class PackageSigningKeyRepository:
+    """Each tenant's key pair for signing offboarding packages."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self, tenant_id: str) -> tuple[str, str] | None:
+        """The tenant's (private, public) key, or None."""
+        row = self.conn.execute(
+            select(package_signing_keys.c.private_key, package_signing_keys.c.public_key).where(
+                package_signing_keys.c.tenant_id == tenant_id
+            )
+        ).first()
+        return (row[0], row[1]) if row else None
+
+    def add_if_missing(self, tenant_id: str, private_key: str, public_key: str, created_at: datetime) -> None:
+        """Store a key pair unless the tenant already has one (a concurrent creator may win)."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    insert(package_signing_keys).values(
+                        tenant_id=tenant_id, private_key=private_key, public_key=public_key, created_at=created_at
+                    )
+                )
+        except IntegrityError:
+            pass
+
+
+class SensorRepository:
+    """Enrolled sensors and their hashed credentials."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def add(self, *, sensor_id: str, tenant_id: str, machine_id: str, credential_hash: str, generation: int,
+            enrolled_at: datetime) -> None:
+        """Record an enrolment."""
+        self.conn.execute(
+            insert(sensors).values(
+                id=sensor_id, tenant_id=tenant_id, machine_id=machine_id, credential_hash=credential_hash,
+                generation=generation, enrolled_at=enrolled_at,
+            )
+        )
+
+    def latest_generation(self, machine_id: str) -> int:
+        """The machine's newest onboarding generation (0 when never enrolled)."""
+        value = self.conn.execute(select(func.max(sensors.c.generation)).where(sensors.c.machine_id == machine_id)).scalar()
+        return int(value or 0)
+
+    def supersede(self, machine_id: str, at: datetime) -> None:
+        """Retire every current credential of the machine."""
+        self.conn.execute(
+            update(sensors).where(sensors.c.machine_id == machine_id, sensors.c.superseded_at.is_(None)).values(superseded_at=at)
+        )
+
+    def by_credential_hash(self, credential_hash: str) -> dict[str, Any] | None:
+        """The current (not superseded) sensor with this credential, or None."""
+        row = (
+            self.conn.execute(
+                select(sensors).where(sensors.c.credential_hash == credential_hash, sensors.c.superseded_at.is_(None))
+            )
+            .mappings()
+            .first()
+        )
+        return dict(row) if row else None
+
+    def is_current(self, sensor_id: str) -> bool:
+        """Whether the sensor's credential has not been superseded."""
+        row = self.conn.execute(select(sensors.c.superseded_at).where(sensors.c.id == sensor_id)).first()
+        return row is not None and row[0] is None
 
 
 class AuditRepository:

@@ -189,6 +189,45 @@ audit_events = Table(
     Index("ix_audit_events_tenant_time", "tenant_id", "occurred_at"),
 )
 
+# Onboarding packages: each download mints a secret that any device of the tenant may use once to
+# enrol; only its hash is kept.
+onboarding_packages = Table(
+    "onboarding_packages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(320), nullable=True),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+# One Ed25519 key pair per tenant signs offboarding packages; devices learn the public half from
+# their onboarding package and verify offboarding packages offline.
+package_signing_keys = Table(
+    "package_signing_keys",
+    metadata,
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("private_key", Text, nullable=False),
+    Column("public_key", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Enrolled sensors: one row per enrolment ("generation") of a machine; a new enrolment supersedes
+# the previous credential. Credentials are 256-bit random tokens, stored as their sha256.
+sensors = Table(
+    "sensors",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(36), ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("machine_id", String(40), ForeignKey("machines.id", ondelete="CASCADE"), nullable=False),
+    Column("credential_hash", String(64), nullable=False, unique=True),
+    Column("generation", Integer, nullable=False),
+    Column("enrolled_at", UtcDateTime, nullable=False),
+    Column("superseded_at", UtcDateTime, nullable=True),
+    Index("ix_sensors_machine", "machine_id", "generation"),
+)
+
 # --- Identity: signing keys, applications, users and role-based access (migration 0003) ---
 
 _ACTIVE_KEY = "active"

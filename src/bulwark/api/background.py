@@ -1,0 +1,59 @@
+"""What runs beside the routes in each server process: the wake-up listener and the sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from bulwark.api.deps import Runtime
+from bulwark.service.actions import SweepPolicy, sweep
+from bulwark.settings import Settings
+
+log = logging.getLogger("bulwark.sweeper")
+
+
+def sweep_policy(settings: Settings) -> SweepPolicy:
+    """The sweeper's limits, from the settings."""
+    return SweepPolicy(
+        pickup_timeout=timedelta(seconds=settings.action_pickup_timeout_seconds),
+        in_progress_timeout=timedelta(seconds=settings.action_in_progress_timeout_seconds),
+        inactive_after_offboard=timedelta(days=settings.inactive_after_offboard_days),
+    )
+
+
+async def _sweep_forever(runtime: Runtime) -> None:
+    """Sweep every interval; guarded transitions make it safe in every process at once."""
+    policy = sweep_policy(runtime.settings)
+    while True:
+        try:
+            result = await run_in_threadpool(sweep, policy, runtime.uow(), runtime.clock)
+            if result.pending_timed_out or result.in_progress_timed_out or result.machines_inactive:
+                log.info(
+                    "sweep: %d pending and %d in-progress actions timed out, %d machines inactive",
+                    result.pending_timed_out, result.in_progress_timed_out, result.machines_inactive,
+                )
+        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next interval
+            log.exception("sweep failed")
+        await asyncio.sleep(runtime.settings.sweep_interval_seconds)
+
+
+@contextlib.asynccontextmanager
+async def background(app: FastAPI) -> AsyncIterator[None]:
+    """Lifespan: start the notifier and the sweeper; at shutdown end long polls and stop both."""
+    runtime: Runtime = app.state.runtime
+    await runtime.notifier.start()
+    sweeper = asyncio.create_task(_sweep_forever(runtime))
+    try:
+        yield
+    finally:
+        runtime.stopping.set()
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await runtime.notifier.stop()

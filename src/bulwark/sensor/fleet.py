@@ -1,0 +1,120 @@
+"""A simulated fleet: many lightweight sensors in one process, for load tests and demos."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bulwark.sensor.agent import DeviceProfile, Outcome, Sensor, SensorError, SensorOptions
+from bulwark.sensor.state import MemoryState, new_state
+
+log = logging.getLogger("bulwark.sensor.fleet")
+SENSORS_PER_CLIENT = 100
+
+# (platform, version, build) of simulated devices: all of them offboardable by API.
+_PROFILES = [
+    ("Windows11", "23H2", 22631),
+    ("Windows10", "22H2", 19045),
+    ("WindowsServer2022", "21H2", 20348),
+    ("WindowsServer2019", "1809", 17763),
+]
+
+
+def simulated_profile(name: str, domain: str = "fleet.example") -> DeviceProfile:
+    """A plausible, stable device profile for the simulated device called ``name``."""
+    digest = hashlib.sha1(name.encode()).digest()
+    platform_name, version, build = _PROFILES[digest[0] % len(_PROFILES)]
+    return DeviceProfile(
+        computer_dns_name=f"{name}.{domain}",
+        os_platform=platform_name,
+        version=version,
+        os_build=build,
+        ip_addresses=[f"10.{digest[1] % 64}.{digest[2]}.{digest[3] % 254 + 1}"],
+    )
+
+
+@dataclass
+class FleetReport:
+    """How the fleet's sensors ended, and what they received."""
+
+    outcomes: Counter = field(default_factory=Counter)
+    actions_received: int = 0
+
+
+async def run_fleet(
+    package: dict[str, Any],
+    count: int,
+    *,
+    names: list[str] | None = None,
+    keep_properties: bool = False,
+    options: SensorOptions | None = None,
+    on_action: Callable[[str, dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
+    enrol_concurrency: int = 50,
+    verify: str | bool | None = None,
+) -> FleetReport:
+    """Run ``count`` simulated sensors (named ``names`` or ``fleet-NNNNN``) until each stops or ``stop`` is set.
+
+    Device identities are the names, so the same names map to the same machines run after run.
+    ``keep_properties`` enrols without reporting properties, keeping what the inventory has (the
+    demo fleet). ``verify`` is a CA file to trust (a server with Bulwark's local CA).
+    """
+    names = names or [f"fleet-{i:05d}" for i in range(count)]
+    report = FleetReport()
+    # Connection pools search their connections on every request, so one pool per hundred sensors
+    # keeps a large fleet's cost per request flat.
+    per_client = SENSORS_PER_CLIENT
+    limits = httpx.Limits(max_connections=per_client + 10, max_keepalive_connections=per_client + 10)
+    gate = asyncio.Semaphore(enrol_concurrency)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=30), verify=verify or True))
+            for _ in range(max(1, -(-len(names) // per_client)))
+        ]
+
+        async def one(index: int, name: str) -> None:
+            client = clients[index // per_client]
+            state = new_state(device_identity=name)
+            profile = simulated_profile(name)
+            if keep_properties:
+                profile = DeviceProfile(computer_dns_name=None, os_platform=None, ip_addresses=None, agent_version=None, os_processor=None)  # type: ignore[arg-type]
+
+            def received(action: dict[str, Any]) -> None:
+                report.actions_received += 1
+                if on_action:
+                    on_action(name, action)
+
+            sensor = Sensor(MemoryState(state), profile, client=client, options=options, on_action=received)
+            try:
+                sensor.onboard(package)
+                async with gate:
+                    await sensor.enrol()
+                outcome = await sensor.run()
+            except SensorError as exc:
+                log.warning("simulated sensor %s stopped: %s", name, exc)
+                outcome = None
+            report.outcomes[outcome.value if outcome else "error"] += 1
+
+        tasks = [asyncio.create_task(one(i, name)) for i, name in enumerate(names)]
+        waiter = asyncio.create_task(stop.wait()) if stop else None
+        pending = set(tasks) | ({waiter} if waiter else set())
+        while tasks and not all(t.done() for t in tasks):
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if waiter is not None and waiter in done:
+                break
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+                report.outcomes[Outcome.CANCELLED.value] += 1
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if waiter is not None:
+            waiter.cancel()
+    return report

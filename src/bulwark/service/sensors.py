@@ -1,0 +1,293 @@
+"""Use cases of the device side: packages, enrolment, check-in, claiming and finishing actions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bulwark.clock import Clock
+from bulwark.domain.access import Permission, Principal, require_any
+from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, normalize_action_id
+from bulwark.domain.errors import DisallowedOperation, Forbidden, InvalidInput, ResourceNotFound, Unauthorized
+from bulwark.domain.machines import HealthStatus, Machine
+from bulwark.domain.sensors import (
+    REONBOARD_CANCEL_COMMENT,
+    REONBOARD_CANCEL_REQUESTOR,
+    SENSOR_CREDENTIAL_PREFIX,
+    DeviceProperties,
+    SensorIdentity,
+    build_offboarding_package,
+    build_onboarding_package,
+    derive_machine_id,
+    hash_secret,
+    new_secret,
+    new_signing_key,
+)
+from bulwark.service.audit import RequestContext, audit_event
+from bulwark.service.uow import UnitOfWork
+
+# Administrators who may manage devices may download packages: the write permissions on machines,
+# and for offboarding packages also the offboard permission.
+ONBOARDING_PACKAGE_PERMISSIONS = frozenset({Permission.MACHINE_READWRITE_ALL, Permission.MACHINE_READWRITE})
+OFFBOARDING_PACKAGE_PERMISSIONS = ONBOARDING_PACKAGE_PERMISSIONS | {Permission.MACHINE_OFFBOARD}
+_DEVICE_CONTEXT = RequestContext(request_id="")
+
+
+def _require_admin(principal: Principal | None, tenant_id: str, permissions: frozenset[Permission]) -> None:
+    """A caller over the API needs a management permission and role; the local CLI (None) is trusted."""
+    if principal is None:
+        return
+    require_any(principal, permissions)
+    if not principal.can_manage:
+        raise DisallowedOperation("The user's role does not allow onboarding or offboarding devices.")
+    if principal.tenant_id != tenant_id:
+        raise Forbidden("Packages can only be issued for the caller's own tenant.")
+
+
+def _signing_key(uow: UnitOfWork, clock: Clock, tenant_id: str) -> tuple[str, str]:
+    existing = uow.package_keys.get(tenant_id)
+    if existing is None:
+        private, public = new_signing_key()
+        uow.package_keys.add_if_missing(tenant_id, private, public, clock.now())
+        existing = uow.package_keys.get(tenant_id)
+    assert existing is not None
+    return existing
+
+
+def issue_onboarding_package(
+    tenant_id: str, server_url: str, principal: Principal | None, uow: UnitOfWork, clock: Clock
+) -> dict[str, Any]:
+    """Mint an onboarding package for the tenant; its secret is returned once and stored hashed."""
+    _require_admin(principal, tenant_id, ONBOARDING_PACKAGE_PERMISSIONS)
+    key = new_secret("bwo_")
+    with uow:
+        if not uow.tenants.exists(tenant_id):
+            raise ResourceNotFound("Tenant", tenant_id)
+        _, public = _signing_key(uow, clock, tenant_id)
+        now = clock.now()
+        uow.onboarding_packages.add(str(uuid.uuid4()), tenant_id, hash_secret(key), now, principal.name if principal else None)
+        audit_event(uow, clock, action="sensor.onboarding_package.issued", principal=principal, tenant_id=tenant_id,
+                    context=_DEVICE_CONTEXT, outcome_status=200)
+        uow.commit()
+    return build_onboarding_package(
+        tenant_id=tenant_id, server_url=server_url, onboarding_key=key, signing_public_key=public, created_at=now
+    )
+
+
+def issue_offboarding_package(
+    tenant_id: str, valid_for: timedelta, principal: Principal | None, uow: UnitOfWork, clock: Clock
+) -> dict[str, Any]:
+    """Sign an offboarding package for the tenant's devices, valid for ``valid_for`` from now."""
+    _require_admin(principal, tenant_id, OFFBOARDING_PACKAGE_PERMISSIONS)
+    with uow:
+        if not uow.tenants.exists(tenant_id):
+            raise ResourceNotFound("Tenant", tenant_id)
+        private, _ = _signing_key(uow, clock, tenant_id)
+        now = clock.now()
+        package = build_offboarding_package(
+            tenant_id=tenant_id, private_key=private, issued_at=now, expires_at=now + valid_for, package_id=str(uuid.uuid4())
+        )
+        audit_event(uow, clock, action="sensor.offboarding_package.issued", principal=principal, tenant_id=tenant_id,
+                    context=_DEVICE_CONTEXT, outcome_status=200, details={"packageId": package["packageId"]})
+        uow.commit()
+    return package
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolSensor:
+    """A device enrolling with the secret of its tenant's onboarding package."""
+
+    tenant_id: str
+    onboarding_key: str
+    device_identity: str
+    properties: DeviceProperties
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolment:
+    """What enrolment hands the device: its machine id, its own credential and its generation."""
+
+    sensor: SensorIdentity
+    credential: str
+    closed_action_ids: list[str]
+
+
+def _apply_properties(machine: Machine, properties: DeviceProperties) -> dict[str, Any]:
+    """Column values for the reported properties (only those reported)."""
+    values: dict[str, Any] = {}
+    for name in ("computer_dns_name", "os_platform", "version", "os_build", "agent_version", "os_processor"):
+        value = getattr(properties, name)
+        if value is not None:
+            values[name] = value
+    if properties.ip_addresses is not None:
+        addresses = [a for a in properties.ip_addresses if a]
+        values["ip_addresses"] = [{"ipAddress": a, "macAddress": None, "type": None, "operationalStatus": "Up"} for a in addresses]
+        if addresses:
+            values["last_ip_address"] = addresses[0]
+    return values
+
+
+def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip: str | None = None) -> Enrolment:
+    """Enrol a device: create or reuse its machine and issue a credential for a new generation.
+
+    The machine id derives from the tenant and the device identity, so a re-onboarded device gets
+    its id back. Every earlier credential of the machine is superseded. When the machine was
+    offboarded, every action still active for it is closed (Pending ones Cancelled, InProgress ones
+    TimeOut): actions queued before the device came back never run on it, yet still reach a final
+    state. A device enrolling again without having been offboarded (a lost credential, a simulated
+    fleet restarting) keeps its queue.
+    """
+    if not command.device_identity or len(command.device_identity) > 200:
+        raise InvalidInput("Invalid input deviceIdentity: 1 to 200 characters.")
+    machine_id = derive_machine_id(command.tenant_id, command.device_identity)
+    credential = new_secret(SENSOR_CREDENTIAL_PREFIX)
+    now = clock.now()
+    closed: list[str] = []
+    with uow:
+        if not uow.onboarding_packages.is_valid(command.tenant_id, hash_secret(command.onboarding_key)):
+            raise Unauthorized("The onboarding package is not valid for this tenant.")
+        machine = uow.machines.get_in_tenant(command.tenant_id, machine_id)
+        props = command.properties
+        if machine is None:
+            if not props.computer_dns_name or not props.os_platform:
+                raise InvalidInput("Invalid input: a new device must report computerDnsName and osPlatform.")
+            machine = Machine(id=machine_id, tenant_id=command.tenant_id, computer_dns_name=props.computer_dns_name,
+                              first_seen=now, last_seen=now, os_platform=props.os_platform)
+            uow.machines.add_many([machine])
+        values = _apply_properties(machine, props)
+        values.update(last_seen=now, health_status=HealthStatus.ACTIVE.value, offboarded_at=None,
+                      onboarding_status="Onboarded", last_external_ip_address=client_ip or machine.last_external_ip_address)
+        uow.machines.update_fields(machine_id, **values)
+        reonboarding = machine.offboarded_at is not None
+        for action in uow.actions.active_for_machine(machine_id) if reonboarding else []:
+            if action.status is ActionStatus.PENDING:
+                won = uow.actions.transition(
+                    action.id, ActionStatus.CANCELLED, at=now, expected=[ActionStatus.PENDING],
+                    cancellation_requestor=REONBOARD_CANCEL_REQUESTOR, cancellation_comment=REONBOARD_CANCEL_COMMENT,
+                    cancellation_date_time_utc=now,
+                )
+            else:
+                won = uow.actions.transition(action.id, ActionStatus.TIMEOUT, at=now, expected=[ActionStatus.IN_PROGRESS])
+            if won:
+                closed.append(action.id)
+        generation = uow.sensors.latest_generation(machine_id) + 1
+        uow.sensors.supersede(machine_id, now)
+        sensor_id = str(uuid.uuid4())
+        uow.sensors.add(sensor_id=sensor_id, tenant_id=command.tenant_id, machine_id=machine_id,
+                        credential_hash=hash_secret(credential), generation=generation, enrolled_at=now)
+        audit_event(uow, clock, action="sensor.enrolled", principal=None, tenant_id=command.tenant_id,
+                    context=RequestContext(request_id="", client_ip=client_ip), outcome_status=200, machine_id=machine_id,
+                    details={"generation": generation, "sensorId": sensor_id, "closedActions": closed})
+        uow.commit()
+    identity = SensorIdentity(sensor_id=sensor_id, tenant_id=command.tenant_id, machine_id=machine_id, generation=generation)
+    return Enrolment(sensor=identity, credential=credential, closed_action_ids=closed)
+
+
+def authenticate_sensor(credential: str, uow: UnitOfWork) -> SensorIdentity:
+    """The sensor whose current credential this is; Unauthorized otherwise (user tokens never match)."""
+    if not credential.startswith(SENSOR_CREDENTIAL_PREFIX):
+        raise Unauthorized()
+    with uow:
+        row = uow.sensors.by_credential_hash(hash_secret(credential))
+    if row is None:
+        raise Unauthorized()
+    return SensorIdentity(sensor_id=row["id"], tenant_id=row["tenant_id"], machine_id=row["machine_id"],
+                          generation=row["generation"])
+
+
+def check_in(sensor: SensorIdentity, properties: DeviceProperties, uow: UnitOfWork, clock: Clock,
+             client_ip: str | None = None) -> None:
+    """Record that the device is alive, with what it reports about itself."""
+    with uow:
+        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id)
+        if machine is None or not uow.sensors.is_current(sensor.sensor_id):
+            raise Unauthorized()
+        values = _apply_properties(machine, properties)
+        values.update(last_seen=clock.now(), health_status=HealthStatus.ACTIVE.value)
+        if client_ip:
+            values["last_external_ip_address"] = client_ip
+        uow.machines.update_fields(sensor.machine_id, **values)
+        uow.commit()
+
+
+class SensorOffboarded(DisallowedOperation):
+    """The device was offboarded; it takes no actions until it is onboarded again."""
+
+    code = "SensorOffboarded"
+    default_message = "The device is offboarded; onboard it again before it takes actions."
+
+
+def has_waiting_action(sensor: SensorIdentity, uow: UnitOfWork) -> bool:
+    """Whether an action waits for the sensor's machine: a read, so idle polls never take a write lock.
+
+    Raises SensorOffboarded once the machine is offboarded (the device should have stopped).
+    """
+    with uow:
+        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id, lock=False)
+        if machine is None:
+            raise Unauthorized()
+        if machine.offboarded_at is not None:
+            raise SensorOffboarded()
+        return bool(uow.actions.pending_for_machine(sensor.machine_id, limit=1))
+
+
+def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> MachineAction | None:
+    """Move the machine's oldest Pending action to InProgress and return it (None when none is waiting).
+
+    The claim is a guarded transition: against a racing cancel or a second sensor exactly one wins.
+    """
+    with uow:
+        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id)
+        if machine is None or not uow.sensors.is_current(sensor.sensor_id):
+            raise Unauthorized()
+        if machine.offboarded_at is not None:
+            raise SensorOffboarded()
+        now = clock.now()
+        for action in uow.actions.pending_for_machine(sensor.machine_id):
+            if uow.actions.transition(action.id, ActionStatus.IN_PROGRESS, at=now, expected=[ActionStatus.PENDING]):
+                uow.commit()
+                action.status = ActionStatus.IN_PROGRESS
+                action.last_update_date_time_utc = now
+                return action
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOutcome:
+    """A sensor's report that it finished (or failed) an action it claimed."""
+
+    action_id: str
+    status: ActionStatus
+    error_h_result: int = 0
+
+
+def report_outcome(command: ReportOutcome, sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> tuple[bool, MachineAction]:
+    """Finish an InProgress action of the sensor's machine; return (accepted, the action as it now is).
+
+    Reporting the status the action already has is accepted again (the sensor may retry after a
+    lost answer). A finished offboard marks the machine offboarded; the sweeper turns it Inactive
+    later. The sensor carries out an offboard for good only once its report is accepted.
+    """
+    if command.status not in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
+        raise InvalidInput("Invalid input status: Succeeded or Failed.")
+    action_id = normalize_action_id(command.action_id)
+    with uow:
+        action = uow.actions.get(sensor.tenant_id, action_id)
+        if action is None or action.machine_id != sensor.machine_id:
+            raise ResourceNotFound("MachineAction", command.action_id)
+        now = clock.now()
+        accepted = uow.actions.transition(action_id, command.status, at=now, expected=[ActionStatus.IN_PROGRESS],
+                                          error_h_result=command.error_h_result)
+        if accepted:
+            if action.type is ActionType.OFFBOARD and command.status is ActionStatus.SUCCEEDED:
+                uow.machines.update_fields(sensor.machine_id, offboarded_at=now, last_seen=now)
+            audit_event(uow, clock, action=f"machine_action.{action.type.value.lower()}.{command.status.value.lower()}",
+                        principal=None, tenant_id=sensor.tenant_id, context=_DEVICE_CONTEXT, outcome_status=200,
+                        machine_id=sensor.machine_id, machine_action_id=action_id,
+                        details={"sensorId": sensor.sensor_id, "errorHResult": command.error_h_result})
+        current = uow.actions.get(sensor.tenant_id, action_id)
+        uow.commit()
+    assert current is not None
+    return accepted or current.status is command.status, current
