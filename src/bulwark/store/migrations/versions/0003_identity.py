@@ -1,7 +1,7 @@
 """identity: signing keys, applications, users, roles, user groups and device-group access
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0002
 Create Date: 2026-12-01
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 revision = '0003'
 # Chained after 0002 (sensors) when both are merged.
-down_revision = '0001'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
