@@ -130,6 +130,24 @@ def run_suite(storage_url: str, workers: int, args: argparse.Namespace, redis_ur
     return results
 
 
+def run_dispatch(args: argparse.Namespace) -> dict:
+    """How fast an action reaches one of ``args.sensors`` connected sensors (benchmarks/sensor_fleet.py)."""
+    cleanup = lambda: None  # noqa: E731
+    command = [sys.executable, str(HERE / "sensor_fleet.py"), "--sizes", str(args.sensors), "--actions", str(args.dispatch_actions), "--port", str(free_port())]
+    if args.storage == "postgres":
+        url, cleanup = scratch_postgres(args.postgres_url)
+        command += ["--database-url", url]
+    try:
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    finally:
+        cleanup()
+    figures = json.loads(output.strip().splitlines()[-1])
+    print(f"\ndispatch, {args.storage}: {figures['sensors']} sensors connected (all polling after {figures['connect_seconds']} s), "
+          f"action reaches its sensor in {figures['latency_median_ms']} ms median, {figures['latency_p99_ms']} ms p99, "
+          f"{figures['errors']} errors, server RSS {figures['server_rss_mib']} MiB")
+    return figures
+
+
 def print_table(title: str, results: dict[str, dict]) -> None:
     """Figures with each scenario's throughput as a share of the ceiling."""
     ceiling = next(iter(results.values()))["rps"]
@@ -166,6 +184,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the server needs the other core)")
     parser.add_argument("--machines", type=int, default=30_000, help="machines seeded (each offboarded once)")
+    parser.add_argument("--sensors", type=int, default=1000, help="connected sensors for the dispatch scenario (0 skips it)")
+    parser.add_argument("--dispatch-actions", type=int, default=50, help="actions timed in the dispatch scenario")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -189,6 +209,8 @@ def main() -> None:
         title = f"{args.storage}, {workers} worker{'s' if workers > 1 else ''}"
         print_table(title, results)
         report[title] = results
+    if args.sensors:
+        report["dispatch"] = run_dispatch(args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 
