@@ -156,6 +156,11 @@ class _ClientBase:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r}, credential={self.credential!r})"
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """A client configured from BULWARK_* environment variables (see `settings_from_env`)."""
+        return cls(**{**settings_from_env(environ), **overrides})
+
 
 class BulwarkClient(_ClientBase):
     """Blocking client for the Bulwark (Defender for Endpoint compatible) machine-action API.
@@ -206,11 +211,6 @@ class BulwarkClient(_ClientBase):
             else http_client
         )
         self._sleep = sleep
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """A client configured from BULWARK_* environment variables (see `settings_from_env`)."""
-        return cls(**{**settings_from_env(environ), **overrides})
 
     def offboard(
         self,
@@ -361,11 +361,6 @@ class AsyncBulwarkClient(_ClientBase):
             else http_client
         )
         self._sleep = sleep
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """A client configured from BULWARK_* environment variables (see `settings_from_env`)."""
-        return cls(**{**settings_from_env(environ), **overrides})
 
     async def offboard(
         self,
