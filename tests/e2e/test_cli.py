@@ -156,6 +156,9 @@ def test_wait_ends_succeeded_when_the_device_offboards(sensor_server: LiveServer
 def test_wait_ends_failed_when_the_device_fails_the_offboard(sensor_server: LiveServer, devices: Devices) -> None:
     exit_code, action = offboard_and_wait(sensor_server, devices.refusing[0])
     assert (exit_code, action["status"], action["errorHResult"]) == (EXIT_NOT_SUCCEEDED, "Failed", E_FAIL)
+    # The device is still onboarded and running: the playbook's retry reaches it, and fails again.
+    exit_code, retried = offboard_and_wait(sensor_server, devices.refusing[0])
+    assert (exit_code, retried["status"]) == (EXIT_NOT_SUCCEEDED, "Failed") and retried["id"] != action["id"]
 
 
 def test_wait_ends_timeout_when_no_device_picks_the_action_up(sweeping_server: LiveServer) -> None:
