@@ -6,27 +6,24 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
 from click.testing import Result
-from sqlalchemy import select
 from typer.testing import CliRunner
 
 import bulwark
 from bulwark.cli import app
+from bulwark.client import BulwarkClient
 from bulwark.client.config import read_credentials_file
-from bulwark.domain.actions import ActionStatus
 from bulwark.domain.machines import Machine
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.db import create_db_engine
-from bulwark.store.tables import machine_actions
 from tests.conftest import TENANT, seed
 from tests.support import server_process
 
@@ -122,9 +119,18 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    data_dir: Path, machines: list[Machine], *, rate_limit: str = "10000/minute", database_url: str | None = None
+    data_dir: Path,
+    machines: list[Machine],
+    *,
+    rate_limit: str = "10000/minute",
+    database_url: str | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[LiveServer]:
-    """Seed `machines` into a fresh database and serve it with `bulwark serve --demo`."""
+    """Seed `machines` into a fresh database and serve it with `bulwark serve --demo`.
+
+    With no machines, --demo seeds its demo fleet. `settings` are further BULWARK_* variables of
+    the server (short timeouts, say).
+    """
     from bulwark.store.db import upgrade_database
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -139,85 +145,52 @@ def live_server(
         "BULWARK_DEFAULT_TENANT_ID": TENANT,
         "BULWARK_RATE_LIMIT": rate_limit,
         "PYTHONPATH": _python_path(),
+        **(settings or {}),
     }
     # --demo leaves a tenant that already has machines alone, and writes demo credentials.
     with server_process("--demo", env=env, log=data_dir / "server.log") as base_url:
         yield LiveServer(base_url=base_url, database_url=url, data_dir=data_dir)
 
 
-@contextmanager
-def stand_in_sensor(
-    server: LiveServer, outcomes: Mapping[str, ActionStatus], *, interval: float = 0.05
-) -> Iterator[None]:
-    """Finish the actions of the machines in `outcomes` with the status given, as a device would.
+def sdk(server: LiveServer, **overrides: object) -> BulwarkClient:
+    """An SDK client signed in as the CLI is."""
+    return BulwarkClient.from_env(server.connection_env(), **overrides)
 
-    Pending actions of those machines are picked up (InProgress) and then finished; Cancelled
-    and TimeOut are applied to the pending action directly, as the service does. Other
-    machines' actions are left alone.
+
+def download_onboarding_package(server: LiveServer) -> Path:
+    """Download the tenant's onboarding package over the API, as an administrator would; return its file."""
+    response = httpx.get(f"{server.base_url}/api/onboarding/package", headers={"Authorization": f"Bearer {server.token()}"})
+    assert response.status_code == 200, response.text
+    package_file = server.data_dir / "onboarding-package.json"
+    package_file.write_text(response.text)
+    return package_file
+
+
+@contextmanager
+def sensor_fleet(server: LiveServer, prefix: str, count: int, *args: str) -> Iterator[list[str]]:
+    """Run `bulwark sensor fleet` with `count` devices named PREFIX-NNNNN; yield their machine ids, in name order.
+
+    Yields once every device has enrolled, that is once the inventory lists them all.
     """
-    engine = create_db_engine(server.database_url, pool_size=1)
-    uow_factory = UnitOfWorkFactory(engine)
-    stop = threading.Event()
-    failures: list[BaseException] = []
-
-    def finish_pending() -> None:
-        with uow_factory() as uow:
-            pending = uow.conn.execute(
-                select(machine_actions.c.id, machine_actions.c.machine_id).where(
-                    machine_actions.c.status == ActionStatus.PENDING.value,
-                    machine_actions.c.machine_id.in_(list(outcomes)),
-                )
-            ).all()
-            now = datetime.now(timezone.utc)
-            for action_id, machine_id in pending:
-                final = outcomes[machine_id]
-                if final in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
-                    uow.actions.transition(action_id, ActionStatus.IN_PROGRESS, at=now)
-                extra = {}
-                if final is ActionStatus.CANCELLED:
-                    extra = {"cancellation_requestor": "sensor@contoso.com", "cancellation_comment": "stand-in",
-                             "cancellation_date_time_utc": now}
-                uow.actions.transition(action_id, final, at=now, **extra)
-            uow.commit()
-
-    def loop() -> None:
-        while not stop.wait(interval):
-            try:
-                finish_pending()
-            except BaseException as exc:  # noqa: BLE001 - reported to the test below
-                failures.append(exc)
-                return
-
-    worker = threading.Thread(target=loop, name="stand-in-sensor", daemon=True)
-    worker.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        worker.join(timeout=10)
-        engine.dispose()
-    if failures:
-        raise failures[0]
-
-
-def sensor_fleet_available() -> bool:
-    """Whether this build has the `bulwark sensor` command (real and simulated devices)."""
-    return any(group.name == "sensor" for group in app.registered_groups)
-
-
-@contextmanager
-def sensor_fleet(server: LiveServer, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """Run `bulwark sensor fleet ARGS` against the server, or skip when it is not built yet."""
-    if not sensor_fleet_available():
-        pytest.skip("`bulwark sensor fleet` is not available in this build; the stand-in sensor covers final states")
+    package_file = download_onboarding_package(server)
     env = {**{k: v for k, v in os.environ.items() if k not in CONNECTION_VARIABLES}, **server.connection_env()}
     env["PYTHONPATH"] = _python_path()
-    with open(server.data_dir / "sensor.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bulwark.cli", "sensor", "fleet", *args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    command = [sys.executable, "-m", "bulwark.cli", "sensor", "fleet", "--count", str(count), "--prefix", prefix,
+               "--onboarding-package", str(package_file), *args]
+    with open(server.data_dir / f"sensor-{prefix}.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            yield process
+            enrolled: list[Machine] = []
+
+            def all_enrolled() -> bool:
+                assert process.poll() is None, f"the fleet exited with {process.returncode}"
+                with sdk(server) as client:
+                    listed = client.list_machines(filter=f"startswith(computerDnsName,'{prefix}-')")
+                    enrolled[:] = sorted(listed, key=lambda machine: machine.computer_dns_name or "")
+                return len(enrolled) == count
+
+            wait_until(all_enrolled, timeout=30, interval=0.2)
+            yield [machine.id for machine in enrolled]
         finally:
             process.terminate()
             try:
@@ -229,8 +202,6 @@ def sensor_fleet(server: LiveServer, *args: str) -> Iterator[subprocess.Popen[by
 
 def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, interval: float = 0.05) -> None:
     """Poll `condition` until it holds; fail the test after `timeout` seconds."""
-    import time
-
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

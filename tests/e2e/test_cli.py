@@ -1,15 +1,17 @@
-"""The `bulwark` command line against a real server: offboard, machines, actions, profiles, errors, 429."""
+"""The `bulwark` command line against real servers and simulated devices: offboard, machines, actions, errors, 429."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bulwark.client import NO_RETRIES, BulwarkClient, TooManyRequests
+from bulwark.client import NO_RETRIES, MachineAction, TooManyRequests
 from bulwark.client.cli import (
     EXIT_API_ERROR,
     EXIT_AUTH_ERROR,
@@ -19,10 +21,9 @@ from bulwark.client.cli import (
     EXIT_USAGE,
     EXIT_WAIT_TIMEOUT,
 )
-from bulwark.domain.actions import ActionStatus
-from bulwark.domain.sensors import derive_machine_id
-from tests.conftest import TENANT, make_machine
-from tests.e2e.cli_support import LiveServer, live_server, sensor_fleet, stand_in_sensor, wait_until
+from bulwark.sensor.agent import E_FAIL
+from tests.conftest import make_machine
+from tests.e2e.cli_support import LiveServer, live_server, sdk, sensor_fleet, wait_until
 from tests.support import free_port
 
 pytestmark = pytest.mark.slow
@@ -52,17 +53,55 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         yield live
 
 
+# Simulated devices check in every few seconds and hold their long polls briefly; an offboard
+# wakes them at once. Refusing devices work a second on each action, so that the wait sees it
+# InProgress before it fails.
+DEVICE_PACING = ("--check-in-interval", "5", "--poll-wait", "2")
+REFUSING_WORK_SECONDS = "1"
+# A machine of the sensor server that no device serves: its actions stay Pending.
+UNSERVED = make_machine(400)
+
+
+@dataclass(frozen=True)
+class Devices:
+    """Machine ids of the simulated devices of `sensor_server`, one per test that offboards one."""
+
+    complying: list[str]  # offboards succeed
+    refusing: list[str]  # offboards fail (E_FAIL), the devices keep running
+
+
+@pytest.fixture(scope="module")
+def sensor_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server of its own: its devices join an inventory that other tests list and offboard by filter."""
+    with live_server(tmp_path_factory.mktemp("sensor-server"), [UNSERVED]) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def devices(sensor_server: LiveServer) -> Iterator[Devices]:
+    """Two simulated fleets enrolled with an onboarding package downloaded over the API."""
+    with (
+        sensor_fleet(sensor_server, "complies", 3, *DEVICE_PACING) as complying,
+        sensor_fleet(sensor_server, "refuses", 3, "--fail-offboard", "--action-delay", REFUSING_WORK_SECONDS,
+                     *DEVICE_PACING) as refusing,
+    ):
+        yield Devices(complying=complying, refusing=refusing)
+
+
+@pytest.fixture(scope="module")
+def sweeping_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server whose sweeper times out actions not picked up within a second."""
+    settings = {"BULWARK_ACTION_PICKUP_TIMEOUT_SECONDS": "1", "BULWARK_SWEEP_INTERVAL_SECONDS": "0.5"}
+    with live_server(tmp_path_factory.mktemp("sweeping-server"), [UNSERVED], settings=settings) as live:
+        yield live
+
+
 @pytest.fixture(scope="module")
 def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server allowing two calls a second per operation, to meet 429 quickly."""
     machines = [make_machine(i) for i in range(300, 310)]
     with live_server(tmp_path_factory.mktemp("limited-server"), machines, rate_limit="2/second") as live:
         yield live
-
-
-def sdk(server: LiveServer, **overrides: object) -> BulwarkClient:
-    """An SDK client signed in as the CLI is."""
-    return BulwarkClient.from_env(server.connection_env(), **overrides)
 
 
 def actions_of(server: LiveServer, machine: str) -> list[dict]:
@@ -101,52 +140,58 @@ def test_wait_gives_up_with_exit_5_when_no_device_answers(server: LiveServer) ->
     assert "WaitTimeout" in result.stderr and "still Pending" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("index", "final", "exit_code"),
-    [
-        (4, ActionStatus.SUCCEEDED, EXIT_OK),
-        (5, ActionStatus.FAILED, EXIT_NOT_SUCCEEDED),
-        (6, ActionStatus.TIMEOUT, EXIT_NOT_SUCCEEDED),
-        (7, ActionStatus.CANCELLED, EXIT_NOT_SUCCEEDED),
-    ],
-)
-def test_wait_ends_with_the_final_state_and_its_exit_code(
-    server: LiveServer, index: int, final: ActionStatus, exit_code: int
-) -> None:
-    with stand_in_sensor(server, {machine_id(index): final}):
-        result = server.run_cli("offboard", machine_id(index), "-c", "wait", "--wait", "--json",
-                                "--timeout", "20", "--poll-interval", "0.1")
-    assert result.exit_code == exit_code, result.stderr
-    assert json.loads(result.stdout)["status"] == final.value
+def offboard_and_wait(server: LiveServer, machine: str, *extra: str) -> tuple[int, dict]:
+    """`bulwark offboard MACHINE --wait --json`: the exit code and the action as it ended."""
+    result = server.run_cli("offboard", machine, "-c", "wait", "--wait", "--json", "--timeout", "20",
+                            "--poll-interval", "0.1", *extra)
+    return result.exit_code, json.loads(result.stdout)
 
 
-def test_wait_shows_status_changes_and_the_outcome(server: LiveServer) -> None:
-    with stand_in_sensor(server, {machine_id(8): ActionStatus.FAILED}):
-        result = server.run_cli("offboard", machine_id(8), "-c", "wait", "--wait", "--poll-interval", "0.1")
+def test_wait_ends_succeeded_when_the_device_offboards(sensor_server: LiveServer, devices: Devices) -> None:
+    exit_code, action = offboard_and_wait(sensor_server, devices.complying[0])
+    assert (exit_code, action["status"]) == (EXIT_OK, "Succeeded")
+    assert action["machineId"] == devices.complying[0] and action["computerDnsName"] == "complies-00000.fleet.example"
+
+
+def test_wait_ends_failed_when_the_device_fails_the_offboard(sensor_server: LiveServer, devices: Devices) -> None:
+    exit_code, action = offboard_and_wait(sensor_server, devices.refusing[0])
+    assert (exit_code, action["status"], action["errorHResult"]) == (EXIT_NOT_SUCCEEDED, "Failed", E_FAIL)
+    # The device is still onboarded and running: the playbook's retry reaches it, and fails again.
+    exit_code, retried = offboard_and_wait(sensor_server, devices.refusing[0])
+    assert (exit_code, retried["status"]) == (EXIT_NOT_SUCCEEDED, "Failed") and retried["id"] != action["id"]
+
+
+def test_wait_ends_timeout_when_no_device_picks_the_action_up(sweeping_server: LiveServer) -> None:
+    exit_code, action = offboard_and_wait(sweeping_server, UNSERVED.id)
+    assert (exit_code, action["status"]) == (EXIT_NOT_SUCCEEDED, "TimeOut")
+
+
+def test_wait_ends_cancelled_when_someone_cancels_meanwhile(sensor_server: LiveServer) -> None:
+    def cancel_once_requested() -> MachineAction:
+        # Another operator, with the SDK, cancels the action the waiting command created.
+        with sdk(sensor_server) as client:
+            requested: list[MachineAction] = []
+
+            def created() -> bool:
+                requested.extend(client.list_actions(filter=f"machineId eq '{UNSERVED.id}'"))
+                return bool(requested)
+
+            wait_until(created)
+            return client.cancel_action(requested[0].id, "raised in error")
+
+    with ThreadPoolExecutor(max_workers=1) as operator:
+        cancelled = operator.submit(cancel_once_requested)
+        exit_code, action = offboard_and_wait(sensor_server, UNSERVED.id)
+    assert (exit_code, action["status"]) == (EXIT_NOT_SUCCEEDED, "Cancelled")
+    assert action["id"] == cancelled.result(timeout=10).id
+    assert action["cancellationComment"] == "raised in error" and action["cancellationRequestor"]
+
+
+def test_wait_shows_status_changes_and_the_outcome(sensor_server: LiveServer, devices: Devices) -> None:
+    result = sensor_server.run_cli("offboard", devices.refusing[1], "-c", "wait", "--wait", "--poll-interval", "0.1")
     assert result.exit_code == EXIT_NOT_SUCCEEDED
-    assert "Pending -> " in result.stderr and "ended Failed" in result.stderr
-    assert "Failed" in result.stdout
-
-
-def test_wait_with_the_sensor_fleet(tmp_path: Path) -> None:
-    # A server of its own: the simulated device joins the inventory other tests list.
-    with live_server(tmp_path / "fleet-server", []) as server:
-        _offboard_a_fleet_device_and_wait(server)
-
-
-def _offboard_a_fleet_device_and_wait(server: LiveServer) -> None:
-    # An administrator downloads the tenant's onboarding package; a simulated device enrols with it.
-    package = httpx.get(f"{server.base_url}/api/onboarding/package", headers={"Authorization": f"Bearer {server.token()}"})
-    assert package.status_code == 200, package.text
-    package_file = server.data_dir / "onboarding-package.json"
-    package_file.write_text(package.text)
-    fleet_machine = derive_machine_id(TENANT, "cli-fleet-00000")
-    with sensor_fleet(server, "--count", "1", "--prefix", "cli-fleet", "--onboarding-package", str(package_file)):
-        wait_until(lambda: server.run_cli("machines", "show", fleet_machine, "--json").exit_code == EXIT_OK, timeout=30)
-        result = server.run_cli("offboard", fleet_machine, "-c", "fleet", "--wait", "--json", "--timeout", "60",
-                                "--poll-interval", "0.2")
-    assert json.loads(result.stdout)["status"] == "Succeeded"
-    assert result.exit_code == EXIT_OK
+    assert "Pending -> InProgress" in result.stderr and "InProgress -> Failed" in result.stderr
+    assert "ended Failed" in result.stderr and "Failed" in result.stdout
 
 
 # bulk offboard ------------------------------------------------------------------------------
@@ -201,14 +246,13 @@ def test_bulk_by_filter_offboards_every_match(server: LiveServer) -> None:
     assert all(row["ok"] and row["status"] == "Pending" for row in rows)
 
 
-def test_bulk_wait_needs_every_action_to_succeed(server: LiveServer) -> None:
-    outcomes = {machine_id(15): ActionStatus.SUCCEEDED, machine_id(16): ActionStatus.FAILED}
-    with stand_in_sensor(server, outcomes):
-        result = server.run_cli("offboard", machine_id(15), machine_id(16), "-c", "bulk", "--yes", "--wait",
-                                "--json", "--poll-interval", "0.1", "--timeout", "20")
+def test_bulk_wait_needs_every_action_to_succeed(sensor_server: LiveServer, devices: Devices) -> None:
+    complying, refusing = devices.complying[1], devices.refusing[2]
+    result = sensor_server.run_cli("offboard", complying, refusing, "-c", "bulk", "--yes", "--wait",
+                                   "--json", "--poll-interval", "0.1", "--timeout", "20")
     assert result.exit_code == EXIT_NOT_SUCCEEDED
     statuses = {row["machineId"]: (row["ok"], row["status"]) for row in json.loads(result.stdout)}
-    assert statuses == {machine_id(15): (True, "Succeeded"), machine_id(16): (False, "Failed")}
+    assert statuses == {complying: (True, "Succeeded"), refusing: (False, "Failed")}
 
 
 # machines and actions -----------------------------------------------------------------------
@@ -247,11 +291,10 @@ def test_actions_list_and_show(server: LiveServer) -> None:
     assert json.loads(shown.stdout) == created
 
 
-def test_actions_show_wait_returns_at_once_for_a_final_action(server: LiveServer) -> None:
-    with stand_in_sensor(server, {machine_id(18): ActionStatus.SUCCEEDED}):
-        created = json.loads(server.run_cli("offboard", machine_id(18), "-c", "x", "--json", "--wait",
-                                            "--poll-interval", "0.1").stdout)
-    result = server.run_cli("actions", "show", created["id"], "--wait", "--timeout", "1")
+def test_actions_show_wait_returns_at_once_for_a_final_action(sensor_server: LiveServer, devices: Devices) -> None:
+    exit_code, created = offboard_and_wait(sensor_server, devices.complying[2])
+    assert exit_code == EXIT_OK
+    result = sensor_server.run_cli("actions", "show", created["id"], "--wait", "--timeout", "1")
     assert result.exit_code == EXIT_OK and "Succeeded" in result.stdout
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bulwark.clock import FrozenClock, SystemClock
-from bulwark.sensor.agent import E_ABORT
+from bulwark.sensor.agent import E_ABORT, E_FAIL
 from bulwark.service.sensors import issue_offboarding_package, issue_onboarding_package
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.db import create_db_engine
@@ -155,6 +155,28 @@ def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_facto
             assert action(base, again["id"])["status"] == "Succeeded"
         finally:
             stop(restarted)
+
+
+def test_a_sensor_told_to_fail_offboards_reports_them_failed_and_keeps_running(
+    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path
+) -> None:
+    log, state = tmp_path / "sensor.log", tmp_path / "state.json"
+    with server_process(env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
+        package = write_package(uow_factory, base, tmp_path / "onboarding.json")
+        proc = sensor(state, "--onboarding-package", str(package), "--fail-offboard", log=log)
+        try:
+            machine_id = wait_enrolled(state)
+            # Twice: a failed offboard leaves the device onboarded, so the playbook may try again.
+            for attempt in range(2):
+                created = offboard(base, machine_id)
+                ended = wait_for(lambda: action(base, created["id"])["status"] not in ("Pending", "InProgress")
+                                 and action(base, created["id"]), what=f"offboard {attempt} to end")
+                assert (ended["status"], ended["errorHResult"]) == ("Failed", E_FAIL)
+                assert proc.poll() is None, log.read_text()
+            kept = read_state(state)
+            assert kept["service"] == "running" and kept["currentAction"] is None
+        finally:
+            stop(proc)
 
 
 def test_offboarding_package_removes_onboarding_and_expired_ones_are_refused(

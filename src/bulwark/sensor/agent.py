@@ -23,9 +23,11 @@ log = logging.getLogger("bulwark.sensor")
 
 AGENT_VERSION = f"10.8800.{__version__}"
 # HRESULTs the sensor reports: E_ABORT for an action interrupted by a crash or restart, E_NOTIMPL
-# for an action type this sensor does not carry out.
+# for an action type this sensor does not carry out, E_FAIL for an offboard that failed on the
+# device (simulated with ``SensorOptions.fail_offboard``).
 E_ABORT = -2147467260
 E_NOTIMPL = -2147467263
+E_FAIL = -2147467259
 
 
 class SensorError(Exception):
@@ -102,6 +104,9 @@ class SensorOptions:
     action_delay: float = 0.0  # simulated work per action, for demos and tests
     retry_delay: float = 1.0
     max_retry_delay: float = 30.0
+    # Simulate a device whose offboard fails: report it Failed (E_FAIL) and keep the service
+    # running, so that playbooks can rehearse their failure handling.
+    fail_offboard: bool = False
 
 
 def apply_offboarding_package(store: StateStore, package: Any, now: datetime | None = None) -> None:
@@ -276,8 +281,10 @@ class Sensor:
         self._save()
         if self.options.action_delay:
             await asyncio.sleep(self.options.action_delay)
-        if action["type"] != "Offboard":
-            await self.report(action["id"], "Failed", E_NOTIMPL)
+        failure = E_NOTIMPL if action["type"] != "Offboard" else E_FAIL if self.options.fail_offboard else None
+        if failure is not None:
+            # The service keeps running: the device stays onboarded and takes the next action.
+            await self.report(action["id"], "Failed", failure)
             self.state["currentAction"] = None
             self._save()
             return False

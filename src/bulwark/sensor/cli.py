@@ -25,6 +25,9 @@ EXIT_OFFBOARDED = 0
 EXIT_ERROR = 2
 EXIT_STOPPED = 3
 
+FAIL_OFFBOARD_HELP = ("Simulate a failing device: report every offboard Failed (E_FAIL) and keep running, "
+                      "to rehearse failure handling.")
+
 
 def _write(package: dict, out: Optional[Path]) -> None:
     text = json.dumps(package, indent=2)
@@ -108,6 +111,7 @@ def run(
     check_in_interval: Annotated[float, typer.Option(help="Seconds between check-ins.")] = 60.0,
     poll_wait: Annotated[float, typer.Option(help="Longest wait for an action per request, in seconds.")] = 25.0,
     action_delay: Annotated[float, typer.Option(help="Simulated seconds of work per action.")] = 0.0,
+    fail_offboard: Annotated[bool, typer.Option("--fail-offboard", help=FAIL_OFFBOARD_HELP)] = False,
 ) -> None:
     """Run the sensor: enrol, check in, and carry out actions until the device is offboarded."""
     from bulwark.logs import configure_logging
@@ -124,7 +128,8 @@ def run(
                         ("os_build", os_build), ("ip_addresses", ip)):
         if value is not None:
             setattr(profile, name, value)
-    options = SensorOptions(check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay)
+    options = SensorOptions(check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay,
+                            fail_offboard=fail_offboard)
     sensor = Sensor(store, profile, options=options)
     try:
         if onboarding_package is not None:
@@ -165,13 +170,15 @@ def fleet(
     check_in_interval: Annotated[float, typer.Option(help="Seconds between check-ins.")] = 300.0,
     poll_wait: Annotated[float, typer.Option(help="Longest wait for an action per request, in seconds.")] = 25.0,
     action_delay: Annotated[float, typer.Option(help="Simulated seconds of work per action.")] = 0.0,
+    fail_offboard: Annotated[bool, typer.Option("--fail-offboard", help=FAIL_OFFBOARD_HELP)] = False,
 ) -> None:
     """Run COUNT lightweight simulated sensors in this process until each is offboarded (Ctrl-C stops)."""
     from bulwark.logs import configure_logging
     from bulwark.sensor.fleet import run_fleet
 
     configure_logging("WARNING")
-    options = SensorOptions(check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay)
+    options = SensorOptions(check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay,
+                            fail_offboard=fail_offboard)
     names = [f"{prefix}-{i:05d}" for i in range(count)]
     console.print(f"Running {count} simulated sensors ({names[0]} .. {names[-1]}).")
     try:
