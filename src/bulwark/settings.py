@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = Field(default=1, ge=1)
+    threadpool_size: int = Field(
+        default=4, ge=1, description="Threads per process for blocking work (database calls); more only queue for the GIL."
+    )
     public_base_url: str | None = Field(
         default=None, description="Base URL clients use (for @odata.context and the token issuer)."
     )
