@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
 
+from starlette.responses import Response
+
 from bulwark.api import odata
+from bulwark.api.deps import Runtime, odata_base
+from bulwark.api.wire import json_response
 from bulwark.domain.errors import ODataError
 from bulwark.store.queries import Page
 
@@ -29,6 +34,16 @@ def next_link(request: Request, query: odata.ODataQuery) -> str:
     params.append(("$skip", str(query.skip + query.page_size)))
     path = str(request.url).split("?", 1)[0]
     return f"{path}?{urlencode(params, safe=_LINK_SAFE)}"
+
+
+def list_response(
+    request: Request, runtime: Runtime, spec: odata.EntitySpec, entity_set: str, fetch: Callable, render: Callable
+) -> Response:
+    """One page of an OData list: parse the options, ``fetch(query)`` the page, render the envelope."""
+    query = parse_odata(request, spec)
+    page = fetch(query)
+    context = f"{odata_base(request, runtime)}#{entity_set}"
+    return json_response(collection_body(request, context, page, query, render))
 
 
 def collection_body(

@@ -8,9 +8,9 @@ from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
-from bulwark.api.listing import collection_body, parse_odata
+from bulwark.api.listing import list_response
 from bulwark.api.odata import MACHINE_ACTION_SPEC
-from bulwark.api.wire import action_to_wire, entity_response, json_response
+from bulwark.api.wire import action_to_wire, entity_response
 from bulwark.api.audit import remember_comment
 from bulwark.domain.errors import InvalidRequestBody
 from bulwark.service.actions import CancelAction, cancel_action
@@ -128,10 +128,8 @@ async def cancel_machine_action(
 )
 def read_machine_actions(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Action history on the machines the caller may see, one page at a time."""
-    query = parse_odata(request, MACHINE_ACTION_SPEC)
-    page = list_actions(query, principal, runtime.uow(write=False))
-    context = f"{odata_base(request, runtime)}#MachineActions"
-    return json_response(collection_body(request, context, page, query, action_to_wire))
+    fetch = lambda query: list_actions(query, principal, runtime.uow(write=False))  # noqa: E731
+    return list_response(request, runtime, MACHINE_ACTION_SPEC, "MachineActions", fetch, action_to_wire)
 
 
 @router.get(

@@ -7,9 +7,9 @@ from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base
 from bulwark.api.schemas import ERROR_RESPONSES
-from bulwark.api.listing import collection_body, parse_odata
+from bulwark.api.listing import list_response
 from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC
-from bulwark.api.wire import action_to_wire, entity_response, json_response, machine_to_wire
+from bulwark.api.wire import action_to_wire, entity_response, machine_to_wire
 from bulwark.service.inventory import get_machine, list_actions, list_machines
 
 router = APIRouter(tags=["Machine"])
@@ -23,10 +23,8 @@ router = APIRouter(tags=["Machine"])
 )
 def read_machines(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """The machines the caller may see, one page at a time."""
-    query = parse_odata(request, MACHINE_SPEC)
-    page = list_machines(query, principal, runtime.uow(write=False))
-    context = f"{odata_base(request, runtime)}#Machines"
-    return json_response(collection_body(request, context, page, query, machine_to_wire))
+    fetch = lambda query: list_machines(query, principal, runtime.uow(write=False))  # noqa: E731
+    return list_response(request, runtime, MACHINE_SPEC, "Machines", fetch, machine_to_wire)
 
 
 @router.get(
@@ -37,10 +35,8 @@ def read_machines(request: Request, runtime: RuntimeDep, principal: CurrentPrinc
 )
 def read_machine_actions(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """One machine's action history, newest first."""
-    query = parse_odata(request, MACHINE_ACTION_SPEC)
-    page = list_actions(query, principal, runtime.uow(write=False), machine_id_or_name=id)
-    context = f"{odata_base(request, runtime)}#MachineActions"
-    return json_response(collection_body(request, context, page, query, action_to_wire))
+    fetch = lambda query: list_actions(query, principal, runtime.uow(write=False), machine_id_or_name=id)  # noqa: E731
+    return list_response(request, runtime, MACHINE_ACTION_SPEC, "MachineActions", fetch, action_to_wire)
 
 
 @router.get(
