@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
 
@@ -18,10 +18,12 @@ def machine_id(index: int) -> str:
     return hashlib.sha1(f"bench/{index}".encode()).hexdigest()
 
 
-def seed_machines(url: str, count: int, *, platforms: tuple[str, ...] = ("Windows11", "Windows10", "WindowsServer2022"), groups: int = 10) -> list[str]:
+def seed_machines(
+    url: str, count: int, *, platforms: tuple[str, ...] = ("Windows11", "Windows10", "WindowsServer2022"), groups: int = 10
+) -> list[str]:
     """Create the demo tenant, ``groups`` device groups and ``count`` machines; return their ids."""
     engine = create_db_engine(url)
-    now = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
     with engine.begin() as conn:
         if conn.execute(select(tenants.c.id).where(tenants.c.id == DEMO_TENANT)).first() is None:
             conn.execute(insert(tenants), [{"id": DEMO_TENANT, "name": "Contoso", "created_at": now}])
@@ -33,16 +35,32 @@ def seed_machines(url: str, count: int, *, platforms: tuple[str, ...] = ("Window
         for i in range(start, min(count, start + 10_000)):
             rows.append(
                 {
-                    "id": ids[i], "tenant_id": DEMO_TENANT, "computer_dns_name": f"host-{i:06d}.contoso.com",
-                    "first_seen": now - timedelta(days=400), "last_seen": now - timedelta(minutes=i % 100_000),
-                    "os_platform": platforms[i % len(platforms)], "os_processor": "x64", "version": "22H2",
-                    "os_build": 19045, "last_ip_address": f"10.{i % 250}.{(i // 250) % 250}.{i % 200 + 1}",
-                    "last_external_ip_address": None, "agent_version": "10.8760.1",
-                    "health_status": "Active" if i % 10 else "Inactive", "device_value": "Normal",
-                    "rbac_group_id": group_ids[i % len(group_ids)], "risk_score": "Low", "exposure_level": "Medium",
-                    "is_aad_joined": True, "aad_device_id": None, "onboarding_status": "Onboarded",
-                    "os_architecture": "64-bit", "ip_addresses": [], "managed_by": "MicrosoftDefenderForEndpoint",
-                    "managed_by_status": "Success", "is_potential_duplication": False, "is_excluded": False,
+                    "id": ids[i],
+                    "tenant_id": DEMO_TENANT,
+                    "computer_dns_name": f"host-{i:06d}.contoso.com",
+                    "first_seen": now - timedelta(days=400),
+                    "last_seen": now - timedelta(minutes=i % 100_000),
+                    "os_platform": platforms[i % len(platforms)],
+                    "os_processor": "x64",
+                    "version": "22H2",
+                    "os_build": 19045,
+                    "last_ip_address": f"10.{i % 250}.{(i // 250) % 250}.{i % 200 + 1}",
+                    "last_external_ip_address": None,
+                    "agent_version": "10.8760.1",
+                    "health_status": "Active" if i % 10 else "Inactive",
+                    "device_value": "Normal",
+                    "rbac_group_id": group_ids[i % len(group_ids)],
+                    "risk_score": "Low",
+                    "exposure_level": "Medium",
+                    "is_aad_joined": True,
+                    "aad_device_id": None,
+                    "onboarding_status": "Onboarded",
+                    "os_architecture": "64-bit",
+                    "ip_addresses": [],
+                    "managed_by": "MicrosoftDefenderForEndpoint",
+                    "managed_by_status": "Success",
+                    "is_potential_duplication": False,
+                    "is_excluded": False,
                     "offboarded_at": None,
                 }
             )

@@ -16,7 +16,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import create_engine, insert, text
@@ -39,7 +39,7 @@ TYPES = ["Offboard", "Isolate", "Unisolate", "RunAntiVirusScan", "CollectInvesti
 def seed(url: str, machine_count: int, action_count: int) -> list[str]:
     """Fill the database quickly with executemany batches; returns the machine ids."""
     engine = create_db_engine(url)
-    now = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
     ids = [hashlib.sha1(f"scale/{i}".encode()).hexdigest() for i in range(machine_count)]
     with engine.begin() as conn:
         conn.execute(insert(tenants), [{"id": TENANT, "name": "Contoso", "created_at": now}])
@@ -51,16 +51,33 @@ def seed(url: str, machine_count: int, action_count: int) -> list[str]:
         for i in range(start, min(machine_count, start + batch)):
             rows.append(
                 {
-                    "id": ids[i], "tenant_id": TENANT, "computer_dns_name": f"host-{i:06d}.contoso.com",
-                    "first_seen": now - timedelta(days=400), "last_seen": now - timedelta(minutes=i % 100_000),
-                    "os_platform": PLATFORMS[i % len(PLATFORMS)], "os_processor": "x64", "version": "22H2",
-                    "os_build": 19045, "last_ip_address": f"10.{i % 250}.{(i // 250) % 250}.{i % 200 + 1}",
-                    "last_external_ip_address": None, "agent_version": "10.8760.1", "health_status": HEALTH[i % len(HEALTH)],
-                    "device_value": "Normal", "rbac_group_id": group_ids[i % len(group_ids)], "risk_score": "Low",
-                    "exposure_level": "Medium", "is_aad_joined": True, "aad_device_id": None,
-                    "onboarding_status": "Onboarded", "os_architecture": "64-bit", "ip_addresses": [],
-                    "managed_by": "MicrosoftDefenderForEndpoint", "managed_by_status": "Success",
-                    "is_potential_duplication": False, "is_excluded": False, "offboarded_at": None,
+                    "id": ids[i],
+                    "tenant_id": TENANT,
+                    "computer_dns_name": f"host-{i:06d}.contoso.com",
+                    "first_seen": now - timedelta(days=400),
+                    "last_seen": now - timedelta(minutes=i % 100_000),
+                    "os_platform": PLATFORMS[i % len(PLATFORMS)],
+                    "os_processor": "x64",
+                    "version": "22H2",
+                    "os_build": 19045,
+                    "last_ip_address": f"10.{i % 250}.{(i // 250) % 250}.{i % 200 + 1}",
+                    "last_external_ip_address": None,
+                    "agent_version": "10.8760.1",
+                    "health_status": HEALTH[i % len(HEALTH)],
+                    "device_value": "Normal",
+                    "rbac_group_id": group_ids[i % len(group_ids)],
+                    "risk_score": "Low",
+                    "exposure_level": "Medium",
+                    "is_aad_joined": True,
+                    "aad_device_id": None,
+                    "onboarding_status": "Onboarded",
+                    "os_architecture": "64-bit",
+                    "ip_addresses": [],
+                    "managed_by": "MicrosoftDefenderForEndpoint",
+                    "managed_by_status": "Success",
+                    "is_potential_duplication": False,
+                    "is_excluded": False,
+                    "offboarded_at": None,
                 }
             )
             if i % 20 == 0:
@@ -76,13 +93,28 @@ def seed(url: str, machine_count: int, action_count: int) -> list[str]:
             machine = ids[(n * 7919) % machine_count]
             rows.append(
                 {
-                    "id": str(uuid.UUID(int=n + 1)), "tenant_id": TENANT, "machine_id": machine,
-                    "type": TYPES[n % len(TYPES)], "title": None, "requestor": f"app-{n % 5}",
-                    "requestor_id": None, "requestor_comment": "scale", "status": STATUSES[n % len(STATUSES)],
-                    "computer_dns_name": None, "creation_date_time_utc": created, "last_update_date_time_utc": created,
-                    "cancellation_requestor": None, "cancellation_comment": None, "cancellation_date_time_utc": None,
-                    "error_h_result": 0, "scope": None, "external_id": None, "request_source": "PublicApi",
-                    "related_file_info": None, "commands": [], "troubleshoot_info": None,
+                    "id": str(uuid.UUID(int=n + 1)),
+                    "tenant_id": TENANT,
+                    "machine_id": machine,
+                    "type": TYPES[n % len(TYPES)],
+                    "title": None,
+                    "requestor": f"app-{n % 5}",
+                    "requestor_id": None,
+                    "requestor_comment": "scale",
+                    "status": STATUSES[n % len(STATUSES)],
+                    "computer_dns_name": None,
+                    "creation_date_time_utc": created,
+                    "last_update_date_time_utc": created,
+                    "cancellation_requestor": None,
+                    "cancellation_comment": None,
+                    "cancellation_date_time_utc": None,
+                    "error_h_result": 0,
+                    "scope": None,
+                    "external_id": None,
+                    "request_source": "PublicApi",
+                    "related_file_info": None,
+                    "commands": [],
+                    "troubleshoot_info": None,
                 }
             )
         with engine.begin() as conn:
@@ -93,7 +125,7 @@ def seed(url: str, machine_count: int, action_count: int) -> list[str]:
     return ids
 
 
-def timed(fn, repeat: int) -> tuple[float, float]:  # noqa: ANN001
+def timed(fn, repeat: int) -> tuple[float, float]:
     """Median and 99th percentile of ``fn()`` in milliseconds (after two warm-up calls)."""
     fn()
     fn()
@@ -129,24 +161,72 @@ def main() -> None:
         upgrade_database(url)
         started = time.perf_counter()
         ids = seed(url, args.machines, args.actions)
-        print(f"seeded {args.machines:,} machines and {args.actions:,} actions on {args.storage} in {time.perf_counter() - started:.0f} s")
+        print(
+            f"seeded {args.machines:,} machines and {args.actions:,} actions on {args.storage} in {time.perf_counter() - started:.0f} s"
+        )
         engine = create_db_engine(url)
         app = Principal(TENANT, PrincipalKind.APPLICATION, "bench", "bench", frozenset({"Machine.Read.All"}))
-        user = Principal(TENANT, PrincipalKind.USER, "u", "u@contoso.com", frozenset({"Machine.Read"}), device_group_ids=frozenset({1, 2, 3}))
+        user = Principal(
+            TENANT, PrincipalKind.USER, "u", "u@contoso.com", frozenset({"Machine.Read"}), device_group_ids=frozenset({1, 2, 3})
+        )
         target = ids[len(ids) // 2]
         cases = [
             ("machine by id (baseline)", lambda c: MachineRepository(c).get(app, target)),
-            ("machines: healthStatus ne 'Active', top 50", lambda c: list_machines(c, app, parse_query("$filter=healthStatus ne 'Active'&$top=50", MACHINE_SPEC))),
-            ("machines: startswith(computerDnsName), top 50", lambda c: list_machines(c, app, parse_query("$filter=startswith(computerDnsName,'host-0999')&$top=50", MACHINE_SPEC))),
-            ("machines: lastSeen gt, osPlatform eq, top 100", lambda c: list_machines(c, app, parse_query("$filter=lastSeen gt 2026-10-31T20:00:00Z and osPlatform eq 'Windows11'&$top=100", MACHINE_SPEC))),
-            ("machines: machineTags/any, top 100", lambda c: list_machines(c, app, parse_query("$filter=machineTags/any(t: t eq 'VIP')&$top=100", MACHINE_SPEC))),
-            ("machines: user in 3 of 10 groups, $count, top 100", lambda c: list_machines(c, user, parse_query("$count=true&$top=100", MACHINE_SPEC))),
-            ("machines: page at $skip=90000, top 100", lambda c: list_machines(c, app, parse_query("$skip=90000&$top=100", MACHINE_SPEC))),
+            (
+                "machines: healthStatus ne 'Active', top 50",
+                lambda c: list_machines(c, app, parse_query("$filter=healthStatus ne 'Active'&$top=50", MACHINE_SPEC)),
+            ),
+            (
+                "machines: startswith(computerDnsName), top 50",
+                lambda c: list_machines(
+                    c, app, parse_query("$filter=startswith(computerDnsName,'host-0999')&$top=50", MACHINE_SPEC)
+                ),
+            ),
+            (
+                "machines: lastSeen gt, osPlatform eq, top 100",
+                lambda c: list_machines(
+                    c,
+                    app,
+                    parse_query("$filter=lastSeen gt 2026-10-31T20:00:00Z and osPlatform eq 'Windows11'&$top=100", MACHINE_SPEC),
+                ),
+            ),
+            (
+                "machines: machineTags/any, top 100",
+                lambda c: list_machines(c, app, parse_query("$filter=machineTags/any(t: t eq 'VIP')&$top=100", MACHINE_SPEC)),
+            ),
+            (
+                "machines: user in 3 of 10 groups, $count, top 100",
+                lambda c: list_machines(c, user, parse_query("$count=true&$top=100", MACHINE_SPEC)),
+            ),
+            (
+                "machines: page at $skip=90000, top 100",
+                lambda c: list_machines(c, app, parse_query("$skip=90000&$top=100", MACHINE_SPEC)),
+            ),
             ("actions: newest 100", lambda c: list_actions(c, app, parse_query("$top=100", MACHINE_ACTION_SPEC))),
-            ("actions: machineId eq, newest first", lambda c: list_actions(c, app, parse_query(f"$filter=machineId eq '{target}'", MACHINE_ACTION_SPEC))),
-            ("actions: status in (Pending,InProgress)", lambda c: list_actions(c, app, parse_query("$filter=status in ('Pending','InProgress')&$top=100", MACHINE_ACTION_SPEC))),
-            ("actions: type eq and creationDateTimeUtc ge, top 100", lambda c: list_actions(c, app, parse_query("$filter=type eq 'Offboard' and creationDateTimeUtc ge 2026-10-31T12:00:00Z&$top=100", MACHINE_ACTION_SPEC))),
-            ("actions: one machine's history via machines/{id}", lambda c: list_actions(c, app, parse_query("$top=50", MACHINE_ACTION_SPEC), machine_id=target)),
+            (
+                "actions: machineId eq, newest first",
+                lambda c: list_actions(c, app, parse_query(f"$filter=machineId eq '{target}'", MACHINE_ACTION_SPEC)),
+            ),
+            (
+                "actions: status in (Pending,InProgress)",
+                lambda c: list_actions(
+                    c, app, parse_query("$filter=status in ('Pending','InProgress')&$top=100", MACHINE_ACTION_SPEC)
+                ),
+            ),
+            (
+                "actions: type eq and creationDateTimeUtc ge, top 100",
+                lambda c: list_actions(
+                    c,
+                    app,
+                    parse_query(
+                        "$filter=type eq 'Offboard' and creationDateTimeUtc ge 2026-10-31T12:00:00Z&$top=100", MACHINE_ACTION_SPEC
+                    ),
+                ),
+            ),
+            (
+                "actions: one machine's history via machines/{id}",
+                lambda c: list_actions(c, app, parse_query("$top=50", MACHINE_ACTION_SPEC), machine_id=target),
+            ),
         ]
         results = []
         with engine.connect() as conn:

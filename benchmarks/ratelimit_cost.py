@@ -139,7 +139,7 @@ def report(results: list[Measurement]) -> None:
         )
     print(
         "\nPer-call times include two perf_counter_ns reads, as the baseline's do; "
-        f"mean per call: " + ", ".join(f"{r.name} {statistics.fmean(r.per_call_ns) / 1000:.2f} us" for r in results)
+        "mean per call: " + ", ".join(f"{r.name} {statistics.fmean(r.per_call_ns) / 1000:.2f} us" for r in results)
     )
 
 

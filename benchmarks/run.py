@@ -28,10 +28,10 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fleet import seed_machines  # noqa: E402
+from fleet import seed_machines
 
-from bulwark.store.db import create_db_engine, upgrade_database  # noqa: E402
-from bulwark.store.tables import machine_actions  # noqa: E402
+from bulwark.store.db import create_db_engine, upgrade_database
+from bulwark.store.tables import machine_actions
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
@@ -59,8 +59,22 @@ class Server:
             env["BULWARK_REDIS_URL"] = redis_url
         self.log = open(data_dir / "server.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bulwark.cli", "serve", "--demo", "--data-dir", str(data_dir), "--port", str(self.port), "--workers", str(workers)],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "bulwark.cli",
+                "serve",
+                "--demo",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -86,7 +100,12 @@ def token(server: Server, data_dir: Path) -> str:
     app = next(a for a in creds["applications"] if "Machine.Offboard" in a.get("roles", []))
     response = httpx.post(
         creds["token_endpoint"],
-        data={"grant_type": "client_credentials", "client_id": app["client_id"], "client_secret": app["client_secret"], "scope": SCOPE},
+        data={
+            "grant_type": "client_credentials",
+            "client_id": app["client_id"],
+            "client_secret": app["client_secret"],
+            "scope": SCOPE,
+        },
         timeout=30,
     )
     response.raise_for_status()
@@ -95,7 +114,16 @@ def token(server: Server, data_dir: Path) -> str:
 
 def wrk(server: Server, script: str, path: str, args: argparse.Namespace, **env: str) -> dict:
     """Run wrk against ``path`` with ``script``; return its JSON figures."""
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(WRK_DIR / script), f"{server.base}{path}"]
+    command = [
+        "wrk",
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--latency",
+        "-s",
+        str(WRK_DIR / script),
+        f"{server.base}{path}",
+    ]
     full_env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_THREADS": str(args.threads), **env}
     output = subprocess.run(command, env=full_env, capture_output=True, text=True, check=True).stdout
     return json.loads(output.strip().splitlines()[-1])
@@ -113,7 +141,9 @@ def run_suite(storage_url: str, workers: int, args: argparse.Namespace, redis_ur
     try:
         bearer = token(server, data_dir)
         results["ceiling: GET /healthz (constant JSON)"] = wrk(server, "ceiling.lua", "/healthz", args)
-        results["POST /api/machines/{id}/offboard"] = wrk(server, "offboard.lua", "/", args, BENCH_IDS=str(ids_file), BENCH_TOKEN=bearer)
+        results["POST /api/machines/{id}/offboard"] = wrk(
+            server, "offboard.lua", "/", args, BENCH_IDS=str(ids_file), BENCH_TOKEN=bearer
+        )
         engine = create_db_engine(storage_url, pool_size=1)
         with engine.connect() as conn:
             action_ids = [r[0] for r in conn.execute(select(machine_actions.c.id).limit(5000))]
@@ -123,7 +153,9 @@ def run_suite(storage_url: str, workers: int, args: argparse.Namespace, redis_ur
         results["GET /api/machineactions/{id}"] = wrk(server, "get.lua", "/", args, BENCH_PATHS=str(paths), BENCH_TOKEN=bearer)
         list_paths = data_dir / "list-paths.txt"
         list_paths.write_text(LIST_QUERY + "\n")
-        results["GET /api/machines?$filter=... ($top=50)"] = wrk(server, "get.lua", "/", args, BENCH_PATHS=str(list_paths), BENCH_TOKEN=bearer)
+        results["GET /api/machines?$filter=... ($top=50)"] = wrk(
+            server, "get.lua", "/", args, BENCH_PATHS=str(list_paths), BENCH_TOKEN=bearer
+        )
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -133,7 +165,16 @@ def run_suite(storage_url: str, workers: int, args: argparse.Namespace, redis_ur
 def run_dispatch(args: argparse.Namespace) -> dict:
     """How fast an action reaches one of ``args.sensors`` connected sensors (benchmarks/sensor_fleet.py)."""
     cleanup = lambda: None  # noqa: E731
-    command = [sys.executable, str(HERE / "sensor_fleet.py"), "--sizes", str(args.sensors), "--actions", str(args.dispatch_actions), "--port", str(free_port())]
+    command = [
+        sys.executable,
+        str(HERE / "sensor_fleet.py"),
+        "--sizes",
+        str(args.sensors),
+        "--actions",
+        str(args.dispatch_actions),
+        "--port",
+        str(free_port()),
+    ]
     if args.storage == "postgres":
         url, cleanup = scratch_postgres(args.postgres_url)
         command += ["--database-url", url]
@@ -142,9 +183,11 @@ def run_dispatch(args: argparse.Namespace) -> dict:
     finally:
         cleanup()
     figures = json.loads(output.strip().splitlines()[-1])
-    print(f"\ndispatch, {args.storage}: {figures['sensors']} sensors connected (all polling after {figures['connect_seconds']} s), "
-          f"action reaches its sensor in {figures['latency_median_ms']} ms median, {figures['latency_p99_ms']} ms p99, "
-          f"{figures['errors']} errors, server RSS {figures['server_rss_mib']} MiB")
+    print(
+        f"\ndispatch, {args.storage}: {figures['sensors']} sensors connected (all polling after {figures['connect_seconds']} s), "
+        f"action reaches its sensor in {figures['latency_median_ms']} ms median, {figures['latency_p99_ms']} ms p99, "
+        f"{figures['errors']} errors, server RSS {figures['server_rss_mib']} MiB"
+    )
     return figures
 
 
@@ -176,7 +219,9 @@ def scratch_postgres(base_url: str) -> tuple[str, callable]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument("--postgres-url", default=os.environ.get("BULWARK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("BULWARK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    )
     parser.add_argument("--redis-url", default=os.environ.get("BULWARK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--scaling", action="store_true", help="run 1 worker, then 2 workers (PostgreSQL)")
@@ -191,8 +236,10 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
+    )
     runs = [args.workers] if not args.scaling else [1, 2]
     report = {}
     for workers in runs:

@@ -94,7 +94,7 @@ async def measure(base: str, package: dict, size: int, actions: int, server_pid:
             while action_id not in received and time.perf_counter() < deadline:
                 try:
                     await asyncio.wait_for(arrived.wait(), max(0.0, deadline - time.perf_counter()))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 arrived.clear()
             if action_id in received:
@@ -140,13 +140,22 @@ def main() -> None:
             base = f"http://127.0.0.1:{args.port}"
             package = issue_onboarding_package(TENANT, base, None, uow(), SystemClock())
             engine.dispose()
-            env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "BULWARK_DATABASE_URL": url,
-                   "BULWARK_DATA_DIR": scratch, "BULWARK_DEFAULT_TENANT_ID": TENANT, "BULWARK_LOG_LEVEL": "WARNING",
-                   # Sensor delivery is measured here, not token checks or rate limits.
-                   "BULWARK_AUTH_ENABLED": "false", "BULWARK_RATE_LIMIT_ENABLED": "false"}
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(ROOT / "src"),
+                "BULWARK_DATABASE_URL": url,
+                "BULWARK_DATA_DIR": scratch,
+                "BULWARK_DEFAULT_TENANT_ID": TENANT,
+                "BULWARK_LOG_LEVEL": "WARNING",
+                # Sensor delivery is measured here, not token checks or rate limits.
+                "BULWARK_AUTH_ENABLED": "false",
+                "BULWARK_RATE_LIMIT_ENABLED": "false",
+            }
             server = subprocess.Popen(
                 [sys.executable, "-m", "bulwark.cli", "serve", "--port", str(args.port)],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             try:
                 deadline = time.monotonic() + 30

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -40,8 +40,10 @@ def _postgres_reachable() -> str | None:
             conn.execute(text("SELECT 1"))
         engine.dispose()
         return None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
-        return f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string(hide_password=True)} unreachable: {exc.__class__.__name__}"
+    except Exception as exc:
+        return (
+            f"PostgreSQL at {make_url(POSTGRES_URL).render_as_string(hide_password=True)} unreachable: {exc.__class__.__name__}"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +112,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def clock() -> FrozenClock:
     """A clock that moves only when a test says so."""
-    return FrozenClock(datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=timezone.utc))
+    return FrozenClock(datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -129,7 +131,7 @@ def uow_factory(database_url: str) -> Iterator[UnitOfWorkFactory]:
 
 def make_machine(index: int, **overrides: object) -> Machine:
     """A supported Windows 11 machine unless ``overrides`` say otherwise."""
-    now = datetime(2026, 2, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 2, 1, tzinfo=UTC)
     values: dict[str, object] = {
         "id": f"{index:040x}",
         "tenant_id": TENANT,
@@ -150,7 +152,7 @@ def seed(uow_factory: UnitOfWorkFactory, machines: list[Machine], *, tenant: str
     """Create the tenant (if needed), device groups and machines; return the group ids."""
     with uow_factory() as uow:
         if not uow.tenants.exists(tenant):
-            uow.tenants.add(tenant, "Contoso", datetime(2026, 1, 1, tzinfo=timezone.utc))
+            uow.tenants.add(tenant, "Contoso", datetime(2026, 1, 1, tzinfo=UTC))
         group_ids = [uow.device_groups.add(tenant, g) for g in groups]
         uow.machines.add_many(machines)
         uow.commit()

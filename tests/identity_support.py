@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from argon2 import PasswordHasher
@@ -21,7 +21,7 @@ TEST_PASSWORD = "correct horse battery staple"
 _cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 _SECRET_HASH = _cheap.hash(TEST_SECRET)
 _PASSWORD_HASH = _cheap.hash(TEST_PASSWORD)
-_CREATED = datetime(2026, 1, 1, tzinfo=timezone.utc)
+_CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 ALL_APP_ROLES = tuple(sorted(APPLICATION_PERMISSIONS))
 
 
@@ -74,8 +74,12 @@ def register_user(
     user_id = str(uuid.uuid4())
     with uow_factory() as uow:
         uow.identity.add_user(
-            user_id=user_id, tenant_id=tenant, upn=upn, display_name=upn.split("@")[0],
-            password_hash=_PASSWORD_HASH, created_at=_CREATED,
+            user_id=user_id,
+            tenant_id=tenant,
+            upn=upn,
+            display_name=upn.split("@")[0],
+            password_hash=_PASSWORD_HASH,
+            created_at=_CREATED,
         )
         group = uow.identity.add_user_group(tenant, f"group of {upn}")
         uow.identity.add_member(group, user_id)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from bulwark.client.cli import register_commands as register_client_commands
 from bulwark import identity_cli
+from bulwark.client.cli import register_commands as register_client_commands
 from bulwark.sensor.cli import sensor_app, sweep_command
 from bulwark.settings import Settings
 
@@ -44,12 +44,12 @@ def _export(settings: Settings) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Port to listen on.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes.")] = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="Where the SQLite database and keys live.")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite database and keys live.")] = None,
     demo: Annotated[bool, typer.Option("--demo", help="Seed a demo fleet if the database is empty.")] = False,
-    tls: Annotated[Optional[bool], typer.Option("--tls/--no-tls", help="Serve HTTPS with a certificate from a local CA.")] = None,
+    tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Serve HTTPS with a certificate from a local CA.")] = None,
 ) -> None:
     """Migrate the database and serve the API."""
     import uvicorn
@@ -175,7 +175,9 @@ def _print_demo_credentials(settings: Settings, uow: object, base: str, machine_
     path.chmod(0o600)
     console.print(f"Demo credentials (also in {path.resolve()}):", soft_wrap=True)
     for app in creds["applications"]:
-        console.print(f"  application {app['name']!r}: client_id={app['client_id']} client_secret={app['client_secret']}", soft_wrap=True)
+        console.print(
+            f"  application {app['name']!r}: client_id={app['client_id']} client_secret={app['client_secret']}", soft_wrap=True
+        )
     for user in creds["users"]:
         console.print(f"  user {user['username']} / {user['password']}  ({user['access']})", soft_wrap=True)
     full = creds["applications"][0]
@@ -187,11 +189,14 @@ def _print_demo_credentials(settings: Settings, uow: object, base: str, machine_
         soft_wrap=True,
     )
     console.print(
-        f"  curl -s {ca_hint}-X POST {base}/api/machines/{machine_id}/offboard -H \"Authorization: Bearer $TOKEN\" "
+        f'  curl -s {ca_hint}-X POST {base}/api/machines/{machine_id}/offboard -H "Authorization: Bearer $TOKEN" '
         "-H 'Content-Type: application/json' -d '{\"Comment\": \"Offboard machine by automation\"}'",
         soft_wrap=True,
     )
-    console.print(f"Read the action back:  curl -s {ca_hint}-H \"Authorization: Bearer $TOKEN\" {base}/api/machineactions/<id>", soft_wrap=True)
+    console.print(
+        f'Read the action back:  curl -s {ca_hint}-H "Authorization: Bearer $TOKEN" {base}/api/machineactions/<id>',
+        soft_wrap=True,
+    )
 
 
 @db_app.command("upgrade")

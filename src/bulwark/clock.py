@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -17,14 +17,14 @@ class SystemClock:
 
     def now(self) -> datetime:
         """Return the current UTC time."""
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class FrozenClock:
     """A clock that only moves when told to, so tests never sleep."""
 
     def __init__(self, now: datetime | None = None) -> None:
-        self._now = now or datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self._now = now or datetime(2026, 1, 1, tzinfo=UTC)
 
     def now(self) -> datetime:
         """Return the frozen time."""

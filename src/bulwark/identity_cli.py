@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,7 +27,7 @@ groups_app = typer.Typer(help="User groups: members, roles and the device groups
 keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 
-TenantOpt = Annotated[Optional[str], typer.Option("--tenant", help="Tenant id (default: BULWARK_DEFAULT_TENANT_ID).")]
+TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Tenant id (default: BULWARK_DEFAULT_TENANT_ID).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -75,7 +75,9 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
 
 
 @tenants_app.command("create")
-def tenants_create(name: str, tenant_id: Annotated[Optional[str], typer.Option("--id", help="Tenant id (default: a new GUID).")] = None) -> None:
+def tenants_create(
+    name: str, tenant_id: Annotated[str | None, typer.Option("--id", help="Tenant id (default: a new GUID).")] = None
+) -> None:
     """Create a tenant."""
     with _session() as (_, uow):
         console.print(identity.create_tenant(uow(), SystemClock(), name, tenant_id))
@@ -84,9 +86,8 @@ def tenants_create(name: str, tenant_id: Annotated[Optional[str], typer.Option("
 @tenants_app.command("list")
 def tenants_list(as_json: JsonOpt = False) -> None:
     """List tenants."""
-    with _session() as (_, uow):
-        with uow(write=False) as u:
-            rows = u.tenants.list()
+    with _session() as (_, uow), uow(write=False) as u:
+        rows = u.tenants.list()
     _print(rows, ["id", "name", "created_at"], as_json)
 
 
@@ -97,7 +98,9 @@ def tenants_list(as_json: JsonOpt = False) -> None:
 def apps_create(
     name: str,
     role: Annotated[list[str], typer.Option("--role", help="Application permission, e.g. Machine.Offboard (repeatable).")] = [],  # noqa: B006
-    scope: Annotated[list[str], typer.Option("--delegated", help="Delegated permission for user sign-ins, e.g. Machine.Read.")] = [],  # noqa: B006
+    scope: Annotated[
+        list[str], typer.Option("--delegated", help="Delegated permission for user sign-ins, e.g. Machine.Read.")
+    ] = [],  # noqa: B006
     tenant: TenantOpt = None,
 ) -> None:
     """Register an application; its client secret is shown once and stored only as a hash."""
@@ -113,9 +116,8 @@ def apps_create(
 @apps_app.command("list")
 def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List applications with their permissions."""
-    with _session() as (settings, uow):
-        with uow(write=False) as u:
-            rows = u.identity.list_applications(tenant or settings.default_tenant_id)
+    with _session() as (settings, uow), uow(write=False) as u:
+        rows = u.identity.list_applications(tenant or settings.default_tenant_id)
     for row in rows:
         row.pop("secret_hash", None)
     _print(rows, ["client_id", "display_name", "enabled", "roles", "delegated_permissions"], as_json)
@@ -165,8 +167,8 @@ def apps_reset_secret(app: Annotated[str, typer.Argument(help="Client id or disp
 @users_app.command("create")
 def users_create(
     upn: str,
-    name: Annotated[Optional[str], typer.Option(help="Display name.")] = None,
-    password: Annotated[Optional[str], typer.Option(help="Password (default: generated and shown once).")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    password: Annotated[str | None, typer.Option(help="Password (default: generated and shown once).")] = None,
     tenant: TenantOpt = None,
 ) -> None:
     """Create a user who signs in with UPN and password."""
@@ -180,9 +182,8 @@ def users_create(
 @users_app.command("list")
 def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List users."""
-    with _session() as (settings, uow):
-        with uow(write=False) as u:
-            rows = u.identity.list_users(tenant or settings.default_tenant_id)
+    with _session() as (settings, uow), uow(write=False) as u:
+        rows = u.identity.list_users(tenant or settings.default_tenant_id)
     for row in rows:
         row.pop("password_hash", None)
     _print(rows, ["id", "upn", "display_name", "enabled"], as_json)
@@ -216,33 +217,48 @@ def roles_create(
 @roles_app.command("list")
 def roles_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List roles."""
-    with _session() as (settings, uow):
-        with uow(write=False) as u:
-            rows = u.identity.list_roles(tenant or settings.default_tenant_id)
+    with _session() as (settings, uow), uow(write=False) as u:
+        rows = u.identity.list_roles(tenant or settings.default_tenant_id)
     _print(rows, ["id", "name", "capabilities"], as_json)
 
 
-_Members = Annotated[list[str], typer.Option("--member", help="User UPN (repeatable).")]
-_Roles = Annotated[list[str], typer.Option("--role", help="Role name (repeatable).")]
-_DeviceGroups = Annotated[list[str], typer.Option("--device-group", help="Device group name the group may reach (repeatable).")]
+_Members = Annotated[list[str] | None, typer.Option("--member", help="User UPN (repeatable).")]
+_Roles = Annotated[list[str] | None, typer.Option("--role", help="Role name (repeatable).")]
+_DeviceGroups = Annotated[
+    list[str] | None, typer.Option("--device-group", help="Device group name the group may reach (repeatable).")
+]
 
 
 @groups_app.command("create")
-def groups_create(name: str, member: _Members = [], role: _Roles = [], device_group: _DeviceGroups = [], tenant: TenantOpt = None) -> None:  # noqa: B006
+def groups_create(
+    name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
+) -> None:
     """Create a user group; a device group assigned to any user group is closed to users outside them."""
     with _session() as (settings, uow):
         identity.create_user_group(
-            uow(), tenant or settings.default_tenant_id, name, members=member, roles=role, device_groups=device_group
+            uow(),
+            tenant or settings.default_tenant_id,
+            name,
+            members=member or [],
+            roles=role or [],
+            device_groups=device_group or [],
         )
     console.print(f"Created user group {name}")
 
 
 @groups_app.command("assign")
-def groups_assign(name: str, member: _Members = [], role: _Roles = [], device_group: _DeviceGroups = [], tenant: TenantOpt = None) -> None:  # noqa: B006
+def groups_assign(
+    name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
+) -> None:
     """Add members, roles or device groups to a user group."""
     with _session() as (settings, uow):
         identity.assign_to_user_group(
-            uow(), tenant or settings.default_tenant_id, name, members=member, roles=role, device_groups=device_group
+            uow(),
+            tenant or settings.default_tenant_id,
+            name,
+            members=member or [],
+            roles=role or [],
+            device_groups=device_group or [],
         )
     console.print(f"Updated user group {name}")
 
@@ -250,9 +266,8 @@ def groups_assign(name: str, member: _Members = [], role: _Roles = [], device_gr
 @groups_app.command("list")
 def groups_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List user groups with members, roles and device groups."""
-    with _session() as (settings, uow):
-        with uow(write=False) as u:
-            rows = u.identity.list_user_groups(tenant or settings.default_tenant_id)
+    with _session() as (settings, uow), uow(write=False) as u:
+        rows = u.identity.list_user_groups(tenant or settings.default_tenant_id)
     _print(rows, ["name", "members", "roles", "device_groups"], as_json)
 
 
@@ -291,7 +306,7 @@ def keys_retire(kid: str) -> None:
 
 def token(
     app: Annotated[str, typer.Option("--app", help="Client id or display name of the application.")],
-    user: Annotated[Optional[str], typer.Option("--user", help="Issue a delegated token for this user UPN instead.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="Issue a delegated token for this user UPN instead.")] = None,
     tenant: TenantOpt = None,
 ) -> None:
     """Print an access token for quick use with curl: TOKEN=$(bulwark token --app NAME)."""
@@ -324,7 +339,9 @@ def token(
 
 @audit_app.command("list")
 def audit_list(
-    tenant: Annotated[Optional[str], typer.Option("--tenant", help="Only this tenant (default: all, unauthenticated refusals included).")] = None,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Only this tenant (default: all, unauthenticated refusals included).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many of the newest events.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -335,6 +352,16 @@ def audit_list(
         rows = list_audit_events(uow(write=False), tenant_id=tenant, limit=limit)
     _print(
         rows,
-        ["occurred_at", "actor_kind", "actor_name", "action", "machine_id", "outcome_status", "outcome_code", "comment", "request_id"],
+        [
+            "occurred_at",
+            "actor_kind",
+            "actor_name",
+            "action",
+            "machine_id",
+            "outcome_status",
+            "outcome_code",
+            "comment",
+            "request_id",
+        ],
         as_json,
     )

@@ -33,7 +33,7 @@ class Subscription:
         try:
             await asyncio.wait_for(self._event.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         finally:
             self._event.clear()
@@ -129,7 +129,7 @@ class _ListeningNotifier(InProcessNotifier):
         self._task = asyncio.create_task(self._listen_forever())
         try:
             await asyncio.wait_for(self._ready.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("wake-up listener not connected yet; sensors fall back to their poll timeout")
 
     async def stop(self) -> None:
@@ -147,7 +147,7 @@ class _ListeningNotifier(InProcessNotifier):
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any broker failure: reconnect
+            except Exception as exc:
                 log.warning("wake-up listener lost its connection (%s); reconnecting", exc.__class__.__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
@@ -227,9 +227,7 @@ class RedisNotifier(_ListeningNotifier):
         self._publisher.publish(CHANNEL, key)
 
 
-def create_notifier(
-    kind: str, database_url: str, redis_url: str | None, engine: Engine | None = None
-) -> InProcessNotifier:
+def create_notifier(kind: str, database_url: str, redis_url: str | None, engine: Engine | None = None) -> InProcessNotifier:
     """The notifier the settings ask for; ``auto`` picks Redis, then PostgreSQL, then in-process."""
     if kind == "auto":
         kind = "redis" if redis_url else ("postgres" if database_url.startswith("postgresql") else "memory")

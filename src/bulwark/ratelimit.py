@@ -297,9 +297,7 @@ class WindowRateLimiter:
                 # last slot between our read and this hit.
                 return self._refusal(self._read(windows, identifiers), [state.window])
         now = self._clock()
-        consumed = [
-            _WindowState(state.window, state.remaining - 1, state.reset_at, used=True) for state in states
-        ]
+        consumed = [_WindowState(state.window, state.remaining - 1, state.reset_at, used=True) for state in states]
         return RateLimitDecision(allowed=True, headers=self._headers(consumed, now))
 
     def _read(self, windows: tuple[RateLimitWindow, ...], identifiers: tuple[str, str]) -> list[_WindowState]:
@@ -434,6 +432,4 @@ def create_rate_limiter(
         )  # type: ignore[assignment]
     else:
         raise ValueError(f"unsupported rate limit storage {scheme!r}: use memory:// or redis://")
-    return WindowRateLimiter(
-        storage, policy, fail_mode=fail_mode, clock=clock, storage_retry_interval=storage_retry_interval
-    )
+    return WindowRateLimiter(storage, policy, fail_mode=fail_mode, clock=clock, storage_retry_interval=storage_retry_interval)

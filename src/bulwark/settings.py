@@ -74,9 +74,7 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How long a resolved caller (enabled, roles, device groups) is reused."
     )
 
-    redis_url: str | None = Field(
-        default=None, description="Redis shared by every process: rate-limit budgets and wake-ups."
-    )
+    redis_url: str | None = Field(default=None, description="Redis shared by every process: rate-limit budgets and wake-ups.")
     rate_limit_enabled: bool = Field(default=True, description="Turn limits off only for local load tests.")
     rate_limit: str = Field(default="100/minute;1500/hour", description="Windows every call must fit in.")
     rate_limit_overrides: dict[str, str] = Field(

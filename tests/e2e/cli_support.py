@@ -31,9 +31,20 @@ SRC_DIR = Path(bulwark.__file__).resolve().parents[1]
 CREDENTIALS_FILE_NAME = "demo-credentials.json"
 # Every variable the CLI or the SDK reads, cleared first so that a developer's own settings never leak in.
 CONNECTION_VARIABLES = (
-    "BULWARK_API_URL", "BULWARK_AUTHORITY", "BULWARK_TENANT_ID", "BULWARK_TENANT", "BULWARK_CLIENT_ID",
-    "BULWARK_CLIENT_SECRET", "BULWARK_TOKEN", "BULWARK_SCOPE", "BULWARK_PROFILE", "BULWARK_CREDENTIALS_FILE",
-    "BULWARK_INSECURE", "BULWARK_CA_FILE", "BULWARK_CONFIG", "BULWARK_MAX_RATE_LIMIT_WAIT",
+    "BULWARK_API_URL",
+    "BULWARK_AUTHORITY",
+    "BULWARK_TENANT_ID",
+    "BULWARK_TENANT",
+    "BULWARK_CLIENT_ID",
+    "BULWARK_CLIENT_SECRET",
+    "BULWARK_TOKEN",
+    "BULWARK_SCOPE",
+    "BULWARK_PROFILE",
+    "BULWARK_CREDENTIALS_FILE",
+    "BULWARK_INSECURE",
+    "BULWARK_CA_FILE",
+    "BULWARK_CONFIG",
+    "BULWARK_MAX_RATE_LIMIT_WAIT",
 )
 
 
@@ -175,8 +186,20 @@ def sensor_fleet(server: LiveServer, prefix: str, count: int, *args: str) -> Ite
     package_file = download_onboarding_package(server)
     env = {**{k: v for k, v in os.environ.items() if k not in CONNECTION_VARIABLES}, **server.connection_env()}
     env["PYTHONPATH"] = _python_path()
-    command = [sys.executable, "-m", "bulwark.cli", "sensor", "fleet", "--count", str(count), "--prefix", prefix,
-               "--onboarding-package", str(package_file), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "bulwark.cli",
+        "sensor",
+        "fleet",
+        "--count",
+        str(count),
+        "--prefix",
+        prefix,
+        "--onboarding-package",
+        str(package_file),
+        *args,
+    ]
     with open(server.data_dir / f"sensor-{prefix}.log", "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

@@ -28,10 +28,15 @@ from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
-MAC = make_machine(100, os_platform="macOS", version="14.5", os_build=None, agent_version="101.24052.0001",
-                   computer_dns_name="mac-100.contoso.com")
-OLD_WINDOWS = make_machine(101, os_platform="Windows10", version="1607", os_build=14393,
-                           computer_dns_name="old-101.contoso.com")
+MAC = make_machine(
+    100,
+    os_platform="macOS",
+    version="14.5",
+    os_build=None,
+    agent_version="101.24052.0001",
+    computer_dns_name="mac-100.contoso.com",
+)
+OLD_WINDOWS = make_machine(101, os_platform="Windows10", version="1607", os_build=14393, computer_dns_name="old-101.contoso.com")
 SERVERS = [make_machine(i, os_platform="WindowsServer2022", version="21H2", os_build=20348) for i in (200, 201, 202)]
 FLEET = [make_machine(i) for i in range(1, 41)] + [MAC, OLD_WINDOWS] + SERVERS
 
@@ -82,8 +87,9 @@ def devices(sensor_server: LiveServer) -> Iterator[Devices]:
     """Two simulated fleets enrolled with an onboarding package downloaded over the API."""
     with (
         sensor_fleet(sensor_server, "complies", 3, *DEVICE_PACING) as complying,
-        sensor_fleet(sensor_server, "refuses", 3, "--fail-offboard", "--action-delay", REFUSING_WORK_SECONDS,
-                     *DEVICE_PACING) as refusing,
+        sensor_fleet(
+            sensor_server, "refuses", 3, "--fail-offboard", "--action-delay", REFUSING_WORK_SECONDS, *DEVICE_PACING
+        ) as refusing,
     ):
         yield Devices(complying=complying, refusing=refusing)
 
@@ -132,8 +138,9 @@ def test_offboard_json_prints_only_the_action(server: LiveServer) -> None:
 
 
 def test_wait_gives_up_with_exit_5_when_no_device_answers(server: LiveServer) -> None:
-    result = server.run_cli("offboard", machine_id(3), "-c", "nobody home", "--wait", "--timeout", "0.6",
-                            "--poll-interval", "0.1")
+    result = server.run_cli(
+        "offboard", machine_id(3), "-c", "nobody home", "--wait", "--timeout", "0.6", "--poll-interval", "0.1"
+    )
     assert result.exit_code == EXIT_WAIT_TIMEOUT
     [action] = actions_of(server, machine_id(3))
     assert action["id"] in result.stdout  # where it stood, to follow up later
@@ -142,8 +149,9 @@ def test_wait_gives_up_with_exit_5_when_no_device_answers(server: LiveServer) ->
 
 def offboard_and_wait(server: LiveServer, machine: str, *extra: str) -> tuple[int, dict]:
     """`bulwark offboard MACHINE --wait --json`: the exit code and the action as it ended."""
-    result = server.run_cli("offboard", machine, "-c", "wait", "--wait", "--json", "--timeout", "20",
-                            "--poll-interval", "0.1", *extra)
+    result = server.run_cli(
+        "offboard", machine, "-c", "wait", "--wait", "--json", "--timeout", "20", "--poll-interval", "0.1", *extra
+    )
     return result.exit_code, json.loads(result.stdout)
 
 
@@ -238,8 +246,7 @@ def test_bulk_asks_first_and_does_nothing_when_refused(server: LiveServer, tmp_p
 
 
 def test_bulk_by_filter_offboards_every_match(server: LiveServer) -> None:
-    result = server.run_cli("offboard", "--filter", "osPlatform eq 'WindowsServer2022'", "-c", "servers",
-                            "--yes", "--json")
+    result = server.run_cli("offboard", "--filter", "osPlatform eq 'WindowsServer2022'", "-c", "servers", "--yes", "--json")
     assert result.exit_code == EXIT_OK, result.stderr
     rows = json.loads(result.stdout)
     assert sorted(row["machineId"] for row in rows) == sorted(m.id for m in SERVERS)
@@ -248,8 +255,9 @@ def test_bulk_by_filter_offboards_every_match(server: LiveServer) -> None:
 
 def test_bulk_wait_needs_every_action_to_succeed(sensor_server: LiveServer, devices: Devices) -> None:
     complying, refusing = devices.complying[1], devices.refusing[2]
-    result = sensor_server.run_cli("offboard", complying, refusing, "-c", "bulk", "--yes", "--wait",
-                                   "--json", "--poll-interval", "0.1", "--timeout", "20")
+    result = sensor_server.run_cli(
+        "offboard", complying, refusing, "-c", "bulk", "--yes", "--wait", "--json", "--poll-interval", "0.1", "--timeout", "20"
+    )
     assert result.exit_code == EXIT_NOT_SUCCEEDED
     statuses = {row["machineId"]: (row["ok"], row["status"]) for row in json.loads(result.stdout)}
     assert statuses == {complying: (True, "Succeeded"), refusing: (False, "Failed")}
@@ -354,13 +362,25 @@ def test_usage_errors_exit_2(server: LiveServer) -> None:
 
 def test_refused_token_request_exits_4(server: LiveServer, tmp_path: Path) -> None:
     credentials = tmp_path / "demo-credentials.json"
-    credentials.write_text(json.dumps({
-        "tenantId": "00000000-0000-0000-0000-000000000000",
-        "authority": server.base_url,
-        "clients": [{"clientId": "not-registered", "clientSecret": "wrong"}],
-    }))
-    result = server.run_cli("machines", "list", "--credentials-file", str(credentials),
-                            BULWARK_TOKEN="", BULWARK_TENANT_ID="", BULWARK_CLIENT_ID="", BULWARK_CLIENT_SECRET="")
+    credentials.write_text(
+        json.dumps(
+            {
+                "tenantId": "00000000-0000-0000-0000-000000000000",
+                "authority": server.base_url,
+                "clients": [{"clientId": "not-registered", "clientSecret": "wrong"}],
+            }
+        )
+    )
+    result = server.run_cli(
+        "machines",
+        "list",
+        "--credentials-file",
+        str(credentials),
+        BULWARK_TOKEN="",
+        BULWARK_TENANT_ID="",
+        BULWARK_CLIENT_ID="",
+        BULWARK_CLIENT_SECRET="",
+    )
     assert result.exit_code == EXIT_AUTH_ERROR
     assert "Token request failed" in result.stderr
 
@@ -419,8 +439,7 @@ def test_bulk_offboard_waits_out_rate_limits(limited_server: LiveServer) -> None
 
 def test_rate_limit_beyond_the_allowed_wait_exits_3(limited_server: LiveServer) -> None:
     outcomes = [
-        limited_server.run_cli("machines", "show", machine_id(306), "--json", "--max-rate-limit-wait", "0")
-        for _ in range(4)
+        limited_server.run_cli("machines", "show", machine_id(306), "--json", "--max-rate-limit-wait", "0") for _ in range(4)
     ]
     refused = [r for r in outcomes if r.exit_code != EXIT_OK]
     assert refused, "four calls in a row should exceed two a second"
@@ -429,10 +448,9 @@ def test_rate_limit_beyond_the_allowed_wait_exits_3(limited_server: LiveServer) 
 
 
 def test_sdk_raises_or_waits_on_429(limited_server: LiveServer) -> None:
-    with sdk(limited_server, retry=NO_RETRIES) as client:
-        with pytest.raises(TooManyRequests) as raised:
-            for _ in range(4):
-                list(client.list_actions(top=1))
+    with sdk(limited_server, retry=NO_RETRIES) as client, pytest.raises(TooManyRequests) as raised:
+        for _ in range(4):
+            list(client.list_actions(top=1))
     assert raised.value.retry_after is not None and raised.value.retry_after > 0 and raised.value.request_id
 
     seen: list[int] = []

@@ -37,12 +37,17 @@ def test_msal_acquires_tokens_from_bulwark_over_https(tmp_path: Path, monkeypatc
         # MSAL refuses an authority that is not https; Bulwark's is.
         with pytest.raises(ValueError):
             msal.ConfidentialClientApplication(
-                full["client_id"], client_credential=full["client_secret"],
-                authority=creds["authority"].replace("https://", "http://"), instance_discovery=False,
+                full["client_id"],
+                client_credential=full["client_secret"],
+                authority=creds["authority"].replace("https://", "http://"),
+                instance_discovery=False,
             )
         app = msal.ConfidentialClientApplication(
-            full["client_id"], client_credential=full["client_secret"], authority=creds["authority"],
-            verify=ca, instance_discovery=False,
+            full["client_id"],
+            client_credential=full["client_secret"],
+            authority=creds["authority"],
+            verify=ca,
+            instance_discovery=False,
         )
         result = app.acquire_token_for_client(scopes=[creds["scope"]])
         assert "access_token" in result, result
@@ -50,8 +55,10 @@ def test_msal_acquires_tokens_from_bulwark_over_https(tmp_path: Path, monkeypatc
 
         machine_id = printed.split("/api/machines/")[1].split("/offboard")[0]
         offboarded = httpx.post(
-            f"{base}/api/machines/{machine_id}/offboard", json={"Comment": "Offboarded with an MSAL token"},
-            headers=bearer(result["access_token"]), verify=ca,
+            f"{base}/api/machines/{machine_id}/offboard",
+            json={"Comment": "Offboarded with an MSAL token"},
+            headers=bearer(result["access_token"]),
+            verify=ca,
         )
         assert offboarded.status_code == 200, offboarded.text
         assert offboarded.json()["requestor"] == full["name"]
@@ -61,7 +68,9 @@ def test_msal_acquires_tokens_from_bulwark_over_https(tmp_path: Path, monkeypatc
         # MSAL's user-realm lookup drops the authority's port (it asks https://127.0.0.1:443); on a
         # server at port 443 Bulwark answers it, here MSAL is told to skip it for this host.
         msal.authority.Authority._domains_without_user_realm_discovery.add("127.0.0.1")
-        public = msal.PublicClientApplication(full["client_id"], authority=creds["authority"], verify=ca, instance_discovery=False)
+        public = msal.PublicClientApplication(
+            full["client_id"], authority=creds["authority"], verify=ca, instance_discovery=False
+        )
         signed_in = public.acquire_token_by_username_password(analyst["username"], analyst["password"], scopes=[creds["scope"]])
         assert "access_token" in signed_in, signed_in
         claims = jwt.decode(signed_in["access_token"], options={"verify_signature": False})

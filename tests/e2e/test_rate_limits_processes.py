@@ -73,10 +73,9 @@ def test_unreachable_redis_fails_as_configured(
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
     env = _env(database_url, tmp_path, BULWARK_REDIS_URL=dead_redis, BULWARK_RATE_LIMIT_FAIL_MODE=mode, BULWARK_NOTIFIER="memory")
     log = tmp_path / "server.log"
-    with server_process(env=env, log=log) as base:
-        with httpx.Client(base_url=base) as client:
-            token = app_token(client, client_id)
-            responses = [client.get(f"/api/machines/{MACHINE.id}", headers=bearer(token)) for _ in range(3)]
+    with server_process(env=env, log=log) as base, httpx.Client(base_url=base) as client:
+        token = app_token(client, client_id)
+        responses = [client.get(f"/api/machines/{MACHINE.id}", headers=bearer(token)) for _ in range(3)]
     assert [r.status_code for r in responses] == [expected] * 3
     if mode == "closed":
         assert responses[0].json()["error"]["code"] == "ServiceUnavailable"

@@ -65,6 +65,6 @@ def test_example_runs(server: LiveServer, monkeypatch: pytest.MonkeyPatch, headi
             monkeypatch.setenv(name, value)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(compile(code, f"{GUIDE.name}: {heading}", "exec"), {"__name__": "__sdk_docs__"})  # noqa: S102
+        exec(compile(code, f"{GUIDE.name}: {heading}", "exec"), {"__name__": "__sdk_docs__"})
     if heading in EXPECTED_OUTPUT:
         assert EXPECTED_OUTPUT[heading] in printed.getvalue()

@@ -45,18 +45,22 @@ def write_package(uow_factory: UnitOfWorkFactory, base: str, path: Path, api_bas
 def bulwark(*args: str, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
     """Start ``bulwark ARGS`` as a real process."""
     out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "bulwark.cli", *args], env=child_env(env), stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bulwark.cli", *args], env=child_env(env), stdout=out, stderr=subprocess.STDOUT
+    )
 
 
 def sensor(state: Path, *args: str, log: Path) -> subprocess.Popen:
-    return bulwark("sensor", "run", "--state", str(state), "--check-in-interval", "1", "--poll-wait", "20", *WINDOWS_DEVICE, *args, log=log)
+    return bulwark(
+        "sensor", "run", "--state", str(state), "--check-in-interval", "1", "--poll-wait", "20", *WINDOWS_DEVICE, *args, log=log
+    )
 
 
 def read_state(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):  # noqa: ANN001, ANN201
+def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -147,7 +151,9 @@ def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_facto
 
         restarted = sensor(state, log=log)
         try:
-            ended = wait_for(lambda: action(base, created["id"])["status"] != "InProgress" and action(base, created["id"]), what="the end")
+            ended = wait_for(
+                lambda: action(base, created["id"])["status"] != "InProgress" and action(base, created["id"]), what="the end"
+            )
             assert (ended["status"], ended["errorHResult"]) == ("Failed", E_ABORT)
             # Still onboarded and running: a new offboard goes through.
             again = offboard(base, machine_id)
@@ -169,8 +175,12 @@ def test_a_sensor_told_to_fail_offboards_reports_them_failed_and_keeps_running(
             # Twice: a failed offboard leaves the device onboarded, so the playbook may try again.
             for attempt in range(2):
                 created = offboard(base, machine_id)
-                ended = wait_for(lambda: action(base, created["id"])["status"] not in ("Pending", "InProgress")
-                                 and action(base, created["id"]), what=f"offboard {attempt} to end")
+                ended = wait_for(
+                    lambda: (
+                        action(base, created["id"])["status"] not in ("Pending", "InProgress") and action(base, created["id"])
+                    ),
+                    what=f"offboard {attempt} to end",
+                )
                 assert (ended["status"], ended["errorHResult"]) == ("Failed", E_FAIL)
                 assert proc.poll() is None, log.read_text()
             kept = read_state(state)
@@ -191,10 +201,15 @@ def test_offboarding_package_removes_onboarding_and_expired_ones_are_refused(
             wait_enrolled(state)
             eight_days_ago = FrozenClock(SystemClock().now() - timedelta(days=8))
             expired = tmp_path / "expired.json"
-            expired.write_text(json.dumps(issue_offboarding_package(TENANT, timedelta(days=7), None, uow_factory(), eight_days_ago)))
+            expired.write_text(
+                json.dumps(issue_offboarding_package(TENANT, timedelta(days=7), None, uow_factory(), eight_days_ago))
+            )
             refused = subprocess.run(
                 [sys.executable, "-m", "bulwark.cli", "sensor", "offboard", "--state", str(state), "--package", str(expired)],
-                env=child_env(env), capture_output=True, text=True, timeout=30,
+                env=child_env(env),
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert refused.returncode == 2 and "expired" in refused.stderr
             assert read_state(state)["onboarding"] is not None and proc.poll() is None
@@ -202,12 +217,18 @@ def test_offboarding_package_removes_onboarding_and_expired_ones_are_refused(
             valid = tmp_path / "offboarding.json"
             issued = subprocess.run(
                 [sys.executable, "-m", "bulwark.cli", "sensor", "package", "offboarding", "--out", str(valid)],
-                env=child_env(env), capture_output=True, text=True, timeout=30,
+                env=child_env(env),
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert issued.returncode == 0, issued.stderr
             applied = subprocess.run(
                 [sys.executable, "-m", "bulwark.cli", "sensor", "offboard", "--state", str(state), "--package", str(valid)],
-                env=child_env(env), capture_output=True, text=True, timeout=30,
+                env=child_env(env),
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert applied.returncode == 0, applied.stderr
             # The running sensor notices and stops; nothing of the onboarding is left.
@@ -231,8 +252,20 @@ def test_a_sensor_on_one_server_is_woken_by_an_action_created_on_another(postgre
             # The sensor talks to A; the offboard goes to B (whose tokens name B as their issuer).
             package = write_package(uow_factory, base_a, tmp_path / "onboarding.json", api_base=base_b)
             # Long polls of 20 s and rare check-ins: only a wake-up through PostgreSQL is quick.
-            proc = bulwark("sensor", "run", "--state", str(state), "--onboarding-package", str(package),
-                           "--check-in-interval", "600", "--poll-wait", "20", *WINDOWS_DEVICE, log=log)
+            proc = bulwark(
+                "sensor",
+                "run",
+                "--state",
+                str(state),
+                "--onboarding-package",
+                str(package),
+                "--check-in-interval",
+                "600",
+                "--poll-wait",
+                "20",
+                *WINDOWS_DEVICE,
+                log=log,
+            )
             try:
                 machine_id = wait_enrolled(state)
                 time.sleep(0.5)  # the sensor is now waiting in its long poll on server A

@@ -64,7 +64,9 @@ def test_acknowledged_action_survives_a_restart(database_url: str, uow_factory: 
     port = free_port()
     with server_process(env=env, port=port) as base:
         headers = _headers(base, uow_factory)
-        created = httpx.post(f"{base}/api/machines/{machine.id}/offboard", json={"Comment": "before restart"}, headers=headers).json()
+        created = httpx.post(
+            f"{base}/api/machines/{machine.id}/offboard", json={"Comment": "before restart"}, headers=headers
+        ).json()
     with server_process(env=env, port=port) as base:
         # The token issued before the restart still verifies: the signing key lives in the database.
         again = httpx.get(f"{base}/api/machineactions/{created['id']}", headers=headers)
@@ -86,8 +88,12 @@ def test_demo_server_from_nothing(tmp_path: Path) -> None:
         assert full["client_secret"] in printed and creds["users"][0]["password"] in printed
         token = httpx.post(
             creds["token_endpoint"],
-            data={"grant_type": "client_credentials", "client_id": full["client_id"],
-                  "client_secret": full["client_secret"], "scope": creds["scope"]},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": full["client_id"],
+                "client_secret": full["client_secret"],
+                "scope": creds["scope"],
+            },
         ).json()["access_token"]
         created = httpx.post(f"{base}/api/machines/{machine_id}/offboard", json={"Comment": "demo"}, headers=bearer(token))
         assert created.status_code == 200, created.text
@@ -107,8 +113,12 @@ def test_demo_server_from_nothing(tmp_path: Path) -> None:
         assert again["applications"] == creds["applications"] and again["users"] == creds["users"]
         reader_token = httpx.post(
             again["token_endpoint"],
-            data={"grant_type": "client_credentials", "client_id": reader["client_id"],
-                  "client_secret": reader["client_secret"], "scope": again["scope"]},
+            data={
+                "grant_type": "client_credentials",
+                "client_id": reader["client_id"],
+                "client_secret": reader["client_secret"],
+                "scope": again["scope"],
+            },
         ).json()["access_token"]
         refused = httpx.post(f"{base}/api/machines/{machine_id}/offboard", json={"Comment": "x"}, headers=bearer(reader_token))
         assert refused.status_code == 403

@@ -123,7 +123,11 @@ MATRIX = [
     ("user-no-role", "offboard", OPEN, 404, "ResourceNotFound", None),
     ("user-no-role", "getMachine", UNGROUPED, 404, "ResourceNotFound", None),
     (
-        "user-read-scope", "offboard", OPEN, 403, "Forbidden",
+        "user-read-scope",
+        "offboard",
+        OPEN,
+        403,
+        "Forbidden",
         "Missing user permissions. API required roles: Machine.Offboard, user permissions: Machine.Read.",
     ),
     ("user-read-scope", "getMachine", OPEN, 200, None, None),

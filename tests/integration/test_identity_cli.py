@@ -75,12 +75,24 @@ def test_users_roles_and_groups_from_the_cli(run, settings: Settings) -> None:
         client_id = next(a["client_id"] for a in _apps(run) if a["display_name"] == "Console")
         signed_in = client.post(
             token_endpoint(),
-            data={"grant_type": "password", "client_id": client_id, "username": "PAT@contoso.com", "password": password, "scope": SCOPE},
+            data={
+                "grant_type": "password",
+                "client_id": client_id,
+                "username": "PAT@contoso.com",
+                "password": password,
+                "scope": SCOPE,
+            },
         )
         assert signed_in.status_code == 200
         wrong = client.post(
             token_endpoint(),
-            data={"grant_type": "password", "client_id": client_id, "username": "pat@contoso.com", "password": "nope", "scope": SCOPE},
+            data={
+                "grant_type": "password",
+                "client_id": client_id,
+                "username": "pat@contoso.com",
+                "password": "nope",
+                "scope": SCOPE,
+            },
         )
         assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
 

@@ -79,14 +79,23 @@ def test_filter_count_and_select_as_clients_send_them(client: TestClient) -> Non
 
 
 def test_tags_any_and_orderby(client: TestClient) -> None:
-    body = client.get("/api/machines?$filter=machineTags/any(tag: tag eq 'vip')&$orderby=computerDnsName desc&$select=computerDnsName").json()
+    body = client.get(
+        "/api/machines?$filter=machineTags/any(tag: tag eq 'vip')&$orderby=computerDnsName desc&$select=computerDnsName"
+    ).json()
     names = [m["computerDnsName"] for m in body["value"]]
     assert len(names) == FLEET // 10
     assert names == sorted(names, reverse=True)
 
 
 def test_invalid_queries_are_odata_errors(client: TestClient) -> None:
-    for query in ["$filter=osBuild eq 1", "$filter=healthStatus eq", "$top=10001", "$skip=-1", "$orderby=nothing", "$frobnicate=1"]:
+    for query in [
+        "$filter=osBuild eq 1",
+        "$filter=healthStatus eq",
+        "$top=10001",
+        "$skip=-1",
+        "$orderby=nothing",
+        "$frobnicate=1",
+    ]:
         response = client.get(f"/api/machines?{query}")
         assert response.status_code == 400, query
         assert response.json()["error"]["code"] == "ODataError", query
@@ -106,7 +115,9 @@ def test_action_history_newest_first_and_per_machine(client: TestClient, clock: 
     assert [a["id"] for a in listed["value"]] == list(reversed(ids))
     assert listed["@odata.context"].endswith("#MachineActions")
     since = (clock.now() - timedelta(seconds=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    recent = client.get(f"/api/machineactions?$filter=creationDateTimeUtc ge {since} and status in ('Pending','InProgress')").json()
+    recent = client.get(
+        f"/api/machineactions?$filter=creationDateTimeUtc ge {since} and status in ('Pending','InProgress')"
+    ).json()
     assert [a["id"] for a in recent["value"]] == list(reversed(ids[1:]))
     one = client.get(f"/api/machines/{2:040x}/machineactions").json()
     assert [a["id"] for a in one["value"]] == [ids[1]]
@@ -117,7 +128,12 @@ def test_action_history_newest_first_and_per_machine(client: TestClient, clock: 
 
 def _user(groups: frozenset[int]) -> Principal:
     return Principal(
-        TENANT, PrincipalKind.USER, "u1", "analyst@contoso.com", frozenset({"Machine.Read", "Machine.Offboard"}), device_group_ids=groups
+        TENANT,
+        PrincipalKind.USER,
+        "u1",
+        "analyst@contoso.com",
+        frozenset({"Machine.Read", "Machine.Offboard"}),
+        device_group_ids=groups,
     )
 
 

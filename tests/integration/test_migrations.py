@@ -58,5 +58,7 @@ def test_migrated_schema_matches_the_table_definitions(empty_database: str) -> N
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
     engine.dispose()
     # Expression indexes cannot be reflected and compared; everything else must match exactly.
-    relevant = [d for d in differences if not (d[0] in ("add_index", "remove_index") and d[1].name == "ix_machines_tenant_dns_folded")]
+    relevant = [
+        d for d in differences if not (d[0] in ("add_index", "remove_index") and d[1].name == "ix_machines_tenant_dns_folded")
+    ]
     assert relevant == []

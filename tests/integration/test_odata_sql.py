@@ -97,9 +97,7 @@ machine_actions = Table(
 MACHINE_COLUMNS = snake_case_columns(machines, MACHINE_SPEC)
 ACTION_COLUMNS = snake_case_columns(machine_actions, MACHINE_ACTION_SPEC)
 MACHINE_COLLECTIONS = {
-    "machineTags": CollectionSpec(
-        element=machine_tags.c.tag, owner_key=machine_tags.c.machine_id, parent_key=machines.c.id
-    )
+    "machineTags": CollectionSpec(element=machine_tags.c.tag, owner_key=machine_tags.c.machine_id, parent_key=machines.c.id)
 }
 
 
@@ -188,9 +186,7 @@ class Database:
     def machine_page(self, query_string: str) -> list[str]:
         """The ids of one page of machines for a raw query string, in order."""
         query = parse_query(query_string, MACHINE_SPEC)
-        statement = apply_query(
-            select(machines.c.id), query, MACHINE_COLUMNS, MACHINE_COLLECTIONS, tiebreakers=[machines.c.id]
-        )
+        statement = apply_query(select(machines.c.id), query, MACHINE_COLUMNS, MACHINE_COLLECTIONS, tiebreakers=[machines.c.id])
         return [row.id for row in self.rows(statement)]
 
     def action_page(self, query_string: str) -> list[str]:
@@ -490,9 +486,7 @@ def test_timezone_aware_columns_receive_aware_datetimes():
     aware = Column("seen", DateTime(timezone=True))
     naive = Column("seen", DateTime())
     condition = Comparison("lastSeen", PropertyType.DATETIME, ComparisonOperator.GT, datetime(2024, 1, 1, tzinfo=UTC))
-    assert list(compile_filter(condition, {"lastSeen": aware}).compile().params.values()) == [
-        datetime(2024, 1, 1, tzinfo=UTC)
-    ]
+    assert list(compile_filter(condition, {"lastSeen": aware}).compile().params.values()) == [datetime(2024, 1, 1, tzinfo=UTC)]
     assert list(compile_filter(condition, {"lastSeen": naive}).compile().params.values()) == [datetime(2024, 1, 1)]
 
 

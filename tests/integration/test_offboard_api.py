@@ -26,10 +26,27 @@ SERVER2016_UNIFIED = make_machine(6, os_platform="WindowsServer2016", os_build=1
 WIN10 = make_machine(7, os_platform="Windows10", version="1703", os_build=15063)
 
 ACTION_FIELDS = [
-    "@odata.context", "id", "type", "title", "requestor", "requestorComment", "status", "machineId",
-    "computerDnsName", "creationDateTimeUtc", "lastUpdateDateTimeUtc", "cancellationRequestor",
-    "cancellationComment", "cancellationDateTimeUtc", "errorHResult", "scope", "externalId",
-    "requestSource", "relatedFileInfo", "commands", "troubleshootInfo",
+    "@odata.context",
+    "id",
+    "type",
+    "title",
+    "requestor",
+    "requestorComment",
+    "status",
+    "machineId",
+    "computerDnsName",
+    "creationDateTimeUtc",
+    "lastUpdateDateTimeUtc",
+    "cancellationRequestor",
+    "cancellationComment",
+    "cancellationDateTimeUtc",
+    "errorHResult",
+    "scope",
+    "externalId",
+    "requestSource",
+    "relatedFileInfo",
+    "commands",
+    "troubleshootInfo",
 ]
 GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -140,7 +157,9 @@ def test_status_code_setting_switches_to_201(settings: Settings, uow_factory: Un
         (b'{"Comment": "x", "RequestSource": "Telepathy"}', "InvalidInput"),
     ],
 )
-def test_bad_bodies_are_refused_and_change_nothing(client: TestClient, uow_factory: UnitOfWorkFactory, raw: bytes, code: str) -> None:
+def test_bad_bodies_are_refused_and_change_nothing(
+    client: TestClient, uow_factory: UnitOfWorkFactory, raw: bytes, code: str
+) -> None:
     response = client.post(f"/api/machines/{WIN11.id}/offboard", content=raw, headers={"Content-Type": "application/json"})
     error = assert_error(response, 400, code)
     if code == "MissingRequiredParameter":
@@ -225,7 +244,7 @@ def test_unexpected_failure_is_500_in_the_envelope(client: TestClient, uow_facto
         rename("machine_actions_away", "machine_actions")
     assert_error(response, 500, "InternalServerError")
     logged = [r for r in caplog.records if r.name == "bulwark.api"]
-    assert logged and getattr(logged[-1], "request_id") == response.headers["request-id"]
+    assert logged and logged[-1].request_id == response.headers["request-id"]
 
 
 def test_every_offboard_request_is_audited(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:

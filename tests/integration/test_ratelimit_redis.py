@@ -18,7 +18,7 @@ import pytest
 import redis
 
 import bulwark
-from bulwark.ratelimit import RateLimitPolicy, RateLimiter, caller_key_for, create_rate_limiter
+from bulwark.ratelimit import RateLimiter, RateLimitPolicy, caller_key_for, create_rate_limiter
 
 pytestmark = pytest.mark.redis
 

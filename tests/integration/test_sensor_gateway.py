@@ -52,8 +52,12 @@ def package(client: TestClient) -> dict:
 def enrol(client: TestClient, package: dict, identity: str = "device-7", properties: dict | None = None) -> dict:
     response = client.post(
         "/sensor/v1/enrol",
-        json={"tenantId": package["tenantId"], "onboardingKey": package["onboardingKey"], "deviceIdentity": identity,
-              "properties": WINDOWS if properties is None else properties},
+        json={
+            "tenantId": package["tenantId"],
+            "onboardingKey": package["onboardingKey"],
+            "deviceIdentity": identity,
+            "properties": WINDOWS if properties is None else properties,
+        },
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -79,7 +83,9 @@ def status_of(client: TestClient, action_id: str) -> str:
     return client.get(f"/api/machineactions/{action_id}").json()["status"]
 
 
-def test_enrolment_creates_the_machine_with_a_stable_id(client: TestClient, package: dict, uow_factory: UnitOfWorkFactory) -> None:
+def test_enrolment_creates_the_machine_with_a_stable_id(
+    client: TestClient, package: dict, uow_factory: UnitOfWorkFactory
+) -> None:
     first = enrol(client, package)
     assert first["machineId"] == derive_machine_id(TENANT, "device-7")
     assert first["generation"] == 1
@@ -97,7 +103,9 @@ def test_enrolment_creates_the_machine_with_a_stable_id(client: TestClient, pack
 
 
 def test_gateway_refuses_anything_but_a_sensor_credential(client: TestClient, package: dict) -> None:
-    bad_key = client.post("/sensor/v1/enrol", json={"tenantId": TENANT, "onboardingKey": "bwo_wrong", "deviceIdentity": "x", "properties": WINDOWS})
+    bad_key = client.post(
+        "/sensor/v1/enrol", json={"tenantId": TENANT, "onboardingKey": "bwo_wrong", "deviceIdentity": "x", "properties": WINDOWS}
+    )
     assert bad_key.status_code == 401 and bad_key.json()["error"]["code"] == "Unauthorized"
     # The client's default header is a valid application token: the gateway refuses it too.
     for headers in ({}, {"Authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.sig"}, {"Authorization": "Bearer bws_forged"}):
@@ -106,20 +114,27 @@ def test_gateway_refuses_anything_but_a_sensor_credential(client: TestClient, pa
         assert response.json()["error"]["target"] == response.headers["request-id"]
 
 
-def test_check_in_updates_last_seen_health_and_addresses(client: TestClient, package: dict, clock: FrozenClock,
-                                                        uow_factory: UnitOfWorkFactory) -> None:
+def test_check_in_updates_last_seen_health_and_addresses(
+    client: TestClient, package: dict, clock: FrozenClock, uow_factory: UnitOfWorkFactory
+) -> None:
     enrolment = enrol(client, package)
     with uow_factory() as uow:
         uow.machines.update_fields(enrolment["machineId"], health_status="ImpairedCommunication")
         uow.commit()
     clock.advance(120)
-    response = client.post("/sensor/v1/checkin", json={"ipAddresses": ["192.168.7.7"], "version": "24H2"}, headers=auth(enrolment))
+    response = client.post(
+        "/sensor/v1/checkin", json={"ipAddresses": ["192.168.7.7"], "version": "24H2"}, headers=auth(enrolment)
+    )
     assert response.status_code == 200
     with uow_factory(write=False) as uow:
         machine = uow.machines.get_in_tenant(TENANT, enrolment["machineId"])
     assert machine.last_seen == clock.now()
     assert machine.health_status == "Active"
-    assert (machine.last_ip_address, machine.version, machine.computer_dns_name) == ("192.168.7.7", "24H2", "laptop-7.contoso.com")
+    assert (machine.last_ip_address, machine.version, machine.computer_dns_name) == (
+        "192.168.7.7",
+        "24H2",
+        "laptop-7.contoso.com",
+    )
 
 
 def test_offboard_lifecycle_through_the_gateway(client: TestClient, package: dict, uow_factory: UnitOfWorkFactory) -> None:
@@ -141,7 +156,7 @@ def test_offboard_lifecycle_through_the_gateway(client: TestClient, package: dic
     again = client.post(f"/sensor/v1/actions/{action['id']}/outcome", json={"status": "Succeeded"}, headers=auth(enrolment))
     assert again.json()["accepted"] is True
     late = client.post(f"/sensor/v1/actions/{action['id']}/outcome", json={"status": "Failed"}, headers=auth(enrolment))
-    assert late.json() ["accepted"] is False and late.json()["action"]["status"] == "Succeeded"
+    assert late.json()["accepted"] is False and late.json()["action"]["status"] == "Succeeded"
 
     # The machine stays in inventory, offboarded; its sensor takes no more actions.
     with uow_factory(write=False) as uow:
@@ -228,12 +243,12 @@ def test_cancel_before_pickup(client: TestClient, package: dict, clock: FrozenCl
     assert again.status_code == 400 and again.json()["error"]["code"] == "BadRequest"
 
 
-def test_cancel_refuses_claimed_and_unknown_actions_and_needs_an_action_permission(
-    client: TestClient, package: dict
-) -> None:
+def test_cancel_refuses_claimed_and_unknown_actions_and_needs_an_action_permission(client: TestClient, package: dict) -> None:
     enrolment = enrol(client, package)
     action = offboard(client, enrolment["machineId"])
-    assert client.post(f"/api/machineactions/{action['id']}/cancel", json={}).json()["error"]["code"] == "MissingRequiredParameter"
+    assert (
+        client.post(f"/api/machineactions/{action['id']}/cancel", json={}).json()["error"]["code"] == "MissingRequiredParameter"
+    )
     client.get("/sensor/v1/actions/next", headers=auth(enrolment))
     claimed = client.post(f"/api/machineactions/{action['id']}/cancel", json={"Comment": "too late"})
     assert claimed.status_code == 400 and "InProgress" in claimed.json()["error"]["message"]
@@ -336,7 +351,9 @@ def test_offboarded_machines_turn_inactive_after_seven_days(
     assert health() == "Active"
 
 
-def test_onboarding_package_from_the_service_enrols_too(client: TestClient, uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+def test_onboarding_package_from_the_service_enrols_too(
+    client: TestClient, uow_factory: UnitOfWorkFactory, clock: FrozenClock
+) -> None:
     package = issue_onboarding_package(TENANT, "http://bulwark.example", None, uow_factory(), clock)
     assert package["serverUrl"] == "http://bulwark.example"
     assert enrol(client, package, "cli-device")["machineId"] == derive_machine_id(TENANT, "cli-device")

@@ -86,7 +86,10 @@ def test_discovery_document_names_the_endpoints_and_jwks_verifies_issued_tokens(
     jwk = next(k for k in keys if k["kid"] == jwt.get_unverified_header(token)["kid"])
     # The test clock is frozen in the past; expiry is checked against it elsewhere.
     claims = jwt.decode(
-        token, jwt.PyJWK(jwk).key, algorithms=["RS256"], audience="https://api.securitycenter.microsoft.com",
+        token,
+        jwt.PyJWK(jwk).key,
+        algorithms=["RS256"],
+        audience="https://api.securitycenter.microsoft.com",
         options={"verify_exp": False},
     )
     assert claims["iss"] == document["issuer"]
@@ -133,7 +136,12 @@ def test_client_credentials_answer_like_entra_id(client: TestClient, uow_factory
     ],
 )
 def test_token_requests_refused(client: TestClient, uow_factory, form: dict, status: int, error: str, code: int) -> None:
-    fields = {"grant_type": "client_credentials", "client_id": register_app(uow_factory), "client_secret": TEST_SECRET, "scope": SCOPE}
+    fields = {
+        "grant_type": "client_credentials",
+        "client_id": register_app(uow_factory),
+        "client_secret": TEST_SECRET,
+        "scope": SCOPE,
+    }
     fields.update(form)
     response = client.post(token_endpoint(), data={k: v for k, v in fields.items() if v is not None})
     assert response.status_code == status
@@ -143,7 +151,12 @@ def test_token_requests_refused(client: TestClient, uow_factory, form: dict, sta
 
 
 def test_unknown_tenant_gets_no_token(client: TestClient, uow_factory) -> None:
-    fields = {"grant_type": "client_credentials", "client_id": register_app(uow_factory), "client_secret": TEST_SECRET, "scope": SCOPE}
+    fields = {
+        "grant_type": "client_credentials",
+        "client_id": register_app(uow_factory),
+        "client_secret": TEST_SECRET,
+        "scope": SCOPE,
+    }
     response = client.post(token_endpoint(OTHER_TENANT), data=fields)
     assert response.status_code == 400
     assert response.json()["error_codes"] == [90002]

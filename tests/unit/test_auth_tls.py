@@ -78,15 +78,11 @@ def trusting_only(ca_cert: Path) -> ssl.SSLContext:
 
 
 @pytest.mark.parametrize("hostname", ["localhost", "127.0.0.1", "bulwark.internal"])
-def test_server_certificate_verifies_against_the_local_ca(
-    tls: TlsFiles, tls_server: tuple[str, int], hostname: str
-) -> None:
+def test_server_certificate_verifies_against_the_local_ca(tls: TlsFiles, tls_server: tuple[str, int], hostname: str) -> None:
     assert greeting_from(tls_server, hostname, trusting_only(tls.ca_cert)) == GREETING
 
 
-def test_certificate_is_refused_for_a_name_it_does_not_cover(
-    tls: TlsFiles, tls_server: tuple[str, int]
-) -> None:
+def test_certificate_is_refused_for_a_name_it_does_not_cover(tls: TlsFiles, tls_server: tuple[str, int]) -> None:
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
         greeting_from(tls_server, "intranet.example", trusting_only(tls.ca_cert))
 
@@ -115,9 +111,7 @@ def test_ipv6_loopback_is_covered(tls: TlsFiles) -> None:
     thread = threading.Thread(target=serve_once, daemon=True)
     thread.start()
     with listener:
-        received.append(
-            greeting_from(listener.getsockname()[:2], "::1", trusting_only(tls.ca_cert))
-        )
+        received.append(greeting_from(listener.getsockname()[:2], "::1", trusting_only(tls.ca_cert)))
         thread.join(timeout=5)
     assert received == [GREETING]
 
@@ -153,9 +147,7 @@ def test_valid_files_are_reused(tmp_path: Path, clock: FrozenClock) -> None:
     assert {path: path.read_bytes() for path in contents} == contents
 
 
-def test_a_new_hostname_reissues_the_server_certificate_under_the_same_ca(
-    tmp_path: Path, clock: FrozenClock
-) -> None:
+def test_a_new_hostname_reissues_the_server_certificate_under_the_same_ca(tmp_path: Path, clock: FrozenClock) -> None:
     first = ensure_local_tls(tmp_path, [], clock=clock)
     ca_before, cert_before = first.ca_cert.read_bytes(), first.cert.read_bytes()
     ensure_local_tls(tmp_path, ["new.internal"], clock=clock)
@@ -177,9 +169,7 @@ def test_a_server_certificate_near_its_end_is_replaced(tmp_path: Path, clock: Fr
     assert server.not_valid_after_utc > clock.now() + timedelta(days=300)
 
 
-def test_an_expiring_ca_is_replaced_with_its_server_certificate(
-    tmp_path: Path, clock: FrozenClock
-) -> None:
+def test_an_expiring_ca_is_replaced_with_its_server_certificate(tmp_path: Path, clock: FrozenClock) -> None:
     first = ensure_local_tls(tmp_path, [], clock=clock)
     ca_before, cert_before = first.ca_cert.read_bytes(), first.cert.read_bytes()
     clock.advance(timedelta(days=3640).total_seconds())
@@ -195,14 +185,10 @@ def test_a_damaged_key_file_is_replaced(tmp_path: Path, clock: FrozenClock) -> N
     first.key.write_text("not a key")
     ensure_local_tls(tmp_path, [], clock=clock)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(
-        first.cert, first.key
-    )  # raises if key and certificate do not belong together
+    context.load_cert_chain(first.cert, first.key)  # raises if key and certificate do not belong together
 
 
-def test_loosened_key_permissions_are_tightened_on_reuse(
-    tmp_path: Path, clock: FrozenClock
-) -> None:
+def test_loosened_key_permissions_are_tightened_on_reuse(tmp_path: Path, clock: FrozenClock) -> None:
     first = ensure_local_tls(tmp_path, [], clock=clock)
     first.key.chmod(0o644)
     ensure_local_tls(tmp_path, [], clock=clock)

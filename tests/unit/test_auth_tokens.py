@@ -114,9 +114,7 @@ def app_claims(**overrides: Any) -> dict[str, Any]:
     return claims
 
 
-def sign(
-    key: SigningKey, claims: dict[str, Any], *, alg: str = "RS256", kid: str | None = None
-) -> str:
+def sign(key: SigningKey, claims: dict[str, Any], *, alg: str = "RS256", kid: str | None = None) -> str:
     return jwt.encode(claims, key.private_key, algorithm=alg, headers={"kid": kid or key.kid})
 
 
@@ -143,9 +141,7 @@ def test_application_token_round_trip(issuer: TokenIssuer, verifier: TokenVerifi
     assert verified.expires_at == NOW + timedelta(hours=1)
 
 
-def test_application_token_carries_entra_claims_and_header(
-    issuer: TokenIssuer, signing_key: SigningKey
-) -> None:
+def test_application_token_carries_entra_claims_and_header(issuer: TokenIssuer, signing_key: SigningKey) -> None:
     token, _ = issuer.issue_application_token(TENANT, APP_ID, "Automation", ["Machine.Offboard"])
     header = jwt.get_unverified_header(token)
     claims = claims_of(token)
@@ -169,17 +165,12 @@ def test_application_token_carries_entra_claims_and_header(
 def test_application_object_id_is_stable_per_tenant_and_application(issuer: TokenIssuer) -> None:
     first = claims_of(issuer.issue_application_token(TENANT, APP_ID, "A", []).access_token)
     second = claims_of(issuer.issue_application_token(TENANT, APP_ID, "A", []).access_token)
-    elsewhere = claims_of(
-        issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
-    )
+    elsewhere = claims_of(issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token)
     assert first["oid"] == second["oid"] != elsewhere["oid"]
 
 
 def test_every_token_has_its_own_id(issuer: TokenIssuer) -> None:
-    ids = {
-        claims_of(issuer.issue_application_token(TENANT, APP_ID, "A", []).access_token)["uti"]
-        for _ in range(20)
-    }
+    ids = {claims_of(issuer.issue_application_token(TENANT, APP_ID, "A", []).access_token)["uti"] for _ in range(20)}
     assert len(ids) == 20
 
 
@@ -214,9 +205,7 @@ def test_user_token_round_trip(issuer: TokenIssuer, verifier: TokenVerifier) -> 
 
 def test_scopes_with_spaces_are_refused(issuer: TokenIssuer) -> None:
     with pytest.raises(ValueError):
-        issuer.issue_user_token(
-            TENANT, APP_ID, USER_OID, "a@b.c", "A", ["Machine.Read Machine.Offboard"]
-        )
+        issuer.issue_user_token(TENANT, APP_ID, USER_OID, "a@b.c", "A", ["Machine.Read Machine.Offboard"])
 
 
 def test_discovery_document_names_the_issuer_of_issued_tokens(issuer: TokenIssuer) -> None:
@@ -231,29 +220,21 @@ def test_discovery_document_names_the_issuer_of_issued_tokens(issuer: TokenIssue
 # --- time -------------------------------------------------------------------------------------
 
 
-def test_expired_token_is_refused(
-    issuer: TokenIssuer, verifier: TokenVerifier, clock: FrozenClock
-) -> None:
+def test_expired_token_is_refused(issuer: TokenIssuer, verifier: TokenVerifier, clock: FrozenClock) -> None:
     token = issuer.issue_application_token(TENANT, APP_ID, "A", []).access_token
     clock.advance(3600 + 61)
     with pytest.raises(InvalidToken, match="expired at 2025-03-01T10:00:00Z"):
         verifier.verify(token)
 
 
-def test_expiry_allows_the_leeway(
-    issuer: TokenIssuer, verifier: TokenVerifier, clock: FrozenClock
-) -> None:
+def test_expiry_allows_the_leeway(issuer: TokenIssuer, verifier: TokenVerifier, clock: FrozenClock) -> None:
     token = issuer.issue_application_token(TENANT, APP_ID, "A", []).access_token
     clock.advance(3600 + 59)
     assert verifier.verify(token).app_id == APP_ID
 
 
-def test_leeway_is_configurable(
-    signing_key: SigningKey, issuer: TokenIssuer, clock: FrozenClock
-) -> None:
-    strict = TokenVerifier(
-        KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, leeway_seconds=0
-    )
+def test_leeway_is_configurable(signing_key: SigningKey, issuer: TokenIssuer, clock: FrozenClock) -> None:
+    strict = TokenVerifier(KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, leeway_seconds=0)
     token = issuer.issue_application_token(TENANT, APP_ID, "A", []).access_token
     clock.advance(3600)
     with pytest.raises(InvalidToken, match="expired"):
@@ -267,9 +248,7 @@ def test_token_from_the_future_is_refused(signing_key: SigningKey, verifier: Tok
         verifier.verify(token)
 
 
-def test_small_clock_skew_is_within_leeway(
-    signing_key: SigningKey, verifier: TokenVerifier
-) -> None:
+def test_small_clock_skew_is_within_leeway(signing_key: SigningKey, verifier: TokenVerifier) -> None:
     ahead = TokenIssuer(KeyRing([signing_key]), BASE_URL, FrozenClock(NOW + timedelta(seconds=30)))
     token = ahead.issue_application_token(TENANT, APP_ID, "A", []).access_token
     assert verifier.verify(token).tenant_id == TENANT
@@ -296,9 +275,7 @@ def test_foreign_audience_is_refused(signing_key: SigningKey, verifier: TokenVer
         verifier.verify(token)
 
 
-def test_defender_application_id_is_accepted_as_audience(
-    signing_key: SigningKey, verifier: TokenVerifier
-) -> None:
+def test_defender_application_id_is_accepted_as_audience(signing_key: SigningKey, verifier: TokenVerifier) -> None:
     token = sign(signing_key, app_claims(aud=DEFENDER_APP_ID))
     assert verifier.verify(token).roles == ("Machine.Offboard",)
 
@@ -322,18 +299,14 @@ def test_issuer_must_have_the_v2_shape(signing_key: SigningKey, verifier: TokenV
         verifier.verify(token)
 
 
-def test_tenant_claim_must_match_the_issuer(
-    signing_key: SigningKey, verifier: TokenVerifier
-) -> None:
+def test_tenant_claim_must_match_the_issuer(signing_key: SigningKey, verifier: TokenVerifier) -> None:
     token = sign(signing_key, app_claims(tid=OTHER_TENANT))
     with pytest.raises(InvalidToken, match="does not match its issuer"):
         verifier.verify(token)
 
 
 def test_unknown_tenant_is_refused(issuer: TokenIssuer, verifier: TokenVerifier) -> None:
-    token = issuer.issue_application_token(
-        OTHER_TENANT, APP_ID, "A", ["Machine.Offboard"]
-    ).access_token
+    token = issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", ["Machine.Offboard"]).access_token
     with pytest.raises(InvalidToken, match=f"tenant {OTHER_TENANT} is not known"):
         verifier.verify(token)
 
@@ -369,23 +342,15 @@ def test_missing_kid_is_refused(signing_key: SigningKey, verifier: TokenVerifier
 
 
 def test_alg_none_is_refused(signing_key: SigningKey, verifier: TokenVerifier) -> None:
-    token = (
-        unsigned_parts({"alg": "none", "typ": "JWT", "kid": signing_key.kid}, app_claims()) + "."
-    )
+    token = unsigned_parts({"alg": "none", "typ": "JWT", "kid": signing_key.kid}, app_claims()) + "."
     with pytest.raises(InvalidToken, match="algorithm 'none' is not allowed"):
         verifier.verify(token)
 
 
-def test_hs256_signed_with_the_public_key_is_refused(
-    signing_key: SigningKey, verifier: TokenVerifier
-) -> None:
+def test_hs256_signed_with_the_public_key_is_refused(signing_key: SigningKey, verifier: TokenVerifier) -> None:
     # The key-confusion attack: the public key (published in the JWKS) used as an HMAC secret.
-    public_pem = signing_key.public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    signing_input = unsigned_parts(
-        {"alg": "HS256", "typ": "JWT", "kid": signing_key.kid}, app_claims()
-    )
+    public_pem = signing_key.public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    signing_input = unsigned_parts({"alg": "HS256", "typ": "JWT", "kid": signing_key.kid}, app_claims())
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     with pytest.raises(InvalidToken, match="algorithm 'HS256' is not allowed; expected RS256"):
         verifier.verify(f"{signing_input}.{b64url(mac)}")
@@ -406,20 +371,14 @@ def test_rs512_is_refused_unless_allowed(signing_key: SigningKey, clock: FrozenC
     assert widened.verify(token).app_id == APP_ID
 
 
-def test_symmetric_algorithms_cannot_be_configured(
-    signing_key: SigningKey, clock: FrozenClock
-) -> None:
+def test_symmetric_algorithms_cannot_be_configured(signing_key: SigningKey, clock: FrozenClock) -> None:
     with pytest.raises(ValueError, match="only RSA signing algorithms"):
-        TokenVerifier(
-            KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, algorithms=("HS256",)
-        )
+        TokenVerifier(KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, algorithms=("HS256",))
     with pytest.raises(ValueError, match="only RSA signing algorithms"):
         ExternalIssuer("https://idp.example", "api://bulwark", algorithms=("RS256", "HS256"))
 
 
-@pytest.mark.parametrize(
-    "garbage", ["", "not-a-token", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30", "x" * 20_000]
-)
+@pytest.mark.parametrize("garbage", ["", "not-a-token", "a.b.c", "eyJhbGciOiJSUzI1NiJ9.e30", "x" * 20_000])
 def test_malformed_tokens_are_refused(verifier: TokenVerifier, garbage: str) -> None:
     with pytest.raises(InvalidToken):
         verifier.verify(garbage)
@@ -428,9 +387,7 @@ def test_malformed_tokens_are_refused(verifier: TokenVerifier, garbage: str) -> 
 # --- rotation ---------------------------------------------------------------------------------
 
 
-def test_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired(
-    signing_key: SigningKey, clock: FrozenClock
-) -> None:
+def test_rotation_keeps_old_tokens_valid_until_the_old_key_is_retired(signing_key: SigningKey, clock: FrozenClock) -> None:
     store = {"keys": [signing_key]}
     current = lambda: KeyRing(store["keys"])  # noqa: E731 - stands in for the key store
     issuer = TokenIssuer(current, BASE_URL, clock)
@@ -470,7 +427,7 @@ def running_provider(tls: TlsFiles | None = None) -> Iterator[FakeProvider]:
     state: dict[str, FakeProvider] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             fake = state["provider"]
             fake.hits.append(self.path)
             status, body = fake.routes.get(self.path, (404, {"error": "not found"}))
@@ -481,7 +438,7 @@ def running_provider(tls: TlsFiles | None = None) -> Iterator[FakeProvider]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - base signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -492,9 +449,7 @@ def running_provider(tls: TlsFiles | None = None) -> Iterator[FakeProvider]:
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
     state["provider"] = FakeProvider(base_url=f"{scheme}://127.0.0.1:{server.server_address[1]}")
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield state["provider"]
@@ -527,9 +482,7 @@ class Federation:
 
 
 @pytest.fixture
-def federation(
-    provider: FakeProvider, key_pool: list[SigningKey], signing_key: SigningKey, clock: FrozenClock
-) -> Federation:
+def federation(provider: FakeProvider, key_pool: list[SigningKey], signing_key: SigningKey, clock: FrozenClock) -> Federation:
     # The provider is itself an Entra-style authority: another Bulwark serves the same documents.
     external_key = replace(key_pool[2], active=True)
     config = openid_configuration(provider.base_url, OTHER_TENANT)
@@ -571,38 +524,26 @@ def test_external_token_is_verified_with_keys_from_discovery(federation: Federat
     assert federation.provider.count(federation.jwks_path) == 1
 
 
-def test_external_keys_are_fetched_once_for_many_tokens(
-    federation: Federation, clock: FrozenClock
-) -> None:
+def test_external_keys_are_fetched_once_for_many_tokens(federation: Federation, clock: FrozenClock) -> None:
     for index in range(25):
-        token = federation.issuer.issue_application_token(
-            OTHER_TENANT, APP_ID, f"App {index}", ["Machine.Offboard"]
-        ).access_token
+        token = federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, f"App {index}", ["Machine.Offboard"]).access_token
         assert federation.verifier.verify(token).name == f"App {index}"
         clock.advance(60)
     assert federation.provider.count(federation.discovery_path) == 1
     assert federation.provider.count(federation.jwks_path) == 1
 
 
-def test_external_keys_are_fetched_again_when_the_cache_expires(
-    federation: Federation, clock: FrozenClock
-) -> None:
-    federation.verifier.verify(
-        federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
-    )
+def test_external_keys_are_fetched_again_when_the_cache_expires(federation: Federation, clock: FrozenClock) -> None:
+    federation.verifier.verify(federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token)
     clock.advance(3601)
-    federation.verifier.verify(
-        federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
-    )
+    federation.verifier.verify(federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token)
     assert federation.provider.count(federation.jwks_path) == 2
 
 
 def test_provider_key_rotation_is_picked_up_on_an_unknown_kid(
     federation: Federation, key_pool: list[SigningKey], clock: FrozenClock
 ) -> None:
-    federation.verifier.verify(
-        federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
-    )
+    federation.verifier.verify(federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token)
     new_key = replace(key_pool[3], active=True)
     federation.publish(new_key, replace(federation.key, active=False))
     clock.advance(120)
@@ -615,9 +556,7 @@ def test_provider_key_rotation_is_picked_up_on_an_unknown_kid(
 def test_unknown_kid_refetches_at_most_once_a_minute(
     federation: Federation, stranger_key: SigningKey, clock: FrozenClock
 ) -> None:
-    federation.verifier.verify(
-        federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
-    )
+    federation.verifier.verify(federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token)
     clock.advance(61)
     forged = sign(stranger_key, app_claims(iss=federation.issuer_url, tid=OTHER_TENANT))
     for _ in range(10):
@@ -631,9 +570,7 @@ def test_unknown_kid_refetches_at_most_once_a_minute(
 
 
 def test_external_token_for_another_audience_is_refused(federation: Federation) -> None:
-    token = sign(
-        federation.key, app_claims(iss=federation.issuer_url, tid=OTHER_TENANT, aud="api://other")
-    )
+    token = sign(federation.key, app_claims(iss=federation.issuer_url, tid=OTHER_TENANT, aud="api://other"))
     with pytest.raises(InvalidToken, match="audience is not accepted"):
         federation.verifier.verify(token)
 
@@ -657,12 +594,8 @@ def test_generic_oidc_claims_are_mapped(
     provider: FakeProvider, federation: Federation, signing_key: SigningKey, clock: FrozenClock
 ) -> None:
     # A provider that knows nothing of Entra: no tid, idtyp or azp; RFC 9068 client_id and scope.
-    trusted = ExternalIssuer(
-        federation.issuer_url, "api://bulwark", tenant_id=TENANT, allow_http=True
-    )
-    verifier = TokenVerifier(
-        KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, external_issuers=[trusted]
-    )
+    trusted = ExternalIssuer(federation.issuer_url, "api://bulwark", tenant_id=TENANT, allow_http=True)
+    verifier = TokenVerifier(KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, external_issuers=[trusted])
     claims = {
         "iss": federation.issuer_url,
         "aud": ["api://bulwark", "account"],
@@ -683,13 +616,9 @@ def test_generic_oidc_claims_are_mapped(
     assert verified.requestor == "alice@example.org"
 
 
-def test_external_tenant_must_be_known(
-    federation: Federation, clock: FrozenClock, signing_key: SigningKey
-) -> None:
+def test_external_tenant_must_be_known(federation: Federation, clock: FrozenClock, signing_key: SigningKey) -> None:
     trusted = ExternalIssuer(federation.issuer_url, DEFENDER_AUDIENCE, allow_http=True)
-    verifier = TokenVerifier(
-        KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, external_issuers=[trusted]
-    )
+    verifier = TokenVerifier(KeyRing([signing_key]), BASE_URL, {TENANT}.__contains__, clock, external_issuers=[trusted])
     token = federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
     with pytest.raises(InvalidToken, match=f"tenant {OTHER_TENANT} is not known"):
         verifier.verify(token)
@@ -700,16 +629,12 @@ def test_discovery_naming_another_issuer_makes_keys_unavailable(federation: Fede
     config["issuer"] = "https://impostor.example/v2.0"
     federation.provider.routes[federation.discovery_path] = (200, config)
     token = federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
-    with pytest.raises(
-        SigningKeysUnavailable, match="names issuer 'https://impostor.example/v2.0'"
-    ):
+    with pytest.raises(SigningKeysUnavailable, match="names issuer 'https://impostor.example/v2.0'"):
         federation.verifier.verify(token)
     assert federation.provider.count(federation.jwks_path) == 0
 
 
-def test_unreachable_provider_makes_keys_unavailable_and_is_not_hammered(
-    federation: Federation, clock: FrozenClock
-) -> None:
+def test_unreachable_provider_makes_keys_unavailable_and_is_not_hammered(federation: Federation, clock: FrozenClock) -> None:
     federation.provider.routes[federation.jwks_path] = (503, {"error": "down"})
     token = federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
     for _ in range(5):
@@ -722,12 +647,8 @@ def test_unreachable_provider_makes_keys_unavailable_and_is_not_hammered(
     assert federation.verifier.verify(token).tenant_id == OTHER_TENANT
 
 
-def test_stale_keys_keep_working_for_an_hour_while_the_provider_is_down(
-    federation: Federation, clock: FrozenClock
-) -> None:
-    federation.verifier.verify(
-        federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
-    )
+def test_stale_keys_keep_working_for_an_hour_while_the_provider_is_down(federation: Federation, clock: FrozenClock) -> None:
+    federation.verifier.verify(federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token)
     federation.provider.routes[federation.jwks_path] = (500, {"error": "down"})
     clock.advance(3601)
     token = federation.issuer.issue_application_token(OTHER_TENANT, APP_ID, "A", []).access_token
@@ -764,9 +685,7 @@ def test_external_issuer_over_https_is_trusted_through_its_ca_file(
         def verifier_trusting(ca_file: str | None) -> TokenVerifier:
             issuer = ExternalIssuer(config["issuer"], DEFENDER_AUDIENCE, ca_file=ca_file)
             known = {OTHER_TENANT}.__contains__
-            return TokenVerifier(
-                KeyRing([signing_key]), BASE_URL, known, clock, external_issuers=[issuer]
-            )
+            return TokenVerifier(KeyRing([signing_key]), BASE_URL, known, clock, external_issuers=[issuer])
 
         assert verifier_trusting(str(tls.ca_cert)).verify(token).roles == ("Machine.Offboard",)
         # Without the local CA the provider's certificate is not trusted, so no keys are had.
@@ -779,9 +698,7 @@ def test_external_issuers_must_use_https_unless_told_otherwise() -> None:
         ExternalIssuer("http://idp.example/v2.0", DEFENDER_AUDIENCE)
 
 
-def test_external_issuer_cannot_impersonate_local_issuers(
-    signing_key: SigningKey, clock: FrozenClock
-) -> None:
+def test_external_issuer_cannot_impersonate_local_issuers(signing_key: SigningKey, clock: FrozenClock) -> None:
     with pytest.raises(ValueError, match="collides"):
         TokenVerifier(
             KeyRing([signing_key]),
@@ -804,9 +721,7 @@ def test_a_rotation_in_another_process_is_seen_on_the_first_token_with_the_new_k
     this_process = KeyRingCache(load, clock, max_age_seconds=300)
     verifier = TokenVerifier(this_process, BASE_URL, {TENANT}.__contains__, clock)
     assert verifier.verify(
-        TokenIssuer(this_process, BASE_URL, clock)
-        .issue_application_token(TENANT, APP_ID, "A", [])
-        .access_token
+        TokenIssuer(this_process, BASE_URL, clock).issue_application_token(TENANT, APP_ID, "A", []).access_token
     )
 
     # Another process rotates the shared store and signs with the new key at once.

@@ -152,9 +152,7 @@ class FakeService:
         token = f"token-{len(self.issued_tokens) + 1}"
         self.issued_tokens.append(token)
         self.valid_tokens.add(token)
-        return httpx.Response(
-            200, json={"token_type": "Bearer", "expires_in": self.token_lifetime, "access_token": token}
-        )
+        return httpx.Response(200, json={"token_type": "Bearer", "expires_in": self.token_lifetime, "access_token": token})
 
     def _route(self, request: httpx.Request) -> httpx.Response:
         parts = request.url.path.strip("/").split("/")
@@ -376,11 +374,11 @@ def test_path_segments_are_percent_encoded(connect: Connect, fake: FakeService) 
 
 
 def test_base_url_path_prefix_is_kept(fake: FakeService) -> None:
-    with BulwarkClient(
-        f"{API}/tenant-a", token="t", transport=httpx.MockTransport(fake.handle)
-    ) as client:
-        with pytest.raises(Unauthorized):
-            client.get_machine("abc")
+    with (
+        BulwarkClient(f"{API}/tenant-a", token="t", transport=httpx.MockTransport(fake.handle)) as client,
+        pytest.raises(Unauthorized),
+    ):
+        client.get_machine("abc")
 
     assert fake.api_requests[-1].url.path == "/tenant-a/api/machines/abc"
 
@@ -634,9 +632,7 @@ def test_missing_resource_is_reported_by_the_real_route(connect: Connect) -> Non
 # --- retries ----------------------------------------------------------------------------------
 
 
-def test_rate_limited_post_waits_retry_after_then_succeeds(
-    connect: Connect, fake: FakeService, clock: FakeClock
-) -> None:
+def test_rate_limited_post_waits_retry_after_then_succeeds(connect: Connect, fake: FakeService, clock: FakeClock) -> None:
     limited = mde_error(429, "TooManyRequests", "slow down", **{"Retry-After": "7"})
     fake.script("POST", f"/api/machines/{MACHINE_ID}/offboard", limited)
 
@@ -660,12 +656,8 @@ def test_rate_limit_retries_are_bounded(connect: Connect, fake: FakeService, clo
     assert len(fake.api_requests) == 4
 
 
-def test_rate_limit_longer_than_the_wait_budget_raises_at_once(
-    connect: Connect, fake: FakeService, clock: FakeClock
-) -> None:
-    fake.script(
-        "GET", "/api/machines/host0.contoso.com", mde_error(429, "TooManyRequests", "hourly", **{"Retry-After": "1800"})
-    )
+def test_rate_limit_longer_than_the_wait_budget_raises_at_once(connect: Connect, fake: FakeService, clock: FakeClock) -> None:
+    fake.script("GET", "/api/machines/host0.contoso.com", mde_error(429, "TooManyRequests", "hourly", **{"Retry-After": "1800"}))
 
     with pytest.raises(TooManyRequests) as raised:
         connect(retry=RetryPolicy(rate_limit_max_wait=60)).get_machine("host0.contoso.com")
@@ -689,9 +681,7 @@ def test_retry_after_as_http_date_is_honoured(connect: Connect, fake: FakeServic
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_post_is_not_retried_on_server_errors(
-    connect: Connect, fake: FakeService, clock: FakeClock, status: int
-) -> None:
+def test_post_is_not_retried_on_server_errors(connect: Connect, fake: FakeService, clock: FakeClock, status: int) -> None:
     fake.script("POST", f"/api/machines/{MACHINE_ID}/offboard", mde_error(status, "InternalServerError", ""))
 
     with pytest.raises(ApiError) as raised:
@@ -865,9 +855,7 @@ def test_listing_is_lazy(fake: FakeService) -> None:
 
 
 @pytest.mark.parametrize("final", ["Succeeded", "Failed", "TimeOut", "Cancelled"])
-def test_wait_polls_until_the_action_is_final(
-    connect: Connect, fake: FakeService, clock: FakeClock, final: str
-) -> None:
+def test_wait_polls_until_the_action_is_final(connect: Connect, fake: FakeService, clock: FakeClock, final: str) -> None:
     action = fake.add_action(then=["Pending", "InProgress", "InProgress", final])
 
     finished = connect().wait(action["id"], timeout=60, poll_interval=2)
@@ -878,9 +866,7 @@ def test_wait_polls_until_the_action_is_final(
     assert clock.sleeps == [2.0, 3.0, 4.5]
 
 
-def test_wait_on_a_returned_action_sleeps_before_the_first_poll(
-    connect: Connect, fake: FakeService, clock: FakeClock
-) -> None:
+def test_wait_on_a_returned_action_sleeps_before_the_first_poll(connect: Connect, fake: FakeService, clock: FakeClock) -> None:
     client = connect()
     pending = client.offboard(MACHINE_ID, "x")
     fake.upcoming_statuses[pending.id] = ["Succeeded"]

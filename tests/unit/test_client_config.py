@@ -62,8 +62,10 @@ def test_credentials_file_spellings(tmp_path: Path, document: dict) -> None:
 
 
 def test_credentials_file_client_chosen_by_id(tmp_path: Path) -> None:
-    path = write(tmp_path / "c.json", {"tenant": TENANT, "clients": [
-        {"clientId": "a", "clientSecret": "sa"}, {"clientId": "b", "clientSecret": "sb"}]})
+    path = write(
+        tmp_path / "c.json",
+        {"tenant": TENANT, "clients": [{"clientId": "a", "clientSecret": "sa"}, {"clientId": "b", "clientSecret": "sb"}]},
+    )
     assert read_credentials_file(path, client_id="b").client_secret == "sb"
     with pytest.raises(ConfigurationError, match="no client with id c"):
         read_credentials_file(path, client_id="c")
@@ -79,10 +81,16 @@ def test_unreadable_credentials_file(tmp_path: Path) -> None:
 
 def test_flags_win_over_the_credentials_file_which_wins_over_the_profile(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
-    credentials = write(tmp_path / "demo.json", {"tenantId": TENANT, "authority": "http://file:1",
-                                                 "clientId": "file-app", "clientSecret": "file-secret"})
-    save_profile(config, "lab", ConnectionSettings(api_url="http://profile:1", authority="http://profile:2",
-                                                   credentials_file=str(credentials)), make_default=True)
+    credentials = write(
+        tmp_path / "demo.json",
+        {"tenantId": TENANT, "authority": "http://file:1", "clientId": "file-app", "clientSecret": "file-secret"},
+    )
+    save_profile(
+        config,
+        "lab",
+        ConnectionSettings(api_url="http://profile:1", authority="http://profile:2", credentials_file=str(credentials)),
+        make_default=True,
+    )
     resolved = resolve_connection(ConnectionSettings(client_secret="typed"), profile_name=None, config_path=config)
     assert resolved.api_url == "http://profile:1"
     assert resolved.authority == "http://file:1"
@@ -93,15 +101,19 @@ def test_defaults_and_token(tmp_path: Path) -> None:
     resolved = resolve_connection(ConnectionSettings(token="t"), profile_name=None, config_path=tmp_path / "none.json")
     assert (resolved.api_url, resolved.authority, resolved.verify) == ("http://127.0.0.1:8000", "http://127.0.0.1:8000", True)
     assert resolved.client_arguments() == {"base_url": "http://127.0.0.1:8000", "token": "t"}
-    live = resolve_connection(ConnectionSettings(token="t", api_url="https://api.securitycenter.microsoft.com/",
-                                                 insecure=True), profile_name=None, config_path=tmp_path / "none.json")
+    live = resolve_connection(
+        ConnectionSettings(token="t", api_url="https://api.securitycenter.microsoft.com/", insecure=True),
+        profile_name=None,
+        config_path=tmp_path / "none.json",
+    )
     assert live.authority == "https://login.microsoftonline.com" and live.verify is False
 
 
 def test_missing_credentials_and_unknown_profile(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="missing: --client-secret"):
-        resolve_connection(ConnectionSettings(tenant_id=TENANT, client_id="a"), profile_name=None,
-                           config_path=tmp_path / "none.json")
+        resolve_connection(
+            ConnectionSettings(tenant_id=TENANT, client_id="a"), profile_name=None, config_path=tmp_path / "none.json"
+        )
     with pytest.raises(ConfigurationError, match="No profile named 'x'"):
         resolve_connection(ConnectionSettings(token="t"), profile_name="x", config_path=tmp_path / "none.json")
 
@@ -112,5 +124,7 @@ def test_save_profile_merges_and_keeps_the_first_as_default(tmp_path: Path) -> N
     save_profile(config, "b", ConnectionSettings(api_url="http://b"), make_default=False)
     save_profile(config, "a", ConnectionSettings(token="t"), make_default=False)
     stored = json.loads(config.read_text())
-    assert stored == {"default_profile": "a", "profiles": {"a": {"api_url": "http://a", "token": "t"},
-                                                           "b": {"api_url": "http://b"}}}
+    assert stored == {
+        "default_profile": "a",
+        "profiles": {"a": {"api_url": "http://a", "token": "t"}, "b": {"api_url": "http://b"}},
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -55,7 +55,14 @@ def test_old_clients_are_refused_with_client_version(platform: str, build: int, 
 
 def test_machine_ids_are_40_alphanumerics_matched_case_insensitively() -> None:
     assert normalize_machine_id("1E5BC9D7E413DDD7902C2932E418702B84D0CC07") == "1e5bc9d7e413ddd7902c2932e418702b84d0cc07"
-    for bad in ["", "abc", "1e5bc9d7e413ddd7902c2932e418702b84d0cc0", "1e5bc9d7e413ddd7902c2932e418702b84d0cc07a", "1e5bc9d7e413ddd7902c2932e418702b84d0cc0!", "' or 1=1 --xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"]:
+    for bad in [
+        "",
+        "abc",
+        "1e5bc9d7e413ddd7902c2932e418702b84d0cc0",
+        "1e5bc9d7e413ddd7902c2932e418702b84d0cc07a",
+        "1e5bc9d7e413ddd7902c2932e418702b84d0cc0!",
+        "' or 1=1 --xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+    ]:
         with pytest.raises(InvalidInput):
             normalize_machine_id(bad)
 
@@ -82,7 +89,7 @@ def test_lifecycle_table() -> None:
     [(722023, "2021-01-26T20:33:57.722023Z"), (200000, "2021-01-26T20:33:57.2Z"), (0, "2021-01-26T20:33:57Z")],
 )
 def test_timestamps_drop_trailing_zeros(micro: int, expected: str) -> None:
-    assert format_timestamp(datetime(2021, 1, 26, 20, 33, 57, micro, tzinfo=timezone.utc)) == expected
+    assert format_timestamp(datetime(2021, 1, 26, 20, 33, 57, micro, tzinfo=UTC)) == expected
 
 
 def test_missing_permission_is_worded_like_the_live_service() -> None:

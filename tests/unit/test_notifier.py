@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from bulwark.notifier import InProcessNotifier, create_notifier, PostgresNotifier, RedisNotifier
+from bulwark.notifier import InProcessNotifier, PostgresNotifier, RedisNotifier, create_notifier
 
 
 async def test_publish_wakes_only_waiters_on_that_key() -> None:

@@ -112,16 +112,19 @@ def test_filterable_properties_are_exactly_those_the_contract_lists():
         "rbacGroupId",
     }  # fmt: skip
     assert set(MACHINE_ACTION_SPEC.filterable_properties()) == {
-        "id", "status", "machineId", "type", "requestor", "creationDateTimeUtc",
+        "id",
+        "status",
+        "machineId",
+        "type",
+        "requestor",
+        "creationDateTimeUtc",
     }
 
 
 def test_sortable_properties_are_the_filterable_scalars():
     for spec in (MACHINE_SPEC, MACHINE_ACTION_SPEC):
         expected = {
-            name
-            for name, prop in spec.properties.items()
-            if prop.filterable and prop.type is not PropertyType.STRING_COLLECTION
+            name for name, prop in spec.properties.items() if prop.filterable and prop.type is not PropertyType.STRING_COLLECTION
         }
         assert set(spec.sortable_properties()) == expected
 
@@ -176,9 +179,7 @@ def test_every_comparison_operator_on_integers(operator):
 
 @pytest.mark.parametrize("operator", list(ComparisonOperator))
 def test_every_comparison_operator_on_datetimes(operator):
-    assert machine(f"lastSeen {operator} 2018-08-01Z") == Comparison(
-        "lastSeen", D, operator, datetime(2018, 8, 1, tzinfo=UTC)
-    )
+    assert machine(f"lastSeen {operator} 2018-08-01Z") == Comparison("lastSeen", D, operator, datetime(2018, 8, 1, tzinfo=UTC))
 
 
 def test_keywords_and_property_names_are_case_insensitive_and_names_normalised():
@@ -192,9 +193,7 @@ def test_keywords_and_property_names_are_case_insensitive_and_names_normalised()
 
 def test_extra_whitespace_is_harmless():
     assert machine("  ( computerDnsName   eq\t'a' )  ") == Comparison("computerDnsName", S, EQ, "a")
-    assert machine("startswith( computerDnsName , 'a' )") == StringMatch(
-        StringFunction.STARTSWITH, "computerDnsName", "a"
-    )
+    assert machine("startswith( computerDnsName , 'a' )") == StringMatch(StringFunction.STARTSWITH, "computerDnsName", "a")
 
 
 def test_properties_starting_with_keywords_are_not_split():
@@ -279,15 +278,12 @@ def test_injection_attempts_stay_one_literal(text, value):
 
 def test_injection_attempt_without_escaped_quote_is_a_syntax_error():
     assert error_of("computerDnsName eq 'x' or 1 eq 1 --'") == (
-        "Syntax error at position 27 in $filter: unexpected '1'; "
-        "expected '(' or 'not' or a function or a property name"
+        "Syntax error at position 27 in $filter: unexpected '1'; expected '(' or 'not' or a function or a property name"
     )
 
 
 def test_enum_values_match_case_insensitively_and_are_normalised():
-    assert machine("healthStatus eq 'impairedcommunication'") == Comparison(
-        "healthStatus", E, EQ, "ImpairedCommunication"
-    )
+    assert machine("healthStatus eq 'impairedcommunication'") == Comparison("healthStatus", E, EQ, "ImpairedCommunication")
     assert parse_filter("status in ('PENDING', 'inprogress', 'Pending')", MACHINE_ACTION_SPEC) == In(
         "status", E, ("Pending", "InProgress")
     )
@@ -304,9 +300,7 @@ def test_and_binds_tighter_than_or():
 
 def test_nested_groups_of_one_connective_are_flattened():
     a, b, c, d = (Comparison("rbacGroupId", I, EQ, n) for n in (1, 2, 3, 4))
-    assert machine("(rbacGroupId eq 1 or rbacGroupId eq 2) or (rbacGroupId eq 3 or rbacGroupId eq 4)") == Or(
-        (a, b, c, d)
-    )
+    assert machine("(rbacGroupId eq 1 or rbacGroupId eq 2) or (rbacGroupId eq 3 or rbacGroupId eq 4)") == Or((a, b, c, d))
     assert machine("rbacGroupId eq 1 and (rbacGroupId eq 2 and rbacGroupId eq 3)") == And((a, b, c))
 
 
@@ -321,9 +315,7 @@ def test_contract_example_filters():
     assert machine("(healthStatus eq 'Active' or healthStatus eq 'Inactive')") == Or(
         (Comparison("healthStatus", E, EQ, "Active"), Comparison("healthStatus", E, EQ, "Inactive"))
     )
-    assert parse_filter("type in ('Offboard','Isolate')", MACHINE_ACTION_SPEC) == In(
-        "type", E, ("Offboard", "Isolate")
-    )
+    assert parse_filter("type in ('Offboard','Isolate')", MACHINE_ACTION_SPEC) == In("type", E, ("Offboard", "Isolate"))
     assert parse_filter("creationDateTimeUtc ge 2024-01-01T00:00:00Z", MACHINE_ACTION_SPEC) == Comparison(
         "creationDateTimeUtc", D, GE, datetime(2024, 1, 1, tzinfo=UTC)
     )
@@ -336,9 +328,7 @@ def test_in_keeps_distinct_values_in_order_including_null():
 
 @pytest.mark.parametrize("function", list(StringFunction))
 def test_string_functions(function):
-    assert machine(f"{function.upper()}(computerDnsName,'my%_host')") == StringMatch(
-        function, "computerDnsName", "my%_host"
-    )
+    assert machine(f"{function.upper()}(computerDnsName,'my%_host')") == StringMatch(function, "computerDnsName", "my%_host")
 
 
 def test_string_function_compared_with_booleans():
@@ -352,15 +342,11 @@ def test_string_function_compared_with_booleans():
 def test_case_functions_are_accepted_and_change_nothing():
     # String comparisons are case-insensitive already; see bulwark.store.odata_sql.
     assert machine("tolower(computerDnsName) eq 'host'") == Comparison("computerDnsName", S, EQ, "host")
-    assert machine("contains(toupper(computerDnsName),'HOST')") == StringMatch(
-        StringFunction.CONTAINS, "computerDnsName", "HOST"
-    )
+    assert machine("contains(toupper(computerDnsName),'HOST')") == StringMatch(StringFunction.CONTAINS, "computerDnsName", "HOST")
 
 
 def test_any_with_a_comparison():
-    assert machine("machineTags/any(tag: tag eq 'x')") == CollectionAny(
-        "machineTags", Comparison("machineTags", S, EQ, "x")
-    )
+    assert machine("machineTags/any(tag: tag eq 'x')") == CollectionAny("machineTags", Comparison("machineTags", S, EQ, "x"))
 
 
 def test_any_with_functions_connectives_and_in():
@@ -390,9 +376,7 @@ def test_any_without_a_lambda_tests_for_a_non_empty_collection():
 
 
 def test_lambda_variable_may_shadow_a_property_name():
-    assert machine("machineTags/any(id: id eq 'x')") == CollectionAny(
-        "machineTags", Comparison("machineTags", S, EQ, "x")
-    )
+    assert machine("machineTags/any(id: id eq 'x')") == CollectionAny("machineTags", Comparison("machineTags", S, EQ, "x"))
 
 
 # --------------------------------------------------------------------------- filter errors
@@ -514,8 +498,7 @@ def test_string_function_misuse(text, fragment):
         ("machineTags/all(t: t eq 'x')", "Invalid filter clause: machineTags/all() is not supported; use any()"),
         (
             "machineTags/any(t: healthStatus eq 'Active')",
-            "Invalid filter clause: inside machineTags/any() only the lambda variable 't' can be used, "
-            "not 'healthStatus'",
+            "Invalid filter clause: inside machineTags/any() only the lambda variable 't' can be used, not 'healthStatus'",
         ),
         (
             "machineTags/any(t: machineTags/any(u: u eq 'x'))",
@@ -554,8 +537,7 @@ def test_collection_misuse(text, message):
     [
         (
             "computerDnsName eq 'x",
-            "Syntax error at position 20 in $filter: unterminated string literal "
-            "(a quote inside a string is written as '')",
+            "Syntax error at position 20 in $filter: unterminated string literal (a quote inside a string is written as '')",
         ),
         (
             'computerDnsName eq "x"',
@@ -585,19 +567,16 @@ def test_collection_misuse(text, message):
         ("rbacGroupId in ()", "Syntax error at position 17 in $filter: unexpected ')'; expected a value"),
         (
             "lastSeen gt 2024-1-1",
-            "Syntax error at position 13 in $filter: malformed number or date starting with '2' "
-            "(dates look like 2024-01-01Z)",
+            "Syntax error at position 13 in $filter: malformed number or date starting with '2' (dates look like 2024-01-01Z)",
         ),
         (
             "rbacGroupId eq 1e5",
-            "Syntax error at position 16 in $filter: malformed number or date starting with '1' "
-            "(dates look like 2024-01-01Z)",
+            "Syntax error at position 16 in $filter: malformed number or date starting with '1' (dates look like 2024-01-01Z)",
         ),
         ("computerDnsName eq 'a' ; drop", "Syntax error at position 24 in $filter: unexpected character ';'"),
         (
             "computerDnsName eq 'a' -- comment",
-            "Syntax error at position 24 in $filter: malformed number or date starting with '-' "
-            "(dates look like 2024-01-01Z)",
+            "Syntax error at position 24 in $filter: malformed number or date starting with '-' (dates look like 2024-01-01Z)",
         ),
     ],
 )
@@ -692,8 +671,7 @@ def test_option_names_are_case_insensitive_and_other_parameters_ignored():
 @pytest.mark.parametrize("option", ["$expand", "$search", "$format", "$apply", "$skiptoken", "$"])
 def test_unknown_dollar_options_are_errors(option):
     assert query_error_of({option: "x"}) == (
-        f"The query option '{option}' is not supported; "
-        "supported options: $filter, $top, $skip, $orderby, $select, $count"
+        f"The query option '{option}' is not supported; supported options: $filter, $top, $skip, $orderby, $select, $count"
     )
 
 

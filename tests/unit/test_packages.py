@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bulwark.domain.machines import normalize_machine_id
 from bulwark.domain.sensors import (
     InvalidPackage,
     build_offboarding_package,
@@ -15,9 +16,8 @@ from bulwark.domain.sensors import (
     read_onboarding_package,
     verify_offboarding_package,
 )
-from bulwark.domain.machines import normalize_machine_id
 
-NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TENANT = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
 
 
@@ -29,8 +29,9 @@ def test_machine_ids_are_stable_40_hex_and_differ_by_tenant() -> None:
 
 
 def test_onboarding_package_round_trip_and_shape_checks() -> None:
-    package = build_onboarding_package(tenant_id=TENANT, server_url="http://x/", onboarding_key="bwo_k",
-                                       signing_public_key="pub", created_at=NOW)
+    package = build_onboarding_package(
+        tenant_id=TENANT, server_url="http://x/", onboarding_key="bwo_k", signing_public_key="pub", created_at=NOW
+    )
     assert read_onboarding_package(package)["serverUrl"] == "http://x"
     with pytest.raises(InvalidPackage):
         read_onboarding_package({**package, "kind": "something-else"})
@@ -44,8 +45,9 @@ def keys() -> tuple[str, str]:
 
 
 def offboarding(private: str, issued: datetime = NOW, days: float = 7) -> dict:
-    return build_offboarding_package(tenant_id=TENANT, private_key=private, issued_at=issued,
-                                     expires_at=issued + timedelta(days=days), package_id="p1")
+    return build_offboarding_package(
+        tenant_id=TENANT, private_key=private, issued_at=issued, expires_at=issued + timedelta(days=days), package_id="p1"
+    )
 
 
 def test_offboarding_package_is_accepted_until_it_expires(keys: tuple[str, str]) -> None:

@@ -86,9 +86,7 @@ def test_minute_window_allows_100_calls_then_refuses(clock: FrozenClock) -> None
 
 
 @pytest.mark.parametrize("refused_after", [0.25, 0.5, 0.999, 17.3, 59.5])
-def test_waiting_retry_after_gets_through_and_a_second_less_does_not(
-    clock: FrozenClock, refused_after: float
-) -> None:
+def test_waiting_retry_after_gets_through_and_a_second_less_does_not(clock: FrozenClock, refused_after: float) -> None:
     limiter = make_limiter(clock, "10/minute")
     call_many(limiter, 4)
     clock.advance(refused_after / 2)
@@ -366,9 +364,7 @@ def test_fail_closed_refuses_with_a_storage_failure() -> None:
 
 
 def test_limits_apply_again_once_the_store_answers(caplog: pytest.LogCaptureFixture) -> None:
-    limiter = WindowRateLimiter(
-        UnreachableStorage(failures=1), RateLimitPolicy.parse("1/minute"), storage_retry_interval=0
-    )
+    limiter = WindowRateLimiter(UnreachableStorage(failures=1), RateLimitPolicy.parse("1/minute"), storage_retry_interval=0)
 
     with caplog.at_level(logging.INFO, logger="bulwark.ratelimit"):
         during = limiter.check(APP, OFFBOARD)

@@ -17,10 +17,10 @@ from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
-from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
 from bulwark.notifier import create_notifier
+from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
@@ -58,9 +58,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     uow = UnitOfWorkFactory(engine)
     auth = Authenticator(settings, uow, clock)
     notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
-    runtime = Runtime(
-        settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier
-    )
+    runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -100,7 +98,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(sensor_gateway.router)
 
     @app.get("/healthz", include_in_schema=False)
-    async def healthz():  # noqa: ANN202
+    async def healthz():
         return json_response({"status": "ok", "version": __version__})
 
     return app

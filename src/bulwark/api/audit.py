@@ -9,8 +9,8 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from bulwark.domain.errors import BulwarkError
-from bulwark.service.audit import RequestContext, record_refusal
 from bulwark.service.actions import CANCEL_AUDIT_ACTION
+from bulwark.service.audit import RequestContext, record_refusal
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
 
 log = logging.getLogger("bulwark.audit")
@@ -44,7 +44,7 @@ async def _unread_comment(request: Request, settings: object) -> str | None:
                 return None
             chunks.append(chunk)
         comment = json.loads(b"".join(chunks) or b"null").get("Comment")
-    except Exception:  # noqa: BLE001 - a body that cannot be read or parsed has no comment to keep
+    except Exception:
         return None
     return comment[: getattr(settings, "max_comment_length", 4000)] if isinstance(comment, str) else None
 
@@ -57,9 +57,7 @@ async def audit_refusal(request: Request, error: BulwarkError) -> None:
         return
     runtime = request.app.state.runtime
     state = request.scope.get("state", {})
-    context = RequestContext(
-        request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None
-    )
+    context = RequestContext(request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None)
     machine_id = str(request.path_params.get("id", ""))[:64] or None
     comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
     try:
@@ -75,5 +73,5 @@ async def audit_refusal(request: Request, error: BulwarkError) -> None:
             machine_id=machine_id,
             comment=comment,
         )
-    except Exception:  # noqa: BLE001 - the caller must still get the real error
+    except Exception:
         log.exception("could not record a refused request", extra={"request_id": context.request_id})

@@ -36,9 +36,11 @@ async def _sweep_forever(runtime: Runtime) -> None:
             if result.pending_timed_out or result.in_progress_timed_out or result.machines_inactive:
                 log.info(
                     "sweep: %d pending and %d in-progress actions timed out, %d machines inactive",
-                    result.pending_timed_out, result.in_progress_timed_out, result.machines_inactive,
+                    result.pending_timed_out,
+                    result.in_progress_timed_out,
+                    result.machines_inactive,
                 )
-        except Exception:  # noqa: BLE001 - a failed sweep is retried at the next interval
+        except Exception:
             log.exception("sweep failed")
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
 

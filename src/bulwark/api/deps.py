@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from bulwark.api.audit import remember_principal
 from bulwark.api.authn import Authenticator
 from bulwark.clock import Clock
-from bulwark.ratelimit import RateLimiter
 from bulwark.domain.access import Principal
 from bulwark.notifier import InProcessNotifier
+from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit import RequestContext
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings

@@ -7,7 +7,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
-
 from starlette.responses import Response
 
 from bulwark.api import odata
@@ -46,9 +45,7 @@ def list_response(
     return json_response(collection_body(request, context, page, query, render))
 
 
-def collection_body(
-    request: Request, context: str, page: Page[Any], query: odata.ODataQuery, render
-) -> dict[str, Any]:  # noqa: ANN001
+def collection_body(request: Request, context: str, page: Page[Any], query: odata.ODataQuery, render) -> dict[str, Any]:
     """``{"@odata.context", ["@odata.count"], "value", ["@odata.nextLink"]}`` for one page."""
     items = [render(item) for item in page.items]
     if query.select is not None:

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from bulwark.api.audit import remember_comment
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
-from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.listing import list_response
 from bulwark.api.odata import MACHINE_ACTION_SPEC
+from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.wire import action_to_wire, entity_response
-from bulwark.api.audit import remember_comment
 from bulwark.domain.errors import InvalidRequestBody
 from bulwark.service.actions import CancelAction, cancel_action
 from bulwark.service.inventory import list_actions

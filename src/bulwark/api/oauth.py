@@ -119,11 +119,19 @@ async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
             extra: dict[str, str] = {}
         elif grant == "password":
             issued = await run_in_threadpool(
-                tokens.password, tenant, client_id, client_secret, fields.get("username"), fields.get("password"), fields.get("scope")
+                tokens.password,
+                tenant,
+                client_id,
+                client_secret,
+                fields.get("username"),
+                fields.get("password"),
+                fields.get("scope"),
             )
             extra = {"scope": f"{DEFENDER_AUDIENCE}/.default"}
         elif not grant:
-            raise TokenRequestError("invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'.")
+            raise TokenRequestError(
+                "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."
+            )
         else:
             raise TokenRequestError(
                 "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant[:40]}'."

@@ -550,8 +550,7 @@ class _FilterBuilder:
         target = self._resolve(ident, scope)
         if target.type not in (PropertyType.STRING, PropertyType.ENUM):
             raise ODataError(
-                f"Invalid filter clause: {function.lower()}() needs a string argument; "
-                f"{target.label} is of type {target.type}"
+                f"Invalid filter clause: {function.lower()}() needs a string argument; {target.label} is of type {target.type}"
             )
         # Comparisons are case-insensitive already, so tolower()/toupper() change nothing.
         return target
@@ -569,8 +568,7 @@ class _FilterBuilder:
         prop = self.spec.properties[wire]
         if prop.type is PropertyType.STRING_COLLECTION:
             raise ODataError(
-                f"Invalid filter clause: property '{wire}' is a collection; "
-                f"test its elements with {wire}/any(t: t eq 'value')"
+                f"Invalid filter clause: property '{wire}' is a collection; test its elements with {wire}/any(t: t eq 'value')"
             )
         return _Target(wire, prop.type, f"property '{wire}'")
 
@@ -578,14 +576,12 @@ class _FilterBuilder:
         wire = self.spec.resolve(name)
         if wire is None:
             raise ODataError(
-                f"Invalid filter clause: property '{name}' is not supported for filtering: "
-                f"{self.spec.name} has no such property"
+                f"Invalid filter clause: property '{name}' is not supported for filtering: {self.spec.name} has no such property"
             )
         if not self.spec.properties[wire].filterable:
             allowed = ", ".join(self.spec.filterable_properties())
             raise ODataError(
-                f"Invalid filter clause: property '{wire}' is not supported for filtering; "
-                f"filterable properties: {allowed}"
+                f"Invalid filter clause: property '{wire}' is not supported for filtering; filterable properties: {allowed}"
             )
         return wire
 
@@ -634,8 +630,7 @@ class _FilterBuilder:
             if canonical.lower() == text.lower():
                 return canonical
         raise ODataError(
-            f"Invalid filter clause: '{text}' is not a valid value for {target.label}; "
-            f"valid values: {', '.join(values)}"
+            f"Invalid filter clause: '{text}' is not a valid value for {target.label}; valid values: {', '.join(values)}"
         )
 
     # ---- predicates
@@ -669,13 +664,11 @@ class _FilterBuilder:
         target = self._operand(operand, scope)
         if target.type is not PropertyType.STRING:
             raise ODataError(
-                f"Invalid filter clause: {function}() needs a string argument; "
-                f"{target.label} is of type {target.type}"
+                f"Invalid filter clause: {function}() needs a string argument; {target.label} is of type {target.type}"
             )
         if value_token.type != "STRING":
             raise ODataError(
-                f"Invalid filter clause: the second argument of {function}() must be a quoted string, "
-                f"not {value_token}"
+                f"Invalid filter clause: the second argument of {function}() must be a quoted string, not {value_token}"
             )
         return StringMatch(function, target.property, _unquote(str(value_token)))
 
@@ -685,8 +678,7 @@ class _FilterBuilder:
         operator = operator_token.lower()
         if operator not in ("eq", "ne") or value_token.type not in ("TRUE", "FALSE"):
             raise ODataError(
-                f"Invalid filter clause: the result of {match.function}() can only be compared "
-                f"with eq or ne to true or false"
+                f"Invalid filter clause: the result of {match.function}() can only be compared with eq or ne to true or false"
             )
         wanted = (value_token.type == "TRUE") == (operator == "eq")
         return match if wanted else Not(match)
@@ -695,15 +687,12 @@ class _FilterBuilder:
         collection_token, operator_token, variable, body = node.children
         name = str(collection_token)
         if scope is not None:
-            raise ODataError(
-                f"Invalid filter clause: {name}/{operator_token.lower()}() cannot be nested in another lambda"
-            )
+            raise ODataError(f"Invalid filter clause: {name}/{operator_token.lower()}() cannot be nested in another lambda")
         wire = self._filterable_property(name)
         prop = self.spec.properties[wire]
         if prop.type is not PropertyType.STRING_COLLECTION:
             raise ODataError(
-                f"Invalid filter clause: {operator_token.lower()}() needs a collection property; "
-                f"'{wire}' is of type {prop.type}"
+                f"Invalid filter clause: {operator_token.lower()}() needs a collection property; '{wire}' is of type {prop.type}"
             )
         if operator_token.lower() != "any":
             raise ODataError(f"Invalid filter clause: {wire}/{operator_token.lower()}() is not supported; use any()")
@@ -775,15 +764,13 @@ def _parse_orderby(text: str, spec: EntitySpec) -> tuple[OrderByItem, ...]:
         wire = spec.resolve(name)
         if wire is None:
             raise ODataError(
-                f"Invalid $orderby clause: property '{name}' is not supported for sorting: "
-                f"{spec.name} has no such property"
+                f"Invalid $orderby clause: property '{name}' is not supported for sorting: {spec.name} has no such property"
             )
         prop = spec.properties[wire]
         if not prop.sortable:
             allowed = ", ".join(spec.sortable_properties())
             raise ODataError(
-                f"Invalid $orderby clause: property '{wire}' is not supported for sorting; "
-                f"sortable properties: {allowed}"
+                f"Invalid $orderby clause: property '{wire}' is not supported for sorting; sortable properties: {allowed}"
             )
         if wire in seen:
             raise ODataError(f"Invalid $orderby clause: property '{wire}' appears more than once")
@@ -847,8 +834,7 @@ def parse_query(source: QuerySource, spec: EntitySpec) -> ODataQuery:
             continue
         if name not in _SUPPORTED_OPTIONS:
             raise ODataError(
-                f"The query option '{raw_name.strip()}' is not supported; "
-                f"supported options: {', '.join(_SUPPORTED_OPTIONS)}"
+                f"The query option '{raw_name.strip()}' is not supported; supported options: {', '.join(_SUPPORTED_OPTIONS)}"
             )
         if name in options:
             raise ODataError(f"The query option '{name}' was given more than once")

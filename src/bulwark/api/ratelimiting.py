@@ -40,6 +40,4 @@ async def enforce_rate_limit(request: Request, runtime: RuntimeDep, principal: C
         return
     if decision.storage_failed:
         raise ServiceUnavailable("Rate-limit storage is unavailable and the service is configured to refuse calls.")
-    raise TooManyRequests(
-        f"Rate limit is exceeded. Try again in {decision.retry_after} seconds.", headers=decision.headers
-    )
+    raise TooManyRequests(f"Rate limit is exceeded. Try again in {decision.retry_after} seconds.", headers=decision.headers)

@@ -113,9 +113,7 @@ def checkin(body: PropertiesIn, request: Request, runtime: RuntimeDep, sensor: C
 
 
 @router.get("/actions/next", summary="Claim the next action, waiting for one up to `wait` seconds")
-async def next_action(
-    runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0)] = 0
-) -> Response:
+async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0)] = 0) -> Response:
     """Long poll: answer 200 with a claimed (InProgress) action as soon as there is one, else 204.
 
     The waiter subscribes before it looks for work, so an action created in between still wakes it.

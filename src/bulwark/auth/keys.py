@@ -134,9 +134,7 @@ class KeyRing:
         for key in usable:
             actual = jwk_thumbprint(key.public_key)
             if actual != key.kid:
-                raise KeyRingError(
-                    f"signing key {key.kid} does not match its key material ({actual})"
-                )
+                raise KeyRingError(f"signing key {key.kid} does not match its key material ({actual})")
             self._by_kid[key.kid] = key
 
     @property
@@ -164,9 +162,7 @@ class KeyRing:
         return {"keys": [self._by_kid[kid].public_jwk() for kid in self.kids]}
 
 
-def rotate(
-    keys: Sequence[SigningKey], now: datetime, *, key_size: int = DEFAULT_KEY_SIZE
-) -> list[SigningKey]:
+def rotate(keys: Sequence[SigningKey], now: datetime, *, key_size: int = DEFAULT_KEY_SIZE) -> list[SigningKey]:
     """Return the keys with a new active key; the previous one stays, inactive, to verify its tokens."""
     demoted = [replace(key, active=False) if key.active else key for key in keys]
     return [*demoted, generate_signing_key(now, active=True, key_size=key_size)]
@@ -232,9 +228,7 @@ class KeyRingCache:
         """Return a ring that knows `kid` if the store has it, reloading at most once per interval."""
         with self._lock:
             now = self._clock.now()
-            if self._ring is not None and (
-                kid in self._ring or self._age(now) < self._min_interval
-            ):
+            if self._ring is not None and (kid in self._ring or self._age(now) < self._min_interval):
                 return self._ring
             return self._reload(now)
 

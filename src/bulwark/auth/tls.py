@@ -61,9 +61,7 @@ def ensure_local_tls(
     now = (clock or SystemClock()).now()
     root = Path(directory)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    files = TlsFiles(
-        ca_cert=root / CA_CERT_FILE, cert=root / SERVER_CERT_FILE, key=root / SERVER_KEY_FILE
-    )
+    files = TlsFiles(ca_cert=root / CA_CERT_FILE, cert=root / SERVER_CERT_FILE, key=root / SERVER_KEY_FILE)
     ca_key_path = root / CA_KEY_FILE
     names = _subject_alt_names([*DEFAULT_HOSTNAMES, *hostnames])
 
@@ -102,9 +100,7 @@ def _subject_alt_names(hostnames: Iterable[str]) -> list[_SAN]:
     return names
 
 
-def _load_pair(
-    cert_path: Path, key_path: Path
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+def _load_pair(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -127,9 +123,7 @@ def _usable_ca(cert: x509.Certificate, now: datetime) -> bool:
     return constraints.ca and _valid_long_enough(cert, now)
 
 
-def _usable_server_cert(
-    cert: x509.Certificate, ca_cert: x509.Certificate, names: list[_SAN], now: datetime
-) -> bool:
+def _usable_server_cert(cert: x509.Certificate, ca_cert: x509.Certificate, names: list[_SAN], now: datetime) -> bool:
     try:
         cert.verify_directly_issued_by(ca_cert)
         covered = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -224,9 +218,7 @@ def _issue_server_cert(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     return cert, key

@@ -113,9 +113,7 @@ def _normalise_base_url(issuer_base_url: str) -> str:
 
 def _check_tenant_id(tenant_id: str) -> None:
     if not tenant_id or "/" in tenant_id or any(ch.isspace() for ch in tenant_id):
-        raise ValueError(
-            f"tenant id must be a non-empty string without '/' or spaces, got {tenant_id!r}"
-        )
+        raise ValueError(f"tenant id must be a non-empty string without '/' or spaces, got {tenant_id!r}")
 
 
 def issuer_url(issuer_base_url: str, tenant_id: str) -> str:
@@ -349,9 +347,7 @@ class OidcKeySource:
         self._expires_at: datetime | None = None
         self._last_attempt: datetime | None = None
         self._last_error = "not fetched yet"
-        self._tls: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=issuer.ca_file) if issuer.ca_file else True
-        )
+        self._tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=issuer.ca_file) if issuer.ca_file else True
 
     def signing_key(self, kid: str) -> rsa.RSAPublicKey | None:
         """Return the provider's key `kid`, refetching when the cache is stale or lacks it."""
@@ -380,9 +376,7 @@ class OidcKeySource:
     def _may_fetch(self, now: datetime) -> bool:
         if self._last_attempt is None:
             return True
-        return now - self._last_attempt >= timedelta(
-            seconds=self._issuer.min_refresh_interval_seconds
-        )
+        return now - self._last_attempt >= timedelta(seconds=self._issuer.min_refresh_interval_seconds)
 
     def _refresh(self, now: datetime) -> None:
         self._last_attempt = now
@@ -390,9 +384,7 @@ class OidcKeySource:
             keys = self._fetch_keys()
         except (httpx.HTTPError, ValueError) as error:
             self._last_error = str(error) or type(error).__name__
-            logger.warning(
-                "could not fetch signing keys of %s: %s", self._issuer.issuer_url, self._last_error
-            )
+            logger.warning("could not fetch signing keys of %s: %s", self._issuer.issuer_url, self._last_error)
             return
         self._keys = keys
         self._expires_at = now + timedelta(seconds=self._issuer.jwks_cache_seconds)
@@ -401,9 +393,7 @@ class OidcKeySource:
         discovery = self._get_json(self._issuer.discovery_url)
         if discovery.get("issuer") != self._issuer.issuer_url:
             # OpenID Connect Discovery 1.0, section 4.3: the document must name the issuer it was asked for.
-            raise ValueError(
-                f"discovery document names issuer {discovery.get('issuer')!r}, not {self._issuer.issuer_url!r}"
-            )
+            raise ValueError(f"discovery document names issuer {discovery.get('issuer')!r}, not {self._issuer.issuer_url!r}")
         jwks_uri = discovery.get("jwks_uri")
         if not isinstance(jwks_uri, str):
             raise ValueError("discovery document has no jwks_uri")
@@ -411,9 +401,7 @@ class OidcKeySource:
         return _parse_jwks(self._get_json(jwks_uri), self._issuer.algorithms)
 
     def _get_json(self, url: str) -> dict[str, Any]:
-        response = httpx.get(
-            url, timeout=self._issuer.timeout_seconds, verify=self._tls, follow_redirects=False
-        )
+        response = httpx.get(url, timeout=self._issuer.timeout_seconds, verify=self._tls, follow_redirects=False)
         response.raise_for_status()
         document = response.json()
         if not isinstance(document, dict):
@@ -421,9 +409,7 @@ class OidcKeySource:
         return document
 
 
-def _parse_jwks(
-    document: Mapping[str, Any], algorithms: Sequence[str]
-) -> dict[str, rsa.RSAPublicKey]:
+def _parse_jwks(document: Mapping[str, Any], algorithms: Sequence[str]) -> dict[str, rsa.RSAPublicKey]:
     entries = document.get("keys")
     if not isinstance(entries, list):
         raise ValueError("JWKS document has no keys list")
@@ -453,11 +439,7 @@ def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not 0 <= value <= _LATEST_TIMESTAMP
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _LATEST_TIMESTAMP:
         raise InvalidToken(f"claim {name} must be a number of seconds since the epoch")
     return float(value)
 
@@ -491,9 +473,7 @@ class TokenVerifier:
         """
         self._keyring = _resolve_keyring(keyring_provider)
         # A shared key store may have rotated in another process; a cache can look again for a new kid.
-        self._refresh_keyring = (
-            keyring_provider.refresh_for if isinstance(keyring_provider, KeyRingCache) else None
-        )
+        self._refresh_keyring = keyring_provider.refresh_for if isinstance(keyring_provider, KeyRingCache) else None
         self._base_url = _normalise_base_url(issuer_base_url)
         self._known_tenant = known_tenant
         self._clock = clock
@@ -503,9 +483,7 @@ class TokenVerifier:
         self._external: dict[str, tuple[ExternalIssuer, OidcKeySource]] = {}
         for issuer in external_issuers:
             if self._local_tenant(issuer.issuer_url) is not None:
-                raise ValueError(
-                    f"external issuer {issuer.issuer_url} collides with this server's issuers"
-                )
+                raise ValueError(f"external issuer {issuer.issuer_url} collides with this server's issuers")
             self._external[issuer.issuer_url] = (issuer, OidcKeySource(issuer, clock))
 
     def _local_tenant(self, iss: str) -> str | None:
@@ -544,9 +522,7 @@ class TokenVerifier:
 
         alg = header.get("alg")
         if alg not in algorithms:
-            raise InvalidToken(
-                f"signing algorithm {alg!r} is not allowed; expected {' or '.join(algorithms)}"
-            )
+            raise InvalidToken(f"signing algorithm {alg!r} is not allowed; expected {' or '.join(algorithms)}")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("token header names no signing key (kid)")
@@ -593,9 +569,7 @@ class TokenVerifier:
         except jwt.InvalidSignatureError:
             raise InvalidToken("token signature does not verify") from None
         except jwt.InvalidAudienceError:
-            raise InvalidToken(
-                f"token audience is not accepted; expected {' or '.join(audiences)}"
-            ) from None
+            raise InvalidToken(f"token audience is not accepted; expected {' or '.join(audiences)}") from None
         except jwt.MissingRequiredClaimError as error:
             raise InvalidToken(f"token has no {error.claim} claim") from None
         except jwt.PyJWTError as error:
@@ -616,9 +590,7 @@ class TokenVerifier:
             raise InvalidToken(f"token claims to be issued in the future, at {_iso(issued)}")
 
     @staticmethod
-    def _tenant_of(
-        claims: Mapping[str, Any], local_tenant: str | None, external: ExternalIssuer | None
-    ) -> str:
+    def _tenant_of(claims: Mapping[str, Any], local_tenant: str | None, external: ExternalIssuer | None) -> str:
         tid = claims.get("tid")
         if local_tenant is not None:
             if tid != local_tenant:

@@ -132,9 +132,7 @@ def odata_query(
     return query
 
 
-def build_request(
-    http: httpx.Client | httpx.AsyncClient, call: ApiCall, token: str
-) -> httpx.Request:
+def build_request(http: httpx.Client | httpx.AsyncClient, call: ApiCall, token: str) -> httpx.Request:
     """An httpx request for `call`, carrying the bearer token (and the client's timeouts)."""
     headers = {
         "Authorization": f"Bearer {token}",
@@ -203,8 +201,7 @@ def read_json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError as exc:
         raise ResponseFormatError(
-            f"{response.request.method} {response.request.url.path} answered {response.status_code} "
-            "with a body that is not JSON",
+            f"{response.request.method} {response.request.url.path} answered {response.status_code} with a body that is not JSON",
             status=response.status_code,
             request_id=response.headers.get(REQUEST_ID_HEADER),
         ) from exc
@@ -220,8 +217,7 @@ def _validate(model: type[Model], data: Any, response: httpx.Response) -> Model:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ResponseFormatError(
-            f"{response.request.method} {response.request.url.path} returned a {model.__name__} "
-            f"the SDK cannot read: {exc}",
+            f"{response.request.method} {response.request.url.path} returned a {model.__name__} the SDK cannot read: {exc}",
             status=response.status_code,
             request_id=response.headers.get(REQUEST_ID_HEADER),
         ) from exc
@@ -357,9 +353,7 @@ class RetryState:
 
     def _after_rate_limit(self, response: httpx.Response) -> float | None:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        delay = retry_after if retry_after is not None else self._policy.backoff(
-            self._rate_limited + 1, self._random_fraction()
-        )
+        delay = retry_after if retry_after is not None else self._policy.backoff(self._rate_limited + 1, self._random_fraction())
         if (
             self._rate_limited >= self._policy.rate_limit_max_retries
             or self._rate_limit_waited + delay > self._policy.rate_limit_max_wait

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -82,18 +82,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 class ConnectionOptions:
     """What the connection flags (or their environment variables) gave, before profiles and defaults."""
 
-    api_url: Optional[str] = None
-    authority: Optional[str] = None
-    tenant: Optional[str] = None
-    client_id: Optional[str] = None
-    client_secret: Optional[str] = None
-    token: Optional[str] = None
-    scope: Optional[str] = None
-    profile: Optional[str] = None
-    credentials_file: Optional[Path] = None
-    insecure: Optional[bool] = None
-    ca_file: Optional[Path] = None
-    config: Optional[Path] = None
+    api_url: str | None = None
+    authority: str | None = None
+    tenant: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    token: str | None = None
+    scope: str | None = None
+    profile: str | None = None
+    credentials_file: Path | None = None
+    insecure: bool | None = None
+    ca_file: Path | None = None
+    config: Path | None = None
     max_rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT
 
     def settings(self) -> ConnectionSettings:
@@ -121,51 +121,169 @@ class ConnectionOptions:
 
 
 _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
-    ("api_url", Annotated[Optional[str], typer.Option(
-        "--api-url", envvar="BULWARK_API_URL", metavar="URL", rich_help_panel=CONNECTION_PANEL,
-        help="API base URL (default http://127.0.0.1:8000).")]),
-    ("authority", Annotated[Optional[str], typer.Option(
-        "--authority", envvar="BULWARK_AUTHORITY", metavar="URL", rich_help_panel=CONNECTION_PANEL,
-        help="Token authority; tokens come from AUTHORITY/TENANT/oauth2/v2.0/token (default: the API URL).")]),
-    ("tenant", Annotated[Optional[str], typer.Option(
-        "--tenant", envvar=["BULWARK_TENANT_ID", "BULWARK_TENANT"], rich_help_panel=CONNECTION_PANEL,
-        help="Tenant (directory) id.")]),
-    ("client_id", Annotated[Optional[str], typer.Option(
-        "--client-id", envvar="BULWARK_CLIENT_ID", rich_help_panel=CONNECTION_PANEL,
-        help="Application (client) id.")]),
-    ("client_secret", Annotated[Optional[str], typer.Option(
-        "--client-secret", envvar="BULWARK_CLIENT_SECRET", rich_help_panel=CONNECTION_PANEL,
-        help="Application secret.")]),
-    ("token", Annotated[Optional[str], typer.Option(
-        "--token", envvar="BULWARK_TOKEN", rich_help_panel=CONNECTION_PANEL,
-        help="A ready bearer token, instead of client credentials.")]),
-    ("scope", Annotated[Optional[str], typer.Option(
-        "--scope", envvar="BULWARK_SCOPE", rich_help_panel=CONNECTION_PANEL, hidden=True,
-        help="Scope asked of the authority.")]),
-    ("profile", Annotated[Optional[str], typer.Option(
-        "--profile", envvar="BULWARK_PROFILE", rich_help_panel=CONNECTION_PANEL,
-        help="Named profile from the config file (see 'bulwark profile').")]),
-    ("credentials_file", Annotated[Optional[Path], typer.Option(
-        "--credentials-file", envvar="BULWARK_CREDENTIALS_FILE", metavar="FILE", rich_help_panel=CONNECTION_PANEL,
-        help="demo-credentials.json written by 'bulwark serve --demo'.")]),
-    ("insecure", Annotated[Optional[bool], typer.Option(
-        "--insecure", envvar="BULWARK_INSECURE", rich_help_panel=CONNECTION_PANEL,
-        help="Do not verify the server's TLS certificate.")]),
-    ("ca_file", Annotated[Optional[Path], typer.Option(
-        "--ca-file", envvar="BULWARK_CA_FILE", metavar="FILE", rich_help_panel=CONNECTION_PANEL,
-        help="Trust this CA certificate (PEM) for TLS.")]),
-    ("config", Annotated[Optional[Path], typer.Option(
-        "--config", envvar="BULWARK_CONFIG", metavar="FILE", rich_help_panel=CONNECTION_PANEL,
-        help="Config file holding the profiles.")]),
-    ("max_rate_limit_wait", Annotated[float, typer.Option(
-        "--max-rate-limit-wait", envvar="BULWARK_MAX_RATE_LIMIT_WAIT", metavar="SECONDS", min=0,
-        rich_help_panel=CONNECTION_PANEL,
-        help="Longest total wait for rate limits (429) per call before giving up.")]),
+    (
+        "api_url",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--api-url",
+                envvar="BULWARK_API_URL",
+                metavar="URL",
+                rich_help_panel=CONNECTION_PANEL,
+                help="API base URL (default http://127.0.0.1:8000).",
+            ),
+        ],
+    ),
+    (
+        "authority",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--authority",
+                envvar="BULWARK_AUTHORITY",
+                metavar="URL",
+                rich_help_panel=CONNECTION_PANEL,
+                help="Token authority; tokens come from AUTHORITY/TENANT/oauth2/v2.0/token (default: the API URL).",
+            ),
+        ],
+    ),
+    (
+        "tenant",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--tenant",
+                envvar=["BULWARK_TENANT_ID", "BULWARK_TENANT"],
+                rich_help_panel=CONNECTION_PANEL,
+                help="Tenant (directory) id.",
+            ),
+        ],
+    ),
+    (
+        "client_id",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--client-id", envvar="BULWARK_CLIENT_ID", rich_help_panel=CONNECTION_PANEL, help="Application (client) id."
+            ),
+        ],
+    ),
+    (
+        "client_secret",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--client-secret", envvar="BULWARK_CLIENT_SECRET", rich_help_panel=CONNECTION_PANEL, help="Application secret."
+            ),
+        ],
+    ),
+    (
+        "token",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--token",
+                envvar="BULWARK_TOKEN",
+                rich_help_panel=CONNECTION_PANEL,
+                help="A ready bearer token, instead of client credentials.",
+            ),
+        ],
+    ),
+    (
+        "scope",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--scope",
+                envvar="BULWARK_SCOPE",
+                rich_help_panel=CONNECTION_PANEL,
+                hidden=True,
+                help="Scope asked of the authority.",
+            ),
+        ],
+    ),
+    (
+        "profile",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--profile",
+                envvar="BULWARK_PROFILE",
+                rich_help_panel=CONNECTION_PANEL,
+                help="Named profile from the config file (see 'bulwark profile').",
+            ),
+        ],
+    ),
+    (
+        "credentials_file",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--credentials-file",
+                envvar="BULWARK_CREDENTIALS_FILE",
+                metavar="FILE",
+                rich_help_panel=CONNECTION_PANEL,
+                help="demo-credentials.json written by 'bulwark serve --demo'.",
+            ),
+        ],
+    ),
+    (
+        "insecure",
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--insecure",
+                envvar="BULWARK_INSECURE",
+                rich_help_panel=CONNECTION_PANEL,
+                help="Do not verify the server's TLS certificate.",
+            ),
+        ],
+    ),
+    (
+        "ca_file",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--ca-file",
+                envvar="BULWARK_CA_FILE",
+                metavar="FILE",
+                rich_help_panel=CONNECTION_PANEL,
+                help="Trust this CA certificate (PEM) for TLS.",
+            ),
+        ],
+    ),
+    (
+        "config",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                envvar="BULWARK_CONFIG",
+                metavar="FILE",
+                rich_help_panel=CONNECTION_PANEL,
+                help="Config file holding the profiles.",
+            ),
+        ],
+    ),
+    (
+        "max_rate_limit_wait",
+        Annotated[
+            float,
+            typer.Option(
+                "--max-rate-limit-wait",
+                envvar="BULWARK_MAX_RATE_LIMIT_WAIT",
+                metavar="SECONDS",
+                min=0,
+                rich_help_panel=CONNECTION_PANEL,
+                help="Longest total wait for rate limits (429) per call before giving up.",
+            ),
+        ],
+    ),
 ]
 _CONNECTION_DEFAULTS = {"max_rate_limit_wait": DEFAULT_RATE_LIMIT_WAIT}
 
 
-def config_path(given: Optional[Path]) -> Path:
+def config_path(given: Path | None) -> Path:
     """The config file: the one given (flag or BULWARK_CONFIG), else the user's config directory."""
     return given if given is not None else default_config_path(typer.get_app_dir("bulwark"))
 
@@ -175,9 +293,7 @@ def with_connection(command: Callable[..., None]) -> Callable[..., None]:
     signature = inspect.signature(command)
     own = [parameter for parameter in signature.parameters.values() if parameter.name != "connection"]
     added = [
-        inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=_CONNECTION_DEFAULTS.get(name)
-        )
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=_CONNECTION_DEFAULTS.get(name))
         for name, annotation in _CONNECTION_PARAMETERS
     ]
 
@@ -207,8 +323,7 @@ def _credential(resolved: ResolvedConnection) -> TokenProvider:
 def _note_rate_limit(response: httpx.Response) -> None:
     if response.status_code == 429:
         wait = response.headers.get("Retry-After", "?")
-        stderr.print(f"[yellow]Rate limited[/] (429 TooManyRequests) on {response.request.url.path}; "
-                     f"Retry-After {wait} s")
+        stderr.print(f"[yellow]Rate limited[/] (429 TooManyRequests) on {response.request.url.path}; Retry-After {wait} s")
 
 
 async def _note_rate_limit_async(response: httpx.Response) -> None:
@@ -226,9 +341,7 @@ def open_client(connection: ConnectionOptions) -> Iterator[BulwarkClient]:
         event_hooks={"response": [_note_rate_limit]},
     )
     try:
-        yield BulwarkClient(
-            resolved.api_url, credential=_credential(resolved), retry=connection.retry_policy(), http_client=http
-        )
+        yield BulwarkClient(resolved.api_url, credential=_credential(resolved), retry=connection.retry_policy(), http_client=http)
     finally:
         http.close()
 
@@ -263,8 +376,7 @@ def error_document(error: BaseException) -> dict[str, Any]:
     if isinstance(error, ActionWaitTimeout):
         return {"code": "WaitTimeout", "message": str(error), "status": None, "requestId": None}
     if isinstance(error, ResponseFormatError):
-        return {"code": "ResponseFormatError", "message": str(error), "status": error.status,
-                "requestId": error.request_id}
+        return {"code": "ResponseFormatError", "message": str(error), "status": error.status, "requestId": error.request_id}
     return {"code": type(error).__name__, "message": str(error), "status": None, "requestId": None}
 
 
@@ -312,7 +424,7 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 
-def _when(value: Optional[datetime]) -> str:
+def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
@@ -397,7 +509,7 @@ def wait_for_action(
     client: BulwarkClient,
     action: MachineAction,
     *,
-    timeout: Optional[float],
+    timeout: float | None,
     poll_interval: float,
     show_status: bool,
 ) -> MachineAction:
@@ -413,8 +525,10 @@ def wait_for_action(
     current = action
 
     def describe() -> str:
-        return (f"Waiting for {current.type} {current.id} on {current.computer_dns_name or current.machine_id}: "
-                f"{_status(current.status)}  ({time.monotonic() - started:.0f} s)")
+        return (
+            f"Waiting for {current.type} {current.id} on {current.computer_dns_name or current.machine_id}: "
+            f"{_status(current.status)}  ({time.monotonic() - started:.0f} s)"
+        )
 
     if not show_status:
         while not current.status.is_final:
@@ -454,9 +568,7 @@ def wait_and_finish(
 ) -> None:
     """Wait for the action, print the outcome and exit with its code (5 on a wait timeout)."""
     try:
-        final = wait_for_action(
-            client, action, timeout=timeout or None, poll_interval=poll_interval, show_status=not json_output
-        )
+        final = wait_for_action(client, action, timeout=timeout or None, poll_interval=poll_interval, show_status=not json_output)
     except ActionWaitTimeout as error:
         # The action goes on without us; show where it stood so that it can be followed up.
         if error.last_seen is not None:
@@ -477,10 +589,10 @@ class OffboardResult:
     """What happened to one machine of a bulk offboarding."""
 
     target: str
-    machine_id: Optional[str] = None
-    computer_dns_name: Optional[str] = None
-    action: Optional[MachineAction] = None
-    error: Optional[BulwarkError] = None
+    machine_id: str | None = None
+    computer_dns_name: str | None = None
+    action: MachineAction | None = None
+    error: BulwarkError | None = None
     waited: bool = False
 
     @property
@@ -527,8 +639,8 @@ async def _offboard_one(
     target: str | Machine,
     *,
     comment: str,
-    external_id: Optional[str],
-    title: Optional[str],
+    external_id: str | None,
+    title: str | None,
     wait: bool,
     timeout: float,
     poll_interval: float,
@@ -548,7 +660,9 @@ async def _offboard_one(
         result.computer_dns_name = result.computer_dns_name or result.action.computer_dns_name
         if wait:
             result.action = await client.wait(
-                result.action, timeout=timeout or None, poll_interval=poll_interval,
+                result.action,
+                timeout=timeout or None,
+                poll_interval=poll_interval,
                 max_poll_interval=max(MAX_POLL_INTERVAL, poll_interval),
             )
     except (ActionWaitTimeout, ApiError, TransportError, ResponseFormatError) as error:
@@ -563,8 +677,8 @@ async def offboard_many(
     targets: list[str] | list[Machine],
     *,
     comment: str,
-    external_id: Optional[str],
-    title: Optional[str],
+    external_id: str | None,
+    title: str | None,
     wait: bool,
     timeout: float,
     poll_interval: float,
@@ -578,7 +692,7 @@ async def offboard_many(
     machine could then be offboarded.
     """
     resolved = connection.resolve()
-    results: list[Optional[OffboardResult]] = [None] * len(targets)
+    results: list[OffboardResult | None] = [None] * len(targets)
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(
         timeout=DEFAULT_TIMEOUT,
@@ -604,13 +718,20 @@ async def offboard_many(
             async def run(index: int, target: str | Machine) -> None:
                 async with gate:
                     result = await _offboard_one(
-                        client, target, comment=comment, external_id=external_id, title=title,
-                        wait=wait, timeout=timeout, poll_interval=poll_interval,
+                        client,
+                        target,
+                        comment=comment,
+                        external_id=external_id,
+                        title=title,
+                        wait=wait,
+                        timeout=timeout,
+                        poll_interval=poll_interval,
                     )
                 results[index] = result
                 tally["ok" if result.ok else "failed"] += 1
                 progress.update(
-                    task, advance=1,
+                    task,
+                    advance=1,
                     description=f"Offboarding  [green]{tally['ok']} ok[/]  [red]{tally['failed']} failed[/]",
                 )
 
@@ -644,18 +765,31 @@ def print_offboard_results(results: list[OffboardResult]) -> None:
 @with_connection
 def offboard(
     comment: Annotated[str, typer.Option("--comment", "-c", help="Why the machines are offboarded.")],
-    machines: Annotated[Optional[list[str]], typer.Argument(
-        metavar="MACHINE...", help="Machine id or computer DNS name (several for a bulk offboarding).")] = None,
-    external_id: Annotated[Optional[str], typer.Option(help="Your reference, e.g. a change ticket.")] = None,
-    title: Annotated[Optional[str], typer.Option(help="A title for the action.")] = None,
-    from_file: Annotated[Optional[Path], typer.Option(
-        "--from-file", metavar="FILE", help="Offboard the machines listed in FILE (one id or DNS name a line; # comments; - for stdin).")] = None,
-    odata_filter: Annotated[Optional[str], typer.Option(
-        "--filter", metavar="ODATA", help="Offboard every machine matching this OData $filter.")] = None,
+    machines: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="MACHINE...", help="Machine id or computer DNS name (several for a bulk offboarding)."),
+    ] = None,
+    external_id: Annotated[str | None, typer.Option(help="Your reference, e.g. a change ticket.")] = None,
+    title: Annotated[str | None, typer.Option(help="A title for the action.")] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-file",
+            metavar="FILE",
+            help="Offboard the machines listed in FILE (one id or DNS name a line; # comments; - for stdin).",
+        ),
+    ] = None,
+    odata_filter: Annotated[
+        str | None, typer.Option("--filter", metavar="ODATA", help="Offboard every machine matching this OData $filter.")
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before offboarding several machines.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the action is final; exit 1 unless it Succeeded.")] = False,
-    timeout: Annotated[float, typer.Option(min=0, metavar="SECONDS", help="How long --wait waits (0: no limit).")] = DEFAULT_WAIT_TIMEOUT,
-    poll_interval: Annotated[float, typer.Option(min=0.05, metavar="SECONDS", help="First interval between polls.")] = DEFAULT_POLL_INTERVAL,
+    timeout: Annotated[
+        float, typer.Option(min=0, metavar="SECONDS", help="How long --wait waits (0: no limit).")
+    ] = DEFAULT_WAIT_TIMEOUT,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.05, metavar="SECONDS", help="First interval between polls.")
+    ] = DEFAULT_POLL_INTERVAL,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Machines offboarded at the same time.")] = DEFAULT_CONCURRENCY,
     json_output: JsonOption = False,
     *,
@@ -703,8 +837,16 @@ def offboard(
             raise typer.Exit(EXIT_NOT_SUCCEEDED)
     results = asyncio.run(
         offboard_many(
-            connection, targets, comment=comment, external_id=external_id, title=title, wait=wait,
-            timeout=timeout, poll_interval=poll_interval, concurrency=concurrency, show_progress=not json_output,
+            connection,
+            targets,
+            comment=comment,
+            external_id=external_id,
+            title=title,
+            wait=wait,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            concurrency=concurrency,
+            show_progress=not json_output,
         )
     )
     failed = sum(not result.ok for result in results)
@@ -722,10 +864,10 @@ def offboard(
 
 machines_app = typer.Typer(help="Read the machine inventory.", no_args_is_help=True)
 
-FilterOption = Annotated[Optional[str], typer.Option("--filter", metavar="ODATA", help="OData $filter.")]
-TopOption = Annotated[Optional[int], typer.Option("--top", min=0, help="Return at most this many.")]
-SkipOption = Annotated[Optional[int], typer.Option("--skip", min=0, help="Skip this many first.")]
-OrderByOption = Annotated[Optional[str], typer.Option("--orderby", metavar="ODATA", help="OData $orderby.")]
+FilterOption = Annotated[str | None, typer.Option("--filter", metavar="ODATA", help="OData $filter.")]
+TopOption = Annotated[int | None, typer.Option("--top", min=0, help="Return at most this many.")]
+SkipOption = Annotated[int | None, typer.Option("--skip", min=0, help="Skip this many first.")]
+OrderByOption = Annotated[str | None, typer.Option("--orderby", metavar="ODATA", help="OData $orderby.")]
 
 
 @machines_app.command("list")
@@ -775,8 +917,9 @@ actions_app = typer.Typer(help="Follow and cancel machine actions.", no_args_is_
 @with_connection
 def actions_list(
     odata_filter: FilterOption = None,
-    machine: Annotated[Optional[str], typer.Option(
-        "--machine", metavar="MACHINE", help="Only this machine's actions (id or computer DNS name).")] = None,
+    machine: Annotated[
+        str | None, typer.Option("--machine", metavar="MACHINE", help="Only this machine's actions (id or computer DNS name).")
+    ] = None,
     top: TopOption = None,
     skip: SkipOption = None,
     orderby: OrderByOption = None,
@@ -803,8 +946,12 @@ def actions_list(
 def actions_show(
     action_id: Annotated[str, typer.Argument(metavar="ACTION_ID")],
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the action is final; exit 1 unless it Succeeded.")] = False,
-    timeout: Annotated[float, typer.Option(min=0, metavar="SECONDS", help="How long --wait waits (0: no limit).")] = DEFAULT_WAIT_TIMEOUT,
-    poll_interval: Annotated[float, typer.Option(min=0.05, metavar="SECONDS", help="First interval between polls.")] = DEFAULT_POLL_INTERVAL,
+    timeout: Annotated[
+        float, typer.Option(min=0, metavar="SECONDS", help="How long --wait waits (0: no limit).")
+    ] = DEFAULT_WAIT_TIMEOUT,
+    poll_interval: Annotated[
+        float, typer.Option(min=0.05, metavar="SECONDS", help="First interval between polls.")
+    ] = DEFAULT_POLL_INTERVAL,
     json_output: JsonOption = False,
     *,
     connection: ConnectionOptions,
@@ -836,22 +983,23 @@ def actions_cancel(
 # profile ------------------------------------------------------------------------------------
 
 profile_app = typer.Typer(help="Named connection profiles, kept in the config file.", no_args_is_help=True)
-ConfigOption = Annotated[Optional[Path], typer.Option(
-    "--config", envvar="BULWARK_CONFIG", metavar="FILE", help="Config file holding the profiles.")]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", envvar="BULWARK_CONFIG", metavar="FILE", help="Config file holding the profiles.")
+]
 
 
 @profile_app.command("set")
 def profile_set(
     name: Annotated[str, typer.Argument(help="Profile name.")],
-    api_url: Annotated[Optional[str], typer.Option("--api-url", metavar="URL")] = None,
-    authority: Annotated[Optional[str], typer.Option("--authority", metavar="URL")] = None,
-    tenant: Annotated[Optional[str], typer.Option("--tenant")] = None,
-    client_id: Annotated[Optional[str], typer.Option("--client-id")] = None,
-    client_secret: Annotated[Optional[str], typer.Option("--client-secret")] = None,
-    token: Annotated[Optional[str], typer.Option("--token")] = None,
-    credentials_file: Annotated[Optional[Path], typer.Option("--credentials-file", metavar="FILE")] = None,
-    insecure: Annotated[Optional[bool], typer.Option("--insecure/--verify-tls")] = None,
-    ca_file: Annotated[Optional[Path], typer.Option("--ca-file", metavar="FILE")] = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", metavar="URL")] = None,
+    authority: Annotated[str | None, typer.Option("--authority", metavar="URL")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    client_id: Annotated[str | None, typer.Option("--client-id")] = None,
+    client_secret: Annotated[str | None, typer.Option("--client-secret")] = None,
+    token: Annotated[str | None, typer.Option("--token")] = None,
+    credentials_file: Annotated[Path | None, typer.Option("--credentials-file", metavar="FILE")] = None,
+    insecure: Annotated[bool | None, typer.Option("--insecure/--verify-tls")] = None,
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", metavar="FILE")] = None,
     default: Annotated[bool, typer.Option("--default", help="Use this profile when none is named.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -875,7 +1023,7 @@ def profile_set(
 
 @profile_app.command("show")
 def profile_show(
-    name: Annotated[Optional[str], typer.Argument(help="Profile name (default: the default profile).")] = None,
+    name: Annotated[str | None, typer.Argument(help="Profile name (default: the default profile).")] = None,
     show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print secrets instead of ********.")] = False,
     json_output: JsonOption = False,
     config: ConfigOption = None,
@@ -904,16 +1052,26 @@ def profile_list(json_output: JsonOption = False, config: ConfigOption = None) -
         stored = read_config(path)
     default = stored.get("default_profile")
     if json_output:
-        print_json([{"name": name, "default": name == default, **redacted(values)}
-                    for name, values in sorted(stored["profiles"].items())])
+        print_json(
+            [
+                {"name": name, "default": name == default, **redacted(values)}
+                for name, values in sorted(stored["profiles"].items())
+            ]
+        )
         return
     table = Table(box=box.SIMPLE_HEAVY)
     for column in ("Name", "Default", "API URL", "Sign-in"):
         table.add_column(column)
     for name, values in sorted(stored["profiles"].items()):
-        sign_in = ("token" if values.get("token") else
-                   f"client {values['client_id']}" if values.get("client_id") else
-                   "credentials file" if values.get("credentials_file") else "")
+        sign_in = (
+            "token"
+            if values.get("token")
+            else f"client {values['client_id']}"
+            if values.get("client_id")
+            else "credentials file"
+            if values.get("credentials_file")
+            else ""
+        )
         table.add_row(name, "*" if name == default else "", values.get("api_url", ""), sign_in)
     stdout.print(table)
     stderr.print(f"Profiles in {path}")

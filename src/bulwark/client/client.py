@@ -52,9 +52,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
     required = ("BULWARK_TENANT_ID", "BULWARK_CLIENT_ID", "BULWARK_CLIENT_SECRET")
     missing = [name for name in required if not env.get(name)]
     if missing:
-        raise ConfigurationError(
-            f"Set {', '.join(missing)} (or BULWARK_TOKEN) to authenticate to the Bulwark API"
-        )
+        raise ConfigurationError(f"Set {', '.join(missing)} (or BULWARK_TOKEN) to authenticate to the Bulwark API")
     settings.update(
         tenant_id=env["BULWARK_TENANT_ID"],
         client_id=env["BULWARK_CLIENT_ID"],
@@ -79,9 +77,7 @@ def _credential_from(
     client_credentials_given = any((tenant_id, client_id, client_secret))
     ways = [credential is not None, token is not None, client_credentials_given]
     if sum(ways) != 1:
-        raise ConfigurationError(
-            "Give exactly one of: credential=, token=, or tenant_id= with client_id= and client_secret="
-        )
+        raise ConfigurationError("Give exactly one of: credential=, token=, or tenant_id= with client_id= and client_secret=")
     if credential is not None:
         return credential
     if token is not None:
@@ -110,9 +106,7 @@ class _ClientBase:
         random_fraction: Callable[[], float],
     ) -> None:
         self._calls = ApiCalls(base_url)
-        self.credential = _credential_from(
-            credential, token, tenant_id, client_id, client_secret, authority, scope, clock
-        )
+        self.credential = _credential_from(credential, token, tenant_id, client_id, client_secret, authority, scope, clock)
         self.retry_policy = retry or RetryPolicy()
         self._clock = clock
         self._random_fraction = random_fraction
@@ -141,15 +135,11 @@ class _ClientBase:
             clock=self._clock,
         )
 
-    def _actions_pager(
-        self, filter: str | None, top: int | None, skip: int | None, orderby: str | None
-    ) -> Pager[MachineAction]:
+    def _actions_pager(self, filter: str | None, top: int | None, skip: int | None, orderby: str | None) -> Pager[MachineAction]:
         first = self._calls.list_actions(odata_query(filter=filter, top=top, skip=skip, orderby=orderby))
         return Pager(self._calls, first, MachineAction, limit=top)
 
-    def _machines_pager(
-        self, filter: str | None, top: int | None, skip: int | None, orderby: str | None
-    ) -> Pager[Machine]:
+    def _machines_pager(self, filter: str | None, top: int | None, skip: int | None, orderby: str | None) -> Pager[Machine]:
         first = self._calls.list_machines(odata_query(filter=filter, top=top, skip=skip, orderby=orderby))
         return Pager(self._calls, first, Machine, limit=top)
 
@@ -290,9 +280,7 @@ class BulwarkClient(_ClientBase):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     def _send(self, call: ApiCall) -> httpx.Response:
@@ -440,9 +428,7 @@ class AsyncBulwarkClient(_ClientBase):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         await self.aclose()
 
     async def _send(self, call: ApiCall) -> httpx.Response:

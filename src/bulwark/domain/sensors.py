@@ -7,7 +7,7 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -20,9 +20,7 @@ OFFBOARDING_PACKAGE_KIND = "bulwark-offboarding-package"
 SENSOR_CREDENTIAL_PREFIX = "bws_"
 # The one comment Bulwark writes when it closes actions of an earlier onboarding generation.
 REONBOARD_CANCEL_REQUESTOR = "Bulwark"
-REONBOARD_CANCEL_COMMENT = (
-    "The device was onboarded again; actions queued for its previous onboarding never run."
-)
+REONBOARD_CANCEL_COMMENT = "The device was onboarded again; actions queued for its previous onboarding never run."
 
 
 class InvalidPackage(BulwarkError):
@@ -75,11 +73,11 @@ def _canonical(payload: dict[str, Any]) -> bytes:
 
 
 def _timestamp(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_timestamp(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def new_signing_key() -> tuple[str, str]:

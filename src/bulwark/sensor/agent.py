@@ -10,7 +10,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -123,7 +123,7 @@ def apply_offboarding_package(store: StateStore, package: Any, now: datetime | N
         package,
         tenant_id=onboarding["tenantId"],
         public_key=onboarding["packageSigningKey"],
-        now=now or datetime.now(timezone.utc),
+        now=now or datetime.now(UTC),
     )
     state.update(onboarding=None, enrolment=None, service=STOPPED, currentAction=None)
     store.save(state)
@@ -320,9 +320,8 @@ class Sensor:
 
     async def _run(self, *, reonboard: bool, watch_state: bool) -> Outcome:
         self.server_url  # noqa: B018 - raises SensorError when not onboarded
-        if self.state.get("service") == STOPPED:
-            if await self._finish_interrupted() or not reonboard:
-                return Outcome.STOPPED
+        if self.state.get("service") == STOPPED and (await self._finish_interrupted() or not reonboard):
+            return Outcome.STOPPED
         if reonboard or not self.state.get("enrolment"):
             await self.enrol()
         elif await self._finish_interrupted():

@@ -6,7 +6,7 @@ import asyncio
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -16,7 +16,9 @@ from bulwark.sensor.agent import Outcome, Sensor, SensorError, SensorOptions, ap
 from bulwark.sensor.state import FileState
 
 sensor_app = typer.Typer(help="The device sensor: onboarding, running, offboarding, simulated fleets.", no_args_is_help=True)
-package_app = typer.Typer(help="Onboarding and offboarding packages (run on the server, with database access).", no_args_is_help=True)
+package_app = typer.Typer(
+    help="Onboarding and offboarding packages (run on the server, with database access).", no_args_is_help=True
+)
 sensor_app.add_typer(package_app, name="package")
 console = Console(stderr=True)
 
@@ -25,11 +27,12 @@ EXIT_OFFBOARDED = 0
 EXIT_ERROR = 2
 EXIT_STOPPED = 3
 
-FAIL_OFFBOARD_HELP = ("Simulate a failing device: report every offboard Failed (E_FAIL) and keep running, "
-                      "to rehearse failure handling.")
+FAIL_OFFBOARD_HELP = (
+    "Simulate a failing device: report every offboard Failed (E_FAIL) and keep running, to rehearse failure handling."
+)
 
 
-def _write(package: dict, out: Optional[Path]) -> None:
+def _write(package: dict, out: Path | None) -> None:
     text = json.dumps(package, indent=2)
     if out is None:
         typer.echo(text)
@@ -49,9 +52,9 @@ def _read_json(path: Path) -> dict:
 
 @package_app.command("onboarding")
 def onboarding_package(
-    tenant: Annotated[Optional[str], typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
-    server_url: Annotated[Optional[str], typer.Option(help="URL devices reach the server on.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the package here (default: stdout).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
+    server_url: Annotated[str | None, typer.Option(help="URL devices reach the server on.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
 ) -> None:
     """Issue an onboarding package: devices use it once to enrol."""
     from bulwark.clock import SystemClock
@@ -64,7 +67,9 @@ def onboarding_package(
     url = server_url or settings.public_base_url or f"http://{settings.host}:{settings.port}"
     engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
     try:
-        package = issue_onboarding_package(tenant or settings.default_tenant_id, url, None, UnitOfWorkFactory(engine)(), SystemClock())
+        package = issue_onboarding_package(
+            tenant or settings.default_tenant_id, url, None, UnitOfWorkFactory(engine)(), SystemClock()
+        )
     finally:
         engine.dispose()
     _write(package, out)
@@ -72,8 +77,8 @@ def onboarding_package(
 
 @package_app.command("offboarding")
 def offboarding_package(
-    tenant: Annotated[Optional[str], typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write the package here (default: stdout).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
 ) -> None:
     """Issue an offboarding package (valid for BULWARK_OFFBOARDING_PACKAGE_VALID_DAYS, seven by default)."""
     from bulwark.clock import SystemClock
@@ -100,14 +105,18 @@ def offboarding_package(
 @sensor_app.command("run")
 def run(
     state: Annotated[Path, typer.Option(help="The sensor's state file (its registry).")],
-    onboarding_package: Annotated[Optional[Path], typer.Option(help="Onboard with this package first.")] = None,
-    reonboard: Annotated[bool, typer.Option("--reonboard", help="Start a stopped (offboarded) sensor again and re-enrol.")] = False,
-    device_identity: Annotated[Optional[str], typer.Option(help="The device's identity (default: generated once, kept in the state).")] = None,
-    dns_name: Annotated[Optional[str], typer.Option(help="Report this DNS name instead of the host's.")] = None,
-    os_platform: Annotated[Optional[str], typer.Option(help="Report this OS platform (e.g. Windows11).")] = None,
-    os_version: Annotated[Optional[str], typer.Option(help="Report this OS version (e.g. 23H2).")] = None,
-    os_build: Annotated[Optional[int], typer.Option(help="Report this OS build (e.g. 22631).")] = None,
-    ip: Annotated[Optional[list[str]], typer.Option(help="Report these IP addresses (repeatable).")] = None,
+    onboarding_package: Annotated[Path | None, typer.Option(help="Onboard with this package first.")] = None,
+    reonboard: Annotated[
+        bool, typer.Option("--reonboard", help="Start a stopped (offboarded) sensor again and re-enrol.")
+    ] = False,
+    device_identity: Annotated[
+        str | None, typer.Option(help="The device's identity (default: generated once, kept in the state).")
+    ] = None,
+    dns_name: Annotated[str | None, typer.Option(help="Report this DNS name instead of the host's.")] = None,
+    os_platform: Annotated[str | None, typer.Option(help="Report this OS platform (e.g. Windows11).")] = None,
+    os_version: Annotated[str | None, typer.Option(help="Report this OS version (e.g. 23H2).")] = None,
+    os_build: Annotated[int | None, typer.Option(help="Report this OS build (e.g. 22631).")] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="Report these IP addresses (repeatable).")] = None,
     check_in_interval: Annotated[float, typer.Option(help="Seconds between check-ins.")] = 60.0,
     poll_wait: Annotated[float, typer.Option(help="Longest wait for an action per request, in seconds.")] = 25.0,
     action_delay: Annotated[float, typer.Option(help="Simulated seconds of work per action.")] = 0.0,
@@ -124,12 +133,18 @@ def run(
     elif device_identity and store.load()["deviceIdentity"] != device_identity:
         raise typer.BadParameter("the state file belongs to another device identity")
     profile = detect_profile()
-    for name, value in (("computer_dns_name", dns_name), ("os_platform", os_platform), ("version", os_version),
-                        ("os_build", os_build), ("ip_addresses", ip)):
+    for name, value in (
+        ("computer_dns_name", dns_name),
+        ("os_platform", os_platform),
+        ("version", os_version),
+        ("os_build", os_build),
+        ("ip_addresses", ip),
+    ):
         if value is not None:
             setattr(profile, name, value)
-    options = SensorOptions(check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay,
-                            fail_offboard=fail_offboard)
+    options = SensorOptions(
+        check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay, fail_offboard=fail_offboard
+    )
     sensor = Sensor(store, profile, options=options)
     try:
         if onboarding_package is not None:
@@ -141,8 +156,11 @@ def run(
     if outcome is Outcome.STOPPED:
         console.print("The sensor service is stopped (the device was offboarded). Run with --reonboard to onboard it again.")
         raise typer.Exit(EXIT_STOPPED)
-    console.print(f"Sensor stopped: {outcome.value}. The onboarding information is kept in {state}." if outcome is Outcome.OFFBOARDED
-                  else f"Sensor stopped: {outcome.value}.")
+    console.print(
+        f"Sensor stopped: {outcome.value}. The onboarding information is kept in {state}."
+        if outcome is Outcome.OFFBOARDED
+        else f"Sensor stopped: {outcome.value}."
+    )
 
 
 @sensor_app.command("offboard")
@@ -177,8 +195,9 @@ def fleet(
     from bulwark.sensor.fleet import run_fleet
 
     configure_logging("WARNING")
-    options = SensorOptions(check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay,
-                            fail_offboard=fail_offboard)
+    options = SensorOptions(
+        check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay, fail_offboard=fail_offboard
+    )
     names = [f"{prefix}-{i:05d}" for i in range(count)]
     console.print(f"Running {count} simulated sensors ({names[0]} .. {names[-1]}).")
     try:

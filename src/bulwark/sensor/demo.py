@@ -38,9 +38,7 @@ def start_demo_sensors(settings: Settings, server_url: str, *, ca_file: str | No
         with uow(write=False) as reader:
             machines = reader.machines.ids_and_dns_names(tenant, HealthStatus.ACTIVE.value)
         # Only the demo fleet's own machines: their ids are what enrolling their names derives.
-        names = [
-            dns.split(".")[0] for machine_id, dns in machines if derive_machine_id(tenant, dns.split(".")[0]) == machine_id
-        ]
+        names = [dns.split(".")[0] for machine_id, dns in machines if derive_machine_id(tenant, dns.split(".")[0]) == machine_id]
         if not names:
             return 0
         package = issue_onboarding_package(tenant, server_url, None, uow(), SystemClock())

@@ -76,7 +76,9 @@ async def run_fleet(
     gate = asyncio.Semaphore(enrol_concurrency)
     async with contextlib.AsyncExitStack() as stack:
         clients = [
-            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=30), verify=verify or True))
+            await stack.enter_async_context(
+                httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60, connect=30), verify=verify or True)
+            )
             for _ in range(max(1, -(-len(names) // per_client)))
         ]
 
@@ -85,7 +87,9 @@ async def run_fleet(
             state = new_state(device_identity=name)
             profile = simulated_profile(name)
             if keep_properties:
-                profile = DeviceProfile(computer_dns_name=None, os_platform=None, ip_addresses=None, agent_version=None, os_processor=None)  # type: ignore[arg-type]
+                profile = DeviceProfile(
+                    computer_dns_name=None, os_platform=None, ip_addresses=None, agent_version=None, os_processor=None
+                )  # type: ignore[arg-type]
 
             def received(action: dict[str, Any]) -> None:
                 report.actions_received += 1

@@ -60,8 +60,17 @@ def cancel_action(
             if status.is_final:
                 raise ActionCannotBeCancelled(f"Action {action_id} is already in final state {status.value}.")
             raise ActionCannotBeCancelled(f"Action {action_id} is {status.value}: its device is already carrying it out.")
-        audit_event(uow, clock, action=CANCEL_AUDIT_ACTION, principal=principal, context=context, outcome_status=200,
-                    machine_id=action.machine_id, machine_action_id=action_id, comment=command.comment)
+        audit_event(
+            uow,
+            clock,
+            action=CANCEL_AUDIT_ACTION,
+            principal=principal,
+            context=context,
+            outcome_status=200,
+            machine_id=action.machine_id,
+            machine_action_id=action_id,
+            comment=command.comment,
+        )
         cancelled = uow.actions.get(principal.tenant_id, action_id)
         uow.commit()
     assert cancelled is not None
@@ -105,9 +114,16 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
                 for action_id in ids:
                     if uow.actions.transition(action_id, ActionStatus.TIMEOUT, at=now, expected=[status]):
                         counts[status] += 1
-                        audit_event(uow, clock, action="machine_action.timed_out", principal=None,
-                                    context=RequestContext(request_id=""), outcome_status=200,
-                                    machine_action_id=action_id, details={"from": status.value})
+                        audit_event(
+                            uow,
+                            clock,
+                            action="machine_action.timed_out",
+                            principal=None,
+                            context=RequestContext(request_id=""),
+                            outcome_status=200,
+                            machine_action_id=action_id,
+                            details={"from": status.value},
+                        )
                 uow.commit()
             if len(ids) < batch:
                 break

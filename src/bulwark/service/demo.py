@@ -98,11 +98,17 @@ def seed_demo_fleet(uow: UnitOfWork, clock: Clock, tenant_id: str, *, count: int
                     aad_device_id=None,
                     machine_tags=tags,
                     os_architecture="64-bit",
-                    ip_addresses=[{"ipAddress": ip, "macAddress": f"00155D{rng.randint(0, 0xFFFFFF):06X}", "type": "Ethernet", "operationalStatus": "Up"}],
+                    ip_addresses=[
+                        {
+                            "ipAddress": ip,
+                            "macAddress": f"00155D{rng.randint(0, 0xFFFFFF):06X}",
+                            "type": "Ethernet",
+                            "operationalStatus": "Up",
+                        }
+                    ],
                 )
             )
         uow.machines.add_many(fleet)
         uow.commit()
     first = fleet[0]
     return DemoFleet(tenant_id, len(fleet), first.id, first.computer_dns_name, True)
-

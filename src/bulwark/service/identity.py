@@ -23,7 +23,9 @@ DEFENDER_SCOPES = frozenset({f"{DEFENDER_AUDIENCE}/.default", f"{DEFENDER_APP_ID
 # does not issue, so they are accepted and ignored.
 OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 
-APPLICATION_PERMISSIONS = frozenset(p.value for p in Permission if p not in {Permission.MACHINE_READ, Permission.MACHINE_READWRITE})
+APPLICATION_PERMISSIONS = frozenset(
+    p.value for p in Permission if p not in {Permission.MACHINE_READ, Permission.MACHINE_READWRITE}
+)
 DELEGATED_PERMISSIONS = frozenset(
     p.value for p in Permission if p not in {Permission.MACHINE_READ_ALL, Permission.MACHINE_READWRITE_ALL}
 )
@@ -172,9 +174,7 @@ def grant_application_permissions(
         current_roles, current_scopes = set(app["roles"]), set(app["delegated_permissions"])
         new_roles = current_roles - role_names if revoke else current_roles | role_names
         new_scopes = current_scopes - scope_names if revoke else current_scopes | scope_names
-        uow.identity.update_application(
-            app["client_id"], roles=sorted(new_roles), delegated_permissions=sorted(new_scopes)
-        )
+        uow.identity.update_application(app["client_id"], roles=sorted(new_roles), delegated_permissions=sorted(new_scopes))
         uow.commit()
     return {**app, "roles": sorted(new_roles), "delegated_permissions": sorted(new_scopes)}
 
@@ -366,7 +366,9 @@ class TokenService:
         if not uow.tenants.exists(tenant_id):
             raise TokenRequestError("invalid_request", 90002, f"Tenant '{tenant_id}' not found.")
         if not client_id:
-            raise TokenRequestError("invalid_request", 900144, "The request body must contain the following parameter: 'client_id'.")
+            raise TokenRequestError(
+                "invalid_request", 900144, "The request body must contain the following parameter: 'client_id'."
+            )
         app = uow.identity.get_application(client_id)
         return app if app is not None and app["tenant_id"] == tenant_id else None
 
@@ -374,27 +376,39 @@ class TokenService:
     def _usable(app: dict[str, Any] | None, tenant_id: str, client_id: str) -> dict[str, Any]:
         if app is None:
             raise TokenRequestError(
-                "unauthorized_client", 700016, f"Application with identifier '{client_id}' was not found in the directory '{tenant_id}'."
+                "unauthorized_client",
+                700016,
+                f"Application with identifier '{client_id}' was not found in the directory '{tenant_id}'.",
             )
         if not app["enabled"]:
-            raise TokenRequestError("unauthorized_client", 7000112, f"Application '{client_id}'({app['display_name']}) is disabled.")
+            raise TokenRequestError(
+                "unauthorized_client", 7000112, f"Application '{client_id}'({app['display_name']}) is disabled."
+            )
         return app
 
-    def client_credentials(self, tenant_id: str, client_id: str | None, client_secret: str | None, scope: str | None) -> IssuedToken:
+    def client_credentials(
+        self, tenant_id: str, client_id: str | None, client_secret: str | None, scope: str | None
+    ) -> IssuedToken:
         """An application token carrying the application's roles."""
         with self._uow(write=False) as uow:
             app = self._tenant_and_app(uow, tenant_id, client_id)
         assert client_id
         if not client_secret:
             raise TokenRequestError(
-                "invalid_client", 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.", 401
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+                401,
             )
         _check_scope(scope)
         if not _verify(client_secret, app["secret_hash"] if app else None):
             if app is None:
                 self._usable(app, tenant_id, client_id)
             raise TokenRequestError(
-                "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value.", 401
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value.",
+                401,
             )
         app = self._usable(app, tenant_id, client_id)
         return self._issuer.issue_application_token(tenant_id, app["client_id"], app["display_name"], app["roles"])
@@ -417,7 +431,9 @@ class TokenService:
         if client_secret is not None and not _verify(client_secret, app["secret_hash"]):
             raise TokenRequestError("invalid_client", 7000215, "Invalid client secret provided.", 401)
         if not username or not password:
-            raise TokenRequestError("invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'.")
+            raise TokenRequestError(
+                "invalid_request", 900144, "The request body must contain the following parameters: 'username' and 'password'."
+            )
         _check_scope(scope)
         if not _verify(password, user["password_hash"] if user else None) or user is None:
             raise TokenRequestError("invalid_grant", 50126, "Error validating credentials due to invalid username or password.")
@@ -478,7 +494,9 @@ class PrincipalResolver:
     so a disabled caller is refused within that time on every process.
     """
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, ttl_seconds: float, local_issuer: Callable[[str], bool]) -> None:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, ttl_seconds: float, local_issuer: Callable[[str], bool]
+    ) -> None:
         self._uow = uow_factory
         self._is_local = local_issuer
         self._tenants: TtlCache[str, bool] = TtlCache(clock, ttl_seconds)
@@ -544,8 +562,13 @@ class PrincipalResolver:
         if user is None:
             # An external user Bulwark has no record of holds no role: they see no machine.
             return Principal(
-                tenant_id=claims.tenant_id, kind=PrincipalKind.USER, id=claims.object_id, name=claims.requestor,
-                device_group_ids=frozenset(), include_ungrouped=False, can_manage=False,
+                tenant_id=claims.tenant_id,
+                kind=PrincipalKind.USER,
+                id=claims.object_id,
+                name=claims.requestor,
+                device_group_ids=frozenset(),
+                include_ungrouped=False,
+                can_manage=False,
             )
         capabilities = uow.identity.capabilities_of(user["id"])
         sees = Capability.VIEW_DATA.value in capabilities
@@ -602,12 +625,22 @@ def seed_demo_identities(
     if not exists:
         for created in (
             create_application(
-                uow_factory(), clock, tenant_id, DEMO_FULL_APP, client_id=full_id,
-                roles=sorted(APPLICATION_PERMISSIONS), delegated_permissions=sorted(DELEGATED_PERMISSIONS),
+                uow_factory(),
+                clock,
+                tenant_id,
+                DEMO_FULL_APP,
+                client_id=full_id,
+                roles=sorted(APPLICATION_PERMISSIONS),
+                delegated_permissions=sorted(DELEGATED_PERMISSIONS),
             ),
             create_application(
-                uow_factory(), clock, tenant_id, DEMO_READER_APP, client_id=reader_id,
-                roles=[Permission.MACHINE_READ_ALL.value], delegated_permissions=[Permission.MACHINE_READ.value],
+                uow_factory(),
+                clock,
+                tenant_id,
+                DEMO_READER_APP,
+                client_id=reader_id,
+                roles=[Permission.MACHINE_READ_ALL.value],
+                delegated_permissions=[Permission.MACHINE_READ.value],
             ),
         ):
             fresh_secrets[created.id] = created.secret
@@ -622,15 +655,21 @@ def seed_demo_identities(
             fresh_secrets[upn] = create_user(
                 uow_factory(), clock, tenant_id, upn, name, user_id=_demo_id(tenant_id, key), password=new_password()
             ).secret
-        create_user_group(uow_factory(), tenant_id, "SOC analysts", members=["analyst@contoso.com"], roles=["Security administrator"])
+        create_user_group(
+            uow_factory(), tenant_id, "SOC analysts", members=["analyst@contoso.com"], roles=["Security administrator"]
+        )
         create_user_group(uow_factory(), tenant_id, "Auditors", members=["reader@contoso.com"], roles=["Security reader"])
         # Only Finance admins reach the Finance device group; every other demo group stays open.
         # (A database seeded by other means may have no Finance group; then nothing is closed.)
         with uow_factory(write=False) as uow:
             has_finance = any(g["name"] == "Finance" for g in uow.device_groups.list(tenant_id))
         create_user_group(
-            uow_factory(), tenant_id, "Finance admins", members=["finance.admin@contoso.com"],
-            roles=["Security administrator"], device_groups=["Finance"] if has_finance else [],
+            uow_factory(),
+            tenant_id,
+            "Finance admins",
+            members=["finance.admin@contoso.com"],
+            roles=["Security administrator"],
+            device_groups=["Finance"] if has_finance else [],
         )
     apps = {DEMO_FULL_APP: full_id, DEMO_READER_APP: reader_id}
     descriptions = {
@@ -650,8 +689,13 @@ def seed_demo_identities(
         if row["client_id"] not in fresh_secrets and (not secret or not verify_secret(secret, row["secret_hash"] or "")):
             secret = reset_application_secret(uow_factory(), tenant_id, row["client_id"]).secret
         app_out.append(
-            {"name": name, "client_id": row["client_id"], "client_secret": secret, "roles": row["roles"],
-             "delegated_permissions": row["delegated_permissions"]}
+            {
+                "name": name,
+                "client_id": row["client_id"],
+                "client_secret": secret,
+                "roles": row["roles"],
+                "delegated_permissions": row["delegated_permissions"],
+            }
         )
     for upn, row in user_rows.items():
         assert row is not None

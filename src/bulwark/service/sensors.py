@@ -68,8 +68,15 @@ def issue_onboarding_package(
         _, public = _signing_key(uow, clock, tenant_id)
         now = clock.now()
         uow.onboarding_packages.add(str(uuid.uuid4()), tenant_id, hash_secret(key), now, principal.name if principal else None)
-        audit_event(uow, clock, action="sensor.onboarding_package.issued", principal=principal, tenant_id=tenant_id,
-                    context=_DEVICE_CONTEXT, outcome_status=200)
+        audit_event(
+            uow,
+            clock,
+            action="sensor.onboarding_package.issued",
+            principal=principal,
+            tenant_id=tenant_id,
+            context=_DEVICE_CONTEXT,
+            outcome_status=200,
+        )
         uow.commit()
     return build_onboarding_package(
         tenant_id=tenant_id, server_url=server_url, onboarding_key=key, signing_public_key=public, created_at=now
@@ -89,8 +96,16 @@ def issue_offboarding_package(
         package = build_offboarding_package(
             tenant_id=tenant_id, private_key=private, issued_at=now, expires_at=now + valid_for, package_id=str(uuid.uuid4())
         )
-        audit_event(uow, clock, action="sensor.offboarding_package.issued", principal=principal, tenant_id=tenant_id,
-                    context=_DEVICE_CONTEXT, outcome_status=200, details={"packageId": package["packageId"]})
+        audit_event(
+            uow,
+            clock,
+            action="sensor.offboarding_package.issued",
+            principal=principal,
+            tenant_id=tenant_id,
+            context=_DEVICE_CONTEXT,
+            outcome_status=200,
+            details={"packageId": package["packageId"]},
+        )
         uow.commit()
     return package
 
@@ -123,7 +138,9 @@ def _apply_properties(machine: Machine, properties: DeviceProperties) -> dict[st
             values[name] = value
     if properties.ip_addresses is not None:
         addresses = [a for a in properties.ip_addresses if a]
-        values["ip_addresses"] = [{"ipAddress": a, "macAddress": None, "type": None, "operationalStatus": "Up"} for a in addresses]
+        values["ip_addresses"] = [
+            {"ipAddress": a, "macAddress": None, "type": None, "operationalStatus": "Up"} for a in addresses
+        ]
         if addresses:
             values["last_ip_address"] = addresses[0]
     return values
@@ -153,19 +170,34 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
         if machine is None:
             if not props.computer_dns_name or not props.os_platform:
                 raise InvalidInput("Invalid input: a new device must report computerDnsName and osPlatform.")
-            machine = Machine(id=machine_id, tenant_id=command.tenant_id, computer_dns_name=props.computer_dns_name,
-                              first_seen=now, last_seen=now, os_platform=props.os_platform)
+            machine = Machine(
+                id=machine_id,
+                tenant_id=command.tenant_id,
+                computer_dns_name=props.computer_dns_name,
+                first_seen=now,
+                last_seen=now,
+                os_platform=props.os_platform,
+            )
             uow.machines.add_many([machine])
         values = _apply_properties(machine, props)
-        values.update(last_seen=now, health_status=HealthStatus.ACTIVE.value, offboarded_at=None,
-                      onboarding_status="Onboarded", last_external_ip_address=client_ip or machine.last_external_ip_address)
+        values.update(
+            last_seen=now,
+            health_status=HealthStatus.ACTIVE.value,
+            offboarded_at=None,
+            onboarding_status="Onboarded",
+            last_external_ip_address=client_ip or machine.last_external_ip_address,
+        )
         uow.machines.update_fields(machine_id, **values)
         reonboarding = machine.offboarded_at is not None
         for action in uow.actions.active_for_machine(machine_id) if reonboarding else []:
             if action.status is ActionStatus.PENDING:
                 won = uow.actions.transition(
-                    action.id, ActionStatus.CANCELLED, at=now, expected=[ActionStatus.PENDING],
-                    cancellation_requestor=REONBOARD_CANCEL_REQUESTOR, cancellation_comment=REONBOARD_CANCEL_COMMENT,
+                    action.id,
+                    ActionStatus.CANCELLED,
+                    at=now,
+                    expected=[ActionStatus.PENDING],
+                    cancellation_requestor=REONBOARD_CANCEL_REQUESTOR,
+                    cancellation_comment=REONBOARD_CANCEL_COMMENT,
                     cancellation_date_time_utc=now,
                 )
             else:
@@ -175,11 +207,25 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
         generation = uow.sensors.latest_generation(machine_id) + 1
         uow.sensors.supersede(machine_id, now)
         sensor_id = str(uuid.uuid4())
-        uow.sensors.add(sensor_id=sensor_id, tenant_id=command.tenant_id, machine_id=machine_id,
-                        credential_hash=hash_secret(credential), generation=generation, enrolled_at=now)
-        audit_event(uow, clock, action="sensor.enrolled", principal=None, tenant_id=command.tenant_id,
-                    context=RequestContext(request_id="", client_ip=client_ip), outcome_status=200, machine_id=machine_id,
-                    details={"generation": generation, "sensorId": sensor_id, "closedActions": closed})
+        uow.sensors.add(
+            sensor_id=sensor_id,
+            tenant_id=command.tenant_id,
+            machine_id=machine_id,
+            credential_hash=hash_secret(credential),
+            generation=generation,
+            enrolled_at=now,
+        )
+        audit_event(
+            uow,
+            clock,
+            action="sensor.enrolled",
+            principal=None,
+            tenant_id=command.tenant_id,
+            context=RequestContext(request_id="", client_ip=client_ip),
+            outcome_status=200,
+            machine_id=machine_id,
+            details={"generation": generation, "sensorId": sensor_id, "closedActions": closed},
+        )
         uow.commit()
     identity = SensorIdentity(sensor_id=sensor_id, tenant_id=command.tenant_id, machine_id=machine_id, generation=generation)
     return Enrolment(sensor=identity, credential=credential, closed_action_ids=closed)
@@ -193,12 +239,14 @@ def authenticate_sensor(credential: str, uow: UnitOfWork) -> SensorIdentity:
         row = uow.sensors.by_credential_hash(hash_secret(credential))
     if row is None:
         raise Unauthorized()
-    return SensorIdentity(sensor_id=row["id"], tenant_id=row["tenant_id"], machine_id=row["machine_id"],
-                          generation=row["generation"])
+    return SensorIdentity(
+        sensor_id=row["id"], tenant_id=row["tenant_id"], machine_id=row["machine_id"], generation=row["generation"]
+    )
 
 
-def check_in(sensor: SensorIdentity, properties: DeviceProperties, uow: UnitOfWork, clock: Clock,
-             client_ip: str | None = None) -> None:
+def check_in(
+    sensor: SensorIdentity, properties: DeviceProperties, uow: UnitOfWork, clock: Clock, client_ip: str | None = None
+) -> None:
     """Record that the device is alive, with what it reports about itself."""
     with uow:
         machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id)
@@ -278,15 +326,24 @@ def report_outcome(command: ReportOutcome, sensor: SensorIdentity, uow: UnitOfWo
         if action is None or action.machine_id != sensor.machine_id:
             raise ResourceNotFound("MachineAction", command.action_id)
         now = clock.now()
-        accepted = uow.actions.transition(action_id, command.status, at=now, expected=[ActionStatus.IN_PROGRESS],
-                                          error_h_result=command.error_h_result)
+        accepted = uow.actions.transition(
+            action_id, command.status, at=now, expected=[ActionStatus.IN_PROGRESS], error_h_result=command.error_h_result
+        )
         if accepted:
             if action.type is ActionType.OFFBOARD and command.status is ActionStatus.SUCCEEDED:
                 uow.machines.update_fields(sensor.machine_id, offboarded_at=now, last_seen=now)
-            audit_event(uow, clock, action=f"machine_action.{action.type.value.lower()}.{command.status.value.lower()}",
-                        principal=None, tenant_id=sensor.tenant_id, context=_DEVICE_CONTEXT, outcome_status=200,
-                        machine_id=sensor.machine_id, machine_action_id=action_id,
-                        details={"sensorId": sensor.sensor_id, "errorHResult": command.error_h_result})
+            audit_event(
+                uow,
+                clock,
+                action=f"machine_action.{action.type.value.lower()}.{command.status.value.lower()}",
+                principal=None,
+                tenant_id=sensor.tenant_id,
+                context=_DEVICE_CONTEXT,
+                outcome_status=200,
+                machine_id=sensor.machine_id,
+                machine_action_id=action_id,
+                details={"sensorId": sensor.sensor_id, "errorHResult": command.error_h_result},
+            )
         current = uow.actions.get(sensor.tenant_id, action_id)
         uow.commit()
     assert current is not None

@@ -9,8 +9,8 @@ from typing import Protocol
 from sqlalchemy import Connection, Engine
 
 from bulwark.store.db import WRITE_OPTION, write_lock
-from bulwark.store.queries import ListQueries
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
+from bulwark.store.queries import ListQueries
 from bulwark.store.repositories import (
     AuditRepository,
     DeviceGroupRepository,

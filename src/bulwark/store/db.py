@@ -46,7 +46,7 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _configure(dbapi_conn, _record) -> None:  # noqa: ANN001
+        def _configure(dbapi_conn, _record) -> None:
             # Take transaction control from the driver so that BEGIN is ours to write.
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
@@ -60,7 +60,7 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
         _WRITE_LOCKS[engine] = threading.RLock()
 
         @event.listens_for(engine, "begin")
-        def _begin(conn) -> None:  # noqa: ANN001
+        def _begin(conn) -> None:
             immediate = conn.get_execution_options().get(WRITE_OPTION, False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 

@@ -176,9 +176,7 @@ class IdentityRepository:
     def find_user(self, tenant_id: str, upn: str) -> dict[str, Any] | None:
         """A user of the tenant by UPN, case-insensitively."""
         row = (
-            self.conn.execute(select(users).where(users.c.tenant_id == tenant_id, users.c.upn == upn.lower()))
-            .mappings()
-            .first()
+            self.conn.execute(select(users).where(users.c.tenant_id == tenant_id, users.c.upn == upn.lower())).mappings().first()
         )
         return dict(row) if row else None
 
@@ -198,17 +196,13 @@ class IdentityRepository:
     def add_role(self, tenant_id: str, name: str, capabilities: Iterable[str]) -> int:
         """Create a role and return its id."""
         result = self.conn.execute(
-            insert(roles)
-            .values(tenant_id=tenant_id, name=name, capabilities=sorted(set(capabilities)))
-            .returning(roles.c.id)
+            insert(roles).values(tenant_id=tenant_id, name=name, capabilities=sorted(set(capabilities))).returning(roles.c.id)
         )
         return int(result.scalar_one())
 
     def add_user_group(self, tenant_id: str, name: str) -> int:
         """Create a user group and return its id."""
-        result = self.conn.execute(
-            insert(user_groups).values(tenant_id=tenant_id, name=name).returning(user_groups.c.id)
-        )
+        result = self.conn.execute(insert(user_groups).values(tenant_id=tenant_id, name=name).returning(user_groups.c.id))
         return int(result.scalar_one())
 
     def id_by_name(self, kind: str, tenant_id: str, name: str) -> int | None:
@@ -228,9 +222,7 @@ class IdentityRepository:
 
     def grant_device_group(self, device_group_id: int, user_group_id: int) -> None:
         """Let a user group reach a device group (which then is closed to other user groups)."""
-        self.conn.execute(
-            insert(device_group_access).values(device_group_id=device_group_id, user_group_id=user_group_id)
-        )
+        self.conn.execute(insert(device_group_access).values(device_group_id=device_group_id, user_group_id=user_group_id))
 
     def list_roles(self, tenant_id: str) -> list[dict[str, Any]]:
         """Roles of the tenant by name."""

@@ -13,8 +13,8 @@ from typing import TypeAlias
 
 from sqlalchemy import BigInteger, ColumnElement, Select, String, and_, exists, func, literal, not_, or_, select, true
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql import operators
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
@@ -176,9 +176,7 @@ def _column_time(value: datetime, column: ColumnElement) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _comparable(
-    column: ColumnElement, property_type: PropertyType, value: Value
-) -> tuple[ColumnElement, object]:
+def _comparable(column: ColumnElement, property_type: PropertyType, value: Value) -> tuple[ColumnElement, object]:
     """The column-side expression and the parameter value to compare for one literal."""
     if property_type is PropertyType.STRING:
         assert isinstance(value, str)

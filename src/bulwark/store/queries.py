@@ -31,7 +31,7 @@ class Page(Generic[T]):
     total: int | None = None
 
 
-def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers):  # noqa: ANN001, ANN202
+def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers):
     # One row past the page tells whether a next page exists without a second query.
     paged = apply_query(base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
     paged = paged.limit(query.page_size + 1)

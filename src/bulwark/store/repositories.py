@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, ColumnElement, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from bulwark.domain.access import Principal
@@ -91,7 +91,7 @@ class MachineRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def select_with_group(self):  # noqa: ANN201
+    def select_with_group(self):
         """A SELECT of machines with their device group's name (``rbac_group_name``)."""
         return select(machines, device_groups.c.name.label("rbac_group_name")).select_from(
             machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id)
@@ -110,11 +110,18 @@ class MachineRepository:
                 .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
             ):
                 tags[machine_id].append(tag)
-        return [Machine(**{k: r[k] for k in _MACHINE_COLUMNS}, rbac_group_name=r["rbac_group_name"], machine_tags=tags[r["id"]]) for r in rows]
+        return [
+            Machine(**{k: r[k] for k in _MACHINE_COLUMNS}, rbac_group_name=r["rbac_group_name"], machine_tags=tags[r["id"]])
+            for r in rows
+        ]
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
-        row = self.conn.execute(self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal))).mappings().first()
+        row = (
+            self.conn.execute(self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal)))
+            .mappings()
+            .first()
+        )
         if row is None:
             return None
         return self.hydrate([row], with_tags=with_tags)[0]
@@ -323,8 +330,14 @@ class MachineActionRepository:
         ).mappings()
         return [action_from_row(r) for r in rows]
 
-    def overdue_ids(self, status: ActionStatus, *, created_before: datetime | None = None,
-                    updated_before: datetime | None = None, limit: int = 500) -> list[str]:
+    def overdue_ids(
+        self,
+        status: ActionStatus,
+        *,
+        created_before: datetime | None = None,
+        updated_before: datetime | None = None,
+        limit: int = 500,
+    ) -> list[str]:
         """Ids of actions in ``status`` created (or last updated) before the given instants."""
         stmt = select(machine_actions.c.id).where(machine_actions.c.status == status.value)
         if created_before is not None:
@@ -394,13 +407,18 @@ class SensorRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def add(self, *, sensor_id: str, tenant_id: str, machine_id: str, credential_hash: str, generation: int,
-            enrolled_at: datetime) -> None:
+    def add(
+        self, *, sensor_id: str, tenant_id: str, machine_id: str, credential_hash: str, generation: int, enrolled_at: datetime
+    ) -> None:
         """Record an enrolment."""
         self.conn.execute(
             insert(sensors).values(
-                id=sensor_id, tenant_id=tenant_id, machine_id=machine_id, credential_hash=credential_hash,
-                generation=generation, enrolled_at=enrolled_at,
+                id=sensor_id,
+                tenant_id=tenant_id,
+                machine_id=machine_id,
+                credential_hash=credential_hash,
+                generation=generation,
+                enrolled_at=enrolled_at,
             )
         )
 

@@ -25,9 +25,7 @@ def _folded_dns() -> str:
 def upgrade() -> None:
     op.execute(f"CREATE INDEX ix_machines_tenant_dns_folded ON machines (tenant_id, {_folded_dns()})")
     op.drop_index("ix_machine_actions_tenant_status", table_name="machine_actions")
-    op.create_index(
-        "ix_machine_actions_tenant_status", "machine_actions", ["tenant_id", "status", "creation_date_time_utc"]
-    )
+    op.create_index("ix_machine_actions_tenant_status", "machine_actions", ["tenant_id", "status", "creation_date_time_utc"])
 
 
 def downgrade() -> None:
