@@ -19,6 +19,7 @@ from bulwark.api.middleware import RequestIdMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
+from bulwark.console import mount_console, register_console_client
 from bulwark.notifier import create_notifier
 from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.service.uow import UnitOfWorkFactory
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         # Blocking work (database calls) runs in this many threads. More threads than this only
         # queue for the GIL and the database, and raise latency without adding throughput.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
+        await anyio.to_thread.run_sync(register_console_client, runtime)
         try:
             # The wake-up listener and the sweeper run for as long as the app serves.
             async with background(app_):
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # The live service also answers under /api/v1.0; same operations, kept out of the schema.
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
     app.include_router(sensor_gateway.router)
+    mount_console(app)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():

@@ -8,7 +8,7 @@ from datetime import timedelta
 from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
-from bulwark.domain.errors import BadRequest, ResourceNotFound
+from bulwark.domain.errors import BadRequest, DisallowedOperation, ResourceNotFound
 from bulwark.service.audit import RequestContext, audit_event
 from bulwark.service.uow import UnitOfWork
 
@@ -34,7 +34,8 @@ def cancel_action(
 ) -> MachineAction:
     """Cancel an action the caller may see, if no device has claimed it yet.
 
-    Any action permission allows it. The cancel is a guarded transition from Pending, so against a
+    Any action permission allows it, for a user only with a role that may manage devices (as for
+    the offboard itself: a view-only role cancels nothing). The cancel is a guarded transition from Pending, so against a
     sensor claiming the same action exactly one of them wins: a claimed action is carried out and
     reported, a cancelled one is never handed to a device.
     """
@@ -44,6 +45,8 @@ def cancel_action(
         action = uow.actions.get_visible(principal, action_id)
         if action is None:
             raise ResourceNotFound("MachineAction", command.action_id)
+        if not principal.can_manage:
+            raise DisallowedOperation("The user's role does not allow cancelling actions.")
         now = clock.now()
         won = uow.actions.transition(
             action_id,

@@ -21,6 +21,7 @@ from bulwark.store.repositories import (
     SensorRepository,
     TenantRepository,
 )
+from bulwark.store.web import AuthorizationCodeRepository, ConsoleSessionRepository
 
 
 class UnitOfWork(Protocol):
@@ -37,6 +38,8 @@ class UnitOfWork(Protocol):
     lists: ListQueries
     identity: IdentityRepository
     signing_keys: SigningKeyRepository
+    authorization_codes: AuthorizationCodeRepository
+    console_sessions: ConsoleSessionRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -76,6 +79,8 @@ class SqlUnitOfWork:
         self.lists = ListQueries(conn)
         self.identity = IdentityRepository(conn)
         self.signing_keys = SigningKeyRepository(conn)
+        self.authorization_codes = AuthorizationCodeRepository(conn)
+        self.console_sessions = ConsoleSessionRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
