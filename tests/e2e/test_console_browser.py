@@ -182,8 +182,8 @@ def test_admin_filters_offboards_and_sees_the_action_succeed_live(analyst, conso
     # From here on, no navigation: the row's status changes by itself until the sensor succeeds.
     page.evaluate("window.__stillHere = true")
     expect(row.locator(".status")).to_have_text("Succeeded", timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#offboard-requested .status")).to_have_text("Succeeded")
     assert page.evaluate("window.__stillHere") is True
-    # The offboard is now refused before submitting, with the reason, and the dialog is gone.
     _shot(page, console, "console-device-succeeded")
 
 

@@ -421,7 +421,8 @@ def _offboard_blockers(user: ConsoleUser, machine: Machine, active: list[Machine
     except BulwarkError as error:
         reasons.append(f"{error.message} ({error.code})")
     if active:
-        reasons.append(f"An offboard of this device is already {active[0].status.value} (action {active[0].id}).")
+        first = active[0]
+        reasons.append(f"An offboard of this device is already in progress (action {first.id}, {first.status.value} on loading).")
     return reasons
 
 
