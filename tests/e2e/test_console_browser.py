@@ -217,6 +217,18 @@ def test_admin_cancels_a_pending_action_of_a_device_without_a_sensor(analyst, co
     expect(page.locator("#action-status .status")).to_have_text("Cancelled")
     expect(page.locator("#action-status")).to_contain_text("Found the laptop")
     expect(page.get_by_role("button", name="Cancel action")).to_have_count(0)
+    # The audit trail has both, recorded by the same use cases as the API's, with the console's request ids.
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_label("Machine id").fill(target_id)
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url("**/console/audit?*")
+    rows = page.locator("#audit tbody tr")
+    expect(rows).to_have_count(2)
+    expect(rows.nth(0)).to_contain_text("machine_action.cancel.requested")
+    expect(rows.nth(0)).to_contain_text("Found the laptop")
+    expect(rows.nth(1)).to_contain_text("machine_action.offboard.requested")
+    expect(rows.nth(1)).to_contain_text("analyst@contoso.com")
+    _shot(page, console, "console-audit")
 
 
 def test_reader_sees_no_offboard_control(browser, console: Console) -> None:

@@ -360,3 +360,16 @@ def test_a_view_only_user_cannot_cancel_through_the_api_either(client: TestClien
         f"/api/machineactions/{action_id}/cancel", json={"Comment": "reader"}, headers=bearer(reader_token["access_token"])
     )
     assert cancel.status_code == 403 and cancel.json()["error"]["code"] == "DisallowedOperation"
+
+
+def test_the_console_registers_itself_once_and_follows_its_address(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    from bulwark.service.signin import ensure_console_client
+
+    assert ensure_console_client(uow_factory, clock, TENANT, "http://a.example/console/callback") is None  # no tenant yet
+    seed(uow_factory, [])
+    first = ensure_console_client(uow_factory, clock, TENANT, "http://a.example/console/callback")
+    assert first is not None
+    assert ensure_console_client(uow_factory, clock, TENANT, "http://b.example/console/callback") == first
+    with uow_factory(write=False) as uow:
+        app = uow.identity.get_application(first)
+    assert app is not None and app["secret_hash"] is None and app["redirect_uris"] == ["http://b.example/console/callback"]

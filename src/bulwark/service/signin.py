@@ -55,19 +55,22 @@ def console_client_id(tenant_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"urn:bulwark:console:{tenant_id}"))
 
 
-def ensure_console_client(uow_factory: UnitOfWorkFactory, clock: Clock, tenant_id: str, redirect_uri: str) -> str | None:
+def ensure_console_client(
+    uow_factory: UnitOfWorkFactory, clock: Clock, tenant_id: str, redirect_uri: str, *, retry: bool = True
+) -> str | None:
     """Register the console as a public client of the tenant with ``redirect_uri``; return its client id.
 
-    Idempotent and safe when several processes start at once. Returns None when the tenant does not
-    exist (yet): the console then has no one to sign in.
+    Idempotent and safe when several processes start at once (the loser of the insert finds the
+    winner's row). Returns None when the tenant does not exist (yet), or another application of the
+    tenant already has the console's name: the console then has no one to sign in.
     """
     client_id = console_client_id(tenant_id)
-    with uow_factory() as uow:
-        if not uow.tenants.exists(tenant_id):
-            return None
-        app = uow.identity.get_application(client_id)
-        if app is None:
-            try:
+    try:
+        with uow_factory() as uow:
+            if not uow.tenants.exists(tenant_id):
+                return None
+            app = uow.identity.get_application(client_id)
+            if app is None:
                 uow.identity.add_application(
                     client_id=client_id,
                     tenant_id=tenant_id,
@@ -77,13 +80,15 @@ def ensure_console_client(uow_factory: UnitOfWorkFactory, clock: Clock, tenant_i
                     delegated_permissions=sorted(DELEGATED_PERMISSIONS),
                     created_at=clock.now(),
                 )
-            except IntegrityError:
-                log.warning("could not register the console client in tenant %s (another application has its name?)", tenant_id)
-                return None
-        elif app.get("redirect_uris") == [redirect_uri]:
-            return client_id
-        uow.identity.update_application(client_id, redirect_uris=[redirect_uri])
-        uow.commit()
+            elif app.get("redirect_uris") == [redirect_uri]:
+                return client_id
+            uow.identity.update_application(client_id, redirect_uris=[redirect_uri])
+            uow.commit()
+    except IntegrityError:
+        if retry:
+            return ensure_console_client(uow_factory, clock, tenant_id, redirect_uri, retry=False)
+        log.warning("could not register the console client in tenant %s: another application has its name", tenant_id)
+        return None
     return client_id
 
 
