@@ -373,3 +373,15 @@ def test_the_console_registers_itself_once_and_follows_its_address(uow_factory: 
     with uow_factory(write=False) as uow:
         app = uow.identity.get_application(first)
     assert app is not None and app["secret_hash"] is None and app["redirect_uris"] == ["http://b.example/console/callback"]
+
+
+def test_the_console_loads_nothing_from_elsewhere(client: TestClient) -> None:
+    console_sign_in(client)
+    page = client.get("/console/devices")
+    for url in re.findall(r'(?:src|href)="([^"]+)"', page.text):
+        assert url.startswith(("/", "?", "#", "data:")), url
+    htmx = client.get("/console/static/vendor/htmx/htmx.min.js")
+    assert htmx.status_code == 200 and "htmx" in htmx.text
+    licence = client.get("/console/static/vendor/htmx/LICENSE")
+    assert licence.status_code == 200 and "BSD" in licence.text
+    assert client.get("/", follow_redirects=False).headers["location"] == "/console/"
