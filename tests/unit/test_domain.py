@@ -8,7 +8,7 @@ import pytest
 
 from bulwark.api.wire import format_timestamp
 from bulwark.domain.access import Permission, Principal, PrincipalKind, require_any
-from bulwark.domain.actions import ActionStatus, can_transition, normalize_action_id, sources_of
+from bulwark.domain.actions import ActionStatus, allowed_from, can_transition, normalize_action_id
 from bulwark.domain.errors import ClientVersionNotSupported, Forbidden, InvalidInput, OsPlatformNotSupported
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
 from tests.conftest import make_machine
@@ -81,7 +81,7 @@ def test_lifecycle_table() -> None:
     for final in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.TIMEOUT, ActionStatus.CANCELLED):
         assert final.is_final
         assert not any(can_transition(final, target) for target in ActionStatus)
-    assert sources_of(ActionStatus.TIMEOUT) == {ActionStatus.PENDING, ActionStatus.IN_PROGRESS}
+    assert allowed_from(ActionStatus.TIMEOUT) == {ActionStatus.PENDING, ActionStatus.IN_PROGRESS}
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from bulwark.api.odata import (
+from bulwark.odata import (
     And,
     CollectionAny,
     Comparison,
