@@ -329,7 +329,7 @@ _DATETIME_PATTERN = re.compile(
 def _syntax_error(text: str, error: UnexpectedInput) -> ODataParseError:
     """Turn a lark error into a message with a 1-based character position in the $filter text."""
     if isinstance(error, UnexpectedCharacters):
-        position = error.pos_in_stream
+        position = error.pos_in_stream or 0
         char = text[position]
         if char == "'":
             detail = "unterminated string literal (a quote inside a string is written as '')"
@@ -446,8 +446,8 @@ class _FilterBuilder:
     def _operand(self, node: Tree, scope: _Scope | None) -> _Target:
         if len(node.children) == 1:
             (ident,) = node.children
-            return self._resolve(ident, scope)
-        function, ident = node.children
+            return self._resolve(_token(ident), scope)
+        function, ident = (_token(child) for child in node.children)
         target = self._resolve(ident, scope)
         if target.type not in (PropertyType.STRING, PropertyType.ENUM):
             raise ODataParseError(
@@ -537,7 +537,8 @@ class _FilterBuilder:
     # ---- predicates
 
     def _comparison(self, node: Tree, scope: _Scope | None) -> Comparison:
-        operand, operator_token, value_token = node.children
+        operand, operator_child, value_child = node.children
+        operator_token, value_token = _token(operator_child), _token(value_child)
         target = self._operand(operand, scope)
         operator = ComparisonOperator(operator_token.lower())
         value = self._value(value_token, target)
@@ -556,11 +557,12 @@ class _FilterBuilder:
         target = self._operand(operand, scope)
         if target.type is PropertyType.BOOL:
             raise ODataParseError(f"Invalid filter clause: 'in' is not supported for bool {target.label}")
-        values = tuple(dict.fromkeys(self._value(token, target) for token in value_tokens))
+        values = tuple(dict.fromkeys(self._value(_token(token), target) for token in value_tokens))
         return In(target.property, target.type, values)
 
     def _string_call(self, node: Tree, scope: _Scope | None) -> StringMatch:
-        function_token, operand, value_token = node.children
+        function_child, operand, value_child = node.children
+        function_token, value_token = _token(function_child), _token(value_child)
         function = StringFunction(function_token.lower())
         target = self._operand(operand, scope)
         if target.type is not PropertyType.STRING:
@@ -574,7 +576,8 @@ class _FilterBuilder:
         return StringMatch(function, target.property, _unquote(str(value_token)))
 
     def _string_call_compared(self, node: Tree, scope: _Scope | None) -> Filter:
-        call, operator_token, value_token = node.children
+        call, operator_child, value_child = node.children
+        operator_token, value_token = _token(operator_child), _token(value_child)
         match = self._string_call(call, scope)
         operator = operator_token.lower()
         if operator not in ("eq", "ne") or value_token.type not in ("TRUE", "FALSE"):
@@ -585,7 +588,8 @@ class _FilterBuilder:
         return match if wanted else Not(match)
 
     def _lambda(self, node: Tree, scope: _Scope | None, depth: int) -> CollectionAny:
-        collection_token, operator_token, variable, body = node.children
+        collection_token, operator_child, variable, body = node.children
+        operator_token = _token(operator_child)
         name = str(collection_token)
         if scope is not None:
             raise ODataParseError(f"Invalid filter clause: {name}/{operator_token.lower()}() cannot be nested in another lambda")
@@ -601,6 +605,12 @@ class _FilterBuilder:
             return CollectionAny(wire, None)
         predicate = self.build(body, _Scope(str(variable), wire), depth + 1)
         return CollectionAny(wire, predicate)
+
+
+def _token(child: Token | Tree[Token] | None) -> Token:
+    """A leaf of the parse tree where the grammar puts one (a bug in the grammar if not)."""
+    assert isinstance(child, Token), child
+    return child
 
 
 def _unquote(literal: str) -> str:
