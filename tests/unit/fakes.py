@@ -22,6 +22,7 @@ from bulwark.domain.actions import ACTIVE_STATUSES, ActionStatus, MachineAction,
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
 from bulwark.odata import ODataQuery, Page
+from bulwark.service.ports import UnitOfWorkFactory
 
 
 @dataclass
@@ -501,3 +502,8 @@ class FakeUnitOfWorkFactory:
 
     def __call__(self, *, write: bool = True) -> FakeUnitOfWork:
         return FakeUnitOfWork(self.db, write=write)
+
+
+def _conforms_to_the_ports(factory: FakeUnitOfWorkFactory) -> UnitOfWorkFactory:
+    """Never called: `MYPYPATH=src mypy tests/unit/fakes.py` confirms the fake implements every port."""
+    return factory
