@@ -34,10 +34,9 @@ def cancel_action(
 ) -> MachineAction:
     """Cancel an action the caller may see, if no device has claimed it yet.
 
-    Any action permission allows it. The lifecycle allows Cancelled only from Pending, and the move is
-    a guarded transition, so against a
-    sensor claiming the same action exactly one of them wins: a claimed action is carried out and
-    reported, a cancelled one is never handed to a device.
+    Any action permission allows it. The lifecycle allows Cancelled only from Pending, and the move
+    is a guarded transition, so against a sensor claiming the same action exactly one of them wins:
+    a claimed action is carried out and reported, a cancelled one is never handed to a device.
     """
     require_any(principal, ACTION_PERMISSIONS)
     action_id = normalize_action_id(command.action_id)
