@@ -19,8 +19,8 @@ from bulwark.clock import FrozenClock
 from bulwark.console.routes import _safe_next
 from bulwark.domain.actions import ActionType
 from bulwark.service.signin import s256_challenge
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import SCOPE, TEST_PASSWORD, bearer, register_user, token_endpoint
 

@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from bulwark.api import odata
+from bulwark import odata
 from bulwark.api.authorize import read_form
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import request_id_of
@@ -224,7 +224,7 @@ def _odata(spec: odata.EntitySpec, clauses: list[str], orderby: str | None, page
         options["$orderby"] = orderby
     try:
         return odata.parse_query(options, spec)
-    except odata.ODataError as error:
+    except odata.ODataParseError as error:
         raise InvalidInput(f"Invalid filter: {error.message}") from None
 
 

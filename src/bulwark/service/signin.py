@@ -24,7 +24,7 @@ from bulwark.auth.tokens import IssuedToken, TokenIssuer
 from bulwark.clock import Clock
 from bulwark.service.audit import RequestContext, audit_event
 from bulwark.service.identity import DELEGATED_PERMISSIONS, TokenRequestError, _check_scope, _verify
-from bulwark.service.uow import UnitOfWork, UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("bulwark.auth")
 
