@@ -111,7 +111,8 @@ def _context(request: Request) -> RequestContext:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Cookies are Secure when the request came over TLS, or the public address is https (TLS ends at a proxy)."""
+    return request.url.scheme == "https" or _runtime(request).settings.issuer_base_url().startswith("https://")
 
 
 def _error_page(request: Request, error: BulwarkError, user: ConsoleUser | None = None) -> Response:
