@@ -244,7 +244,9 @@ def test_password_guessing_is_throttled_per_source(
 # The console
 
 
-def console_sign_in(client: TestClient, upn: str = ADMIN, start: str = "/console/devices") -> str:
+def console_sign_in(
+    client: TestClient, upn: str = ADMIN, start: str = "/console/devices", *, base: str = "http://testserver"
+) -> str:
     """Walk the console's sign-in as a browser would; return the session cookie's value."""
     to_signin = client.get(start)
     if to_signin.status_code == 200:  # signed in already: sign in again, as the sign-in link does
@@ -261,14 +263,15 @@ def console_sign_in(client: TestClient, upn: str = ADMIN, start: str = "/console
     back = client.post(
         AUTHORIZE, data={**params, "form_token": form_token(form.text), "username": upn, "password": TEST_PASSWORD}
     )
-    assert back.status_code == 303 and back.headers["location"].startswith("http://testserver/console/callback?")
+    assert back.status_code == 303 and back.headers["location"].startswith(f"{base}/console/callback?")
     landed = client.get(back.headers["location"])
     assert landed.status_code == 303, landed.text
     assert landed.headers["location"] == start
     session_cookie = landed.headers["set-cookie"]
     lowered = session_cookie.lower()
     assert "httponly" in lowered and "samesite=lax" in lowered and "path=/console" in lowered and "max-age=" in lowered
-    assert "secure" not in lowered  # plain HTTP here; under TLS the cookie is Secure
+    assert ("secure" in lowered) == base.startswith("https://")  # Secure under TLS
+    assert ("secure" in signin_cookie) == base.startswith("https://")
     return client.cookies.get("bulwark_session", domain="testserver.local", path="/console")
 
 
@@ -289,6 +292,15 @@ def test_console_sign_in_starts_a_new_session_whatever_the_browser_held(client: 
     assert second != first
     client.cookies.set("bulwark_session", first, domain="testserver.local", path="/console")
     assert client.get("/console/devices").status_code == 303
+
+
+def test_console_cookies_are_secure_under_tls(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    seed(uow_factory, MACHINES)
+    register_user(uow_factory, ADMIN, capabilities=["ViewData", "ManageSecuritySettings"])
+    https = settings.model_copy(update={"public_base_url": "https://testserver"})
+    with TestClient(create_app(https, clock=clock), base_url="https://testserver", follow_redirects=False) as client:
+        assert console_sign_in(client, base="https://testserver")
+        assert client.get("/console/devices").status_code == 200
 
 
 def test_console_callback_refuses_a_state_it_did_not_start(client: TestClient) -> None:
