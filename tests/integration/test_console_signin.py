@@ -28,7 +28,7 @@ REDIRECT = "https://app.example/callback"
 AUTHORIZE = f"/{TENANT}/oauth2/v2.0/authorize"
 ADMIN = "admin@contoso.com"
 READER = "reader@contoso.com"
-MACHINES = [make_machine(1), make_machine(2), make_machine(3, os_platform="macOS")]
+MACHINES = [make_machine(1, machine_tags=["VIP"]), make_machine(2, machine_tags=["Lab"]), make_machine(3, os_platform="macOS")]
 
 
 @pytest.fixture
@@ -342,6 +342,19 @@ def test_console_forms_need_the_session_csrf_token_and_this_origin(client: TestC
         events = [e for e in uow.audit.list(TENANT) if e["action"] == "machine_action.offboard.requested"]
     assert action is not None and action.request_source == "Portal" and action.requestor == ADMIN
     assert [e["outcome_status"] for e in events] == [200] and events[0]["actor_name"] == ADMIN
+
+
+def test_console_quick_filters_go_through_odata(client: TestClient) -> None:
+    console_sign_in(client)
+    page = client.get("/console/devices", params={"tag": "VIP"})
+    names = re.findall(r'<a href="/console/devices/[0-9a-f]{40}">([^<]+)</a>', page.text)
+    assert names == [MACHINES[0].computer_dns_name]
+    assert '<option value="Lab" >Lab</option>' in page.text or 'value="Lab"' in page.text
+    page = client.get("/console/devices", params={"platform": "macOS", "sort": "name_desc"})
+    assert re.findall(r'<a href="/console/devices/[0-9a-f]{40}">([^<]+)</a>', page.text) == [MACHINES[2].computer_dns_name]
+    # A quote in the search is an OData string literal, not a way out of one.
+    page = client.get("/console/devices", params={"q": "host-1' or 'a' eq 'a"})
+    assert page.status_code == 200 and "No device matches." in page.text
 
 
 def test_console_reflects_search_text_escaped(client: TestClient) -> None:

@@ -131,6 +131,12 @@ class FakeMachines(_Repository):
     def count(self, tenant_id: str | None = None) -> int:
         return sum(1 for m in self.db.machines.values() if tenant_id is None or m.tenant_id == tenant_id)
 
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        visible = [
+            m for m in self.db.machines.values() if m.tenant_id == principal.tenant_id and principal.sees_group(m.rbac_group_id)
+        ]
+        return sorted({t for m in visible for t in m.machine_tags})[:limit]
+
 
 class FakeActions(_Repository):
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:

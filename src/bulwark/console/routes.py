@@ -40,7 +40,7 @@ from bulwark.domain.machines import (
 from bulwark.service.actions import CANCEL_AUDIT_ACTION, CancelAction, cancel_action
 from bulwark.service.audit import RequestContext, audit_action_names, may_read_audit, record_refusal, search_audit_events
 from bulwark.service.identity import TokenRequestError
-from bulwark.service.inventory import get_machine, list_actions, list_machines, visible_device_groups
+from bulwark.service.inventory import get_machine, list_actions, list_machines, visible_device_groups, visible_tags
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, get_action, request_offboard
 from bulwark.service.signin import (
     CONSOLE_CALLBACK_PATH,
@@ -391,6 +391,7 @@ async def devices(request: Request) -> Response:
     query = _odata(odata.MACHINE_SPEC, clauses, DEVICE_SORTS[sort][1], page)
     result = await run_in_threadpool(list_machines, query, user.principal, runtime.uow(write=False))
     groups = await run_in_threadpool(visible_device_groups, user.principal, runtime.uow(write=False))
+    tags = await run_in_threadpool(visible_tags, user.principal, runtime.uow(write=False))
     kept = {k: v for k, v in filters.items() if v}
     return _page(
         request,
@@ -409,6 +410,7 @@ async def devices(request: Request) -> Response:
         healths=[h.value for h in HealthStatus],
         onboardings=[o.value for o in OnboardingStatus],
         groups=groups,
+        tags=tags,
         prev_link="?" + urlencode({**kept, "page": page - 1}) if page > 1 else None,
         next_link="?" + urlencode({**kept, "page": page + 1}) if result.has_more else None,
     )

@@ -59,3 +59,10 @@ def visible_device_groups(principal: Principal, uow: UnitOfWork) -> list[dict]:
     with uow:
         groups = uow.device_groups.list(principal.tenant_id)
     return sorted((g for g in groups if principal.sees_group(g["id"])), key=lambda g: g["name"].lower())
+
+
+def visible_tags(principal: Principal, uow: UnitOfWork) -> list[str]:
+    """The tags on machines the caller may see (for filters)."""
+    require_any(principal, READ_PERMISSIONS)
+    with uow:
+        return uow.machines.tags(principal)

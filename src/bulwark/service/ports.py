@@ -77,6 +77,10 @@ class MachineRepository(Protocol):
 
     def count(self, tenant_id: str | None = None) -> int: ...
 
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        """The distinct tags of machines ``principal`` may see, alphabetically."""
+        ...
+
 
 class ActionRepository(Protocol):
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:

@@ -199,6 +199,18 @@ class MachineRepository:
         )
         return [(r[0], r[1]) for r in self.conn.execute(stmt.order_by(machines.c.computer_dns_name))]
 
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        """The distinct tags of machines ``principal`` may see, alphabetically (for filters)."""
+        stmt = (
+            select(machine_tags.c.tag)
+            .join(machines, machines.c.id == machine_tags.c.machine_id)
+            .where(visibility_clause(principal))
+            .distinct()
+            .order_by(machine_tags.c.tag)
+            .limit(limit)
+        )
+        return list(self.conn.execute(stmt).scalars())
+
     def count(self, tenant_id: str | None = None) -> int:
         """How many machines there are (in ``tenant_id`` when given)."""
         stmt = select(func.count()).select_from(machines)
