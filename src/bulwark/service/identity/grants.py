@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 from typing import Any
@@ -30,13 +31,21 @@ class TokenRequestError(Exception):
 # Hashing runs Argon2id with 64 MiB of memory; a few at a time keep a burst of token requests
 # from exhausting memory while still using several cores.
 _HASH_SLOTS = threading.BoundedSemaphore(4)
-# Compared against when a client or user does not exist, so that timing does not tell which.
-_DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Compared against when a client or user does not exist, so that timing does not tell which.
+
+    Made on first use, not at import: an Argon2id hash costs about a second of CPU and 64 MiB, which
+    every process importing this module (each command-line start, the sensor's included) would pay.
+    """
+    return hash_secret(secrets.token_urlsafe(16))
 
 
 def _verify(secret: str, secret_hash: str | None) -> bool:
     with _HASH_SLOTS:
-        return verify_secret(secret, secret_hash or _DUMMY_HASH) and secret_hash is not None
+        return verify_secret(secret, secret_hash or _dummy_hash()) and secret_hash is not None
 
 
 def _check_scope(scope: str | None) -> None:
@@ -55,6 +64,8 @@ class TokenService:
     def __init__(self, uow_factory: UnitOfWorkFactory, issuer: TokenIssuer) -> None:
         self._uow = uow_factory
         self._issuer = issuer
+        # Made now, so that the first request naming an unknown client takes no longer than the rest.
+        _dummy_hash()
 
     def _tenant_and_app(self, uow: UnitOfWork, tenant_id: str, client_id: str | None) -> dict[str, Any] | None:
         if not uow.tenants.exists(tenant_id):
