@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bulwark.auth.secrets import verify_secret
+from bulwark.auth.secrets import verify_password
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission
 from bulwark.service.identity.directory import (
@@ -117,7 +117,7 @@ def seed_demo_identities(
     for name, row in app_rows.items():
         assert row is not None
         secret = fresh_secrets.get(row["client_id"]) or known_apps.get(row["client_id"])
-        if row["client_id"] not in fresh_secrets and (not secret or not verify_secret(secret, row["secret_hash"] or "")):
+        if row["client_id"] not in fresh_secrets and (not secret or not verify_password(secret, row["secret_hash"] or "")):
             secret = reset_application_secret(uow_factory(), tenant_id, row["client_id"]).secret
         app_out.append(
             {
@@ -131,7 +131,7 @@ def seed_demo_identities(
     for upn, row in user_rows.items():
         assert row is not None
         password = fresh_secrets.get(upn) or known_users.get(upn)
-        if upn not in fresh_secrets and (not password or not verify_secret(password, row["password_hash"] or "")):
+        if upn not in fresh_secrets and (not password or not verify_password(password, row["password_hash"] or "")):
             password = reset_user_password(uow_factory(), tenant_id, upn).secret
         user_out.append({"username": upn, "password": password, "access": descriptions[upn]})
     return {"tenant_id": tenant_id, "applications": app_out, "users": user_out}

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bulwark.auth.secrets import hash_secret, new_client_secret
+from bulwark.auth.secrets import hash_password, new_client_secret
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission
 from bulwark.service.uow import UnitOfWork
@@ -77,7 +77,7 @@ def create_application(
     scope_names = _check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated")
     client_id = client_id or str(uuid.uuid4())
     secret = secret or new_client_secret()
-    secret_hash = hash_secret(secret)
+    secret_hash = hash_password(secret)
     with uow:
         if not uow.tenants.exists(tenant_id):
             raise IdentityError(f"tenant {tenant_id} does not exist")
@@ -135,7 +135,7 @@ def grant_application_permissions(
 def reset_application_secret(uow: UnitOfWork, tenant_id: str, client_id_or_name: str, secret: str | None = None) -> NewCredential:
     """Replace an application's client secret; the new one is returned once."""
     secret = secret or new_client_secret()
-    secret_hash = hash_secret(secret)
+    secret_hash = hash_password(secret)
     with uow:
         app = _application(uow, tenant_id, client_id_or_name)
         uow.identity.update_application(app["client_id"], secret_hash=secret_hash)
@@ -162,7 +162,7 @@ def create_user(
     if "@" not in upn or any(ch.isspace() for ch in upn):
         raise IdentityError(f"a user principal name looks like name@domain, got {upn!r}")
     password = password or new_password()
-    password_hash = hash_secret(password)
+    password_hash = hash_password(password)
     user_id = user_id or str(uuid.uuid4())
     with uow:
         if not uow.tenants.exists(tenant_id):
@@ -194,7 +194,7 @@ def set_user_enabled(uow: UnitOfWork, tenant_id: str, upn: str, enabled: bool) -
 def reset_user_password(uow: UnitOfWork, tenant_id: str, upn: str, password: str | None = None) -> NewCredential:
     """Give a user a new password (generated when not given, returned once)."""
     password = password or new_password()
-    password_hash = hash_secret(password)
+    password_hash = hash_password(password)
     with uow:
         user = uow.identity.find_user(tenant_id, upn)
         if user is None:

@@ -7,7 +7,7 @@ import secrets
 import threading
 from typing import Any
 
-from bulwark.auth.secrets import hash_secret, verify_secret
+from bulwark.auth.secrets import hash_password, verify_password
 from bulwark.auth.tokens import DEFENDER_APP_ID, DEFENDER_AUDIENCE, IssuedToken, TokenIssuer
 from bulwark.service.uow import UnitOfWork, UnitOfWorkFactory
 
@@ -40,12 +40,12 @@ def _dummy_hash() -> str:
     Made on first use, not at import: an Argon2id hash costs about a second of CPU and 64 MiB, which
     every process importing this module (each command-line start, the sensor's included) would pay.
     """
-    return hash_secret(secrets.token_urlsafe(16))
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def _verify(secret: str, secret_hash: str | None) -> bool:
     with _HASH_SLOTS:
-        return verify_secret(secret, secret_hash or _dummy_hash()) and secret_hash is not None
+        return verify_password(secret, secret_hash or _dummy_hash()) and secret_hash is not None
 
 
 def _check_scope(scope: str | None) -> None:
