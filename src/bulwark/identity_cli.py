@@ -346,7 +346,7 @@ def audit_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List the newest audit events: who asked to offboard what, why, and the outcome."""
-    from bulwark.service.audit import list_audit_events
+    from bulwark.service.audit_trail import list_audit_events
 
     with _session() as (_, uow):
         rows = list_audit_events(uow(write=False), tenant_id=tenant, limit=limit)

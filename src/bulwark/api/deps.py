@@ -10,13 +10,13 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from bulwark.api.audit import remember_principal
 from bulwark.api.authn import Authenticator
+from bulwark.api.request_state import request_state
 from bulwark.clock import Clock
 from bulwark.domain.access import Principal
 from bulwark.notifier import InProcessNotifier
 from bulwark.ratelimit import RateLimiter
-from bulwark.service.audit import RequestContext
+from bulwark.service.audit_trail import RequestContext
 from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
@@ -55,7 +55,7 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     principal = runtime.auth.authenticate_cached(authorization)
     if principal is None:
         principal = await run_in_threadpool(runtime.auth.authenticate, authorization)
-    remember_principal(request, principal)
+    request_state(request).principal = principal
     return principal
 
 
@@ -65,7 +65,7 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 async def get_request_context(request: Request) -> RequestContext:
     """The request id and client address, for the audit trail."""
     return RequestContext(
-        request_id=request.scope.get("state", {}).get("request_id", ""),
+        request_id=request_state(request).request_id,
         client_ip=request.client.host if request.client else None,
     )
 
