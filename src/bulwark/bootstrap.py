@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from bulwark.notifier import InProcessNotifier
     from bulwark.ratelimit import RateLimiter
     from bulwark.service.actions import SweepPolicy
-    from bulwark.service.uow import UnitOfWorkFactory
+    from bulwark.service.ports import UnitOfWorkFactory
 
 # A command does one thing at a time; the server's threads share a larger pool (the engine's default).
 COMMAND_POOL_SIZE = 1
@@ -69,9 +69,9 @@ def build_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
 
 
 def _unit_of_work_factory(engine: Engine) -> UnitOfWorkFactory:
-    from bulwark.service.uow import UnitOfWorkFactory
+    from bulwark.store.uow import SqlUnitOfWorkFactory
 
-    return UnitOfWorkFactory(engine)
+    return SqlUnitOfWorkFactory(engine)
 
 
 def migrate_database(settings: Settings, revision: str = "head") -> None:

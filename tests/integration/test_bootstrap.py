@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from bulwark.api.app import create_app
 from bulwark.cli import app as cli
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import upgrade_database
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 
 def _signing_keys(uow_factory: UnitOfWorkFactory) -> list:

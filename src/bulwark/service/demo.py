@@ -10,7 +10,7 @@ from datetime import timedelta
 from bulwark.clock import Clock
 from bulwark.domain.machines import HealthStatus, Machine
 from bulwark.domain.sensors import derive_machine_id
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 DEMO_TENANT_NAME = "Contoso"
 DEMO_DOMAIN = "contoso.com"
