@@ -13,7 +13,7 @@ from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, Token
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.errors import Unauthorized
-from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, ensure_signing_key, load_signing_keys
+from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, load_signing_keys
 from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
@@ -38,13 +38,15 @@ def _header_safe(text: str, limit: int = 300) -> str:
 
 
 class Authenticator:
-    """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants."""
+    """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants.
+
+    Building it reads and writes nothing; the server stores the first signing key when it starts
+    (``bootstrap.start_runtime``), and keys are loaded on first use.
+    """
 
     def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self.settings = settings
         self.base_url = settings.issuer_base_url()
-        # The first start generates the signing key; later starts (and other hosts) reuse it.
-        ensure_signing_key(uow_factory(), clock)
         self.keyring = KeyRingCache(lambda: load_signing_keys(uow_factory(write=False)), clock)
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"

@@ -1,39 +1,16 @@
-"""The composition root's runtime, and the FastAPI dependencies that hand it to routes."""
+"""The FastAPI dependencies that hand the server's runtime (built in ``bulwark.bootstrap``) to routes."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from bulwark.api.authn import Authenticator
 from bulwark.api.request_state import request_state
-from bulwark.clock import Clock
+from bulwark.bootstrap import Runtime
 from bulwark.domain.access import Principal
-from bulwark.notifier import InProcessNotifier
-from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit_trail import RequestContext
-from bulwark.service.ports import UnitOfWorkFactory
-from bulwark.settings import Settings
-
-
-@dataclass
-class Runtime:
-    """Everything wired once in ``create_app``: settings, storage and the cross-cutting parts."""
-
-    settings: Settings
-    engine: Engine
-    uow: UnitOfWorkFactory
-    clock: Clock
-    limiter: RateLimiter
-    auth: Authenticator
-    notifier: InProcessNotifier = field(default_factory=InProcessNotifier)
-    # Set at shutdown so that long polls answer at once.
-    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 async def get_runtime(request: Request) -> Runtime:
