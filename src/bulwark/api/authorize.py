@@ -17,8 +17,8 @@ from starlette.responses import RedirectResponse, Response
 
 from bulwark.api.deps import RequestContextDep, RuntimeDep
 from bulwark.api.errors import request_id_of
+from bulwark.bootstrap import SIGNIN_PER_SOURCE, SIGNIN_PER_USER
 from bulwark.console.templating import render, security_headers
-from bulwark.ratelimit import RateLimiter, RateLimitPolicy, create_rate_limiter
 from bulwark.service.signin import (
     AuthorizationRequest,
     AuthorizeError,
@@ -32,30 +32,6 @@ router = APIRouter(tags=["Authority"])
 MAX_FORM_BYTES = 16 * 1024
 FORM_COOKIE = "bulwark_signin_form"
 _PARAMS = ("client_id", "response_type", "redirect_uri", "scope", "state", "code_challenge", "code_challenge_method")
-_USER_OPERATION = "signin.user"
-_SOURCE_OPERATION = "signin.source"
-
-
-def signin_limiter(request: Request) -> RateLimiter:
-    """The sign-in throttle of this app: per user and per source, in memory or shared through Redis."""
-    limiter = getattr(request.app.state, "signin_limiter", None)
-    if limiter is None:
-        settings = request.app.state.runtime.settings
-        clock = request.app.state.runtime.clock
-        policy = RateLimitPolicy.parse(
-            "off",
-            {_USER_OPERATION: settings.signin_rate_limit_per_user, _SOURCE_OPERATION: settings.signin_rate_limit_per_source},
-        )
-        limiter = create_rate_limiter(
-            settings.redis_url,
-            policy,
-            fail_mode=settings.rate_limit_fail_mode,
-            enabled=settings.rate_limit_enabled,
-            key_prefix=f"{settings.rate_limit_key_prefix}:signin",
-            clock=lambda: clock.now().timestamp(),
-        )
-        request.app.state.signin_limiter = limiter
-    return limiter
 
 
 async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str] | None:
@@ -192,9 +168,9 @@ async def authorize_sign_in(tenant: str, request: Request, runtime: RuntimeDep, 
         )
     username = (fields.get("username") or "").strip()[:320]
     password = fields.get("password") or ""
-    limiter = signin_limiter(request)
+    limiter = runtime.signin_limiter
     source = f"{tenant}:{context.client_ip or '-'}"
-    for key, operation in ((source, _SOURCE_OPERATION), (f"{tenant}:{username.lower()}", _USER_OPERATION)):
+    for key, operation in ((source, SIGNIN_PER_SOURCE), (f"{tenant}:{username.lower()}", SIGNIN_PER_USER)):
         decision = await run_in_threadpool(limiter.check, key, operation)
         if not decision.allowed:
             message = (

@@ -22,13 +22,14 @@ from starlette.responses import RedirectResponse, Response
 
 from bulwark import odata
 from bulwark.api.authorize import read_form
-from bulwark.api.deps import Runtime
 from bulwark.api.errors import request_id_of
+from bulwark.api.request_state import request_state
 from bulwark.auth.tokens import DEFENDER_AUDIENCE
+from bulwark.bootstrap import Runtime
 from bulwark.console.templating import render
 from bulwark.domain.access import Permission, Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource
-from bulwark.domain.errors import BulwarkError, Forbidden, InternalServerError, InvalidInput, Unauthorized
+from bulwark.domain.errors import Forbidden, InternalServerError, InvalidInput, MdeError, Unauthorized
 from bulwark.domain.machines import (
     SUPPORTED_PLATFORMS,
     UNIFIED_AGENT_PLATFORMS,
@@ -38,7 +39,7 @@ from bulwark.domain.machines import (
     ensure_offboard_supported,
 )
 from bulwark.service.actions import CANCEL_AUDIT_ACTION, CancelAction, cancel_action
-from bulwark.service.audit import RequestContext, audit_action_names, may_read_audit, record_refusal, search_audit_events
+from bulwark.service.audit_trail import RequestContext, audit_action_names, may_read_audit, record_refusal, search_audit_events
 from bulwark.service.identity import TokenRequestError
 from bulwark.service.inventory import get_machine, list_actions, list_machines, visible_device_groups, visible_tags
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, get_action, request_offboard
@@ -74,7 +75,7 @@ class SignInRequired(Exception):
     """No live session: the browser is sent to sign in."""
 
 
-class CsrfRefused(BulwarkError):
+class CsrfRefused(MdeError):
     """A form posted without the session's CSRF token (or from another site)."""
 
     code = "CsrfTokenInvalid"
@@ -115,7 +116,7 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https" or _runtime(request).settings.issuer_base_url().startswith("https://")
 
 
-def _error_page(request: Request, error: BulwarkError, user: ConsoleUser | None = None) -> Response:
+def _error_page(request: Request, error: MdeError, user: ConsoleUser | None = None) -> Response:
     titles = {403: "Not allowed", 404: "Not found", 429: "Slow down", 500: "Something went wrong"}
     return render(
         "error.html",
@@ -144,11 +145,11 @@ class ConsoleRoute(APIRoute):
                     return Response(status_code=401, headers={"HX-Redirect": "/console/signin"})
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/console/signin?{urlencode({'next': target})}", status_code=303)
-            except BulwarkError as error:
-                return _error_page(request, error, request.scope.get("state", {}).get("console_user"))
+            except MdeError as error:
+                return _error_page(request, error, _known_user(request))
             except Exception:
                 log.exception("console page failed", extra={"request_id": request_id_of(request), "path": request.url.path})
-                return _error_page(request, InternalServerError(), request.scope.get("state", {}).get("console_user"))
+                return _error_page(request, InternalServerError(), _known_user(request))
 
         return console_handler
 
@@ -173,8 +174,14 @@ async def _current_user(request: Request) -> ConsoleUser:
             # The user was disabled, or the token's key retired: sign in again.
             raise SignInRequired from None
     user = ConsoleUser(session, principal)
-    request.scope.setdefault("state", {})["console_user"] = user
+    request_state(request).console_user = user
     return user
+
+
+def _known_user(request: Request) -> ConsoleUser | None:
+    """The user this request was signed in as, if it got that far (for the navigation of error pages)."""
+    user = request_state(request).console_user
+    return user if isinstance(user, ConsoleUser) else None
 
 
 async def _checked_form(request: Request, user: ConsoleUser) -> dict[str, str]:
@@ -421,7 +428,7 @@ def _offboard_blockers(user: ConsoleUser, machine: Machine, active: list[Machine
     reasons = []
     try:
         ensure_offboard_supported(machine)
-    except BulwarkError as error:
+    except MdeError as error:
         reasons.append(f"{error.message} ({error.code})")
     if active:
         first = active[0]
@@ -437,7 +444,7 @@ async def _machine_actions(request: Request, user: ConsoleUser, machine_id: str)
 
 
 async def _device_page(
-    request: Request, user: ConsoleUser, machine_id: str, *, error: BulwarkError | None = None, comment: str = ""
+    request: Request, user: ConsoleUser, machine_id: str, *, error: MdeError | None = None, comment: str = ""
 ) -> Response:
     runtime = _runtime(request)
     machine = await run_in_threadpool(get_machine, machine_id, user.principal, runtime.uow(write=False))
@@ -492,7 +499,7 @@ async def offboard(machine_id: str, request: Request) -> Response:
             raise InvalidInput(f"The comment is longer than {runtime.settings.max_comment_length} characters.")
         command = RequestOffboard(machine_id=machine_id, comment=comment, request_source=RequestSource.PORTAL.value)
         action = await run_in_threadpool(request_offboard, command, user.principal, runtime.uow(), runtime.clock, context)
-    except BulwarkError as error:
+    except MdeError as error:
         await _record_refusal(request, user, OFFBOARD_AUDIT_ACTION, error, machine_id, comment)
         return await _device_page(request, user, machine_id, error=error, comment=comment)
     await run_in_threadpool(runtime.notifier.publish, action.machine_id)
@@ -500,7 +507,7 @@ async def offboard(machine_id: str, request: Request) -> Response:
 
 
 async def _record_refusal(
-    request: Request, user: ConsoleUser, audit_action: str, error: BulwarkError, machine_id: str | None, comment: str
+    request: Request, user: ConsoleUser, audit_action: str, error: MdeError, machine_id: str | None, comment: str
 ) -> None:
     runtime = _runtime(request)
     try:
@@ -585,7 +592,7 @@ async def action_rows(request: Request) -> Response:
 
 
 async def _action_page(
-    request: Request, user: ConsoleUser, action_id: str, *, error: BulwarkError | None = None, comment: str = ""
+    request: Request, user: ConsoleUser, action_id: str, *, error: MdeError | None = None, comment: str = ""
 ) -> Response:
     runtime = _runtime(request)
     action = await run_in_threadpool(get_action, action_id, user.principal, runtime.uow(write=False))
@@ -638,7 +645,7 @@ async def cancel(action_id: str, request: Request) -> Response:
             runtime.clock,
             _context(request),
         )
-    except BulwarkError as error:
+    except MdeError as error:
         await _record_refusal(request, user, CANCEL_AUDIT_ACTION, error, None, comment)
         return await _action_page(request, user, action_id, error=error, comment=comment)
     return RedirectResponse(f"/console/actions/{action.id}", status_code=303)

@@ -22,8 +22,9 @@ from sqlalchemy.exc import IntegrityError
 
 from bulwark.auth.tokens import IssuedToken, TokenIssuer
 from bulwark.clock import Clock
-from bulwark.service.audit import RequestContext, audit_event
-from bulwark.service.identity import DELEGATED_PERMISSIONS, TokenRequestError, _check_scope, _verify
+from bulwark.service.audit_trail import RequestContext, audit_event
+from bulwark.service.identity import DELEGATED_PERMISSIONS, TokenRequestError
+from bulwark.service.identity.grants import _check_scope, _verify
 from bulwark.service.ports import UnitOfWork, UnitOfWorkFactory
 
 log = logging.getLogger("bulwark.auth")
