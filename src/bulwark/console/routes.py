@@ -95,10 +95,6 @@ class ConsoleUser:
         return Permission.MACHINE_OFFBOARD.value in self.principal.permissions and self.principal.can_manage
 
     @property
-    def may_cancel(self) -> bool:
-        return Permission.MACHINE_OFFBOARD.value in self.principal.permissions
-
-    @property
     def may_read_audit(self) -> bool:
         return may_read_audit(self.principal)
 
@@ -423,8 +419,8 @@ async def devices(request: Request) -> Response:
     )
 
 
-def _offboard_blockers(user: ConsoleUser, machine: Machine, active: list[MachineAction]) -> list[str]:
-    """Why an offboard of ``machine`` by this user cannot run, in words, before they try."""
+def _offboard_blockers(machine: Machine, active: list[MachineAction]) -> list[str]:
+    """Why an offboard of ``machine`` cannot run, in words, before anyone tries (the role is checked apart)."""
     reasons = []
     try:
         ensure_offboard_supported(machine)
@@ -459,7 +455,7 @@ async def _device_page(
         status=error.status if error else 200,
         machine=machine,
         actions=actions,
-        blockers=_offboard_blockers(user, machine, active),
+        blockers=_offboard_blockers(machine, active),
         requested=next((a for a in actions if a.id == requested), None),
         error=error,
         comment=comment,
