@@ -16,6 +16,7 @@ from bulwark.api.background import background
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
+from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
@@ -78,10 +79,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         title="Bulwark",
         version=__version__,
         description="A self-hosted Microsoft Defender for Endpoint machine-action API.",
+        # Trailing slashes are served directly by CaseInsensitivePathMiddleware, never redirected.
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(CaseInsensitivePathMiddleware, routes=app.routes)
     if not settings.auth_enabled:
         logging.getLogger("bulwark.auth").warning(
             "AUTHENTICATION IS DISABLED: every caller is treated as %s with every permission. "
