@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI
 
 from bulwark import __version__
-from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
+from bulwark.api import device_packages, machine_actions, machines, metadata, oauth, sensor_gateway
 from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
 from bulwark.api.deps import Runtime
@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(public, prefix="/api")
     # The live service also answers under /api/v1.0; same operations, kept out of the schema.
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
+    # The CSDL document that @odata.context links point at; public, like the OpenAPI document.
+    app.include_router(metadata.router, prefix="/api")
+    app.include_router(metadata.router, prefix="/api/v1.0")
     app.include_router(sensor_gateway.router)
 
     @app.get("/healthz", include_in_schema=False)
