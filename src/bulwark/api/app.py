@@ -15,10 +15,10 @@ from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
+from bulwark.api.health import ReadinessProbe, health_router
 from bulwark.api.middleware import RequestIdMiddleware
 from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
-from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
 from bulwark.notifier import create_notifier
 from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     uow = UnitOfWorkFactory(engine)
     auth = Authenticator(settings, uow, clock)
     notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
+    readiness = ReadinessProbe(engine, settings.redis_url)
     runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier)
 
     @asynccontextmanager
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
                 yield
         finally:
             limiter.close()
+            readiness.close()
             engine.dispose()
 
     app = FastAPI(
@@ -104,9 +106,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(metadata.router, prefix="/api/v1.0")
     app.include_router(sensor_gateway.router)
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz():
-        return json_response({"status": "ok", "version": __version__})
+    app.include_router(health_router(readiness))
 
     return app
 

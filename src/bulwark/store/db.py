@@ -84,3 +84,18 @@ def upgrade_database(url: str, revision: str = "head") -> None:
 def downgrade_database(url: str, revision: str) -> None:
     """Revert migrations down to ``revision``."""
     command.downgrade(alembic_config(url), revision)
+
+
+def head_revisions() -> frozenset[str]:
+    """The migration heads this code expects the database to be at."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def current_revisions(engine: Engine) -> frozenset[str]:
+    """The revisions the database is migrated to (empty when it was never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return frozenset(MigrationContext.configure(conn).get_current_heads())
