@@ -14,6 +14,7 @@ from bulwark.api import device_packages, machine_actions, machines, metadata, oa
 from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
 from bulwark.api.deps import Runtime
+from bulwark.api.docs import install_docs
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.health import ReadinessProbe, health_router
 from bulwark.api.middleware import RequestIdMiddleware
@@ -83,6 +84,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         description="A self-hosted Microsoft Defender for Endpoint machine-action API.",
         # Trailing slashes are served directly by CaseInsensitivePathMiddleware, never redirected.
         redirect_slashes=False,
+        # /docs and /openapi.json are served by install_docs: local assets, security schemes.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -107,6 +112,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(sensor_gateway.router)
 
     app.include_router(health_router(readiness))
+    install_docs(app, settings)
 
     return app
 
