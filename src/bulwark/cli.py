@@ -98,6 +98,10 @@ def serve(
     console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
     _export(settings)
     if settings.workers > 1:
+        # Each worker writes its metrics to files here; a scrape of any worker adds them all up.
+        from bulwark.metrics import prepare_multiprocess_directory
+
+        prepare_multiprocess_directory(settings.data_dir / "metrics")
         uvicorn.run(
             "bulwark.api.app:create_app_from_environment",
             factory=True,
@@ -105,6 +109,7 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            access_log=False,  # Bulwark writes its own access log: one line per request
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )
@@ -116,6 +121,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )

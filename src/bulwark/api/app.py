@@ -18,9 +18,11 @@ from bulwark.api.docs import install_docs
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.health import ReadinessProbe, health_router
 from bulwark.api.middleware import RequestIdMiddleware
+from bulwark.api.observability import ObservabilityMiddleware, metrics_router
 from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.clock import Clock, SystemClock
+from bulwark.metrics import Metrics
 from bulwark.notifier import create_notifier
 from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.service.uow import UnitOfWorkFactory
@@ -61,7 +63,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     auth = Authenticator(settings, uow, clock)
     notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
     readiness = ReadinessProbe(engine, settings.redis_url)
-    runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier)
+    metrics = Metrics.for_process()
+    runtime = Runtime(
+        settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier, metrics=metrics
+    )
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +98,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     install_error_handlers(app)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(CaseInsensitivePathMiddleware, routes=app.routes)
+    # Outermost: times the whole request and sees the status of every answer, errors included.
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics)
     if not settings.auth_enabled:
         logging.getLogger("bulwark.auth").warning(
             "AUTHENTICATION IS DISABLED: every caller is treated as %s with every permission. "
@@ -112,11 +119,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(sensor_gateway.router)
 
     app.include_router(health_router(readiness))
+    app.include_router(metrics_router(metrics, settings))
     install_docs(app, settings)
 
     return app
 
 
 def create_app_from_environment() -> FastAPI:
-    """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
-    return create_app(Settings())
+    """Factory for ``uvicorn --factory`` and worker processes: settings and logging from the environment."""
+    from bulwark.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -14,6 +14,7 @@ from bulwark.api.audit import remember_principal
 from bulwark.api.authn import Authenticator
 from bulwark.clock import Clock
 from bulwark.domain.access import Principal
+from bulwark.metrics import Metrics
 from bulwark.notifier import InProcessNotifier
 from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit import RequestContext
@@ -32,6 +33,7 @@ class Runtime:
     limiter: RateLimiter
     auth: Authenticator
     notifier: InProcessNotifier = field(default_factory=InProcessNotifier)
+    metrics: Metrics = field(default_factory=Metrics)
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 

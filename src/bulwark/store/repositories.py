@@ -330,21 +330,21 @@ class MachineActionRepository:
         ).mappings()
         return [action_from_row(r) for r in rows]
 
-    def overdue_ids(
+    def overdue(
         self,
         status: ActionStatus,
         *,
         created_before: datetime | None = None,
         updated_before: datetime | None = None,
         limit: int = 500,
-    ) -> list[str]:
-        """Ids of actions in ``status`` created (or last updated) before the given instants."""
-        stmt = select(machine_actions.c.id).where(machine_actions.c.status == status.value)
+    ) -> list[tuple[str, str]]:
+        """Ids and types of actions in ``status`` created (or last updated) before the given instants."""
+        stmt = select(machine_actions.c.id, machine_actions.c.type).where(machine_actions.c.status == status.value)
         if created_before is not None:
             stmt = stmt.where(machine_actions.c.creation_date_time_utc < created_before)
         if updated_before is not None:
             stmt = stmt.where(machine_actions.c.last_update_date_time_utc < updated_before)
-        return [r[0] for r in self.conn.execute(stmt.limit(limit))]
+        return [(r[0], r[1]) for r in self.conn.execute(stmt.limit(limit))]
 
 
 class OnboardingPackageRepository:
