@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,7 @@ app.command("sweep")(sweep_command)
 console = Console()
 # Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
 GRACEFUL_SHUTDOWN_SECONDS = 5
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _settings(**overrides: object) -> Settings:
@@ -102,6 +104,12 @@ def serve(
         from bulwark.metrics import prepare_multiprocess_directory
 
         prepare_multiprocess_directory(settings.data_dir / "metrics")
+        # A starting worker imports the whole command before it answers the supervisor's health
+        # check; on a busy host that takes longer than uvicorn's 5 s, and the supervisor would kill
+        # and restart it for ever. Give it time (uvicorn >= 0.33 has the setting).
+        patience: dict[str, int] = {}
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+            patience["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
         uvicorn.run(
             "bulwark.api.app:create_app_from_environment",
             factory=True,
@@ -111,6 +119,7 @@ def serve(
             log_level="warning",
             access_log=False,  # Bulwark writes its own access log: one line per request
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **patience,
             **ssl_options,
         )
     else:

@@ -120,7 +120,7 @@ def metrics_router(metrics: Metrics, settings: Settings) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
 
-    @router.get("/metrics")
+    @router.get("/metrics", name="metrics")
     async def read_metrics(request: Request) -> Response:
         if not settings.metrics_enabled:
             raise NotFound()
