@@ -23,6 +23,25 @@ identity_cli.register(app)
 app.add_typer(sensor_app, name="sensor")
 app.command("sweep")(sweep_command)
 console = Console()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bulwark import __version__
+
+        typer.echo(f"bulwark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Bulwark: a self-hosted Defender for Endpoint machine-action API."""
+
+
 # Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
 GRACEFUL_SHUTDOWN_SECONDS = 5
 WORKER_HEALTHCHECK_SECONDS = 60
