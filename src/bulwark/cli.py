@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -126,7 +126,7 @@ def serve(
         # A starting worker imports the whole command before it answers the supervisor's health
         # check; on a busy host that takes longer than uvicorn's 5 s, and the supervisor would kill
         # and restart it for ever. Give it time (uvicorn >= 0.33 has the setting).
-        patience: dict[str, int] = {}
+        patience: dict[str, Any] = {}
         if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
             patience["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
         uvicorn.run(
