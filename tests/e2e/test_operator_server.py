@@ -14,7 +14,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import app_token, bearer, register_app
 from tests.support import server_process
@@ -31,7 +31,7 @@ def _listed(metrics_text: str, operation: str, status: str) -> float:
     return 0.0
 
 
-def test_two_workers_over_http(database_url: str, uow_factory: UnitOfWorkFactory, redis_url: str, tmp_path: Path) -> None:
+def test_two_workers_over_http(database_url: str, uow_factory: SqlUnitOfWorkFactory, redis_url: str, tmp_path: Path) -> None:
     seed(uow_factory, [make_machine(0x77, computer_dns_name="Reception-PC.contoso.com")])
     machine = f"{0x77:040x}"
     stale = tmp_path / "metrics" / "counter_999999.db"

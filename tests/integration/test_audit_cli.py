@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from bulwark import __version__
 from bulwark.api.app import create_app
 from bulwark.cli import app as cli
+from bulwark.cli.admin import parse_since
 from bulwark.clock import FrozenClock
-from bulwark.identity_cli import parse_since
 from bulwark.settings import Settings
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import auth_headers

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import SCOPE, TEST_SECRET, register_app
 
@@ -29,7 +29,7 @@ class _References(HTMLParser):
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory):
     seed(uow_factory, [make_machine(7)])
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -84,7 +84,7 @@ def test_token_url_follows_the_public_base_url(settings: Settings) -> None:
     assert flow["tokenUrl"] == f"https://bulwark.example.com:8443/{TENANT}/oauth2/v2.0/token"
 
 
-def test_a_token_got_as_swagger_ui_gets_it_works_on_an_operation(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_a_token_got_as_swagger_ui_gets_it_works_on_an_operation(client: TestClient, uow_factory: SqlUnitOfWorkFactory) -> None:
     client_id = register_app(uow_factory, ["Machine.Read.All"])
     flow = client.get("/openapi.json").json()["components"]["securitySchemes"]["oauth2"]["flows"]["clientCredentials"]
     # Exactly Swagger UI's request for the clientCredentials flow: HTTP Basic client authentication,

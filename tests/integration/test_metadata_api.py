@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import auth_headers
 
@@ -18,7 +18,7 @@ MACHINE = f"{0x51:040x}"
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory):
     seed(uow_factory, [])
     (group,) = seed(uow_factory, [], groups=["Finance"])
     ips = [{"ipAddress": "10.1.2.3", "macAddress": "00155D000001", "type": "Ethernet", "operationalStatus": "Up"}]

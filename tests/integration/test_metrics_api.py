@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
 from bulwark.logs import JsonFormatter
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import SCOPE, TEST_SECRET, auth_headers, register_app, token_endpoint
 
@@ -38,14 +38,14 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def app(settings: Settings, clock: FrozenClock, uow_factory: UnitOfWorkFactory):
+def app(settings: Settings, clock: FrozenClock, uow_factory: SqlUnitOfWorkFactory):
     seed(uow_factory, [make_machine(1), make_machine(2, os_platform="macOS", agent_version="101.1.1")])
     limited = settings.model_copy(update={"rate_limit_overrides": {"getMachine": "2/minute"}, "sweep_interval_seconds": 3600})
     return create_app(limited, clock=clock)
 
 
 @pytest.fixture
-def client(app, uow_factory: UnitOfWorkFactory):
+def client(app, uow_factory: SqlUnitOfWorkFactory):
     with TestClient(app, client=LOOPBACK) as test_client:
         test_client.headers.update(auth_headers(test_client, uow_factory))
         yield test_client
@@ -71,7 +71,9 @@ def test_requests_are_counted_by_operation_and_status_with_latency(client: TestC
     assert value(found, "bulwark_tokens_issued_total", grant_type="client_credentials") == 1
 
 
-def test_actions_created_and_finished_rate_limits_and_token_failures(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_actions_created_and_finished_rate_limits_and_token_failures(
+    client: TestClient, uow_factory: SqlUnitOfWorkFactory
+) -> None:
     created = client.post(f"/api/machines/{1:040x}/offboard", json={"Comment": "retire"}).json()
     client.post(f"/api/machineactions/{created['id']}/cancel", json={"Comment": "wrong one"})
     client.post(f"/api/machines/{1:040x}/offboard", json={"Comment": "retire again"})
@@ -95,7 +97,7 @@ def test_actions_created_and_finished_rate_limits_and_token_failures(client: Tes
     assert value(found, "bulwark_token_failures_total", grant_type="other", error="unsupported_grant_type") == 1
 
 
-def test_sweeper_runs_and_timeouts_are_counted(settings: Settings, clock: FrozenClock, uow_factory: UnitOfWorkFactory) -> None:
+def test_sweeper_runs_and_timeouts_are_counted(settings: Settings, clock: FrozenClock, uow_factory: SqlUnitOfWorkFactory) -> None:
     seed(uow_factory, [make_machine(3)])
     often = settings.model_copy(update={"sweep_interval_seconds": 0.1})
     with TestClient(create_app(often, clock=clock), client=LOOPBACK) as client:
@@ -142,7 +144,7 @@ def test_metrics_can_be_turned_off(settings: Settings) -> None:
 
 
 def test_one_access_log_line_per_request_with_operation_status_caller_and_request_id(
-    client: TestClient, uow_factory: UnitOfWorkFactory, caplog: pytest.LogCaptureFixture
+    client: TestClient, uow_factory: SqlUnitOfWorkFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client_id = register_app(uow_factory, ["Machine.Read.All"], name="Log reader")
     token = client.post(

@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
 from bulwark.api.paths import PathTable
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import auth_headers
 
@@ -16,7 +16,7 @@ MACHINE = f"{0xABC:040x}"
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory):
     seed(uow_factory, [make_machine(0xABC, computer_dns_name="MixedCase-Host.Contoso.com")])
     with TestClient(create_app(settings), follow_redirects=False) as test_client:
         test_client.headers.update(auth_headers(test_client, uow_factory))

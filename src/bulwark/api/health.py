@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from bulwark import __version__
 from bulwark.api.wire import json_response
-from bulwark.store.db import current_revisions, head_revisions
+from bulwark.bootstrap import database_revisions
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -42,7 +42,6 @@ class ReadinessProbe:
         self._engine = engine
         self._redis_url = redis_url
         self._redis: Redis | None = None
-        self._heads = head_revisions()
         self._reuse_seconds = reuse_seconds
         self._timeout_seconds = timeout_seconds
         self._answer: str | None = None
@@ -71,12 +70,12 @@ class ReadinessProbe:
 
     def _check(self) -> str | None:
         try:
-            current = current_revisions(self._engine)
+            current, head = database_revisions(self._engine)
         except Exception as exc:
             log.warning("readiness: database check failed: %s", exc.__class__.__name__)
             return DATABASE_UNREACHABLE
-        if current != self._heads:
-            log.warning("readiness: database at %s, this version needs %s", sorted(current), sorted(self._heads))
+        if current is None or current != head:
+            log.warning("readiness: database at revision %s, this version needs %s", current, head)
             return DATABASE_NOT_MIGRATED
         if self._redis_url:
             try:

@@ -12,7 +12,7 @@ from xml.etree import ElementTree as ET
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, EntitySpec, PropertyType
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, EntitySpec, PropertyType
 
 NAMESPACE = "microsoft.windowsDefenderATP.api"
 CONTAINER = "DefenderApiContainer"

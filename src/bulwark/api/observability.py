@@ -21,8 +21,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bulwark.api.audit import PRINCIPAL_KEY
-from bulwark.domain.access import Principal
+from bulwark.api.request_state import scope_state
 from bulwark.domain.errors import Forbidden, NotFound, Unauthorized
 from bulwark.metrics import CONTENT_TYPE, Metrics
 from bulwark.settings import Settings
@@ -45,10 +44,9 @@ def operation_of(scope: Scope) -> str:
 
 def caller_of(scope: Scope) -> str:
     """The authenticated caller, as ``application:<name>`` or ``user:<upn>``; ``-`` before or without authentication."""
-    principal = scope.get("state", {}).get(PRINCIPAL_KEY)
-    if isinstance(principal, Principal):
-        return f"{principal.kind.value}:{principal.name}"
-    return "-"
+    state = scope_state(scope)
+    principal = state.principal if state else None
+    return f"{principal.kind.value}:{principal.name}" if principal else "-"
 
 
 class ObservabilityMiddleware:
@@ -85,7 +83,8 @@ class ObservabilityMiddleware:
             # The path as it came on the wire (percent-encoded: no control characters), without the query.
             path = scope.get("raw_path", b"").decode("latin-1")[:_MAX_LOGGED_PATH] or scope["path"]
             caller = caller_of(scope)
-            request_id = scope.get("state", {}).get("request_id", "")
+            state = scope_state(scope)
+            request_id = state.request_id if state else ""
             duration_ms = round(seconds * 1000, 2)
             access_log.info(
                 '%s %s %s %.2fms op=%s caller="%s" request_id=%s',

@@ -1,8 +1,12 @@
-"""Request bodies and response shapes of the public API (wire names, for parsing and OpenAPI)."""
+"""Request bodies and response shapes of the public API (wire names, for parsing and OpenAPI).
+
+The ``...Out`` models describe responses for OpenAPI only; what is sent is written by
+``api/wire.py``. tests/unit/test_wire_schemas.py holds the two to the same fields, in the same order.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +23,9 @@ class CommentBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     Comment: str | None = None
+
+
+BodyT = TypeVar("BodyT", bound=CommentBody)
 
 
 class OffboardBody(CommentBody):
@@ -38,7 +45,7 @@ class OffboardBody(CommentBody):
         return _SOURCES[value.lower()]
 
 
-def parse_body(raw: bytes, model: type[CommentBody], *, max_comment_length: int) -> CommentBody:
+def parse_body(raw: bytes, model: type[BodyT], *, max_comment_length: int) -> BodyT:
     """Parse and validate a JSON body, raising the live API's error for each kind of bad input."""
     if not raw.strip():
         raise InvalidRequestBody("Invalid request body: the body is empty; expected a JSON object with Comment.")
@@ -89,6 +96,41 @@ class MachineActionOut(BaseModel):
     relatedFileInfo: Any | None
     commands: list[Any]
     troubleshootInfo: Any | None
+
+
+class MachineOut(BaseModel):
+    """A Machine as the API returns it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    odata_context: str = Field(alias="@odata.context")
+    id: str
+    computerDnsName: str
+    firstSeen: str
+    lastSeen: str
+    osPlatform: str
+    osProcessor: str | None
+    version: str | None
+    osBuild: int | None
+    lastIpAddress: str | None
+    lastExternalIpAddress: str | None
+    agentVersion: str | None
+    healthStatus: str
+    deviceValue: str
+    rbacGroupId: int | None
+    rbacGroupName: str | None
+    riskScore: str
+    exposureLevel: str
+    isAadJoined: bool
+    aadDeviceId: str | None
+    machineTags: list[str]
+    onboardingStatus: str
+    osArchitecture: str | None
+    ipAddresses: list[dict[str, Any]]
+    managedBy: str | None
+    managedByStatus: str | None
+    isPotentialDuplication: bool
+    isExcluded: bool
 
 
 class ErrorDetail(BaseModel):

@@ -86,16 +86,12 @@ def downgrade_database(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
-def head_revisions() -> frozenset[str]:
-    """The migration heads this code expects the database to be at."""
+def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """The database's migration revision (None when it has none) and the newest this code knows."""
+    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    return frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
-
-
-def current_revisions(engine: Engine) -> frozenset[str]:
-    """The revisions the database is migrated to (empty when it was never migrated)."""
-    from alembic.runtime.migration import MigrationContext
-
+    head = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False))).get_current_head()
     with engine.connect() as conn:
-        return frozenset(MigrationContext.configure(conn).get_current_heads())
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
