@@ -22,6 +22,7 @@ from bulwark.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from bulwark.metrics import Metrics
     from bulwark.notifier import InProcessNotifier
     from bulwark.ratelimit import RateLimiter
     from bulwark.service.actions import SweepPolicy
@@ -61,6 +62,7 @@ class Runtime:
     limiter: RateLimiter
     auth: Authenticator
     notifier: InProcessNotifier
+    metrics: Metrics
     # Sign-in attempts at the authorization endpoint, per user name and per client address.
     signin_limiter: RateLimiter
     # Set at shutdown so that long polls answer at once.
@@ -154,6 +156,16 @@ def open_store(
         engine.dispose()
 
 
+def database_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """The database's migration revision (None when it has none) and the newest this code knows.
+
+    Raises when the database does not answer.
+    """
+    from bulwark.store.db import schema_revisions
+
+    return schema_revisions(engine)
+
+
 def sweep_policy(settings: Settings) -> SweepPolicy:
     """The sweeper's limits, from the settings."""
     from bulwark.service.actions import SweepPolicy
@@ -167,6 +179,7 @@ def sweep_policy(settings: Settings) -> SweepPolicy:
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """The server's parts for one process. Writes nothing: call ``start_runtime`` when serving starts."""
+    from bulwark.metrics import Metrics
     from bulwark.notifier import create_notifier
     from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
     from bulwark.service.authentication import Authenticator
@@ -204,6 +217,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         limiter=limiter,
         auth=Authenticator(settings, uow, clock),
         notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
+        metrics=Metrics.for_process(),
         signin_limiter=signin_limiter,
     )
 
