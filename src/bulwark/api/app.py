@@ -24,6 +24,7 @@ from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
+from bulwark.store.group_commit import GroupCommitter
 
 
 class ConfigurationError(RuntimeError):
@@ -58,7 +59,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     uow = UnitOfWorkFactory(engine)
     auth = Authenticator(settings, uow, clock)
     notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
-    runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier)
+    writer = GroupCommitter(engine)
+    runtime = Runtime(
+        settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier, writer=writer
+    )
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             async with background(app_):
                 yield
         finally:
+            writer.stop()
             limiter.close()
             engine.dispose()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base
+from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base, point_read
 from bulwark.api.listing import list_response
 from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC
 from bulwark.api.schemas import ERROR_RESPONSES
@@ -45,7 +45,7 @@ def read_machine_actions(id: str, request: Request, runtime: RuntimeDep, princip
     summary="Get a machine by id or computer DNS name",
     responses=ERROR_RESPONSES,
 )
-def read_machine(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+async def read_machine(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """One machine, by its 40-character id or its computer DNS name."""
-    machine = get_machine(id, principal, runtime.uow(write=False))
+    machine = await point_read(runtime, get_machine, id, principal, runtime.uow(write=False))
     return entity_response(f"{odata_base(request, runtime)}#Machines/$entity", machine_to_wire(machine))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.api.errors import REQUEST_ID_HEADER
+from bulwark.ids import new_uuid
 
 
 class RequestIdMiddleware:
@@ -23,7 +22,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = str(uuid.uuid4())
+        request_id = new_uuid()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
 
