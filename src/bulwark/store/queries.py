@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from sqlalchemy import Connection, select
@@ -10,7 +11,9 @@ from sqlalchemy import Connection, select
 from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import MachineAction
+from bulwark.domain.errors import ODataError
 from bulwark.domain.machines import Machine
+from bulwark.store.keyset import SeekOrder, seek_order
 from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
 from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause
 from bulwark.store.tables import machine_actions, machine_tags, machines
@@ -29,18 +32,34 @@ class Page(Generic[T]):
     items: list[T]
     has_more: bool
     total: int | None = None
+    # Where the next page starts ($skiptoken), when the list is in its default order.
+    next_token: str | None = None
 
 
-def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers):
+# The default orders as seek keys (store/keyset.py); each is the index order that serves it.
+_MACHINE_SEEK = seek_order("machines.v1", [(machines.c.id, False, str)])
+_ACTION_SEEK = seek_order(
+    "machineactions.v1", [(machine_actions.c.creation_date_time_utc, True, datetime), (machine_actions.c.id, True, str)]
+)
+
+
+def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers, seek: SeekOrder):
+    paged_base = base
+    if query.skiptoken is not None:
+        if query.orderby:
+            raise ODataError("Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby.")
+        paged_base = base.where(seek.after(query.skiptoken))
     # One row past the page tells whether a next page exists without a second query.
-    paged = apply_query(base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
+    paged = apply_query(paged_base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
     paged = paged.limit(query.page_size + 1)
     rows = conn.execute(paged).mappings().all()
     total = None
     if query.count:
         filtered = apply_query(base, query, columns, collections)
         total = int(conn.execute(count_rows(filtered)).scalar_one())
-    return rows[: query.page_size], len(rows) > query.page_size, total
+    page, has_more = rows[: query.page_size], len(rows) > query.page_size
+    token = seek.position_of(page[-1]) if has_more and page and not query.orderby else None
+    return page, has_more, total, token
 
 
 class ListQueries:
@@ -62,8 +81,10 @@ def list_machines(conn: Connection, principal: Principal, query: ODataQuery) -> 
     """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
     repo = MachineRepository(conn)
     base = repo.select_with_group().where(visibility_clause(principal))
-    rows, has_more, total = _page(conn, base, query, _MACHINE_COLUMNS, _MACHINE_COLLECTIONS, (), (machines.c.id,))
-    return Page(repo.hydrate(rows), has_more, total)
+    rows, has_more, total, token = _page(
+        conn, base, query, _MACHINE_COLUMNS, _MACHINE_COLLECTIONS, (), (machines.c.id,), _MACHINE_SEEK
+    )
+    return Page(repo.hydrate(rows), has_more, total, token)
 
 
 def list_actions(
@@ -77,7 +98,7 @@ def list_actions(
     )
     if machine_id is not None:
         base = base.where(machine_actions.c.machine_id == machine_id)
-    rows, has_more, total = _page(
+    rows, has_more, total, token = _page(
         conn,
         base,
         query,
@@ -86,5 +107,6 @@ def list_actions(
         (machine_actions.c.creation_date_time_utc.desc(),),
         # Descending like the default order, so (tenant_id, creation, id) serves it read backwards.
         (machine_actions.c.id.desc(),),
+        _ACTION_SEEK,
     )
-    return Page([action_from_row(r) for r in rows], has_more, total)
+    return Page([action_from_row(r) for r in rows], has_more, total, token)
