@@ -59,7 +59,7 @@ def serve(
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
     from bulwark.service.uow import UnitOfWorkFactory
-    from bulwark.store.db import create_db_engine, upgrade_database
+    from bulwark.store.db import create_db_engine, refresh_statistics, upgrade_database
 
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
     configure_logging(settings.log_level, settings.log_json)
@@ -80,6 +80,7 @@ def serve(
     ensure_signing_key(uow(), SystemClock())
     if demo:
         fleet = seed_demo_fleet(uow(), SystemClock(), settings.default_tenant_id)
+        refresh_statistics(engine, force=fleet.created)
         verb = "Seeded" if fleet.created else "Serving the existing"
         console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
         _print_demo_credentials(settings, uow, base, fleet.example_machine_id, ca_hint)
