@@ -61,6 +61,11 @@ def serve(
     from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.store.db import create_db_engine, refresh_statistics, upgrade_database
 
+    if demo:
+        from bulwark.sensor.demo import DEMO_POLL_SECONDS
+
+        # The simulated sensors' long polls wait on the notifier for minutes, not seconds.
+        os.environ.setdefault("BULWARK_SENSOR_POLL_MAX_SECONDS", str(DEMO_POLL_SECONDS))
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
     configure_logging(settings.log_level, settings.log_json)
     problem = settings.multi_process_problem()

@@ -21,6 +21,12 @@ from bulwark.store.db import create_db_engine
 
 # A visible moment of InProgress before a demo offboard succeeds.
 DEMO_ACTION_SECONDS = 2.0
+# An idle demo should cost next to nothing: each simulated sensor holds one long poll open for
+# as long as the server allows (it is woken the moment an action arrives, so this costs no
+# latency) and checks in every quarter hour. ``serve --demo`` raises the server's long-poll limit
+# to match unless BULWARK_SENSOR_POLL_MAX_SECONDS says otherwise.
+DEMO_POLL_SECONDS = 300.0
+DEMO_CHECK_IN_SECONDS = 900.0
 
 
 def start_demo_sensors(settings: Settings, server_url: str, *, ca_file: str | None = None) -> int:
@@ -44,7 +50,11 @@ def start_demo_sensors(settings: Settings, server_url: str, *, ca_file: str | No
         package = issue_onboarding_package(tenant, server_url, None, uow(), SystemClock())
     finally:
         engine.dispose()
-    options = SensorOptions(check_in_interval=300, action_delay=DEMO_ACTION_SECONDS)
+    options = SensorOptions(
+        check_in_interval=DEMO_CHECK_IN_SECONDS,
+        poll_wait=min(DEMO_POLL_SECONDS, settings.sensor_poll_max_seconds),
+        action_delay=DEMO_ACTION_SECONDS,
+    )
     # A few hundred simulated sensors would drown the server's own log lines.
     logging.getLogger("bulwark.sensor").setLevel(logging.WARNING)
 
