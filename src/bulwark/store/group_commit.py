@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, NestedTransaction
+from sqlalchemy import Connection, Engine
 
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
@@ -67,16 +67,23 @@ class _Repositories:
         self.signing_keys = SigningKeyRepository(conn)
 
 
+_SAVEPOINT = "SAVEPOINT bulwark_member"
+_RELEASE = "RELEASE SAVEPOINT bulwark_member"
+_ROLLBACK = "ROLLBACK TO SAVEPOINT bulwark_member"
+
+
 class BatchMemberUnitOfWork:
     """One use case's share of a batch: ``with`` opens a savepoint, ``commit()`` releases it.
 
     Leaving without ``commit()`` rolls back to the savepoint, undoing this use case's writes and
-    nothing else. The batch's writer makes the released work durable with one commit.
+    nothing else. The batch's writer makes the released work durable with one commit. Members run
+    one after the other on the writer's connection, so one fixed savepoint name serves them all,
+    sent as plain SQL (SQLite and PostgreSQL spell it alike) rather than compiled per member.
     """
 
     def __init__(self, conn: Connection, repositories: _Repositories) -> None:
         self.conn = conn
-        self._savepoint: NestedTransaction | None = None
+        self._open = False
         self.tenants = repositories.tenants
         self.device_groups = repositories.device_groups
         self.machines = repositories.machines
@@ -90,19 +97,21 @@ class BatchMemberUnitOfWork:
         self.signing_keys = repositories.signing_keys
 
     def __enter__(self) -> BatchMemberUnitOfWork:
-        self._savepoint = self.conn.begin_nested()
+        self.conn.exec_driver_sql(_SAVEPOINT)
+        self._open = True
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        savepoint, self._savepoint = self._savepoint, None
-        if savepoint is not None and savepoint.is_active:
-            savepoint.rollback()
+        if self._open:
+            self._open = False
+            self.conn.exec_driver_sql(_ROLLBACK)
+            self.conn.exec_driver_sql(_RELEASE)
 
     def commit(self) -> None:
         """Keep this use case's writes in the batch (durable once the batch commits)."""
-        assert self._savepoint is not None
-        self._savepoint.commit()
-        self._savepoint = None
+        assert self._open
+        self.conn.exec_driver_sql(_RELEASE)
+        self._open = False
 
 
 @dataclass
