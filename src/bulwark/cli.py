@@ -58,8 +58,8 @@ def serve(
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
-    from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.store.db import create_db_engine, refresh_statistics, upgrade_database
+    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
     if demo:
         from bulwark.sensor.demo import DEMO_POLL_SECONDS

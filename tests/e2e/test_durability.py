@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import select
 
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.tables import audit_events, machine_actions
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import app_token, bearer, register_app
 from tests.support import child_env, free_port, server_process

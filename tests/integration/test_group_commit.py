@@ -16,8 +16,8 @@ from bulwark.domain.errors import ActiveRequestAlreadyExists, ResourceNotFound
 from bulwark.ids import new_uuid
 from bulwark.service.audit import RequestContext
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, request_offboard
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.group_commit import GroupCommitter
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 
 CALLER = Principal(

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.db import create_db_engine, refresh_statistics, upgrade_database
 from bulwark.store.tables import machine_actions
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 
 

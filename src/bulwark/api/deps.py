@@ -18,7 +18,7 @@ from bulwark.domain.access import Principal
 from bulwark.notifier import InProcessNotifier
 from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit import RequestContext
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.group_commit import GroupCommitter
 

@@ -33,7 +33,7 @@ def _sqlite_module() -> Any:
     wheel exists, else Python's own ``sqlite3``. Without STAT4 the planner knows only averages and
     cannot tell a rare status or a narrow time range from a common one."""
     try:
-        import pysqlite3.dbapi2 as module  # type: ignore[import-not-found]
+        import pysqlite3.dbapi2 as module
     except ImportError:
         import sqlite3 as module
     return module

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_
 
-from bulwark.domain.errors import ODataError
+from bulwark.domain.errors import InvalidODataQuery
 
 # A token longer than this is refused before it is decoded.
 MAX_TOKEN_LENGTH = 512
@@ -45,11 +45,11 @@ class SeekOrder:
     name: str
     keys: tuple[SeekKey, ...]
 
-    def position_of(self, row: Mapping[str, Any]) -> str:
-        """The token for the position just after ``row``."""
+    def position_of(self, row: Mapping[Any, Any]) -> str:
+        """The token for the position just after ``row`` (a result row mapping)."""
         values: list[Any] = [self.name]
         for key in self.keys:
-            value = row[key.column.key]
+            value = row[key.column]
             values.append(_as_utc(value).isoformat() if key.kind is datetime else value)
         raw = json.dumps(values, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -67,7 +67,7 @@ class SeekOrder:
         return or_(*alternatives)
 
     def _decode(self, token: str) -> list[Any]:
-        invalid = ODataError("Invalid value for $skiptoken: use the @odata.nextLink of a previous page as it is.")
+        invalid = InvalidODataQuery("Invalid value for $skiptoken: use the @odata.nextLink of a previous page as it is.")
         if len(token) > MAX_TOKEN_LENGTH:
             raise invalid
         try:

@@ -2,38 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
 
 from sqlalchemy import Connection, select
 
-from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import MachineAction
-from bulwark.domain.errors import ODataError
+from bulwark.domain.errors import InvalidODataQuery
 from bulwark.domain.machines import Machine
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery, Page
 from bulwark.store.keyset import SeekOrder, seek_order
 from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
 from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause
 from bulwark.store.tables import machine_actions, machine_tags, machines
 
-T = TypeVar("T")
-
 _MACHINE_COLUMNS = snake_case_columns(machines, MACHINE_SPEC)
 _MACHINE_COLLECTIONS = {"machineTags": CollectionSpec(machine_tags.c.tag, machine_tags.c.machine_id, machines.c.id)}
 _ACTION_COLUMNS = snake_case_columns(machine_actions, MACHINE_ACTION_SPEC)
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a list: its items, whether more follow, and the total when $count asked for it."""
-
-    items: list[T]
-    has_more: bool
-    total: int | None = None
-    # Where the next page starts ($skiptoken), when the list is in its default order.
-    next_token: str | None = None
 
 
 # The default orders as seek keys (store/keyset.py); each is the index order that serves it.
@@ -47,7 +32,7 @@ def _page(conn: Connection, base, query: ODataQuery, columns, collections, defau
     paged_base = base
     if query.skiptoken is not None:
         if query.orderby:
-            raise ODataError("Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby.")
+            raise InvalidODataQuery("Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby.")
         paged_base = base.where(seek.after(query.skiptoken))
     # One row past the page tells whether a next page exists without a second query.
     paged = apply_query(paged_base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
