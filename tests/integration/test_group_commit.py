@@ -14,7 +14,7 @@ from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.actions import ActionType, MachineAction
 from bulwark.domain.errors import ActiveRequestAlreadyExists, ResourceNotFound
 from bulwark.ids import new_uuid
-from bulwark.service.audit import RequestContext
+from bulwark.service.audit_trail import RequestContext
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, request_offboard
 from bulwark.store.group_commit import GroupCommitter
 from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory

@@ -144,17 +144,21 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade_database(url: str, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (safe to run on every start), then bring the planner's
-    statistics up to date if the data moved since they were taken."""
+    """Apply migrations up to ``revision`` (safe to run on every start)."""
     command.upgrade(alembic_config(url), revision)
-    if revision == "head":
-        engine = create_db_engine(url, pool_size=1)
-        try:
-            refresh_statistics(engine)
-        finally:
-            engine.dispose()
 
 
 def downgrade_database(url: str, revision: str) -> None:
     """Revert migrations down to ``revision``."""
     command.downgrade(alembic_config(url), revision)
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """The database's migration revision (None when it has none) and the newest this code knows."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False))).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head

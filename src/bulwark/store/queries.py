@@ -32,7 +32,9 @@ def _page(conn: Connection, base, query: ODataQuery, columns, collections, defau
     paged_base = base
     if query.skiptoken is not None:
         if query.orderby:
-            raise InvalidODataQuery("Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby.")
+            raise InvalidODataQuery(
+                "Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby."
+            )
         paged_base = base.where(seek.after(query.skiptoken))
     # One row past the page tells whether a next page exists without a second query.
     paged = apply_query(paged_base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
