@@ -64,7 +64,11 @@ class SeekOrder:
             equal_before = [self.keys[j].column == values[j] for j in range(i)]
             beyond = key.column < values[i] if key.descending else key.column > values[i]
             alternatives.append(and_(*equal_before, beyond))
-        return or_(*alternatives)
+        first = self.keys[0]
+        # The same condition, plus a bound on the leading key alone, which the planner can seek
+        # with (it does not see a range through the OR).
+        bound = first.column <= values[0] if first.descending else first.column >= values[0]
+        return and_(bound, or_(*alternatives))
 
     def _decode(self, token: str) -> list[Any]:
         invalid = InvalidODataQuery("Invalid value for $skiptoken: use the @odata.nextLink of a previous page as it is.")
