@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bulwark.service.actions import SweepPolicy
     from bulwark.service.authentication import Authenticator
     from bulwark.service.ports import UnitOfWorkFactory
+    from bulwark.store.group_commit import GroupCommitter
 
 # Operations of the sign-in limiter (see ``signin_limiter``).
 SIGNIN_PER_USER = "signin.user"
@@ -65,6 +66,8 @@ class Runtime:
     metrics: Metrics
     # Sign-in attempts at the authorization endpoint, per user name and per client address.
     signin_limiter: RateLimiter
+    # The process's writer for offboards: requests queued meanwhile share one commit (store/group_commit.py).
+    writer: GroupCommitter
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -84,11 +87,18 @@ def _unit_of_work_factory(engine: Engine) -> UnitOfWorkFactory:
 
 
 def migrate_database(settings: Settings, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (the data directory is created first for SQLite)."""
-    from bulwark.store.db import upgrade_database
+    """Apply migrations up to ``revision`` (the data directory is created first for SQLite), then
+    bring the query planner's statistics up to date if the data moved since they were taken."""
+    from bulwark.store.db import refresh_statistics, upgrade_database
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.resolved_database_url(), revision)
+    if revision == "head":
+        engine = build_engine(settings, pool_size=1)
+        try:
+            refresh_statistics(engine)
+        finally:
+            engine.dispose()
 
 
 def _safe_url(settings: Settings) -> str:
@@ -183,6 +193,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     from bulwark.notifier import create_notifier
     from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
     from bulwark.service.authentication import Authenticator
+    from bulwark.store.group_commit import GroupCommitter
 
     clock = clock or SystemClock()
     engine = build_engine(settings)
@@ -219,6 +230,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
         metrics=Metrics.for_process(),
         signin_limiter=signin_limiter,
+        writer=GroupCommitter(engine),
     )
 
 
@@ -239,6 +251,7 @@ def start_runtime(runtime: Runtime) -> None:
 
 def close_runtime(runtime: Runtime) -> None:
     """Release what ``build_runtime`` opened."""
+    runtime.writer.stop()
     runtime.limiter.close()
     runtime.signin_limiter.close()
     runtime.engine.dispose()

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     inactive_after_offboard_days: float = Field(default=7, ge=0, description="Offboarded machines turn Inactive after this.")
     offboarding_package_valid_days: float = Field(default=7, gt=0, description="Devices refuse older offboarding packages.")
     sweep_interval_seconds: float = Field(default=60, gt=0, description="How often each server process sweeps (0 < s).")
+    statistics_interval_seconds: float = Field(
+        default=3600, gt=0, description="How often each server process checks whether the query planner's statistics are stale."
+    )
     sensor_poll_max_seconds: float = Field(default=25, gt=0, description="Longest a sensor's long poll is held open.")
     notifier: Literal["auto", "memory", "postgres", "redis"] = Field(
         default="auto", description="Wake-ups for waiting sensors; auto: redis if redis_url, postgres on PostgreSQL, else memory."

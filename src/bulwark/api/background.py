@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bulwark.bootstrap import Runtime, sweep_policy
 from bulwark.service.actions import sweep
+from bulwark.store.db import refresh_statistics
 
 log = logging.getLogger("bulwark.sweeper")
 actions_log = logging.getLogger("bulwark.actions")
@@ -46,17 +47,30 @@ async def _sweep_forever(runtime: Runtime) -> None:
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
 
 
+async def _refresh_statistics_forever(runtime: Runtime) -> None:
+    """Keep the query planner's statistics current as the data grows (store/db.py)."""
+    while True:
+        await asyncio.sleep(runtime.settings.statistics_interval_seconds)
+        try:
+            if await run_in_threadpool(refresh_statistics, runtime.engine):
+                log.info("query planner statistics refreshed")
+        except Exception:
+            log.exception("refreshing query planner statistics failed")
+
+
 @contextlib.asynccontextmanager
 async def background(app: FastAPI) -> AsyncIterator[None]:
     """Lifespan: start the notifier and the sweeper; at shutdown end long polls and stop both."""
     runtime: Runtime = app.state.runtime
     await runtime.notifier.start()
-    sweeper = asyncio.create_task(_sweep_forever(runtime))
+    tasks = [asyncio.create_task(_sweep_forever(runtime)), asyncio.create_task(_refresh_statistics_forever(runtime))]
     try:
         yield
     finally:
         runtime.stopping.set()
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runtime.notifier.stop()

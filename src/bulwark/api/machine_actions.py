@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
+from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base, point_read
 from bulwark.api.listing import list_response
 from bulwark.api.request_state import request_state
 from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
@@ -83,9 +84,12 @@ async def offboard_machine(
         title=body.Title,
         request_source=body.RequestSource,
     )
-    action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
-    # Committed: wake the machine's sensor wherever it is connected.
-    await run_in_threadpool(runtime.notifier.publish, action.machine_id)
+    # Answered once the action and its audit event are committed, together with the other
+    # offboards queued meanwhile (store/group_commit.py); then the machine's sensor is woken.
+    action = await runtime.writer.run(
+        partial(request_offboard, command, principal, clock=runtime.clock, context=context),
+        after_commit=lambda done: runtime.notifier.publish(done.machine_id),
+    )
     runtime.metrics.actions_created.labels(action.type.value).inc()
     log.info(
         "offboard requested: action %s machine %s (%s) by %s",
@@ -170,7 +174,7 @@ def read_machine_actions(request: Request, runtime: RuntimeDep, principal: Curre
     response_model=MachineActionOut,
     responses=ERROR_RESPONSES,
 )
-def get_machine_action(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+async def get_machine_action(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Read one action, to follow an offboard to its final state."""
-    action = get_action(id, principal, runtime.uow(write=False))
+    action = await point_read(runtime, get_action, id, principal, runtime.uow(write=False))
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))

@@ -55,7 +55,13 @@ def serve(
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
+    from bulwark.store.db import refresh_statistics
 
+    if demo:
+        from bulwark.sensor.demo import DEMO_POLL_SECONDS
+
+        # The simulated sensors' long polls wait on the notifier for minutes, not seconds.
+        os.environ.setdefault("BULWARK_SENSOR_POLL_MAX_SECONDS", str(DEMO_POLL_SECONDS))
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
     configure_logging(settings.log_level, settings.log_json)
     problem = settings.multi_process_problem()
@@ -71,6 +77,7 @@ def serve(
         ensure_signing_key(store.uow(), store.clock)
         if demo:
             fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id)
+            refresh_statistics(store.engine, force=fleet.created)
             verb = "Seeded" if fleet.created else "Serving the existing"
             console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
             _print_demo_credentials(store, base, fleet.example_machine_id, ca_hint)

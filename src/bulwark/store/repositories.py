@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, delete, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
 
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
@@ -42,6 +44,57 @@ def visibility_clause(principal: Principal) -> ColumnElement[bool]:
     if principal.include_ungrouped:
         allowed.append(machines.c.rbac_group_id.is_(None))
     return and_(clause, or_(*allowed) if allowed else ~true())
+
+
+# The hot point reads are built once per visibility shape, with the caller's tenant and groups as
+# bound parameters: building a Core statement and its cache key per request cost more than running it.
+_VISIBLE_TENANT: BindParameter[str] = bindparam("visible_tenant_id")
+_VISIBLE_GROUPS: BindParameter[list[int]] = bindparam("visible_group_ids", expanding=True)
+
+
+def _visibility_shape(principal: Principal) -> tuple[bool, bool, bool]:
+    restricted = principal.device_group_ids is not None
+    return restricted, bool(principal.device_group_ids), restricted and principal.include_ungrouped
+
+
+def _visibility_params(principal: Principal) -> dict[str, Any]:
+    params: dict[str, Any] = {"visible_tenant_id": principal.tenant_id}
+    if principal.device_group_ids:
+        params["visible_group_ids"] = sorted(principal.device_group_ids)
+    return params
+
+
+def _bound_visibility(shape: tuple[bool, bool, bool]) -> ColumnElement[bool]:
+    """``visibility_clause`` with the caller's values as bound parameters, for one shape of caller."""
+    restricted, has_groups, include_ungrouped = shape
+    clause = machines.c.tenant_id == _VISIBLE_TENANT
+    if not restricted:
+        return clause
+    allowed: list[ColumnElement[bool]] = []
+    if has_groups:
+        allowed.append(machines.c.rbac_group_id.in_(_VISIBLE_GROUPS))
+    if include_ungrouped:
+        allowed.append(machines.c.rbac_group_id.is_(None))
+    return and_(clause, or_(*allowed) if allowed else ~true())
+
+
+@functools.cache
+def _visible_machine_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
+    return (
+        select(machines, device_groups.c.name.label("rbac_group_name"))
+        .select_from(machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id))
+        .where(machines.c.id == bindparam("machine_id"), _bound_visibility(shape))
+    )
+
+
+@functools.cache
+def _visible_action_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
+    return (
+        select(machine_actions)
+        .select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id))
+        .where(machine_actions.c.id == bindparam("action_id"), machine_actions.c.tenant_id == _VISIBLE_TENANT)
+        .where(_bound_visibility(shape))
+    )
 
 
 class TenantRepository:
@@ -117,11 +170,9 @@ class MachineRepository:
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
-        row = (
-            self.conn.execute(self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal)))
-            .mappings()
-            .first()
-        )
+        params = _visibility_params(principal)
+        params["machine_id"] = machine_id
+        row = self.conn.execute(_visible_machine_by_id(_visibility_shape(principal)), params).mappings().first()
         if row is None:
             return None
         return self.hydrate([row], with_tags=with_tags)[0]
@@ -276,13 +327,9 @@ class MachineActionRepository:
 
     def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
         """The action if ``principal`` may see its machine."""
-        stmt = (
-            select(machine_actions)
-            .select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id))
-            .where(machine_actions.c.id == action_id, machine_actions.c.tenant_id == principal.tenant_id)
-            .where(visibility_clause(principal))
-        )
-        row = self.conn.execute(stmt).mappings().first()
+        params = _visibility_params(principal)
+        params["action_id"] = action_id
+        row = self.conn.execute(_visible_action_by_id(_visibility_shape(principal)), params).mappings().first()
         return action_from_row(row) if row else None
 
     def active_for(self, machine_id: str, action_type: ActionType) -> MachineAction | None:
