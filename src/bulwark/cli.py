@@ -40,6 +40,7 @@ def _export(settings: Settings) -> None:
     os.environ["BULWARK_TLS"] = "true" if settings.tls else "false"
     if settings.database_url:
         os.environ["BULWARK_DATABASE_URL"] = settings.database_url
+    os.environ["BULWARK_CONTROL_API"] = "true" if settings.control_api_enabled else "false"
 
 
 @app.command()
@@ -48,7 +49,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite database and keys live.")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Seed a demo fleet if the database is empty.")] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Seed a demo fleet if the database is empty, and serve the control API (unless BULWARK_CONTROL_API=false).",
+        ),
+    ] = False,
     tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Serve HTTPS with a certificate from a local CA.")] = None,
 ) -> None:
     """Migrate the database and serve the API."""
@@ -62,6 +69,9 @@ def serve(
     from bulwark.store.db import create_db_engine, upgrade_database
 
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
+    if demo and settings.control_api is None:
+        # A demo server is a test server: it serves the control API unless told not to.
+        settings = settings.model_copy(update={"control_api": True})
     configure_logging(settings.log_level, settings.log_json)
     problem = settings.multi_process_problem()
     if problem:
@@ -79,7 +89,7 @@ def serve(
     uow = UnitOfWorkFactory(engine)
     ensure_signing_key(uow(), SystemClock())
     if demo:
-        fleet = seed_demo_fleet(uow(), SystemClock(), settings.default_tenant_id)
+        fleet = seed_demo_fleet(uow(), SystemClock(), settings.default_tenant_id, count=settings.demo_machine_count)
         verb = "Seeded" if fleet.created else "Serving the existing"
         console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
         _print_demo_credentials(settings, uow, base, fleet.example_machine_id, ca_hint)
@@ -93,6 +103,13 @@ def serve(
         console.print(
             "[bold red]WARNING: AUTHENTICATION IS DISABLED (BULWARK_AUTH_ENABLED=false).[/] Every caller acts as "
             f"{settings.default_requestor} with every permission. Never expose this server.",
+            soft_wrap=True,
+        )
+    if settings.control_api_enabled:
+        console.print(
+            "[bold red]WARNING: THE CONTROL API IS ON (/_bulwark).[/] Any application holding the role "
+            "Bulwark.Control can reset the whole fleet, make devices fail, inject faults and move the clock. "
+            "Test servers only: never expose this server (BULWARK_CONTROL_API=false turns it off).",
             soft_wrap=True,
         )
     console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)

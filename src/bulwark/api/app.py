@@ -8,19 +8,23 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 
 from bulwark import __version__
-from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
+from bulwark.api import control, device_packages, machine_actions, machines, oauth, sensor_gateway
 from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
+from bulwark.api.control import ControlMiddleware, apply_faults
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.api.wire import json_response
-from bulwark.clock import Clock, SystemClock
+from bulwark.clock import Clock, OffsetClock, SystemClock
+from bulwark.domain.control import CONTROL_ROLE
 from bulwark.notifier import create_notifier
 from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
+from bulwark.service.control import ControlPlane
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
@@ -30,12 +34,16 @@ class ConfigurationError(RuntimeError):
     """Settings that cannot work together; raised at start, before anything is served."""
 
 
-def _public_api() -> APIRouter:
-    # Every public operation is rate limited per caller and operation.
-    router = APIRouter(dependencies=[Depends(enforce_rate_limit)])
-    router.include_router(machine_actions.router)
-    router.include_router(machines.router)
-    router.include_router(device_packages.router)
+_PUBLIC_ROUTERS = (machine_actions.router, machines.router, device_packages.router)
+
+
+def _public_api(*, faults: bool) -> APIRouter:
+    # Every public operation is rate limited per caller and operation; on a test server with the
+    # control API, injected faults are applied first.
+    dependencies = [Depends(apply_faults)] if faults else []
+    router = APIRouter(dependencies=[*dependencies, Depends(enforce_rate_limit)])
+    for part in _PUBLIC_ROUTERS:
+        router.include_router(part)
     return router
 
 
@@ -46,6 +54,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     if problem:
         raise ConfigurationError(problem)
     clock = clock or SystemClock()
+    # The control API moves the fleet's clock (timestamps, timeouts, the sweeper); tokens and rate
+    # limits keep the real one.
+    control = ControlPlane(OffsetClock(clock), settings.control_request_log_size)
+    fleet_clock: Clock = control.clock if settings.control_api_enabled else clock
     engine = create_db_engine(settings.resolved_database_url())
     limiter = create_rate_limiter(
         settings.redis_url,
@@ -58,7 +70,16 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     uow = UnitOfWorkFactory(engine)
     auth = Authenticator(settings, uow, clock)
     notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
-    runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier)
+    runtime = Runtime(
+        settings=settings,
+        engine=engine,
+        uow=uow,
+        clock=fleet_clock,
+        limiter=limiter,
+        auth=auth,
+        notifier=notifier,
+        control=control if settings.control_api_enabled else None,
+    )
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -91,17 +112,36 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.add_middleware(AuthDisabledWarningMiddleware)
     app.include_router(oauth.router)
 
-    public = _public_api()
+    public = _public_api(faults=runtime.control is not None)
     app.include_router(public, prefix="/api")
     # The live service also answers under /api/v1.0; same operations, kept out of the schema.
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
     app.include_router(sensor_gateway.router)
+    if runtime.control is not None:
+        _install_control_api(app, runtime, runtime.control)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
         return json_response({"status": "ok", "version": __version__})
 
     return app
+
+
+def _install_control_api(app: FastAPI, runtime: Runtime, plane: ControlPlane) -> None:
+    """Mount ``/_bulwark`` and its middleware, and say loudly that this server can be reset by API."""
+    plane.operations = frozenset(
+        route.operation_id
+        for part in _PUBLIC_ROUTERS
+        for route in part.routes
+        if isinstance(route, APIRoute) and route.operation_id
+    )
+    app.include_router(control.router)
+    app.add_middleware(ControlMiddleware, runtime=runtime)
+    logging.getLogger("bulwark.control").warning(
+        "THE CONTROL API IS ON (/_bulwark): callers holding %s can reset the fleet, make devices fail, inject "
+        "faults and move the clock. It is for test servers only; never expose this server.",
+        CONTROL_ROLE,
+    )
 
 
 def create_app_from_environment() -> FastAPI:

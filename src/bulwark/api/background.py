@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bulwark.api.deps import Runtime
 from bulwark.service.actions import SweepPolicy, sweep
+from bulwark.service.control import clock_state
 from bulwark.settings import Settings
 
 log = logging.getLogger("bulwark.sweeper")
@@ -32,6 +33,10 @@ async def _sweep_forever(runtime: Runtime) -> None:
     policy = sweep_policy(runtime.settings)
     while True:
         try:
+            if runtime.control is not None:
+                # Another process may have moved the clock since this one last looked.
+                offset, _ = await run_in_threadpool(clock_state, runtime.uow(write=False))
+                runtime.control.apply_offset(offset)
             result = await run_in_threadpool(sweep, policy, runtime.uow(), runtime.clock)
             if result.pending_timed_out or result.in_progress_timed_out or result.machines_inactive:
                 log.info(

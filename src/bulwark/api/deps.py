@@ -17,6 +17,7 @@ from bulwark.domain.access import Principal
 from bulwark.notifier import InProcessNotifier
 from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit import RequestContext
+from bulwark.service.control import ControlPlane
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 
@@ -32,6 +33,8 @@ class Runtime:
     limiter: RateLimiter
     auth: Authenticator
     notifier: InProcessNotifier = field(default_factory=InProcessNotifier)
+    # The control plane of a test server; None (and no /_bulwark routes) unless turned on.
+    control: ControlPlane | None = None
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import secrets
 import threading
 import uuid
@@ -16,6 +17,7 @@ from bulwark.auth.secrets import hash_secret, new_client_secret, verify_secret
 from bulwark.auth.tokens import DEFENDER_APP_ID, DEFENDER_AUDIENCE, InvalidToken, IssuedToken, TokenIssuer, VerifiedClaims
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
+from bulwark.domain.control import CONTROL_ROLE
 from bulwark.service.uow import UnitOfWork, UnitOfWorkFactory
 
 DEFENDER_SCOPES = frozenset({f"{DEFENDER_AUDIENCE}/.default", f"{DEFENDER_APP_ID}/.default"})
@@ -26,6 +28,8 @@ OIDC_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 APPLICATION_PERMISSIONS = frozenset(
     p.value for p in Permission if p not in {Permission.MACHINE_READ, Permission.MACHINE_READWRITE}
 )
+# Application roles: the API permissions, plus Bulwark's own role for the control API of test servers.
+APPLICATION_ROLES = APPLICATION_PERMISSIONS | {CONTROL_ROLE}
 DELEGATED_PERMISSIONS = frozenset(
     p.value for p in Permission if p not in {Permission.MACHINE_READ_ALL, Permission.MACHINE_READWRITE_ALL}
 )
@@ -120,7 +124,7 @@ def create_application(
     secret: str | None = None,
 ) -> NewCredential:
     """Register an application with a new client secret (returned once) and its permissions."""
-    role_names = _check_permissions(roles, APPLICATION_PERMISSIONS, "application")
+    role_names = _check_permissions(roles, APPLICATION_ROLES, "application")
     scope_names = _check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated")
     client_id = client_id or str(uuid.uuid4())
     secret = secret or new_client_secret()
@@ -167,7 +171,7 @@ def grant_application_permissions(
     revoke: bool = False,
 ) -> dict[str, Any]:
     """Add (or with ``revoke`` remove) application roles and delegated permissions; return the application."""
-    role_names = set(_check_permissions(roles, APPLICATION_PERMISSIONS, "application"))
+    role_names = set(_check_permissions(roles, APPLICATION_ROLES, "application"))
     scope_names = set(_check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated"))
     with uow:
         app = _application(uow, tenant_id, client_id_or_name)
@@ -336,13 +340,21 @@ class TokenRequestError(Exception):
 # Hashing runs Argon2id with 64 MiB of memory; a few at a time keep a burst of token requests
 # from exhausting memory while still using several cores.
 _HASH_SLOTS = threading.BoundedSemaphore(4)
-# Compared against when a client or user does not exist, so that timing does not tell which.
-_DUMMY_HASH = hash_secret(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Compared against when a client or user does not exist, so that timing does not tell which.
+
+    Made on first use rather than at import: an Argon2 hash costs every command that imports
+    this module (all of them) a noticeable moment.
+    """
+    return hash_secret(secrets.token_urlsafe(16))
 
 
 def _verify(secret: str, secret_hash: str | None) -> bool:
     with _HASH_SLOTS:
-        return verify_secret(secret, secret_hash or _DUMMY_HASH) and secret_hash is not None
+        return verify_secret(secret, secret_hash or _dummy_hash()) and secret_hash is not None
 
 
 def _check_scope(scope: str | None) -> None:
@@ -621,7 +633,11 @@ def seed_demo_identities(
     fresh_secrets: dict[str, str] = {}
     full_id, reader_id = _demo_id(tenant_id, DEMO_FULL_APP), _demo_id(tenant_id, DEMO_READER_APP)
     with uow_factory(write=False) as uow:
-        exists = uow.identity.get_application(full_id) is not None
+        existing = uow.identity.get_application(full_id)
+    exists = existing is not None
+    if existing is not None and CONTROL_ROLE not in existing["roles"]:
+        # Seeded before the control API existed: the demo automation application holds its role too.
+        grant_application_permissions(uow_factory(), tenant_id, full_id, roles=[CONTROL_ROLE])
     if not exists:
         for created in (
             create_application(
@@ -630,7 +646,7 @@ def seed_demo_identities(
                 tenant_id,
                 DEMO_FULL_APP,
                 client_id=full_id,
-                roles=sorted(APPLICATION_PERMISSIONS),
+                roles=sorted(APPLICATION_ROLES),
                 delegated_permissions=sorted(DELEGATED_PERMISSIONS),
             ),
             create_application(

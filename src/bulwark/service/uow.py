@@ -8,6 +8,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
+from bulwark.store.control import ControlRepository
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.queries import ListQueries
@@ -37,6 +38,7 @@ class UnitOfWork(Protocol):
     lists: ListQueries
     identity: IdentityRepository
     signing_keys: SigningKeyRepository
+    control: ControlRepository
 
     def __enter__(self) -> UnitOfWork: ...
 
@@ -76,6 +78,7 @@ class SqlUnitOfWork:
         self.lists = ListQueries(conn)
         self.identity = IdentityRepository(conn)
         self.signing_keys = SigningKeyRepository(conn)
+        self.control = ControlRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
