@@ -56,8 +56,14 @@ class ControlRepository:
         offset, epoch = self.state()
         return ControlSnapshot(offset, epoch, tuple(self.list_faults()))
 
+    def _ensure_state_row(self) -> None:
+        # The migration creates the row; a database emptied table by table may have lost it.
+        if self.conn.execute(select(control_state.c.id).where(_STATE_ROW)).first() is None:
+            self.conn.execute(insert(control_state).values(id=1, clock_offset_seconds=0.0, reset_epoch=0))
+
     def advance_clock(self, seconds: float) -> float:
         """Move the offset forward by ``seconds``; return the new offset."""
+        self._ensure_state_row()
         self.conn.execute(
             update(control_state).where(_STATE_ROW).values(clock_offset_seconds=control_state.c.clock_offset_seconds + seconds)
         )
@@ -160,6 +166,7 @@ class ControlRepository:
             self.conn.execute(delete(table))
         self.conn.execute(delete(audit_events))
         self.conn.execute(delete(machines))
+        self._ensure_state_row()
         self.conn.execute(
             update(control_state).where(_STATE_ROW).values(clock_offset_seconds=0.0, reset_epoch=control_state.c.reset_epoch + 1)
         )
