@@ -238,12 +238,12 @@ class BulwarkServer:
             return ""
 
     def stop(self) -> None:
-        """Stop the server process."""
+        """Stop the server process (a test server's data is thrown away: no long graceful shutdown)."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
