@@ -39,3 +39,11 @@ def test_a_hash_with_weaker_parameters_needs_rehashing() -> None:
     assert verify_secret("pw", weak)
     assert needs_rehash(weak)
     assert not needs_rehash(hash_secret("pw"))
+
+
+def test_the_fast_profile_is_still_salted_argon2id_and_verifies_the_same_way() -> None:
+    fast = hash_secret("demo-secret", fast=True)
+    assert fast.startswith("$argon2id$") and "m=8192,t=1,p=1" in fast
+    assert fast != hash_secret("demo-secret", fast=True)  # salted
+    assert verify_secret("demo-secret", fast) and not verify_secret("other", fast)
+    assert "m=65536,t=3" in hash_secret("real-secret")  # the default stays the strong profile

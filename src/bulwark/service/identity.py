@@ -122,13 +122,17 @@ def create_application(
     delegated_permissions: Iterable[str] = (),
     client_id: str | None = None,
     secret: str | None = None,
+    fast_hash: bool = False,
 ) -> NewCredential:
-    """Register an application with a new client secret (returned once) and its permissions."""
+    """Register an application with a new client secret (returned once) and its permissions.
+
+    ``fast_hash`` only for a secret kept in clear anyway (the demo's): see ``hash_secret``.
+    """
     role_names = _check_permissions(roles, APPLICATION_ROLES, "application")
     scope_names = _check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated")
     client_id = client_id or str(uuid.uuid4())
     secret = secret or new_client_secret()
-    secret_hash = hash_secret(secret)
+    secret_hash = hash_secret(secret, fast=fast_hash)
     with uow:
         if not uow.tenants.exists(tenant_id):
             raise IdentityError(f"tenant {tenant_id} does not exist")
@@ -208,12 +212,13 @@ def create_user(
     *,
     password: str | None = None,
     user_id: str | None = None,
+    fast_hash: bool = False,
 ) -> NewCredential:
     """Create a user who signs in with ``upn`` and a password (generated when not given, returned once)."""
     if "@" not in upn or any(ch.isspace() for ch in upn):
         raise IdentityError(f"a user principal name looks like name@domain, got {upn!r}")
     password = password or new_password()
-    password_hash = hash_secret(password)
+    password_hash = hash_secret(password, fast=fast_hash)
     user_id = user_id or str(uuid.uuid4())
     with uow:
         if not uow.tenants.exists(tenant_id):
@@ -626,6 +631,10 @@ def seed_demo_identities(
 ) -> dict[str, Any]:
     """Create (or refresh) the demo applications, users, roles and user groups; return their credentials.
 
+    Their secrets are written in clear to demo-credentials.json, so they are hashed with the fast
+    Argon2id profile: a slow hash of a secret kept beside the database protects nothing, and
+    would cost every demo start (and every test server) more than a second.
+
     Secrets are stored hashed, so ``known`` (the credentials written at an earlier start) is
     reused when it still matches; otherwise the demo secrets and passwords are reset.
     """
@@ -648,6 +657,7 @@ def seed_demo_identities(
                 client_id=full_id,
                 roles=sorted(APPLICATION_ROLES),
                 delegated_permissions=sorted(DELEGATED_PERMISSIONS),
+                fast_hash=True,
             ),
             create_application(
                 uow_factory(),
@@ -657,6 +667,7 @@ def seed_demo_identities(
                 client_id=reader_id,
                 roles=[Permission.MACHINE_READ_ALL.value],
                 delegated_permissions=[Permission.MACHINE_READ.value],
+                fast_hash=True,
             ),
         ):
             fresh_secrets[created.id] = created.secret
@@ -669,7 +680,14 @@ def seed_demo_identities(
         }
         for key, (upn, name) in users.items():
             fresh_secrets[upn] = create_user(
-                uow_factory(), clock, tenant_id, upn, name, user_id=_demo_id(tenant_id, key), password=new_password()
+                uow_factory(),
+                clock,
+                tenant_id,
+                upn,
+                name,
+                user_id=_demo_id(tenant_id, key),
+                password=new_password(),
+                fast_hash=True,
             ).secret
         create_user_group(
             uow_factory(), tenant_id, "SOC analysts", members=["analyst@contoso.com"], roles=["Security administrator"]
