@@ -139,7 +139,8 @@ async def run_fleet(
                         break
                 outcome = await sensor.run()
             except SensorError as exc:
-                log.warning("simulated sensor %s stopped: %s", name, exc)
+                # After a reset every enrolment is refused: expected, and the sensor starts again.
+                (log.info if restart else log.warning)("simulated sensor %s stopped: %s", name, exc)
                 return "error", before
             return outcome.value, before
 

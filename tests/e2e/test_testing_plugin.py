@@ -1,0 +1,33 @@
+"""The pytest plugin itself: registered by the package, and its server over HTTPS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bulwark.testing import BulwarkServer
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_plugin_is_registered_by_the_package(pytestconfig: pytest.Config) -> None:
+    plugin = pytestconfig.pluginmanager.get_plugin("bulwark")
+    assert plugin is not None and plugin.__name__ == "bulwark.testing.plugin"
+
+
+def test_a_tls_server_for_msal(tmp_path: Path) -> None:
+    server = BulwarkServer.start(tmp_path / "tls", tls=True, machine_count=5)
+    try:
+        assert server.url.startswith("https://")
+        assert server.authority.startswith("https://") and server.ca_file
+        # The local CA is what makes it trusted: without it the handshake fails.
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/healthz")
+        assert server.control.clock()["offsetSeconds"] == 0
+        with server.client() as client:
+            assert len(list(client.list_machines())) == 5
+    finally:
+        server.stop()
+    assert server.process is not None and server.process.poll() is not None
