@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
 from bulwark.domain.control import CONTROL_ROLE
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 from tests.conftest import make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, register_app

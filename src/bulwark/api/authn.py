@@ -15,7 +15,7 @@ from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.control import CONTROL_ROLE
 from bulwark.domain.errors import Forbidden, Unauthorized
 from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, ensure_signing_key, load_signing_keys
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
 log = logging.getLogger("bulwark.auth")

@@ -18,7 +18,7 @@ from bulwark.notifier import InProcessNotifier
 from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit import RequestContext
 from bulwark.service.control import ControlPlane
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
 

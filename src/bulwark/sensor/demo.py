@@ -17,9 +17,9 @@ from bulwark.sensor.agent import SensorOptions
 from bulwark.sensor.fleet import run_fleet
 from bulwark.service.control import clock_state
 from bulwark.service.sensors import issue_onboarding_package
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 log = logging.getLogger("bulwark.sensor.demo")
 # How often the demo fleet looks for a reset by the control API.

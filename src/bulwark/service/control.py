@@ -27,7 +27,7 @@ from bulwark.domain.sensors import SensorIdentity
 from bulwark.service.actions import SweepPolicy, SweepResult, sweep
 from bulwark.service.audit import RequestContext, audit_event
 from bulwark.service.demo import DEMO_TENANT_NAME, add_demo_machines
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 
 @dataclass

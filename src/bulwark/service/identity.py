@@ -18,7 +18,7 @@ from bulwark.auth.tokens import DEFENDER_APP_ID, DEFENDER_AUDIENCE, InvalidToken
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.control import CONTROL_ROLE
-from bulwark.service.uow import UnitOfWork, UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWork, UnitOfWorkFactory
 
 DEFENDER_SCOPES = frozenset({f"{DEFENDER_AUDIENCE}/.default", f"{DEFENDER_APP_ID}/.default"})
 # MSAL adds these to user sign-ins; they ask for an id token and a refresh token, which Bulwark

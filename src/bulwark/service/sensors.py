@@ -26,7 +26,7 @@ from bulwark.domain.sensors import (
     new_signing_key,
 )
 from bulwark.service.audit import RequestContext, audit_event
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 # Administrators who may manage devices may download packages: the write permissions on machines,
 # and for offboarding packages also the offboard permission.
@@ -195,13 +195,12 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
                     action.id,
                     ActionStatus.CANCELLED,
                     at=now,
-                    expected=[ActionStatus.PENDING],
                     cancellation_requestor=REONBOARD_CANCEL_REQUESTOR,
                     cancellation_comment=REONBOARD_CANCEL_COMMENT,
                     cancellation_date_time_utc=now,
                 )
             else:
-                won = uow.actions.transition(action.id, ActionStatus.TIMEOUT, at=now, expected=[ActionStatus.IN_PROGRESS])
+                won = uow.actions.transition(action.id, ActionStatus.TIMEOUT, at=now, only_from=ActionStatus.IN_PROGRESS)
             if won:
                 closed.append(action.id)
         generation = uow.sensors.latest_generation(machine_id) + 1
@@ -294,7 +293,7 @@ def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> 
             raise SensorOffboarded()
         now = clock.now()
         for action in uow.actions.pending_for_machine(sensor.machine_id):
-            if uow.actions.transition(action.id, ActionStatus.IN_PROGRESS, at=now, expected=[ActionStatus.PENDING]):
+            if uow.actions.transition(action.id, ActionStatus.IN_PROGRESS, at=now):
                 uow.commit()
                 action.status = ActionStatus.IN_PROGRESS
                 action.last_update_date_time_utc = now
@@ -327,7 +326,7 @@ def report_outcome(command: ReportOutcome, sensor: SensorIdentity, uow: UnitOfWo
             raise ResourceNotFound("MachineAction", command.action_id)
         now = clock.now()
         accepted = uow.actions.transition(
-            action_id, command.status, at=now, expected=[ActionStatus.IN_PROGRESS], error_h_result=command.error_h_result
+            action_id, command.status, at=now, machine_id=sensor.machine_id, error_h_result=command.error_h_result
         )
         if accepted:
             if action.type is ActionType.OFFBOARD and command.status is ActionStatus.SUCCEEDED:
