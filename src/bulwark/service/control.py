@@ -61,6 +61,8 @@ class SetBehavior:
 
 
 def _machine_in_tenant(uow: UnitOfWork, principal: Principal, machine_id: str) -> str:
+    if len(machine_id) > 64:  # no machine id is this long; do not echo it back whole
+        raise ResourceNotFound("Machine", machine_id[:64])
     machine = uow.machines.get_in_tenant(principal.tenant_id, machine_id.lower(), lock=False)
     if machine is None:
         raise ResourceNotFound("Machine", machine_id)
