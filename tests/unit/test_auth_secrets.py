@@ -6,7 +6,7 @@ import re
 
 from argon2 import PasswordHasher
 
-from bulwark.auth.secrets import hash_secret, needs_rehash, new_client_secret, verify_secret
+from bulwark.auth.secrets import hash_password, needs_rehash, new_client_secret, verify_password
 
 
 def test_client_secrets_are_entra_length_url_safe_and_distinct() -> None:
@@ -17,33 +17,33 @@ def test_client_secrets_are_entra_length_url_safe_and_distinct() -> None:
 
 def test_hash_verifies_the_secret_and_nothing_else() -> None:
     secret = new_client_secret()
-    stored = hash_secret(secret)
+    stored = hash_password(secret)
     assert stored.startswith("$argon2id$")
     assert secret not in stored
-    assert verify_secret(secret, stored)
-    assert not verify_secret(secret[:-1], stored)
-    assert not verify_secret("", stored)
+    assert verify_password(secret, stored)
+    assert not verify_password(secret[:-1], stored)
+    assert not verify_password("", stored)
 
 
 def test_the_same_secret_hashes_differently_each_time() -> None:
-    assert hash_secret("correct horse") != hash_secret("correct horse")
+    assert hash_password("correct horse") != hash_password("correct horse")
 
 
 def test_a_malformed_hash_never_matches() -> None:
-    assert not verify_secret("anything", "plaintext-from-an-old-table")
+    assert not verify_password("anything", "plaintext-from-an-old-table")
     assert needs_rehash("plaintext-from-an-old-table")
 
 
 def test_a_hash_with_weaker_parameters_needs_rehashing() -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("pw")
-    assert verify_secret("pw", weak)
+    assert verify_password("pw", weak)
     assert needs_rehash(weak)
-    assert not needs_rehash(hash_secret("pw"))
+    assert not needs_rehash(hash_password("pw"))
 
 
 def test_the_fast_profile_is_still_salted_argon2id_and_verifies_the_same_way() -> None:
-    fast = hash_secret("demo-secret", fast=True)
+    fast = hash_password("demo-secret", fast=True)
     assert fast.startswith("$argon2id$") and "m=8192,t=1,p=1" in fast
-    assert fast != hash_secret("demo-secret", fast=True)  # salted
-    assert verify_secret("demo-secret", fast) and not verify_secret("other", fast)
-    assert "m=65536,t=3" in hash_secret("real-secret")  # the default stays the strong profile
+    assert fast != hash_password("demo-secret", fast=True)  # salted
+    assert verify_password("demo-secret", fast) and not verify_password("other", fast)
+    assert "m=65536,t=3" in hash_password("real-secret")  # the default stays the strong profile

@@ -1,4 +1,4 @@
-"""The composition root: ``create_app(settings)`` wires storage, clock and routes into one ASGI app."""
+"""``create_app(settings)``: the server's parts, built by ``bulwark.bootstrap``, and the routes in one ASGI app."""
 
 from __future__ import annotations
 
@@ -12,22 +12,17 @@ from fastapi.routing import APIRoute
 
 from bulwark import __version__
 from bulwark.api import control, device_packages, machine_actions, machines, oauth, sensor_gateway
-from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
 from bulwark.api.control import ControlMiddleware, apply_faults
-from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
-from bulwark.api.middleware import RequestIdMiddleware
+from bulwark.api.middleware import AuthDisabledWarningMiddleware, RequestIdMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.api.wire import json_response
-from bulwark.clock import Clock, OffsetClock, SystemClock
+from bulwark.bootstrap import Runtime, build_runtime, close_runtime, start_runtime
+from bulwark.clock import Clock
 from bulwark.domain.control import CONTROL_ROLE
-from bulwark.notifier import create_notifier
-from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
 from bulwark.service.control import ControlPlane
 from bulwark.settings import Settings
-from bulwark.store.db import create_db_engine
-from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 
 class ConfigurationError(RuntimeError):
@@ -53,33 +48,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     problem = settings.multi_process_problem()
     if problem:
         raise ConfigurationError(problem)
-    clock = clock or SystemClock()
-    # The control API moves the fleet's clock (timestamps, timeouts, the sweeper); tokens and rate
-    # limits keep the real one.
-    control = ControlPlane(OffsetClock(clock), settings.control_request_log_size)
-    fleet_clock: Clock = control.clock if settings.control_api_enabled else clock
-    engine = create_db_engine(settings.resolved_database_url())
-    limiter = create_rate_limiter(
-        settings.redis_url,
-        RateLimitPolicy.parse(settings.rate_limit, settings.rate_limit_overrides),
-        fail_mode=settings.rate_limit_fail_mode,
-        enabled=settings.rate_limit_enabled,
-        key_prefix=settings.rate_limit_key_prefix,
-        clock=lambda: clock.now().timestamp(),
-    )
-    uow = UnitOfWorkFactory(engine)
-    auth = Authenticator(settings, uow, clock)
-    notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
-    runtime = Runtime(
-        settings=settings,
-        engine=engine,
-        uow=uow,
-        clock=fleet_clock,
-        limiter=limiter,
-        auth=auth,
-        notifier=notifier,
-        control=control if settings.control_api_enabled else None,
-    )
+    runtime = build_runtime(settings, clock)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -87,12 +56,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         # queue for the GIL and the database, and raise latency without adding throughput.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         try:
+            # Written once before serving (the first signing key), never while building the app.
+            await anyio.to_thread.run_sync(start_runtime, runtime)
             # The wake-up listener and the sweeper run for as long as the app serves.
             async with background(app_):
                 yield
         finally:
-            limiter.close()
-            engine.dispose()
+            close_runtime(runtime)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -102,6 +72,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    if runtime.control is not None:
+        # Inside the request-id middleware: it reads and fills the request's state.
+        app.add_middleware(ControlMiddleware, runtime=runtime)
     app.add_middleware(RequestIdMiddleware)
     if not settings.auth_enabled:
         logging.getLogger("bulwark.auth").warning(
@@ -128,7 +101,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
 
 def _install_control_api(app: FastAPI, runtime: Runtime, plane: ControlPlane) -> None:
-    """Mount ``/_bulwark`` and its middleware, and say loudly that this server can be reset by API."""
+    """Mount ``/_bulwark`` and say loudly that this server can be reset by API."""
     plane.operations = frozenset(
         route.operation_id
         for part in _PUBLIC_ROUTERS
@@ -136,7 +109,6 @@ def _install_control_api(app: FastAPI, runtime: Runtime, plane: ControlPlane) ->
         if isinstance(route, APIRoute) and route.operation_id
     )
     app.include_router(control.router)
-    app.add_middleware(ControlMiddleware, runtime=runtime)
     logging.getLogger("bulwark.control").warning(
         "THE CONTROL API IS ON (/_bulwark): callers holding %s can reset the fleet, make devices fail, inject "
         "faults and move the clock. It is for test servers only; never expose this server.",

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep
 from bulwark.api.machine_actions import read_body
+from bulwark.api.request_state import request_state
 from bulwark.api.wire import format_timestamp, json_response
 from bulwark.domain.access import Principal
 from bulwark.domain.control import (
@@ -35,7 +36,6 @@ from bulwark.domain.control import (
     MAX_FAULT_COUNT,
     MAX_FAULT_LATENCY_MS,
     MAX_RETRY_AFTER_SECONDS,
-    ControlSnapshot,
     Fault,
     SimulatedOutcome,
 )
@@ -51,7 +51,6 @@ MAX_CONTROL_BODY_BYTES = 4096
 MAX_RECORDED_BODY_BYTES = 16 * 1024
 TOKEN_FIELDS_KEPT = frozenset({"grant_type", "client_id", "scope", "username"})
 REDACTED = "[redacted]"
-SNAPSHOT_KEY = "control_snapshot"
 E_FAIL = -2147467259
 
 
@@ -228,7 +227,7 @@ async def advance_clock(
     request: Request, runtime: RuntimeDep, principal: ControlPrincipal, context: RequestContextDep
 ) -> Response:
     """Every process's fleet clock moves forward; overdue actions time out at once."""
-    from bulwark.api.background import sweep_policy
+    from bulwark.bootstrap import sweep_policy
 
     body: ClockAdvanceIn = await _body(request, ClockAdvanceIn)
     plane = _plane(runtime)
@@ -330,7 +329,7 @@ async def apply_faults(request: Request, runtime: RuntimeDep, principal: Current
     plane = runtime.control
     if plane is None:
         return
-    snapshot: ControlSnapshot | None = request.scope.get("state", {}).get(SNAPSHOT_KEY)
+    snapshot = request_state(request).control
     if snapshot is None:
         snapshot = await run_in_threadpool(use_cases.load_snapshot, runtime.uow(write=False))
     if not snapshot.faults:
@@ -373,6 +372,8 @@ def _caller(principal: Any) -> dict[str, Any] | None:
 class ControlMiddleware:
     """Per request: read the shared control state (clock offset, faults) once, and log API calls.
 
+    Installed inside ``RequestIdMiddleware``, so the request's state exists when it runs.
+
     The clock offset and the faults live in the database, so every worker process applies what a
     control call on any of them set, from its next request on. API calls (``/api`` and the token
     endpoint) are recorded when their answer starts, before the client can see it: never their
@@ -398,7 +399,7 @@ class ControlMiddleware:
             else:
                 snapshot = await run_in_threadpool(use_cases.load_snapshot, runtime.uow(write=False))
                 plane.apply_offset(snapshot.clock_offset_seconds)
-                scope.setdefault("state", {})[SNAPSHOT_KEY] = snapshot
+                request_state(Request(scope)).control = snapshot
         except Exception:
             log.exception("could not read the control state")
         if not (path.startswith("/api/") or _is_token_request(path)):
@@ -433,7 +434,7 @@ class ControlMiddleware:
             # and no database write for whoever sends it.
             return
         query = scope.get("query_string", b"").decode("latin-1")
-        state = scope.get("state", {})
+        principal = request_state(Request(scope)).principal
         try:
             await run_in_threadpool(
                 use_cases.record_request,
@@ -444,7 +445,7 @@ class ControlMiddleware:
                 path=(path + (f"?{query}" if query else ""))[:2048],
                 operation=operation[:100],
                 status=status,
-                caller=_caller(state.get("principal")),
+                caller=_caller(principal),
                 body=_recorded_body(raw, size, _is_token_request(path)),
             )
         except Exception:

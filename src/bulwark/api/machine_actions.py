@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bulwark.api.audit import remember_comment
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.listing import list_response
+from bulwark.api.request_state import request_state
 from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.wire import action_to_wire, entity_response
 from bulwark.domain.errors import InvalidRequestBody
@@ -72,7 +72,7 @@ async def offboard_machine(
     settings = runtime.settings
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
-    remember_comment(request, body.Comment)
+    request_state(request).remember_comment(body.Comment)
     command = RequestOffboard(
         machine_id=id,
         comment=body.Comment or "",
@@ -114,7 +114,7 @@ async def cancel_machine_action(
     settings = runtime.settings
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
-    remember_comment(request, body.Comment)
+    request_state(request).remember_comment(body.Comment)
     command = CancelAction(action_id=id, comment=body.Comment or "")
     action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))

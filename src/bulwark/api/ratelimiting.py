@@ -6,16 +6,10 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from bulwark.api.deps import CurrentPrincipal, RuntimeDep
+from bulwark.api.request_state import request_state
 from bulwark.domain.access import PrincipalKind
 from bulwark.domain.errors import ServiceUnavailable, TooManyRequests
 from bulwark.ratelimit import caller_key_for
-
-RESPONSE_HEADERS_KEY = "response_headers"
-
-
-def add_response_headers(request: Request, headers: dict[str, str]) -> None:
-    """Headers the response will carry, whatever route or error handler writes it."""
-    request.scope.setdefault("state", {}).setdefault(RESPONSE_HEADERS_KEY, {}).update(headers)
 
 
 async def enforce_rate_limit(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> None:
@@ -35,7 +29,7 @@ async def enforce_rate_limit(request: Request, runtime: RuntimeDep, principal: C
         decision = await run_in_threadpool(runtime.limiter.check, caller, operation)
     else:
         decision = runtime.limiter.check(caller, operation)
-    add_response_headers(request, decision.headers)
+    request_state(request).add_response_headers(decision.headers)
     if decision.allowed:
         return
     if decision.storage_failed:

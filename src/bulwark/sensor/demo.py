@@ -1,4 +1,10 @@
-"""Simulated sensors for the demo fleet, so that offboards on ``bulwark serve --demo`` complete."""
+"""Simulated sensors for the demo fleet, so that offboards on ``bulwark serve --demo`` complete.
+
+Device side: given an onboarding package and device names (which the server's start-up issues and
+picks), run the simulated fleet in a background thread against the server. On a test server
+(control API on) the server's start-up also hands over how to learn of a reset, so that every
+stopped sensor starts again, freshly enrolled, after each one.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +13,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 
-from bulwark.clock import SystemClock
-from bulwark.domain.machines import HealthStatus
-from bulwark.domain.sensors import derive_machine_id
 from bulwark.sensor.agent import SensorOptions
 from bulwark.sensor.fleet import run_fleet
-from bulwark.service.control import clock_state
-from bulwark.service.sensors import issue_onboarding_package
-from bulwark.settings import Settings
-from bulwark.store.db import create_db_engine
-from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 log = logging.getLogger("bulwark.sensor.demo")
+# A visible moment of InProgress before a demo offboard succeeds.
+DEMO_ACTION_SECONDS = 2.0
 # How often the demo fleet looks for a reset by the control API.
 RESET_POLL_SECONDS = 0.25
 
 
 class ResetEpochs:
-    """The fleet's restart signal: the reset epoch in the database, which ``POST /_bulwark/reset`` advances.
+    """The fleet's restart signal: the reset epoch, which ``POST /_bulwark/reset`` advances.
 
-    One poller serves every sensor waiting for a reset; ``current`` reads afresh.
+    ``read`` returns the epoch (the server's start-up reads it from the database); one poller
+    serves every sensor waiting for a reset, and ``current`` reads afresh.
     """
 
     def __init__(self, read: Callable[[], int], interval: float = RESET_POLL_SECONDS) -> None:
@@ -66,33 +68,27 @@ class ResetEpochs:
             await asyncio.sleep(self._interval)
 
 
-def start_demo_sensors(settings: Settings, server_url: str, *, ca_file: str | None = None) -> int:
-    """Start, in a background thread, one simulated sensor per active demo machine; return how many.
+def start_demo_sensors(
+    package: dict[str, Any],
+    names: list[str],
+    server_url: str,
+    *,
+    ca_file: str | None = None,
+    action_seconds: float = DEMO_ACTION_SECONDS,
+    reset_epoch: Callable[[], int] | None = None,
+) -> int:
+    """Start, in a background thread, one simulated sensor per name; return how many.
 
-    The demo machines' ids derive from their names the way enrolment derives ids from device
-    identities, so each simulated sensor enrols as its machine and keeps its inventory properties.
-    Other machines of the tenant get no simulated sensor. ``ca_file`` is the CA to trust when the
-    server serves HTTPS.
+    Each keeps the inventory properties of the machine it enrols as. ``ca_file`` is the CA to
+    trust when the server serves HTTPS. With ``reset_epoch`` (a test server's control API), the
+    sensors follow the behaviour the control API sets for their machines, and start again after
+    each reset.
     """
-    engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
-    control = settings.control_api_enabled
-    try:
-        uow = UnitOfWorkFactory(engine)
-        tenant = settings.default_tenant_id
-        with uow(write=False) as reader:
-            machines = reader.machines.ids_and_dns_names(tenant, HealthStatus.ACTIVE.value)
-        # Only the demo fleet's own machines: their ids are what enrolling their names derives.
-        names = [dns.split(".")[0] for machine_id, dns in machines if derive_machine_id(tenant, dns.split(".")[0]) == machine_id]
-        if not names:
-            return 0
-        package = issue_onboarding_package(tenant, server_url, None, uow(), SystemClock())
-    finally:
-        if not control:
-            engine.dispose()
-    # With the control API, the simulated sensors follow the behaviour it sets for their machines,
-    # and start again, freshly enrolled, after each reset.
-    options = SensorOptions(check_in_interval=300, action_delay=settings.demo_action_seconds, follow_simulation=control)
-    restart = ResetEpochs(lambda: clock_state(uow(write=False))[1]) if control else None
+    if not names:
+        return 0
+    control = reset_epoch is not None
+    options = SensorOptions(check_in_interval=300, action_delay=action_seconds, follow_simulation=control)
+    restart = ResetEpochs(reset_epoch) if reset_epoch is not None else None
     # A few hundred simulated sensors would drown the server's own log lines.
     logging.getLogger("bulwark.sensor").setLevel(logging.WARNING)
 

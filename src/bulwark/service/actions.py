@@ -9,7 +9,7 @@ from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
 from bulwark.domain.errors import BadRequest, ResourceNotFound
-from bulwark.service.audit import RequestContext, audit_event
+from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
 CANCEL_AUDIT_ACTION = "machine_action.cancel.requested"

@@ -25,7 +25,7 @@ from bulwark.domain.control import (
 from bulwark.domain.errors import InvalidInput, ResourceNotFound
 from bulwark.domain.sensors import SensorIdentity
 from bulwark.service.actions import SweepPolicy, SweepResult, sweep
-from bulwark.service.audit import RequestContext, audit_event
+from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.demo import DEMO_TENANT_NAME, add_demo_machines
 from bulwark.service.ports import UnitOfWork
 

@@ -10,7 +10,7 @@ from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Permissi
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
 from bulwark.domain.errors import DisallowedOperation, ResourceNotFound
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
-from bulwark.service.audit import RequestContext, audit_event
+from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
 OFFBOARD_AUDIT_ACTION = "machine_action.offboard.requested"

@@ -21,11 +21,11 @@ from bulwark.domain.sensors import (
     build_offboarding_package,
     build_onboarding_package,
     derive_machine_id,
-    hash_secret,
+    digest_credential,
     new_secret,
     new_signing_key,
 )
-from bulwark.service.audit import RequestContext, audit_event
+from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
 # Administrators who may manage devices may download packages: the write permissions on machines,
@@ -67,7 +67,9 @@ def issue_onboarding_package(
             raise ResourceNotFound("Tenant", tenant_id)
         _, public = _signing_key(uow, clock, tenant_id)
         now = clock.now()
-        uow.onboarding_packages.add(str(uuid.uuid4()), tenant_id, hash_secret(key), now, principal.name if principal else None)
+        uow.onboarding_packages.add(
+            str(uuid.uuid4()), tenant_id, digest_credential(key), now, principal.name if principal else None
+        )
         audit_event(
             uow,
             clock,
@@ -163,7 +165,7 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
     now = clock.now()
     closed: list[str] = []
     with uow:
-        if not uow.onboarding_packages.is_valid(command.tenant_id, hash_secret(command.onboarding_key)):
+        if not uow.onboarding_packages.is_valid(command.tenant_id, digest_credential(command.onboarding_key)):
             raise Unauthorized("The onboarding package is not valid for this tenant.")
         machine = uow.machines.get_in_tenant(command.tenant_id, machine_id)
         props = command.properties
@@ -210,7 +212,7 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
             sensor_id=sensor_id,
             tenant_id=command.tenant_id,
             machine_id=machine_id,
-            credential_hash=hash_secret(credential),
+            credential_hash=digest_credential(credential),
             generation=generation,
             enrolled_at=now,
         )
@@ -235,7 +237,7 @@ def authenticate_sensor(credential: str, uow: UnitOfWork) -> SensorIdentity:
     if not credential.startswith(SENSOR_CREDENTIAL_PREFIX):
         raise Unauthorized()
     with uow:
-        row = uow.sensors.by_credential_hash(hash_secret(credential))
+        row = uow.sensors.by_credential_hash(digest_credential(credential))
     if row is None:
         raise Unauthorized()
     return SensorIdentity(

@@ -1,4 +1,8 @@
-"""Authentication of API calls: bearer tokens verified against Bulwark's keys or a trusted provider."""
+"""Authentication of API calls: bearer tokens verified against Bulwark's keys or a trusted provider.
+
+A service of its own (no HTTP here): the API layer hands it the ``Authorization`` header and gets
+the caller back, or ``Unauthorized``.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,18 @@ import logging
 import string
 from datetime import timedelta
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from bulwark.auth.keys import KeyRingCache
 from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier, VerifiedClaims
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.control import CONTROL_ROLE
 from bulwark.domain.errors import Forbidden, Unauthorized
-from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, ensure_signing_key, load_signing_keys
+from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, load_signing_keys
 from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
 log = logging.getLogger("bulwark.auth")
 
-AUTH_DISABLED_HEADER = ("Bulwark-Warning", "authentication disabled")
 _SAFE = set(string.ascii_letters + string.digits + " .,:;()[]{}'_-/+=@!?<>*#&%$~^|")
 
 
@@ -39,13 +40,15 @@ def _header_safe(text: str, limit: int = 300) -> str:
 
 
 class Authenticator:
-    """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants."""
+    """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants.
+
+    Building it reads and writes nothing; the server stores the first signing key when it starts
+    (``bootstrap.start_runtime``), and keys are loaded on first use.
+    """
 
     def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self.settings = settings
         self.base_url = settings.issuer_base_url()
-        # The first start generates the signing key; later starts (and other hosts) reuse it.
-        ensure_signing_key(uow_factory(), clock)
         self.keyring = KeyRingCache(lambda: load_signing_keys(uow_factory(write=False)), clock)
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"
@@ -148,23 +151,3 @@ class Authenticator:
             name=self.settings.default_requestor,
             permissions=frozenset(p.value for p in Permission),
         )
-
-
-class AuthDisabledWarningMiddleware:
-    """Says on every response that authentication is off, so nobody mistakes such a server for a safe one."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_warning(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                name, value = AUTH_DISABLED_HEADER
-                message["headers"] = [*message.get("headers", []), (name.lower().encode(), value.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_warning)

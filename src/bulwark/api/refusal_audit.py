@@ -1,4 +1,9 @@
-"""Auditing refused requests: every refusal of an audited operation, wherever it happened."""
+"""Auditing refused requests: every refusal of an audited operation, wherever it happened.
+
+The one place that decides which refusals are audited and with what: the error handler calls
+``audit_refusal`` for every ``MdeError``; the caller and the Comment come from the request's
+``RequestState``; ``service.audit_trail.record_refusal`` writes the event.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ import logging
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from bulwark.domain.errors import BulwarkError
+from bulwark.api.request_state import request_state
+from bulwark.domain.errors import MdeError
 from bulwark.service.actions import CANCEL_AUDIT_ACTION
-from bulwark.service.audit import RequestContext, record_refusal
+from bulwark.service.audit_trail import RequestContext, record_refusal
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
 
 log = logging.getLogger("bulwark.audit")
@@ -19,18 +25,6 @@ log = logging.getLogger("bulwark.audit")
 # same transaction as their effect; refusals are audited here, whichever layer refused them
 # (authentication, rate limit, validation, or the use case itself).
 AUDITED_OPERATIONS = {"offboardMachine": OFFBOARD_AUDIT_ACTION, "cancelMachineAction": CANCEL_AUDIT_ACTION}
-PRINCIPAL_KEY = "principal"
-COMMENT_KEY = "audit_comment"
-
-
-def remember_principal(request: Request, principal: object) -> None:
-    """Keep the authenticated caller for the audit of a later refusal."""
-    request.scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
-
-
-def remember_comment(request: Request, comment: str | None) -> None:
-    """Keep the request's comment for the audit of a later refusal."""
-    request.scope.setdefault("state", {})[COMMENT_KEY] = comment
 
 
 async def _unread_comment(request: Request, settings: object) -> str | None:
@@ -49,24 +43,24 @@ async def _unread_comment(request: Request, settings: object) -> str | None:
     return comment[: getattr(settings, "max_comment_length", 4000)] if isinstance(comment, str) else None
 
 
-async def audit_refusal(request: Request, error: BulwarkError) -> None:
+async def audit_refusal(request: Request, error: MdeError) -> None:
     """Record ``error`` if it refused an audited operation; never let auditing mask the answer."""
     route = request.scope.get("route")
     action = AUDITED_OPERATIONS.get(getattr(route, "operation_id", None) or "")
     if action is None:
         return
     runtime = request.app.state.runtime
-    state = request.scope.get("state", {})
-    context = RequestContext(request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None)
+    state = request_state(request)
+    context = RequestContext(request_id=state.request_id, client_ip=request.client.host if request.client else None)
     machine_id = str(request.path_params.get("id", ""))[:64] or None
-    comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
+    comment = state.comment if state.comment_parsed else await _unread_comment(request, runtime.settings)
     try:
         await run_in_threadpool(
             record_refusal,
             runtime.uow(),
             runtime.clock,
             action=action,
-            principal=state.get(PRINCIPAL_KEY),
+            principal=state.principal,
             context=context,
             outcome_status=error.status,
             outcome_code=error.code,
