@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from bulwark.api.app import create_app
+from bulwark.cli import app as cli
 from bulwark.clock import FrozenClock
 from bulwark.domain.control import CONTROL_ROLE
 from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
-from tests.conftest import make_machine, seed
+from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, register_app
 
 
@@ -86,3 +90,26 @@ def test_a_counted_fault_faults_exactly_that_many_of_racing_calls(
             thread.join()
         assert sorted(statuses) == [200] * 7 + [503] * 5
         assert client.get("/_bulwark/faults", headers=headers).json() == {"value": []}
+
+
+def test_apps_create_with_the_control_role_reaches_the_control_api(
+    settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("BULWARK_DATABASE_URL", settings.resolved_database_url())
+    monkeypatch.setenv("BULWARK_DATA_DIR", str(tmp_path / "cli"))
+    monkeypatch.setenv("BULWARK_DEFAULT_TENANT_ID", TENANT)
+    seed(uow_factory, [])
+    created = CliRunner().invoke(cli, ["apps", "create", "Test harness", "--role", "Bulwark.Control"])
+    assert created.exit_code == 0, created.output
+    client_id = re.search(r"client_id:\s+(\S+)", created.output).group(1)  # type: ignore[union-attr]
+    secret = re.search(r"client_secret:\s+(\S+)", created.output).group(1)  # type: ignore[union-attr]
+    plain = CliRunner().invoke(cli, ["apps", "create", "Playbook", "--role", "Machine.Offboard"])
+    plain_id = re.search(r"client_id:\s+(\S+)", plain.output).group(1)  # type: ignore[union-attr]
+    plain_secret = re.search(r"client_secret:\s+(\S+)", plain.output).group(1)  # type: ignore[union-attr]
+    with _client(settings, clock, control_api=True) as client:
+        harness = app_token(client, client_id, secret=secret)
+        playbook = app_token(client, plain_id, secret=plain_secret)
+        assert client.get("/_bulwark/clock", headers={"Authorization": f"Bearer {harness}"}).status_code == 200
+        refused = client.get("/_bulwark/clock", headers={"Authorization": f"Bearer {playbook}"})
+        assert refused.status_code == 403
+        assert "Bulwark.Control" in refused.json()["error"]["message"]
