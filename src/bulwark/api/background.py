@@ -15,6 +15,7 @@ from bulwark.service.actions import sweep
 from bulwark.service.control import clock_state
 
 log = logging.getLogger("bulwark.sweeper")
+actions_log = logging.getLogger("bulwark.actions")
 
 
 async def _sweep_forever(runtime: Runtime) -> None:
@@ -27,6 +28,16 @@ async def _sweep_forever(runtime: Runtime) -> None:
                 offset, _ = await run_in_threadpool(clock_state, runtime.uow(write=False))
                 runtime.control.apply_offset(offset)
             result = await run_in_threadpool(sweep, policy, runtime.uow(), runtime.clock)
+            runtime.metrics.sweeper_runs.labels("ok").inc()
+            for ended in result.timed_out:
+                runtime.metrics.actions_finished.labels(ended.type, "TimeOut").inc()
+                actions_log.info(
+                    "action finished: %s %s TimeOut (was %s)",
+                    ended.type,
+                    ended.action_id,
+                    ended.previous_status.value,
+                    extra={"action_id": ended.action_id, "status": "TimeOut"},
+                )
             if result.pending_timed_out or result.in_progress_timed_out or result.machines_inactive:
                 log.info(
                     "sweep: %d pending and %d in-progress actions timed out, %d machines inactive",
@@ -35,6 +46,7 @@ async def _sweep_forever(runtime: Runtime) -> None:
                     result.machines_inactive,
                 )
         except Exception:
+            runtime.metrics.sweeper_runs.labels("failed").inc()
             log.exception("sweep failed")
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Literal
 
@@ -29,6 +30,7 @@ from bulwark.service.sensors import (
 )
 
 router = APIRouter(prefix="/sensor/v1", tags=["Sensor gateway"])
+log = logging.getLogger("bulwark.actions")
 # The field of a claimed action that carries a test server's simulated behaviour for the device.
 SIMULATION_FIELD = "simulation"
 
@@ -125,30 +127,46 @@ async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotate
     which only simulated sensors follow.
     """
     deadline = time.monotonic() + min(wait, runtime.settings.sensor_poll_max_seconds)
-    async with runtime.notifier.subscribe(sensor.machine_id) as subscription:
-        while True:
-            if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
-                # On a test server the control API may say how this machine's simulated sensor
-                # behaves: "Never" holds its actions back (they time out by the normal rules).
-                behavior = None
-                if runtime.control is not None:
-                    behavior = await run_in_threadpool(machine_behavior, sensor, runtime.uow(write=False))
-                if behavior is None or behavior.outcome is not SimulatedOutcome.NEVER:
-                    action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
-                    if action is not None:
-                        body = action_to_wire(action)
-                        if behavior is not None:
-                            body[SIMULATION_FIELD] = behavior.to_wire()
-                        return json_response(body)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or runtime.stopping.is_set():
-                return Response(status_code=204)
-            await subscription.wait(remaining)
+    connected = runtime.metrics.sensors_connected
+    connected.inc()
+    try:
+        async with runtime.notifier.subscribe(sensor.machine_id) as subscription:
+            while True:
+                if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
+                    # On a test server the control API may say how this machine's simulated sensor
+                    # behaves: "Never" holds its actions back (they time out by the normal rules).
+                    behavior = None
+                    if runtime.control is not None:
+                        behavior = await run_in_threadpool(machine_behavior, sensor, runtime.uow(write=False))
+                    if behavior is None or behavior.outcome is not SimulatedOutcome.NEVER:
+                        action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
+                        if action is not None:
+                            body = action_to_wire(action)
+                            if behavior is not None:
+                                body[SIMULATION_FIELD] = behavior.to_wire()
+                            return json_response(body)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or runtime.stopping.is_set():
+                    return Response(status_code=204)
+                await subscription.wait(remaining)
+    finally:
+        connected.dec()
 
 
 @router.post("/actions/{action_id}/outcome", summary="Report how a claimed action ended")
 def outcome(action_id: str, body: OutcomeIn, runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """Finish the action; ``accepted`` is false when it already ended otherwise (e.g. TimeOut)."""
     command = ReportOutcome(action_id, ActionStatus(body.status), body.errorHResult)
-    accepted, action = report_outcome(command, sensor, runtime.uow(), runtime.clock)
+    accepted, action, finished_now = report_outcome(command, sensor, runtime.uow(), runtime.clock)
+    if finished_now:
+        runtime.metrics.actions_finished.labels(action.type.value, action.status.value).inc()
+        log.info(
+            "action finished: %s %s on machine %s %s (errorHResult %s)",
+            action.type.value,
+            action.id,
+            action.machine_id,
+            action.status.value,
+            action.error_h_result,
+            extra={"action_id": action.id, "machine_id": action.machine_id, "status": action.status.value},
+        )
     return json_response({"accepted": accepted, "action": action_to_wire(action)})
