@@ -8,6 +8,7 @@ what must be written at start (the first signing key) is an explicit step.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from bulwark.service.authentication import Authenticator
     from bulwark.service.control import ControlPlane
     from bulwark.service.ports import UnitOfWorkFactory
+
+# Operations of the sign-in limiter (see ``signin_limiter``).
+SIGNIN_PER_USER = "signin.user"
+SIGNIN_PER_SOURCE = "signin.source"
 
 # A command does one thing at a time; the server's threads share a larger pool (the engine's default).
 COMMAND_POOL_SIZE = 1
@@ -59,6 +64,8 @@ class Runtime:
     auth: Authenticator
     notifier: InProcessNotifier
     metrics: Metrics
+    # Sign-in attempts at the authorization endpoint, per user name and per client address.
+    signin_limiter: RateLimiter
     # The control plane of a test server; None (and no /_bulwark routes) unless turned on.
     control: ControlPlane | None = None
     # Set at shutdown so that long polls answer at once.
@@ -194,6 +201,20 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         key_prefix=settings.rate_limit_key_prefix,
         clock=lambda: clock.now().timestamp(),
     )
+    signin_limiter = create_rate_limiter(
+        settings.redis_url,
+        RateLimitPolicy.parse(
+            "off",
+            {
+                SIGNIN_PER_USER: settings.signin_rate_limit_per_user,
+                SIGNIN_PER_SOURCE: settings.signin_rate_limit_per_source,
+            },
+        ),
+        fail_mode=settings.rate_limit_fail_mode,
+        enabled=settings.rate_limit_enabled,
+        key_prefix=f"{settings.rate_limit_key_prefix}:signin",
+        clock=lambda: clock.now().timestamp(),
+    )
     uow = _unit_of_work_factory(engine)
     return Runtime(
         settings=settings,
@@ -204,20 +225,30 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         auth=Authenticator(settings, uow, clock),
         notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
         metrics=Metrics.for_process(),
+        signin_limiter=signin_limiter,
         control=control,
     )
 
 
 def start_runtime(runtime: Runtime) -> None:
-    """What the server writes before it serves: the first signing key (safe when processes race)."""
+    """What the server writes before it serves (safe when processes race): the first signing key,
+    and the web console's client registration with this server's redirect URI."""
     from bulwark.service.identity import ensure_signing_key
+    from bulwark.service.signin import CONSOLE_CALLBACK_PATH, ensure_console_client
 
     ensure_signing_key(runtime.uow(), runtime.clock)
+    settings = runtime.settings
+    redirect_uri = settings.issuer_base_url() + CONSOLE_CALLBACK_PATH
+    if ensure_console_client(runtime.uow, runtime.clock, settings.default_tenant_id, redirect_uri) is None:
+        logging.getLogger("bulwark.console").info(
+            "tenant %s does not exist (yet): nobody can sign in to the console", settings.default_tenant_id
+        )
 
 
 def close_runtime(runtime: Runtime) -> None:
     """Release what ``build_runtime`` opened."""
     runtime.limiter.close()
+    runtime.signin_limiter.close()
     runtime.engine.dispose()
 
 

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
         default="open", description="When Redis is unreachable: let calls through (open) or answer 503 (closed)."
     )
 
+    signin_rate_limit_per_user: str = Field(
+        default="5/minute;30/hour", description="Sign-in attempts on the authorization endpoint per user name."
+    )
+    signin_rate_limit_per_source: str = Field(
+        default="30/minute;300/hour", description="Sign-in attempts on the authorization endpoint per client address."
+    )
+
     rate_limit_key_prefix: str = Field(default="bulwark:ratelimit", description="Namespace of the budgets in Redis.")
 
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")

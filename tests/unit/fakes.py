@@ -8,6 +8,7 @@ everything SQL-specific (locking, races, OData compilation) is left to the datab
 
 from __future__ import annotations
 
+import builtins
 import copy
 import dataclasses
 from collections.abc import Iterable
@@ -43,6 +44,8 @@ class FakeDatabase:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[int, dict[str, Any]] = field(default_factory=dict)
     user_groups: dict[int, dict[str, Any]] = field(default_factory=dict)
+    authorization_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    console_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     clock_offset: float = 0.0
     reset_epoch: int = 0
     behaviors: dict[str, Behavior] = field(default_factory=dict)
@@ -133,6 +136,12 @@ class FakeMachines(_Repository):
 
     def count(self, tenant_id: str | None = None) -> int:
         return sum(1 for m in self.db.machines.values() if tenant_id is None or m.tenant_id == tenant_id)
+
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        visible = [
+            m for m in self.db.machines.values() if m.tenant_id == principal.tenant_id and principal.sees_group(m.rbac_group_id)
+        ]
+        return sorted({t for m in visible for t in m.machine_tags})[:limit]
 
     def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
         found = [
@@ -234,6 +243,84 @@ class FakeAuditLog(_Repository):
 
         events = [e for e in reversed(self.db.audit) if matches(e)]
         return [dict(e) for e in (events if limit is None else events[:limit])]
+
+    def search(
+        self,
+        principal: Principal,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        machine_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> builtins.list[dict[str, Any]]:
+        def visible(e: dict[str, Any]) -> bool:
+            machine = self.db.machines.get(e.get("machine_id") or "")
+            if e.get("machine_id") is None:
+                return True
+            return (
+                machine is not None and machine.tenant_id == principal.tenant_id and principal.sees_group(machine.rbac_group_id)
+            )
+
+        found = [
+            dict(e)
+            for e in reversed(self.db.audit)
+            if e["tenant_id"] == principal.tenant_id
+            and visible(e)
+            and (action is None or e["action"] == action)
+            and (actor is None or (e.get("actor_name") or "").lower().startswith(actor.lower()))
+            and (machine_id is None or e.get("machine_id") == machine_id)
+            and (outcome is None or (e["outcome_status"] < 400) == (outcome == "success"))
+            and (since is None or e["occurred_at"] >= since)
+            and (until is None or e["occurred_at"] <= until)
+        ]
+        return found[offset : offset + limit]
+
+    def action_names(self, tenant_id: str) -> builtins.list[str]:
+        return sorted({e["action"] for e in self.db.audit if e["tenant_id"] == tenant_id})
+
+
+class FakeAuthorizationCodes(_Repository):
+    def add(self, **values: Any) -> None:
+        self.db.authorization_codes[values["code_hash"]] = {**values, "redeemed_at": None}
+
+    def redeem(self, code_hash: str, at: datetime) -> dict[str, Any] | None:
+        row = self.db.authorization_codes.get(code_hash)
+        if row is None or row["redeemed_at"] is not None:
+            return None
+        row["redeemed_at"] = at
+        return dict(row)
+
+    def was_redeemed(self, code_hash: str) -> bool:
+        row = self.db.authorization_codes.get(code_hash)
+        return row is not None and row["redeemed_at"] is not None
+
+    def purge_expired(self, before: datetime) -> int:
+        gone = [k for k, v in self.db.authorization_codes.items() if v["expires_at"] < before]
+        for key in gone:
+            del self.db.authorization_codes[key]
+        return len(gone)
+
+
+class FakeConsoleSessions(_Repository):
+    def add(self, **values: Any) -> None:
+        self.db.console_sessions[values["id_hash"]] = dict(values)
+
+    def get(self, id_hash: str) -> dict[str, Any] | None:
+        row = self.db.console_sessions.get(id_hash)
+        return dict(row) if row else None
+
+    def delete(self, id_hash: str) -> bool:
+        return self.db.console_sessions.pop(id_hash, None) is not None
+
+    def purge_expired(self, before: datetime) -> int:
+        gone = [k for k, v in self.db.console_sessions.items() if v["expires_at"] < before]
+        for key in gone:
+            del self.db.console_sessions[key]
+        return len(gone)
 
 
 class FakeSensors(_Repository):
@@ -564,6 +651,8 @@ class FakeUnitOfWork:
         self.lists = FakeLists(self)
         self.identity = FakeIdentity(self)
         self.signing_keys = FakeSigningKeys(self)
+        self.authorization_codes = FakeAuthorizationCodes(self)
+        self.console_sessions = FakeConsoleSessions(self)
         self.control = FakeControl(self)
 
     def __enter__(self) -> FakeUnitOfWork:

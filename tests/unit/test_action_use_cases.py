@@ -180,6 +180,15 @@ def test_cancel_of_an_action_on_a_hidden_machine_is_not_found(uow: FakeUnitOfWor
     assert uow.db.actions[action.id].status is ActionStatus.PENDING
 
 
+def test_cancel_by_a_view_only_user_is_refused_and_changes_nothing(uow: FakeUnitOfWorkFactory, clock: FrozenClock) -> None:
+    action = request_offboard(OFFBOARD, APP, uow(), clock, CONTEXT)
+    viewer = user(groups=None, can_manage=False)
+    with pytest.raises(DisallowedOperation):
+        cancel_action(CancelAction(action.id, "not mine to cancel"), viewer, uow(), clock, CONTEXT)
+    assert uow.db.actions[action.id].status is ActionStatus.PENDING
+    assert len(uow.db.audit) == 1
+
+
 # --------------------------------------------------------------------------- sweep
 
 POLICY = SweepPolicy(

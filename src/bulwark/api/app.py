@@ -23,6 +23,7 @@ from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.bootstrap import Runtime, build_runtime, close_runtime, start_runtime
 from bulwark.clock import Clock
+from bulwark.console import mount_console
 from bulwark.domain.control import CONTROL_ROLE
 from bulwark.service.control import ControlPlane
 from bulwark.settings import Settings
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(runtime.metrics, settings))
     install_docs(app, settings)
+    mount_console(app)
 
     return app
 

@@ -15,6 +15,7 @@ from bulwark.api.deps import RuntimeDep
 from bulwark.api.wire import json_response
 from bulwark.auth.tokens import DEFENDER_AUDIENCE, openid_configuration
 from bulwark.service.identity import TokenRequestError
+from bulwark.service.signin import redeem_authorization_code
 
 router = APIRouter(tags=["Authority"])
 
@@ -45,7 +46,12 @@ def discovery(tenant: str, runtime: RuntimeDep) -> Response:
     if not runtime.auth.resolver.tenant_exists(tenant):
         return _oauth_error(runtime, _unknown_tenant(tenant))
     document = openid_configuration(runtime.auth.base_url, tenant)
-    document["grant_types_supported"] = ["client_credentials", "password"]
+    document["grant_types_supported"] = ["authorization_code", "client_credentials", "password"]
+    # The authorization endpoint signs users in and answers with a code; PKCE (S256) is required.
+    document["response_types_supported"] = ["code"]
+    document["response_modes_supported"] = ["query"]
+    document["code_challenge_methods_supported"] = ["S256"]
+    document["token_endpoint_auth_methods_supported"] = ["client_secret_post", "client_secret_basic", "none"]
     document["tenant_region_scope"] = "WW"
     return json_response(document)
 
@@ -89,13 +95,15 @@ async def _bounded_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/{tenant}/oauth2/v2.0/token", summary="Token endpoint (client credentials, password)")
+@router.post("/{tenant}/oauth2/v2.0/token", summary="Token endpoint (client credentials, password, authorization code)")
 async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
     """Issue an access token for ``scope=https://api.securitycenter.microsoft.com/.default``.
 
     ``grant_type=client_credentials`` with ``client_id`` and ``client_secret`` (in the form or as
     HTTP Basic) gives an application token; ``grant_type=password`` with ``client_id``,
-    ``username`` and ``password`` gives a delegated user token.
+    ``username`` and ``password`` gives a delegated user token; ``grant_type=authorization_code``
+    with ``client_id``, ``code``, ``redirect_uri`` and the PKCE ``code_verifier`` trades a code from
+    the authorization endpoint for a delegated user token.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _bounded_body(request)
@@ -128,6 +136,19 @@ async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
                 fields.get("password"),
                 fields.get("scope"),
             )
+            extra = {"scope": f"{DEFENDER_AUDIENCE}/.default"}
+        elif grant == "authorization_code":
+            redeemed = await run_in_threadpool(
+                redeem_authorization_code,
+                runtime.uow,
+                runtime.auth.issuer,
+                runtime.clock,
+                tenant,
+                fields,
+                client_id,
+                client_secret,
+            )
+            issued = redeemed.token
             extra = {"scope": f"{DEFENDER_AUDIENCE}/.default"}
         elif not grant:
             raise TokenRequestError(

@@ -101,6 +101,8 @@ def serve(
             soft_wrap=True,
         )
     console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
+    hint = "  (sign in as one of the demo users above)" if demo else ""
+    console.print(f"Console: {base}/console/{hint}", soft_wrap=True)
     _export(settings)
     if settings.workers > 1:
         # Each worker writes its metrics to files here; a scrape of any worker adds them all up.

@@ -8,7 +8,7 @@ from datetime import timedelta
 from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
-from bulwark.domain.errors import BadRequest, ResourceNotFound
+from bulwark.domain.errors import BadRequest, DisallowedOperation, ResourceNotFound
 from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
@@ -34,7 +34,8 @@ def cancel_action(
 ) -> MachineAction:
     """Cancel an action the caller may see, if no device has claimed it yet.
 
-    Any action permission allows it. The lifecycle allows Cancelled only from Pending, and the move
+    Any action permission allows it, for a user only with a role that may manage devices (a
+    view-only role cancels nothing, as it offboards nothing). The lifecycle allows Cancelled only from Pending, and the move
     is a guarded transition, so against a sensor claiming the same action exactly one of them wins:
     a claimed action is carried out and reported, a cancelled one is never handed to a device.
     """
@@ -44,6 +45,8 @@ def cancel_action(
         action = uow.actions.get_visible(principal, action_id)
         if action is None:
             raise ResourceNotFound("MachineAction", command.action_id)
+        if not principal.can_manage:
+            raise DisallowedOperation("The user's role does not allow cancelling actions.")
         now = clock.now()
         won = uow.actions.transition(
             action_id,

@@ -7,6 +7,7 @@ a use case starts to call is added here first, then to both implementations.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
@@ -22,6 +23,8 @@ from bulwark.odata import ODataQuery, Page
 __all__ = [
     "ActionRepository",
     "AuditLog",
+    "AuthorizationCodeStore",
+    "ConsoleSessionStore",
     "ControlStore",
     "DeviceGroupRepository",
     "IdentityRepository",
@@ -75,6 +78,10 @@ class MachineRepository(Protocol):
         ...
 
     def count(self, tenant_id: str | None = None) -> int: ...
+
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        """The distinct tags of machines ``principal`` may see, alphabetically."""
+        ...
 
     def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
         """(id, DNS name) of the tenant's machines in ``health_status`` that are not offboarded."""
@@ -144,6 +151,46 @@ class AuditLog(Protocol):
     ) -> list[dict[str, Any]]:
         """The newest matching events first (see ``bulwark.store.repositories.AuditRepository.list``)."""
         ...
+
+    def search(
+        self,
+        principal: Principal,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        machine_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> builtins.list[dict[str, Any]]:
+        """Events of the caller's tenant on machines the caller may see (or on none), newest first."""
+        ...
+
+    def action_names(self, tenant_id: str) -> builtins.list[str]: ...
+
+
+class AuthorizationCodeStore(Protocol):
+    def add(self, **values: Any) -> None: ...
+
+    def redeem(self, code_hash: str, at: datetime) -> dict[str, Any] | None:
+        """Mark the code redeemed and return it; None if unknown or redeemed before (exactly one racer wins)."""
+        ...
+
+    def was_redeemed(self, code_hash: str) -> bool: ...
+
+    def purge_expired(self, before: datetime) -> int: ...
+
+
+class ConsoleSessionStore(Protocol):
+    def add(self, **values: Any) -> None: ...
+
+    def get(self, id_hash: str) -> dict[str, Any] | None: ...
+
+    def delete(self, id_hash: str) -> bool: ...
+
+    def purge_expired(self, before: datetime) -> int: ...
 
 
 class SensorRepository(Protocol):
@@ -336,6 +383,12 @@ class UnitOfWork(Protocol):
 
     @property
     def signing_keys(self) -> SigningKeyRepository: ...
+
+    @property
+    def authorization_codes(self) -> AuthorizationCodeStore: ...
+
+    @property
+    def console_sessions(self) -> ConsoleSessionStore: ...
 
     @property
     def control(self) -> ControlStore: ...

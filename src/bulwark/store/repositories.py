@@ -199,6 +199,18 @@ class MachineRepository:
         )
         return [(r[0], r[1]) for r in self.conn.execute(stmt.order_by(machines.c.computer_dns_name))]
 
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        """The distinct tags of machines ``principal`` may see, alphabetically (for filters)."""
+        stmt = (
+            select(machine_tags.c.tag)
+            .join(machines, machines.c.id == machine_tags.c.machine_id)
+            .where(visibility_clause(principal))
+            .distinct()
+            .order_by(machine_tags.c.tag)
+            .limit(limit)
+        )
+        return list(self.conn.execute(stmt).scalars())
+
     def count(self, tenant_id: str | None = None) -> int:
         """How many machines there are (in ``tenant_id`` when given)."""
         stmt = select(func.count()).select_from(machines)
@@ -461,6 +473,59 @@ class AuditRepository:
     def append(self, **event: Any) -> None:
         """Record one event."""
         self.conn.execute(_INSERT_AUDIT, event)
+
+    def search(
+        self,
+        principal: Principal,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        machine_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Events of the caller's tenant, newest first, on machines the caller may see (or on none).
+
+        ``actor`` matches the start of the actor's name, case-insensitively; ``outcome`` is
+        "success" (status below 400) or "refused".
+        """
+        visible = select(machines.c.id).where(visibility_clause(principal))
+        stmt = (
+            select(audit_events)
+            .where(
+                audit_events.c.tenant_id == principal.tenant_id,
+                or_(audit_events.c.machine_id.is_(None), audit_events.c.machine_id.in_(visible)),
+            )
+            .order_by(audit_events.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        if action:
+            stmt = stmt.where(audit_events.c.action == action)
+        if actor:
+            escaped = actor.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(func.lower(audit_events.c.actor_name).like(f"{escaped}%", escape="\\"))
+        if machine_id:
+            stmt = stmt.where(audit_events.c.machine_id == machine_id)
+        if outcome == "success":
+            stmt = stmt.where(audit_events.c.outcome_status < 400)
+        elif outcome == "refused":
+            stmt = stmt.where(audit_events.c.outcome_status >= 400)
+        if since:
+            stmt = stmt.where(audit_events.c.occurred_at >= since)
+        if until:
+            stmt = stmt.where(audit_events.c.occurred_at <= until)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def action_names(self, tenant_id: str) -> list[str]:
+        """The distinct event names recorded in a tenant, for filters."""
+        stmt = (
+            select(audit_events.c.action).where(audit_events.c.tenant_id == tenant_id).distinct().order_by(audit_events.c.action)
+        )
+        return list(self.conn.execute(stmt).scalars())
 
     def list(
         self,

@@ -23,6 +23,7 @@ from bulwark.store.repositories import (
     SensorRepository,
     TenantRepository,
 )
+from bulwark.store.web import AuthorizationCodeRepository, ConsoleSessionRepository
 
 
 class SqlUnitOfWork:
@@ -56,6 +57,8 @@ class SqlUnitOfWork:
         self.lists = ListQueries(conn)
         self.identity = IdentityRepository(conn)
         self.signing_keys = SigningKeyRepository(conn)
+        self.authorization_codes = AuthorizationCodeRepository(conn)
+        self.console_sessions = ConsoleSessionRepository(conn)
         self.control = ControlRepository(conn)
         return self
 
