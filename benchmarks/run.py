@@ -105,6 +105,8 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "BULWARK_DATABASE_URL": url, "BULWARK_RATE_LIMIT_ENABLED": "false", "BULWARK_LOG_LEVEL": "WARNING"}
+        # The figures are for a production server: without the control API a test server adds.
+        env["BULWARK_CONTROL_API"] = "false"
         if redis_url:
             env["BULWARK_REDIS_URL"] = redis_url
         self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (open while the process runs)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bulwark.clock import Clock, SystemClock
+from bulwark.clock import Clock, OffsetClock, SystemClock
 from bulwark.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from bulwark.ratelimit import RateLimiter
     from bulwark.service.actions import SweepPolicy
     from bulwark.service.authentication import Authenticator
+    from bulwark.service.control import ControlPlane
     from bulwark.service.ports import UnitOfWorkFactory
     from bulwark.store.group_commit import GroupCommitter
 
@@ -68,6 +69,8 @@ class Runtime:
     signin_limiter: RateLimiter
     # The process's writer for offboards: requests queued meanwhile share one commit (store/group_commit.py).
     writer: GroupCommitter
+    # The control plane of a test server; None (and no /_bulwark routes) unless turned on.
+    control: ControlPlane | None = None
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -193,9 +196,13 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     from bulwark.notifier import create_notifier
     from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
     from bulwark.service.authentication import Authenticator
+    from bulwark.service.control import ControlPlane
     from bulwark.store.group_commit import GroupCommitter
 
     clock = clock or SystemClock()
+    # A test server's control API moves the fleet's clock (timestamps, timeouts, the sweeper);
+    # tokens and rate limits keep the real one, so callers' tokens stay valid.
+    control = ControlPlane(OffsetClock(clock), settings.control_request_log_size) if settings.control_api_enabled else None
     engine = build_engine(settings)
     limiter = create_rate_limiter(
         settings.redis_url,
@@ -224,13 +231,14 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         settings=settings,
         engine=engine,
         uow=uow,
-        clock=clock,
+        clock=control.clock if control is not None else clock,
         limiter=limiter,
         auth=Authenticator(settings, uow, clock),
         notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
         metrics=Metrics.for_process(),
         signin_limiter=signin_limiter,
         writer=GroupCommitter(engine),
+        control=control,
     )
 
 
@@ -255,3 +263,14 @@ def close_runtime(runtime: Runtime) -> None:
     runtime.limiter.close()
     runtime.signin_limiter.close()
     runtime.engine.dispose()
+
+
+def reset_epoch_reader(settings: Settings) -> Callable[[], int]:
+    """For the demo fleet of a test server: a function reading the control plane's reset epoch.
+
+    Holds its own small engine for as long as the server runs (the fleet polls it).
+    """
+    from bulwark.service.control import clock_state
+
+    uow = _unit_of_work_factory(build_engine(settings, pool_size=COMMAND_POOL_SIZE))
+    return lambda: clock_state(uow(write=False))[1]

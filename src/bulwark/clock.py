@@ -33,3 +33,19 @@ class FrozenClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds``."""
         self._now = self._now + timedelta(seconds=seconds)
+
+
+class OffsetClock:
+    """A clock running ``offset`` seconds ahead of another: a test server's clock, moved on demand.
+
+    Only the fleet and its actions read it (timestamps, timeouts, the sweeper); tokens keep the
+    real clock, so callers' tokens stay valid however far it moves.
+    """
+
+    def __init__(self, base: Clock, offset_seconds: float = 0.0) -> None:
+        self.base = base
+        self.offset_seconds = offset_seconds
+
+    def now(self) -> datetime:
+        """The base clock's time plus the offset."""
+        return self.base.now() + timedelta(seconds=self.offset_seconds)

@@ -64,6 +64,17 @@ class Settings(BaseSettings):
         default="auto", description="Wake-ups for waiting sensors; auto: redis if redis_url, postgres on PostgreSQL, else memory."
     )
     demo_sensors: bool = Field(default=True, description="With --demo, run simulated sensors for the demo fleet.")
+    demo_machine_count: int = Field(default=300, ge=1, le=100_000, description="Machines of the demo fleet --demo seeds.")
+    demo_action_seconds: float = Field(
+        default=2.0, ge=0, le=600, description="How long a simulated demo sensor takes over an action."
+    )
+    control_api: bool | None = Field(
+        default=None,
+        description="Serve the control API under /_bulwark (test servers only): on with --demo unless false; off otherwise.",
+    )
+    control_request_log_size: int = Field(
+        default=1000, ge=10, le=100_000, description="How many recent API calls the control API's request log keeps."
+    )
     auth_enabled: bool = Field(
         default=True, description="Require a valid bearer token on every API call. Turn off only for local development."
     )
@@ -133,6 +144,11 @@ class Settings(BaseSettings):
                 "or turn limits off with BULWARK_RATE_LIMIT_ENABLED=false."
             )
         return None
+
+    @property
+    def control_api_enabled(self) -> bool:
+        """Whether the control API is served (only when explicitly on, or on by --demo)."""
+        return bool(self.control_api)
 
     @property
     def is_sqlite(self) -> bool:

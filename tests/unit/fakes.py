@@ -20,6 +20,7 @@ from typing import Any
 from bulwark.auth.keys import SigningKey
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import ACTIVE_STATUSES, ActionStatus, MachineAction, transition_sources
+from bulwark.domain.control import Behavior, ControlSnapshot, Fault
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
 from bulwark.odata import ODataQuery, Page
@@ -45,6 +46,11 @@ class FakeDatabase:
     user_groups: dict[int, dict[str, Any]] = field(default_factory=dict)
     authorization_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     console_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clock_offset: float = 0.0
+    reset_epoch: int = 0
+    behaviors: dict[str, Behavior] = field(default_factory=dict)
+    faults: dict[str, Fault] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -568,6 +574,64 @@ class FakeIdentity(_Repository):
         return sum(1 for u in self.db.users.values() if u["tenant_id"] == tenant_id)
 
 
+class FakeControl(_Repository):
+    def state(self) -> tuple[float, int]:
+        return self.db.clock_offset, self.db.reset_epoch
+
+    def snapshot(self) -> ControlSnapshot:
+        return ControlSnapshot(self.db.clock_offset, self.db.reset_epoch, tuple(self.list_faults()))
+
+    def advance_clock(self, seconds: float) -> float:
+        self.db.clock_offset += seconds
+        return self.db.clock_offset
+
+    def set_behavior(self, behavior: Behavior, now: datetime) -> None:
+        self.db.behaviors[behavior.machine_id] = behavior
+
+    def get_behavior(self, machine_id: str) -> Behavior | None:
+        return self.db.behaviors.get(machine_id)
+
+    def delete_behavior(self, machine_id: str) -> bool:
+        return self.db.behaviors.pop(machine_id, None) is not None
+
+    def add_fault(self, fault: Fault) -> None:
+        self.db.faults[fault.id] = fault
+
+    def count_faults(self) -> int:
+        return len(self.db.faults)
+
+    def list_faults(self) -> list[Fault]:
+        return sorted(self.db.faults.values(), key=lambda f: (f.created_at, f.id))
+
+    def delete_fault(self, fault_id: str) -> bool:
+        return self.db.faults.pop(fault_id, None) is not None
+
+    def take_fault(self, fault_id: str) -> bool:
+        fault = self.db.faults.get(fault_id)
+        if fault is None or fault.remaining is None or fault.remaining <= 0:
+            return False
+        if fault.remaining == 1:
+            del self.db.faults[fault_id]
+        else:
+            self.db.faults[fault_id] = dataclasses.replace(fault, remaining=fault.remaining - 1)
+        return True
+
+    def record_request(self, *, keep: int, **values: Any) -> None:
+        self.db.requests = [*self.db.requests, values][-keep:]
+
+    def list_requests(self, operation: str | None, limit: int) -> list[dict[str, Any]]:
+        rows = [r for r in reversed(self.db.requests) if operation is None or r.get("operation") == operation]
+        return rows[:limit]
+
+    def wipe_fleet(self) -> int:
+        db = self.db
+        db.behaviors, db.faults, db.requests = {}, {}, []
+        db.actions, db.sensors, db.machines, db.audit = {}, {}, {}, []
+        db.clock_offset = 0.0
+        db.reset_epoch += 1
+        return db.reset_epoch
+
+
 class FakeUnitOfWork:
     """One unit of work on a ``FakeDatabase``: changes are kept only when committed."""
 
@@ -589,6 +653,7 @@ class FakeUnitOfWork:
         self.signing_keys = FakeSigningKeys(self)
         self.authorization_codes = FakeAuthorizationCodes(self)
         self.console_sessions = FakeConsoleSessions(self)
+        self.control = FakeControl(self)
 
     def __enter__(self) -> FakeUnitOfWork:
         assert self._snapshot is None, "a unit of work is not re-entrant"

@@ -39,3 +39,11 @@ def test_a_hash_with_weaker_parameters_needs_rehashing() -> None:
     assert verify_password("pw", weak)
     assert needs_rehash(weak)
     assert not needs_rehash(hash_password("pw"))
+
+
+def test_the_fast_profile_is_still_salted_argon2id_and_verifies_the_same_way() -> None:
+    fast = hash_password("demo-secret", fast=True)
+    assert fast.startswith("$argon2id$") and "m=8192,t=1,p=1" in fast
+    assert fast != hash_password("demo-secret", fast=True)  # salted
+    assert verify_password("demo-secret", fast) and not verify_password("other", fast)
+    assert "m=65536,t=3" in hash_password("real-secret")  # the default stays the strong profile

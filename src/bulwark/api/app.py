@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.routing import APIRoute
 
 from bulwark import __version__
-from bulwark.api import device_packages, machine_actions, machines, metadata, oauth, sensor_gateway
+from bulwark.api import control, device_packages, machine_actions, machines, metadata, oauth, sensor_gateway
 from bulwark.api.background import background
+from bulwark.api.control import ControlMiddleware, apply_faults
 from bulwark.api.docs import install_docs
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.health import ReadinessProbe, health_router
@@ -19,9 +21,11 @@ from bulwark.api.middleware import AuthDisabledWarningMiddleware, RequestIdMiddl
 from bulwark.api.observability import ObservabilityMiddleware, metrics_router
 from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
-from bulwark.bootstrap import build_runtime, close_runtime, start_runtime
+from bulwark.bootstrap import Runtime, build_runtime, close_runtime, start_runtime
 from bulwark.clock import Clock
 from bulwark.console import mount_console
+from bulwark.domain.control import CONTROL_ROLE
+from bulwark.service.control import ControlPlane
 from bulwark.settings import Settings
 
 
@@ -29,12 +33,16 @@ class ConfigurationError(RuntimeError):
     """Settings that cannot work together; raised at start, before anything is served."""
 
 
-def _public_api() -> APIRouter:
-    # Every public operation is rate limited per caller and operation.
-    router = APIRouter(dependencies=[Depends(enforce_rate_limit)])
-    router.include_router(machine_actions.router)
-    router.include_router(machines.router)
-    router.include_router(device_packages.router)
+_PUBLIC_ROUTERS = (machine_actions.router, machines.router, device_packages.router)
+
+
+def _public_api(*, faults: bool) -> APIRouter:
+    # Every public operation is rate limited per caller and operation; on a test server with the
+    # control API, injected faults are applied first.
+    dependencies = [Depends(apply_faults)] if faults else []
+    router = APIRouter(dependencies=[*dependencies, Depends(enforce_rate_limit)])
+    for part in _PUBLIC_ROUTERS:
+        router.include_router(part)
     return router
 
 
@@ -76,6 +84,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    if runtime.control is not None:
+        # Inside the request-id middleware: it reads and fills the request's state.
+        app.add_middleware(ControlMiddleware, runtime=runtime)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(CaseInsensitivePathMiddleware, routes=app.routes)
     # Outermost: times the whole request and sees the status of every answer, errors included.
@@ -89,7 +100,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.add_middleware(AuthDisabledWarningMiddleware)
     app.include_router(oauth.router)
 
-    public = _public_api()
+    public = _public_api(faults=runtime.control is not None)
     app.include_router(public, prefix="/api")
     # The live service also answers under /api/v1.0; same operations, kept out of the schema.
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
@@ -97,12 +108,30 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(metadata.router, prefix="/api")
     app.include_router(metadata.router, prefix="/api/v1.0")
     app.include_router(sensor_gateway.router)
+    if runtime.control is not None:
+        _install_control_api(app, runtime, runtime.control)
     app.include_router(health_router(readiness))
     app.include_router(metrics_router(runtime.metrics, settings))
     install_docs(app, settings)
     mount_console(app)
 
     return app
+
+
+def _install_control_api(app: FastAPI, runtime: Runtime, plane: ControlPlane) -> None:
+    """Mount ``/_bulwark`` and say loudly that this server can be reset by API."""
+    plane.operations = frozenset(
+        route.operation_id
+        for part in _PUBLIC_ROUTERS
+        for route in part.routes
+        if isinstance(route, APIRoute) and route.operation_id
+    )
+    app.include_router(control.router)
+    logging.getLogger("bulwark.control").warning(
+        "THE CONTROL API IS ON (/_bulwark): callers holding %s can reset the fleet, make devices fail, inject "
+        "faults and move the clock. It is for test servers only; never expose this server.",
+        CONTROL_ROLE,
+    )
 
 
 def create_app_from_environment() -> FastAPI:

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bulwark.bootstrap import Runtime, sweep_policy
 from bulwark.service.actions import sweep
+from bulwark.service.control import clock_state
 from bulwark.store.db import refresh_statistics
 
 log = logging.getLogger("bulwark.sweeper")
@@ -23,6 +24,10 @@ async def _sweep_forever(runtime: Runtime) -> None:
     policy = sweep_policy(runtime.settings)
     while True:
         try:
+            if runtime.control is not None:
+                # Another process may have moved the clock since this one last looked.
+                offset, _ = await run_in_threadpool(clock_state, runtime.uow(write=False))
+                runtime.control.apply_offset(offset)
             result = await run_in_threadpool(sweep, policy, runtime.uow(), runtime.clock)
             runtime.metrics.sweeper_runs.labels("ok").inc()
             for ended in result.timed_out:

@@ -8,6 +8,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from bulwark.domain.access import Principal
+from bulwark.domain.control import ControlSnapshot
 
 # The one entry Bulwark keeps in the ASGI scope's state; everything else is a typed field below.
 _SCOPE_KEY = "bulwark"
@@ -31,6 +32,8 @@ class RequestState:
     console_user: object | None = None
     # Headers every response to this request carries, whatever writes it (such as the RateLimit fields).
     response_headers: dict[str, str] = field(default_factory=dict)
+    # On a test server with the control API: the control state read once for this request.
+    control: ControlSnapshot | None = None
 
     def remember_comment(self, comment: str | None) -> None:
         """Keep the request's comment for the audit of a later refusal."""

@@ -14,8 +14,10 @@ from starlette.responses import Response
 from bulwark.api.deps import RuntimeDep
 from bulwark.api.wire import action_to_wire, json_response
 from bulwark.domain.actions import ActionStatus
+from bulwark.domain.control import SimulatedOutcome
 from bulwark.domain.errors import Unauthorized
 from bulwark.domain.sensors import DeviceProperties, SensorIdentity
+from bulwark.service.control import machine_behavior
 from bulwark.service.sensors import (
     EnrolSensor,
     ReportOutcome,
@@ -29,6 +31,8 @@ from bulwark.service.sensors import (
 
 router = APIRouter(prefix="/sensor/v1", tags=["Sensor gateway"])
 log = logging.getLogger("bulwark.actions")
+# The field of a claimed action that carries a test server's simulated behaviour for the device.
+SIMULATION_FIELD = "simulation"
 
 
 class PropertiesIn(BaseModel):
@@ -119,6 +123,8 @@ async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotate
     """Long poll: answer 200 with a claimed (InProgress) action as soon as there is one, else 204.
 
     The waiter subscribes before it looks for work, so an action created in between still wakes it.
+    With the control API on, an action carries its machine's simulated behaviour (``simulation``),
+    which only simulated sensors follow.
     """
     deadline = time.monotonic() + min(wait, runtime.settings.sensor_poll_max_seconds)
     connected = runtime.metrics.sensors_connected
@@ -127,9 +133,18 @@ async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotate
         async with runtime.notifier.subscribe(sensor.machine_id) as subscription:
             while True:
                 if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
-                    action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
-                    if action is not None:
-                        return json_response(action_to_wire(action))
+                    # On a test server the control API may say how this machine's simulated sensor
+                    # behaves: "Never" holds its actions back (they time out by the normal rules).
+                    behavior = None
+                    if runtime.control is not None:
+                        behavior = await run_in_threadpool(machine_behavior, sensor, runtime.uow(write=False))
+                    if behavior is None or behavior.outcome is not SimulatedOutcome.NEVER:
+                        action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
+                        if action is not None:
+                            body = action_to_wire(action)
+                            if behavior is not None:
+                                body[SIMULATION_FIELD] = behavior.to_wire()
+                            return json_response(body)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or runtime.stopping.is_set():
                     return Response(status_code=204)

@@ -108,7 +108,13 @@ def tenants_list(as_json: JsonOpt = False) -> None:
 @apps_app.command("create")
 def apps_create(
     name: str,
-    role: Annotated[list[str], typer.Option("--role", help="Application permission, e.g. Machine.Offboard (repeatable).")] = [],  # noqa: B006
+    role: Annotated[
+        list[str],
+        typer.Option(
+            "--role",
+            help="Application role, e.g. Machine.Offboard, or Bulwark.Control for a test server's control API (repeatable).",
+        ),
+    ] = [],  # noqa: B006
     scope: Annotated[
         list[str], typer.Option("--delegated", help="Delegated permission for user sign-ins, e.g. Machine.Read.")
     ] = [],  # noqa: B006
@@ -159,7 +165,9 @@ def apps_enable(app: Annotated[str, typer.Argument(help="Client id or display na
 @apps_app.command("grant")
 def apps_grant(
     app: Annotated[str, typer.Argument(help="Client id or display name.")],
-    role: Annotated[list[str], typer.Option("--role", help="Application permission (repeatable).")] = [],  # noqa: B006
+    role: Annotated[
+        list[str], typer.Option("--role", help="Application role, e.g. Machine.Offboard or Bulwark.Control (repeatable).")
+    ] = [],  # noqa: B006
     scope: Annotated[list[str], typer.Option("--delegated", help="Delegated permission (repeatable).")] = [],  # noqa: B006
     revoke: Annotated[bool, typer.Option("--revoke", help="Remove the permissions instead.")] = False,
     tenant: TenantOpt = None,

@@ -38,6 +38,7 @@ def _export(settings: Settings) -> None:
     os.environ["BULWARK_TLS"] = "true" if settings.tls else "false"
     if settings.database_url:
         os.environ["BULWARK_DATABASE_URL"] = settings.database_url
+    os.environ["BULWARK_CONTROL_API"] = "true" if settings.control_api_enabled else "false"
 
 
 def serve(
@@ -45,7 +46,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite database and keys live.")] = None,
-    demo: Annotated[bool, typer.Option("--demo", help="Seed a demo fleet if the database is empty.")] = False,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo",
+            help="Seed a demo fleet if the database is empty, and serve the control API (unless BULWARK_CONTROL_API=false).",
+        ),
+    ] = False,
     tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Serve HTTPS with a certificate from a local CA.")] = None,
 ) -> None:
     """Migrate the database and serve the API."""
@@ -63,6 +70,9 @@ def serve(
         # The simulated sensors' long polls wait on the notifier for minutes, not seconds.
         os.environ.setdefault("BULWARK_SENSOR_POLL_MAX_SECONDS", str(DEMO_POLL_SECONDS))
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
+    if demo and settings.control_api is None:
+        # A demo server is a test server: it serves the control API unless told not to.
+        settings = settings.model_copy(update={"control_api": True})
     configure_logging(settings.log_level, settings.log_json)
     problem = settings.multi_process_problem()
     if problem:
@@ -76,7 +86,7 @@ def serve(
             ssl_options, ca_hint = _prepare_tls(settings)
         ensure_signing_key(store.uow(), store.clock)
         if demo:
-            fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id)
+            fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id, count=settings.demo_machine_count)
             refresh_statistics(store.engine, force=fleet.created)
             verb = "Seeded" if fleet.created else "Serving the existing"
             console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
@@ -88,6 +98,13 @@ def serve(
         console.print(
             "[bold red]WARNING: AUTHENTICATION IS DISABLED (BULWARK_AUTH_ENABLED=false).[/] Every caller acts as "
             f"{settings.default_requestor} with every permission. Never expose this server.",
+            soft_wrap=True,
+        )
+    if settings.control_api_enabled:
+        console.print(
+            "[bold red]WARNING: THE CONTROL API IS ON (/_bulwark).[/] Any application holding the role "
+            "Bulwark.Control can reset the whole fleet, make devices fail, inject faults and move the clock. "
+            "Test servers only: never expose this server (BULWARK_CONTROL_API=false turns it off).",
             soft_wrap=True,
         )
     console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
@@ -158,6 +175,7 @@ DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 
 def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
     """Issue an onboarding package and start a simulated sensor for each active demo machine; return how many."""
+    from bulwark.bootstrap import reset_epoch_reader
     from bulwark.sensor.demo import start_demo_sensors
     from bulwark.service.demo import demo_sensor_names
     from bulwark.service.sensors import issue_onboarding_package
@@ -167,7 +185,13 @@ def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
     if not names:
         return 0
     package = issue_onboarding_package(tenant, base, None, store.uow(), store.clock)
-    return start_demo_sensors(package, names, base, ca_file=ca_file)
+    settings = store.settings
+    # On a test server the sensors follow the control API's behaviours and come back after a reset,
+    # which they learn of from the reset epoch in the database.
+    reset_epoch = reset_epoch_reader(settings) if settings.control_api_enabled else None
+    return start_demo_sensors(
+        package, names, base, ca_file=ca_file, action_seconds=settings.demo_action_seconds, reset_epoch=reset_epoch
+    )
 
 
 def _print_demo_credentials(store: Store, base: str, machine_id: str, ca_hint: str) -> None:

@@ -107,6 +107,9 @@ class SensorOptions:
     # Simulate a device whose offboard fails: report it Failed (E_FAIL) and keep the service
     # running, so that playbooks can rehearse their failure handling.
     fail_offboard: bool = False
+    # A simulated device of a test server follows the behaviour the server's control API set for
+    # its machine (an action's ``simulation``: outcome, delay, HRESULT). A real sensor ignores it.
+    follow_simulation: bool = False
 
 
 def apply_offboarding_package(store: StateStore, package: Any, now: datetime | None = None) -> None:
@@ -279,9 +282,21 @@ class Sensor:
         """Carry out one claimed action and report it; return True if the service stopped."""
         self.state["currentAction"] = {"id": action["id"], "type": action["type"]}
         self._save()
-        if self.options.action_delay:
-            await asyncio.sleep(self.options.action_delay)
+        simulation = action.get("simulation") if self.options.follow_simulation else None
+        if not isinstance(simulation, dict):
+            simulation = None
+        delay = float(simulation.get("delaySeconds") or 0) if simulation else self.options.action_delay
+        if delay:
+            await asyncio.sleep(delay)
         failure = E_NOTIMPL if action["type"] != "Offboard" else E_FAIL if self.options.fail_offboard else None
+        if simulation is not None:
+            outcome = simulation.get("outcome")
+            failure = int(simulation.get("errorHResult") or E_FAIL) if outcome == "Failed" else None
+            if outcome == "Succeeded" and action["type"] != "Offboard":
+                await self.report(action["id"], "Succeeded")
+                self.state["currentAction"] = None
+                self._save()
+                return False
         if failure is not None:
             # The service keeps running: the device stays onboarded and takes the next action.
             await self.report(action["id"], "Failed", failure)

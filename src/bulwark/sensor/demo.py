@@ -1,7 +1,9 @@
 """Simulated sensors for the demo fleet, so that offboards on ``bulwark serve --demo`` complete.
 
 Device side: given an onboarding package and device names (which the server's start-up issues and
-picks), run the simulated fleet in a background thread against the server.
+picks), run the simulated fleet in a background thread against the server. On a test server
+(control API on) the server's start-up also hands over how to learn of a reset, so that every
+stopped sensor starts again, freshly enrolled, after each one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,6 +20,7 @@ import httpx
 from bulwark.sensor.agent import SensorOptions
 from bulwark.sensor.fleet import run_fleet
 
+log = logging.getLogger("bulwark.sensor.demo")
 # A visible moment of InProgress before a demo offboard succeeds.
 DEMO_ACTION_SECONDS = 2.0
 # An idle demo should cost next to nothing: each simulated sensor holds one long poll open for
@@ -25,25 +29,85 @@ DEMO_ACTION_SECONDS = 2.0
 # to match unless BULWARK_SENSOR_POLL_MAX_SECONDS says otherwise.
 DEMO_POLL_SECONDS = 300.0
 DEMO_CHECK_IN_SECONDS = 900.0
+# How often the demo fleet looks for a reset by the control API.
+RESET_POLL_SECONDS = 0.25
 
 
-def start_demo_sensors(package: dict[str, Any], names: list[str], server_url: str, *, ca_file: str | None = None) -> int:
+class ResetEpochs:
+    """The fleet's restart signal: the reset epoch, which ``POST /_bulwark/reset`` advances.
+
+    ``read`` returns the epoch (the server's start-up reads it from the database); one poller
+    serves every sensor waiting for a reset, and ``current`` reads afresh.
+    """
+
+    def __init__(self, read: Callable[[], int], interval: float = RESET_POLL_SECONDS) -> None:
+        self._read = read
+        self._interval = interval
+        self._latest = -1
+        self._condition: asyncio.Condition | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    async def current(self) -> int:
+        """The epoch now."""
+        return await asyncio.to_thread(self._read)
+
+    async def changed(self, since: int) -> None:
+        """Return once the epoch has moved past ``since``."""
+        if self._condition is None:
+            self._condition = asyncio.Condition()
+            self._poller = asyncio.create_task(self._poll())
+        async with self._condition:
+            await self._condition.wait_for(lambda: self._latest > since)
+
+    async def _poll(self) -> None:
+        assert self._condition is not None
+        while True:
+            try:
+                epoch = await asyncio.to_thread(self._read)
+            except Exception:
+                log.exception("could not read the reset epoch")
+            else:
+                if epoch != self._latest:
+                    async with self._condition:
+                        self._latest = epoch
+                        self._condition.notify_all()
+            await asyncio.sleep(self._interval)
+
+
+def start_demo_sensors(
+    package: dict[str, Any],
+    names: list[str],
+    server_url: str,
+    *,
+    ca_file: str | None = None,
+    action_seconds: float = DEMO_ACTION_SECONDS,
+    reset_epoch: Callable[[], int] | None = None,
+) -> int:
     """Start, in a background thread, one simulated sensor per name; return how many.
 
     Each keeps the inventory properties of the machine it enrols as. ``ca_file`` is the CA to
-    trust when the server serves HTTPS.
+    trust when the server serves HTTPS. With ``reset_epoch`` (a test server's control API), the
+    sensors follow the behaviour the control API sets for their machines, and start again after
+    each reset.
     """
     if not names:
         return 0
+    control = reset_epoch is not None
     options = SensorOptions(
-        check_in_interval=DEMO_CHECK_IN_SECONDS, poll_wait=DEMO_POLL_SECONDS, action_delay=DEMO_ACTION_SECONDS
+        check_in_interval=DEMO_CHECK_IN_SECONDS,
+        poll_wait=DEMO_POLL_SECONDS,
+        action_delay=action_seconds,
+        follow_simulation=control,
     )
+    restart = ResetEpochs(reset_epoch) if reset_epoch is not None else None
     # A few hundred simulated sensors would drown the server's own log lines.
     logging.getLogger("bulwark.sensor").setLevel(logging.WARNING)
 
     def run() -> None:
         _wait_until_serving(server_url, ca_file)
-        asyncio.run(run_fleet(package, len(names), names=names, keep_properties=True, options=options, verify=ca_file))
+        asyncio.run(
+            run_fleet(package, len(names), names=names, keep_properties=True, options=options, verify=ca_file, restart=restart)
+        )
 
     thread = threading.Thread(target=run, name="demo-sensors", daemon=True)
     thread.start()

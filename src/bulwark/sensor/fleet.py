@@ -9,7 +9,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -41,6 +41,14 @@ def simulated_profile(name: str, domain: str = "fleet.example") -> DeviceProfile
     )
 
 
+class RestartSignal(Protocol):
+    """When a test server's fleet is reset: the epoch now, and a wait for the next one."""
+
+    async def current(self) -> int: ...
+
+    async def changed(self, since: int) -> None: ...
+
+
 @dataclass
 class FleetReport:
     """How the fleet's sensors ended, and what they received."""
@@ -60,12 +68,15 @@ async def run_fleet(
     stop: asyncio.Event | None = None,
     enrol_concurrency: int = 50,
     verify: str | bool | None = None,
+    restart: RestartSignal | None = None,
 ) -> FleetReport:
     """Run ``count`` simulated sensors (named ``names`` or ``fleet-NNNNN``) until each stops or ``stop`` is set.
 
     Device identities are the names, so the same names map to the same machines run after run.
     ``keep_properties`` enrols without reporting properties, keeping what the inventory has (the
-    demo fleet). ``verify`` is a CA file to trust (a server with Bulwark's local CA).
+    demo fleet). ``verify`` is a CA file to trust (a server with Bulwark's local CA). With
+    ``restart`` (a test server's demo fleet), a sensor that stopped (offboarded, or refused once a
+    reset removed its enrolment) starts again, freshly enrolled, after the next reset.
     """
     names = names or [f"fleet-{i:05d}" for i in range(count)]
     report = FleetReport()
@@ -98,16 +109,42 @@ async def run_fleet(
                 if on_action:
                     on_action(name, action)
 
+            if restart is None:
+                outcome, _ = await run_one(name, state, profile, client, received, None)
+                report.outcomes[outcome] += 1
+                return
+            while True:
+                outcome, epoch = await run_one(name, new_state(device_identity=name), profile, client, received, restart)
+                report.outcomes[outcome] += 1
+                await restart.changed(epoch)
+
+        async def run_one(
+            name: str,
+            state: dict[str, Any],
+            profile: DeviceProfile,
+            client: httpx.AsyncClient,
+            received: Callable[[dict[str, Any]], None],
+            restart: RestartSignal | None,
+        ) -> tuple[str, int]:
+            """Enrol and run one sensor until it stops; (how it ended, the reset epoch it enrolled in)."""
             sensor = Sensor(MemoryState(state), profile, client=client, options=options, on_action=received)
+            before = 0
             try:
                 sensor.onboard(package)
-                async with gate:
-                    await sensor.enrol()
+                while True:
+                    before = await restart.current() if restart else 0
+                    async with gate:
+                        await sensor.enrol()
+                    # A reset between reading the epoch and enrolling may have removed this
+                    # enrolment: enrol again (harmless for a machine that is not offboarded).
+                    if restart is None or await restart.current() == before:
+                        break
                 outcome = await sensor.run()
             except SensorError as exc:
-                log.warning("simulated sensor %s stopped: %s", name, exc)
-                outcome = None
-            report.outcomes[outcome.value if outcome else "error"] += 1
+                # After a reset every enrolment is refused: expected, and the sensor starts again.
+                (log.info if restart else log.warning)("simulated sensor %s stopped: %s", name, exc)
+                return "error", before
+            return outcome.value, before
 
         tasks = [asyncio.create_task(one(i, name)) for i, name in enumerate(names)]
         waiter = asyncio.create_task(stop.wait()) if stop else None

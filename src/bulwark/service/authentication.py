@@ -14,7 +14,8 @@ from bulwark.auth.keys import KeyRingCache
 from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier, VerifiedClaims
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
-from bulwark.domain.errors import Unauthorized
+from bulwark.domain.control import CONTROL_ROLE
+from bulwark.domain.errors import Forbidden, Unauthorized
 from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, load_signing_keys
 from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
@@ -113,6 +114,33 @@ class Authenticator:
             raise Unauthorized(
                 headers={"WWW-Authenticate": f'Bearer realm="bulwark", error="invalid_token", error_description="{description}"'}
             ) from None
+
+    def authenticate_control(self, authorization: str | None) -> Principal:
+        """A caller of the control API: an application token of Bulwark's own authority holding ``Bulwark.Control``.
+
+        Unlike ``authenticate`` this always verifies the token, even with authentication turned
+        off, and refuses external issuers' tokens (403). Blocking: call it from a worker thread.
+        """
+        token = _bearer_token(authorization)
+        if not token:
+            raise Unauthorized(headers={"WWW-Authenticate": 'Bearer realm="bulwark"'})
+        try:
+            claims = self.verifier.verify(token)
+            if not claims.issuer.startswith(self.base_url + "/"):
+                raise Forbidden(f"The control API accepts only tokens of this server's own authority ({CONTROL_ROLE}).")
+            principal = self.resolver.resolve(claims)
+        except InvalidToken as error:
+            log.info("bearer token refused: %s", error.reason)
+            description = _header_safe(error.reason)
+            raise Unauthorized(
+                headers={"WWW-Authenticate": f'Bearer realm="bulwark", error="invalid_token", error_description="{description}"'}
+            ) from None
+        if principal.kind is not PrincipalKind.APPLICATION or CONTROL_ROLE not in principal.permissions:
+            raise Forbidden(
+                f"The control API needs an application token holding the application role {CONTROL_ROLE}; "
+                f"{'a user token never qualifies' if principal.is_user else 'this application does not hold it'}."
+            )
+        return principal
 
     def development_principal(self) -> Principal:
         """The caller when authentication is turned off: every permission, every device group."""

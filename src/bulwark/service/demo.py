@@ -56,63 +56,77 @@ def demo_machine_id(tenant_id: str, name: str) -> str:
 
 def seed_demo_fleet(uow: UnitOfWork, clock: Clock, tenant_id: str, *, count: int = 300, seed: int = 7) -> DemoFleet:
     """Create the demo tenant and fleet unless the tenant already has machines (then report it)."""
-    rng = random.Random(seed)
-    now = clock.now()
     with uow:
         if not uow.tenants.exists(tenant_id):
-            uow.tenants.add(tenant_id, DEMO_TENANT_NAME, now)
+            uow.tenants.add(tenant_id, DEMO_TENANT_NAME, clock.now())
         existing = uow.machines.count(tenant_id)
         if existing:
             example = DEMO_EXAMPLE_NAME
             return DemoFleet(tenant_id, existing, demo_machine_id(tenant_id, example), f"{example}.{DEMO_DOMAIN}", False)
-        group_ids = [uow.device_groups.add(tenant_id, name, f"Demo device group {name}") for name in DEMO_GROUPS]
-        weights = [p[4] for p in _PLATFORMS]
-        fleet: list[Machine] = []
-        for index in range(count):
-            platform, version, build, agent, _ = _PLATFORMS[0] if index == 0 else rng.choices(_PLATFORMS, weights)[0]
-            prefix = _PREFIXES.get(platform, "srv")
-            name = f"{prefix}-{index:04d}"
-            first_seen = now - timedelta(days=rng.randint(30, 900), seconds=rng.randint(0, 86_399))
-            last_seen = now - timedelta(minutes=rng.randint(0, 60 * 24 * 3))
-            ip = f"10.{rng.randint(0, 20)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-            group = None if index % 17 == 0 else rng.choice(group_ids if prefix == "srv" else group_ids[:1] + group_ids[2:])
-            tags = rng.sample(["VIP", "Finance", "Kiosk", "Lab", "Pilot", "Legacy"], rng.randint(0, 2))
-            fleet.append(
-                Machine(
-                    id=demo_machine_id(tenant_id, name),
-                    tenant_id=tenant_id,
-                    computer_dns_name=f"{name}.{DEMO_DOMAIN}",
-                    first_seen=first_seen,
-                    last_seen=last_seen,
-                    os_platform=platform,
-                    version=version,
-                    os_build=build,
-                    last_ip_address=ip,
-                    last_external_ip_address=f"203.0.113.{rng.randint(1, 254)}",
-                    agent_version=agent,
-                    health_status=rng.choices(["Active", "Inactive", "ImpairedCommunication", "NoSensorData"], [85, 9, 3, 3])[0],
-                    device_value=rng.choices(["Normal", "Low", "High"], [80, 10, 10])[0],
-                    rbac_group_id=group,
-                    risk_score=rng.choice(["None", "Informational", "Low", "Medium", "High"]),
-                    exposure_level=rng.choice(["None", "Low", "Medium", "High"]),
-                    is_aad_joined=platform.startswith("Windows1"),
-                    aad_device_id=None,
-                    machine_tags=tags,
-                    os_architecture="64-bit",
-                    ip_addresses=[
-                        {
-                            "ipAddress": ip,
-                            "macAddress": f"00155D{rng.randint(0, 0xFFFFFF):06X}",
-                            "type": "Ethernet",
-                            "operationalStatus": "Up",
-                        }
-                    ],
-                )
-            )
-        uow.machines.add_many(fleet)
+        fleet = add_demo_machines(uow, clock, tenant_id, count=count, seed=seed)
         uow.commit()
     first = fleet[0]
     return DemoFleet(tenant_id, len(fleet), first.id, first.computer_dns_name, True)
+
+
+def add_demo_machines(uow: UnitOfWork, clock: Clock, tenant_id: str, *, count: int = 300, seed: int = 7) -> list[Machine]:
+    """Insert the demo fleet into the caller's open unit of work (device groups made when missing).
+
+    The same ``count`` and ``seed`` give the same machines, so a reset brings back the fleet a
+    test started with.
+    """
+    rng = random.Random(seed)
+    now = clock.now()
+    known = {group["name"]: group["id"] for group in uow.device_groups.list(tenant_id)}
+    group_ids = [
+        known[name] if name in known else uow.device_groups.add(tenant_id, name, f"Demo device group {name}")
+        for name in DEMO_GROUPS
+    ]
+    weights = [p[4] for p in _PLATFORMS]
+    fleet: list[Machine] = []
+    for index in range(count):
+        platform, version, build, agent, _ = _PLATFORMS[0] if index == 0 else rng.choices(_PLATFORMS, weights)[0]
+        prefix = _PREFIXES.get(platform, "srv")
+        name = f"{prefix}-{index:04d}"
+        first_seen = now - timedelta(days=rng.randint(30, 900), seconds=rng.randint(0, 86_399))
+        last_seen = now - timedelta(minutes=rng.randint(0, 60 * 24 * 3))
+        ip = f"10.{rng.randint(0, 20)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        group = None if index % 17 == 0 else rng.choice(group_ids if prefix == "srv" else group_ids[:1] + group_ids[2:])
+        tags = rng.sample(["VIP", "Finance", "Kiosk", "Lab", "Pilot", "Legacy"], rng.randint(0, 2))
+        fleet.append(
+            Machine(
+                id=demo_machine_id(tenant_id, name),
+                tenant_id=tenant_id,
+                computer_dns_name=f"{name}.{DEMO_DOMAIN}",
+                first_seen=first_seen,
+                last_seen=last_seen,
+                os_platform=platform,
+                version=version,
+                os_build=build,
+                last_ip_address=ip,
+                last_external_ip_address=f"203.0.113.{rng.randint(1, 254)}",
+                agent_version=agent,
+                health_status=rng.choices(["Active", "Inactive", "ImpairedCommunication", "NoSensorData"], [85, 9, 3, 3])[0],
+                device_value=rng.choices(["Normal", "Low", "High"], [80, 10, 10])[0],
+                rbac_group_id=group,
+                risk_score=rng.choice(["None", "Informational", "Low", "Medium", "High"]),
+                exposure_level=rng.choice(["None", "Low", "Medium", "High"]),
+                is_aad_joined=platform.startswith("Windows1"),
+                aad_device_id=None,
+                machine_tags=tags,
+                os_architecture="64-bit",
+                ip_addresses=[
+                    {
+                        "ipAddress": ip,
+                        "macAddress": f"00155D{rng.randint(0, 0xFFFFFF):06X}",
+                        "type": "Ethernet",
+                        "operationalStatus": "Up",
+                    }
+                ],
+            )
+        )
+    uow.machines.add_many(fleet)
+    return fleet
 
 
 def demo_sensor_names(uow: UnitOfWork, tenant_id: str) -> list[str]:

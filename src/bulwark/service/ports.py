@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from bulwark.auth.keys import SigningKey
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, MachineAction
+from bulwark.domain.control import Behavior, ControlSnapshot, Fault
 from bulwark.domain.machines import Machine
 from bulwark.odata import ODataQuery, Page
 
@@ -24,6 +25,7 @@ __all__ = [
     "AuditLog",
     "AuthorizationCodeStore",
     "ConsoleSessionStore",
+    "ControlStore",
     "DeviceGroupRepository",
     "IdentityRepository",
     "ListQueries",
@@ -314,6 +316,38 @@ class IdentityRepository(Protocol):
     def count_users(self, tenant_id: str) -> int: ...
 
 
+class ControlStore(Protocol):
+    """The control plane of a test server: clock offset and reset epoch, behaviours, faults, request log."""
+
+    def state(self) -> tuple[float, int]: ...
+
+    def snapshot(self) -> ControlSnapshot: ...
+
+    def advance_clock(self, seconds: float) -> float: ...
+
+    def set_behavior(self, behavior: Behavior, now: datetime) -> None: ...
+
+    def get_behavior(self, machine_id: str) -> Behavior | None: ...
+
+    def delete_behavior(self, machine_id: str) -> bool: ...
+
+    def add_fault(self, fault: Fault) -> None: ...
+
+    def count_faults(self) -> int: ...
+
+    def list_faults(self) -> list[Fault]: ...
+
+    def delete_fault(self, fault_id: str) -> bool: ...
+
+    def take_fault(self, fault_id: str) -> bool: ...
+
+    def record_request(self, *, keep: int, **values: Any) -> None: ...
+
+    def list_requests(self, operation: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    def wipe_fleet(self) -> int: ...
+
+
 class UnitOfWork(Protocol):
     """Repositories sharing one transaction: entered with ``with``, left rolled back unless committed."""
 
@@ -355,6 +389,9 @@ class UnitOfWork(Protocol):
 
     @property
     def console_sessions(self) -> ConsoleSessionStore: ...
+
+    @property
+    def control(self) -> ControlStore: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

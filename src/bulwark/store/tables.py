@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -356,4 +357,56 @@ console_sessions = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Index("ix_console_sessions_expires_at", "expires_at"),
+)
+
+
+# --- The control plane of test servers (only used when the control API is on) ---
+
+# One row (id 1): the clock offset every process applies, and the epoch a reset advances.
+control_state = Table(
+    "control_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("clock_offset_seconds", Float, nullable=False, default=0.0),
+    Column("reset_epoch", Integer, nullable=False, default=0),
+)
+
+# What a machine's simulated sensor does with its next actions.
+control_behaviors = Table(
+    "control_behaviors",
+    metadata,
+    Column("machine_id", String(40), ForeignKey("machines.id", ondelete="CASCADE"), primary_key=True),
+    Column("outcome", String(16), nullable=False),
+    Column("delay_seconds", Float, nullable=False, default=0.0),
+    Column("error_h_result", Integer, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Faults injected into API calls.
+control_faults = Table(
+    "control_faults",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("operation", String(100), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("latency_ms", Integer, nullable=True),
+    Column("retry_after_seconds", Integer, nullable=True),
+    Column("remaining", Integer, nullable=True),
+    Column("probability", Float, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+# The most recent API calls (a bounded buffer), so that a test can assert what its playbook sent.
+control_requests = Table(
+    "control_requests",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("path", String(2048), nullable=False),
+    Column("operation", String(100), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("caller", JSON, nullable=True),
+    Column("body", JSON, nullable=True),
+    Index("ix_control_requests_operation", "operation", "id"),
 )

@@ -9,6 +9,7 @@ from types import TracebackType
 
 from sqlalchemy import Connection, Engine
 
+from bulwark.store.control import ControlRepository
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.queries import ListQueries
@@ -58,6 +59,7 @@ class SqlUnitOfWork:
         self.signing_keys = SigningKeyRepository(conn)
         self.authorization_codes = AuthorizationCodeRepository(conn)
         self.console_sessions = ConsoleSessionRepository(conn)
+        self.control = ControlRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

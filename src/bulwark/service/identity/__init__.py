@@ -12,6 +12,7 @@ The names are re-exported here for callers that use several concerns.
 from bulwark.service.identity.demo import DEMO_FULL_APP, DEMO_READER_APP, DemoUser, seed_demo_identities
 from bulwark.service.identity.directory import (
     APPLICATION_PERMISSIONS,
+    APPLICATION_ROLES,
     DELEGATED_PERMISSIONS,
     Capability,
     IdentityError,
@@ -35,6 +36,7 @@ from bulwark.service.identity.signing_keys import ensure_signing_key, load_signi
 
 __all__ = [
     "APPLICATION_PERMISSIONS",
+    "APPLICATION_ROLES",
     "DEFENDER_SCOPES",
     "DELEGATED_PERMISSIONS",
     "DEMO_FULL_APP",

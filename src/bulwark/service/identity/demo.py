@@ -9,14 +9,16 @@ from typing import Any
 from bulwark.auth.secrets import verify_password
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission
+from bulwark.domain.control import CONTROL_ROLE
 from bulwark.service.identity.directory import (
-    APPLICATION_PERMISSIONS,
+    APPLICATION_ROLES,
     DELEGATED_PERMISSIONS,
     Capability,
     create_application,
     create_role,
     create_user,
     create_user_group,
+    grant_application_permissions,
     new_password,
     reset_application_secret,
     reset_user_password,
@@ -45,6 +47,10 @@ def seed_demo_identities(
 ) -> dict[str, Any]:
     """Create (or refresh) the demo applications, users, roles and user groups; return their credentials.
 
+    Their secrets are written in clear to demo-credentials.json, so they are hashed with the fast
+    Argon2id profile: a slow hash of a secret kept beside the database protects nothing, and
+    would cost every demo start (and every test server) more than a second.
+
     Secrets are stored hashed, so ``known`` (the credentials written at an earlier start) is
     reused when it still matches; otherwise the demo secrets and passwords are reset.
     """
@@ -52,7 +58,11 @@ def seed_demo_identities(
     fresh_secrets: dict[str, str] = {}
     full_id, reader_id = _demo_id(tenant_id, DEMO_FULL_APP), _demo_id(tenant_id, DEMO_READER_APP)
     with uow_factory(write=False) as uow:
-        exists = uow.identity.get_application(full_id) is not None
+        existing = uow.identity.get_application(full_id)
+    exists = existing is not None
+    if existing is not None and CONTROL_ROLE not in existing["roles"]:
+        # Seeded before the control API existed: the demo automation application holds its role too.
+        grant_application_permissions(uow_factory(), tenant_id, full_id, roles=[CONTROL_ROLE])
     if not exists:
         for created in (
             create_application(
@@ -61,8 +71,9 @@ def seed_demo_identities(
                 tenant_id,
                 DEMO_FULL_APP,
                 client_id=full_id,
-                roles=sorted(APPLICATION_PERMISSIONS),
+                roles=sorted(APPLICATION_ROLES),
                 delegated_permissions=sorted(DELEGATED_PERMISSIONS),
+                fast_hash=True,
             ),
             create_application(
                 uow_factory(),
@@ -72,6 +83,7 @@ def seed_demo_identities(
                 client_id=reader_id,
                 roles=[Permission.MACHINE_READ_ALL.value],
                 delegated_permissions=[Permission.MACHINE_READ.value],
+                fast_hash=True,
             ),
         ):
             fresh_secrets[created.id] = created.secret
@@ -84,7 +96,14 @@ def seed_demo_identities(
         }
         for key, (upn, name) in users.items():
             fresh_secrets[upn] = create_user(
-                uow_factory(), clock, tenant_id, upn, name, user_id=_demo_id(tenant_id, key), password=new_password()
+                uow_factory(),
+                clock,
+                tenant_id,
+                upn,
+                name,
+                user_id=_demo_id(tenant_id, key),
+                password=new_password(),
+                fast_hash=True,
             ).secret
         create_user_group(
             uow_factory(), tenant_id, "SOC analysts", members=["analyst@contoso.com"], roles=["Security administrator"]

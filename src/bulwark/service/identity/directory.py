@@ -12,11 +12,14 @@ from typing import Any
 from bulwark.auth.secrets import hash_password, new_client_secret
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission
+from bulwark.domain.control import CONTROL_ROLE
 from bulwark.service.ports import UnitOfWork
 
 APPLICATION_PERMISSIONS = frozenset(
     p.value for p in Permission if p not in {Permission.MACHINE_READ, Permission.MACHINE_READWRITE}
 )
+# Application roles: the API permissions, plus Bulwark's own role for the control API of test servers.
+APPLICATION_ROLES = APPLICATION_PERMISSIONS | {CONTROL_ROLE}
 DELEGATED_PERMISSIONS = frozenset(
     p.value for p in Permission if p not in {Permission.MACHINE_READ_ALL, Permission.MACHINE_READWRITE_ALL}
 )
@@ -71,13 +74,17 @@ def create_application(
     delegated_permissions: Iterable[str] = (),
     client_id: str | None = None,
     secret: str | None = None,
+    fast_hash: bool = False,
 ) -> NewCredential:
-    """Register an application with a new client secret (returned once) and its permissions."""
-    role_names = _check_permissions(roles, APPLICATION_PERMISSIONS, "application")
+    """Register an application with a new client secret (returned once) and its permissions.
+
+    ``fast_hash`` only for a secret kept in clear anyway (the demo's): see ``hash_password``.
+    """
+    role_names = _check_permissions(roles, APPLICATION_ROLES, "application")
     scope_names = _check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated")
     client_id = client_id or str(uuid.uuid4())
     secret = secret or new_client_secret()
-    secret_hash = hash_password(secret)
+    secret_hash = hash_password(secret, fast=fast_hash)
     with uow:
         if not uow.tenants.exists(tenant_id):
             raise IdentityError(f"tenant {tenant_id} does not exist")
@@ -120,7 +127,7 @@ def grant_application_permissions(
     revoke: bool = False,
 ) -> dict[str, Any]:
     """Add (or with ``revoke`` remove) application roles and delegated permissions; return the application."""
-    role_names = set(_check_permissions(roles, APPLICATION_PERMISSIONS, "application"))
+    role_names = set(_check_permissions(roles, APPLICATION_ROLES, "application"))
     scope_names = set(_check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated"))
     with uow:
         app = _application(uow, tenant_id, client_id_or_name)
@@ -157,12 +164,13 @@ def create_user(
     *,
     password: str | None = None,
     user_id: str | None = None,
+    fast_hash: bool = False,
 ) -> NewCredential:
     """Create a user who signs in with ``upn`` and a password (generated when not given, returned once)."""
     if "@" not in upn or any(ch.isspace() for ch in upn):
         raise IdentityError(f"a user principal name looks like name@domain, got {upn!r}")
     password = password or new_password()
-    password_hash = hash_password(password)
+    password_hash = hash_password(password, fast=fast_hash)
     user_id = user_id or str(uuid.uuid4())
     with uow:
         if not uow.tenants.exists(tenant_id):
