@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bulwark.clock import Clock
-from bulwark.domain.access import ACTION_PERMISSIONS, Principal, require_any
+from bulwark.domain.access import CANCEL_RULE, Principal
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
 from bulwark.domain.errors import BadRequest, ResourceNotFound
 from bulwark.service.audit import RequestContext, audit_event
@@ -34,16 +34,19 @@ def cancel_action(
 ) -> MachineAction:
     """Cancel an action the caller may see, if no device has claimed it yet.
 
-    Any action permission allows it. The cancel is a guarded transition from Pending, so against a
-    sensor claiming the same action exactly one of them wins: a claimed action is carried out and
-    reported, a cancelled one is never handed to a device.
+    The same rule as every action-writing use case (``CANCEL_RULE``): any action permission, and
+    for users also a role that may manage devices and access to the action's machine. The cancel
+    is a guarded transition from Pending, so against a sensor claiming the same action exactly one
+    of them wins: a claimed action is carried out and reported, a cancelled one is never handed to
+    a device.
     """
-    require_any(principal, ACTION_PERMISSIONS)
+    CANCEL_RULE.check_caller(principal)
     action_id = normalize_action_id(command.action_id)
     with uow:
         action = uow.actions.get_visible(principal, action_id)
         if action is None:
             raise ResourceNotFound("MachineAction", command.action_id)
+        CANCEL_RULE.check_role(principal)
         now = clock.now()
         won = uow.actions.transition(
             action_id,

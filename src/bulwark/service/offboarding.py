@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass
 
 from bulwark.clock import Clock
-from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Permission, Principal, require_any
+from bulwark.domain.access import ACTION_PERMISSIONS, OFFBOARD_RULE, READ_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
-from bulwark.domain.errors import DisallowedOperation, ResourceNotFound
+from bulwark.domain.errors import ResourceNotFound
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
 from bulwark.service.audit import RequestContext, audit_event
 from bulwark.service.uow import UnitOfWork
@@ -38,14 +38,13 @@ def request_offboard(
     refuses a second active action, so concurrent requests create exactly one, with no read-then-
     write window. The action is inserted first and commits together with its audit event.
     """
-    require_any(principal, {Permission.MACHINE_OFFBOARD})
+    OFFBOARD_RULE.check_caller(principal)
     machine_id = normalize_machine_id(command.machine_id)
     with uow:
         machine = uow.machines.get(principal, machine_id, with_tags=False)
         if machine is None:
             raise ResourceNotFound("Machine", command.machine_id)
-        if not principal.can_manage:
-            raise DisallowedOperation("The user's role does not allow offboarding devices.")
+        OFFBOARD_RULE.check_role(principal)
         ensure_offboard_supported(machine)
         now = clock.now()
         action = MachineAction(

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from bulwark.clock import Clock
-from bulwark.domain.access import Permission, Principal, require_any
+from bulwark.domain.access import Permission, Principal, WriteRule
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, normalize_action_id
 from bulwark.domain.errors import DisallowedOperation, Forbidden, InvalidInput, ResourceNotFound, Unauthorized
 from bulwark.domain.machines import HealthStatus, Machine
@@ -32,16 +32,17 @@ from bulwark.service.uow import UnitOfWork
 # and for offboarding packages also the offboard permission.
 ONBOARDING_PACKAGE_PERMISSIONS = frozenset({Permission.MACHINE_READWRITE_ALL, Permission.MACHINE_READWRITE})
 OFFBOARDING_PACKAGE_PERMISSIONS = ONBOARDING_PACKAGE_PERMISSIONS | {Permission.MACHINE_OFFBOARD}
+ONBOARDING_PACKAGE_RULE = WriteRule(ONBOARDING_PACKAGE_PERMISSIONS, "onboarding or offboarding devices")
+OFFBOARDING_PACKAGE_RULE = WriteRule(OFFBOARDING_PACKAGE_PERMISSIONS, "onboarding or offboarding devices")
 _DEVICE_CONTEXT = RequestContext(request_id="")
 
 
-def _require_admin(principal: Principal | None, tenant_id: str, permissions: frozenset[Permission]) -> None:
+def _require_admin(principal: Principal | None, tenant_id: str, rule: WriteRule) -> None:
     """A caller over the API needs a management permission and role; the local CLI (None) is trusted."""
     if principal is None:
         return
-    require_any(principal, permissions)
-    if not principal.can_manage:
-        raise DisallowedOperation("The user's role does not allow onboarding or offboarding devices.")
+    rule.check_caller(principal)
+    rule.check_role(principal)
     if principal.tenant_id != tenant_id:
         raise Forbidden("Packages can only be issued for the caller's own tenant.")
 
@@ -60,7 +61,7 @@ def issue_onboarding_package(
     tenant_id: str, server_url: str, principal: Principal | None, uow: UnitOfWork, clock: Clock
 ) -> dict[str, Any]:
     """Mint an onboarding package for the tenant; its secret is returned once and stored hashed."""
-    _require_admin(principal, tenant_id, ONBOARDING_PACKAGE_PERMISSIONS)
+    _require_admin(principal, tenant_id, ONBOARDING_PACKAGE_RULE)
     key = new_secret("bwo_")
     with uow:
         if not uow.tenants.exists(tenant_id):
@@ -87,7 +88,7 @@ def issue_offboarding_package(
     tenant_id: str, valid_for: timedelta, principal: Principal | None, uow: UnitOfWork, clock: Clock
 ) -> dict[str, Any]:
     """Sign an offboarding package for the tenant's devices, valid for ``valid_for`` from now."""
-    _require_admin(principal, tenant_id, OFFBOARDING_PACKAGE_PERMISSIONS)
+    _require_admin(principal, tenant_id, OFFBOARDING_PACKAGE_RULE)
     with uow:
         if not uow.tenants.exists(tenant_id):
             raise ResourceNotFound("Tenant", tenant_id)
