@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     rate_limit_overrides: dict[str, str] = Field(
         default_factory=dict, description='Per operation id, e.g. {"offboardMachine": "10/minute"} or "off".'
     )
+    unauthenticated_rate_limit: str = Field(
+        default="60/minute;1000/hour",
+        description="Refused unauthenticated requests allowed per source address; beyond them 429, and nothing is audited.",
+    )
     rate_limit_fail_mode: Literal["open", "closed"] = Field(
         default="open", description="When Redis is unreachable: let calls through (open) or answer 503 (closed)."
     )

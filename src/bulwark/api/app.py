@@ -16,7 +16,7 @@ from bulwark.api.background import background
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.middleware import RequestIdMiddleware
-from bulwark.api.ratelimiting import enforce_rate_limit
+from bulwark.api.ratelimiting import UNAUTHENTICATED_OPERATION, enforce_rate_limit
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
 from bulwark.notifier import create_notifier
@@ -49,7 +49,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     engine = create_db_engine(settings.resolved_database_url())
     limiter = create_rate_limiter(
         settings.redis_url,
-        RateLimitPolicy.parse(settings.rate_limit, settings.rate_limit_overrides),
+        RateLimitPolicy.parse(
+            settings.rate_limit, {UNAUTHENTICATED_OPERATION: settings.unauthenticated_rate_limit, **settings.rate_limit_overrides}
+        ),
         fail_mode=settings.rate_limit_fail_mode,
         enabled=settings.rate_limit_enabled,
         key_prefix=settings.rate_limit_key_prefix,

@@ -4,23 +4,34 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from bulwark.domain.actions import normalize_action_id
 from bulwark.domain.errors import BulwarkError
+from bulwark.domain.machines import normalize_machine_id
 from bulwark.service.actions import CANCEL_AUDIT_ACTION
 from bulwark.service.audit import RequestContext, record_refusal
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
+from bulwark.service.sensors import OFFBOARDING_PACKAGE_AUDIT_ACTION, ONBOARDING_PACKAGE_AUDIT_ACTION
 
 log = logging.getLogger("bulwark.audit")
 
-# Operation id -> audit action name. Successful requests are audited by their use case, in the
-# same transaction as their effect; refusals are audited here, whichever layer refused them
-# (authentication, rate limit, validation, or the use case itself).
-AUDITED_OPERATIONS = {"offboardMachine": OFFBOARD_AUDIT_ACTION, "cancelMachineAction": CANCEL_AUDIT_ACTION}
+# Operation id -> (audit action name, what the path's {id} names). Successful requests are audited
+# by their use case, in the same transaction as their effect; refusals are audited here, whichever
+# layer refused them (authentication, rate limit, validation, or the use case itself).
+AUDITED_OPERATIONS: dict[str, tuple[str, str | None]] = {
+    "offboardMachine": (OFFBOARD_AUDIT_ACTION, "machine"),
+    "cancelMachineAction": (CANCEL_AUDIT_ACTION, "action"),
+    "getOnboardingPackage": (ONBOARDING_PACKAGE_AUDIT_ACTION, None),
+    "getOffboardingPackage": (OFFBOARDING_PACKAGE_AUDIT_ACTION, None),
+}
 PRINCIPAL_KEY = "principal"
 COMMENT_KEY = "audit_comment"
+# Set when a refusal must not be written (an unauthenticated source past its budget).
+UNAUDITED_KEY = "audit_skip"
 
 
 def remember_principal(request: Request, principal: object) -> None:
@@ -31,6 +42,11 @@ def remember_principal(request: Request, principal: object) -> None:
 def remember_comment(request: Request, comment: str | None) -> None:
     """Keep the request's comment for the audit of a later refusal."""
     request.scope.setdefault("state", {})[COMMENT_KEY] = comment
+
+
+def skip_audit(request: Request) -> None:
+    """Write no audit event for this request's refusal."""
+    request.scope.setdefault("state", {})[UNAUDITED_KEY] = True
 
 
 async def _unread_comment(request: Request, settings: object) -> str | None:
@@ -46,32 +62,58 @@ async def _unread_comment(request: Request, settings: object) -> str | None:
         comment = json.loads(b"".join(chunks) or b"null").get("Comment")
     except Exception:
         return None
-    return comment[: getattr(settings, "max_comment_length", 4000)] if isinstance(comment, str) else None
+    if not isinstance(comment, str):
+        return None
+    return comment[: getattr(settings, "max_comment_length", 4000)].replace("\x00", "")
+
+
+def _subject(kind: str | None, raw: str, error: BulwarkError) -> dict[str, Any]:
+    """The machine and action a refusal concerned: ids only when well formed, never the raw text."""
+    subject: dict[str, Any] = {"machine_id": error.machine_id, "machine_action_id": None}
+    if not raw or kind is None:
+        return subject
+    try:
+        if kind == "machine":
+            subject["machine_id"] = subject["machine_id"] or normalize_machine_id(raw)
+        else:
+            subject["machine_action_id"] = normalize_action_id(raw)
+    except BulwarkError:
+        pass
+    return subject
 
 
 async def audit_refusal(request: Request, error: BulwarkError) -> None:
-    """Record ``error`` if it refused an audited operation; never let auditing mask the answer."""
+    """Record ``error`` if it refused an audited operation; never let auditing mask the answer.
+
+    A refusal of an unauthenticated caller keeps no text the caller chose: no comment, and ids
+    only when they are well-formed ids. Past the source's budget for unauthenticated requests
+    (see ``deps.refuse_unauthenticated``) nothing is written at all.
+    """
     route = request.scope.get("route")
-    action = AUDITED_OPERATIONS.get(getattr(route, "operation_id", None) or "")
-    if action is None:
-        return
-    runtime = request.app.state.runtime
+    audited = AUDITED_OPERATIONS.get(getattr(route, "operation_id", None) or "")
     state = request.scope.get("state", {})
+    if audited is None or state.get(UNAUDITED_KEY):
+        return
+    action, subject_kind = audited
+    runtime = request.app.state.runtime
     context = RequestContext(request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None)
-    machine_id = str(request.path_params.get("id", ""))[:64] or None
-    comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
+    principal = state.get(PRINCIPAL_KEY)
+    comment = None
+    if principal is not None:
+        comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
+    subject = _subject(subject_kind, str(request.path_params.get("id", "")), error)
     try:
         await run_in_threadpool(
             record_refusal,
             runtime.uow(),
             runtime.clock,
             action=action,
-            principal=state.get(PRINCIPAL_KEY),
+            principal=principal,
             context=context,
             outcome_status=error.status,
             outcome_code=error.code,
-            machine_id=machine_id,
             comment=comment,
+            **subject,
         )
     except Exception:
         log.exception("could not record a refused request", extra={"request_id": context.request_id})

@@ -12,8 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from bulwark.api.audit import remember_principal
 from bulwark.api.authn import Authenticator
+from bulwark.api.unauthenticated import refuse_unauthenticated
 from bulwark.clock import Clock
 from bulwark.domain.access import Principal
+from bulwark.domain.errors import Unauthorized
 from bulwark.notifier import InProcessNotifier
 from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit import RequestContext
@@ -54,7 +56,10 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     authorization = request.headers.get("authorization")
     principal = runtime.auth.authenticate_cached(authorization)
     if principal is None:
-        principal = await run_in_threadpool(runtime.auth.authenticate, authorization)
+        try:
+            principal = await run_in_threadpool(runtime.auth.authenticate, authorization)
+        except Unauthorized as refused:
+            raise await refuse_unauthenticated(request, runtime, refused) from None
     remember_principal(request, principal)
     return principal
 

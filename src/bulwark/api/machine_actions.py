@@ -12,7 +12,7 @@ from bulwark.api.listing import list_response
 from bulwark.api.odata import MACHINE_ACTION_SPEC
 from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.wire import action_to_wire, entity_response
-from bulwark.domain.errors import InvalidRequestBody
+from bulwark.domain.errors import InvalidRequestBody, UnsupportedMediaType
 from bulwark.service.actions import CancelAction, cancel_action
 from bulwark.service.inventory import list_actions
 from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
@@ -39,6 +39,24 @@ _COMMENT_BODY_SCHEMA = {
         },
     }
 }
+
+
+def require_json(request: Request) -> None:
+    """Accept a JSON body, or one sent with no Content-Type; refuse any other type with 415.
+
+    curl without ``-H`` sends ``application/x-www-form-urlencoded``, so the message says what to send.
+    """
+    declared = request.headers.get("content-type")
+    if declared is None or not declared.strip():
+        return
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+        return
+    shown = "".join(ch if ch.isprintable() else "?" for ch in media_type)[:100]
+    raise UnsupportedMediaType(
+        f"Unsupported Content-Type '{shown}': send the body as JSON with the header 'Content-Type: application/json' "
+        """(with curl: -H 'Content-Type: application/json' -d '{"Comment": "..."}')."""
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -70,6 +88,7 @@ async def offboard_machine(
 ) -> Response:
     """Create a Pending Offboard action; the device's sensor carries it out."""
     settings = runtime.settings
+    require_json(request)
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
     remember_comment(request, body.Comment)
@@ -112,6 +131,7 @@ async def cancel_machine_action(
 ) -> Response:
     """Move a Pending action to Cancelled, with the caller and comment in its cancellation fields."""
     settings = runtime.settings
+    require_json(request)
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
     remember_comment(request, body.Comment)

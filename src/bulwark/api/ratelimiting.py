@@ -6,16 +6,12 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from bulwark.api.deps import CurrentPrincipal, RuntimeDep
+from bulwark.api.unauthenticated import UNAUTHENTICATED_OPERATION, add_response_headers
 from bulwark.domain.access import PrincipalKind
 from bulwark.domain.errors import ServiceUnavailable, TooManyRequests
 from bulwark.ratelimit import caller_key_for
 
-RESPONSE_HEADERS_KEY = "response_headers"
-
-
-def add_response_headers(request: Request, headers: dict[str, str]) -> None:
-    """Headers the response will carry, whatever route or error handler writes it."""
-    request.scope.setdefault("state", {}).setdefault(RESPONSE_HEADERS_KEY, {}).update(headers)
+__all__ = ["UNAUTHENTICATED_OPERATION", "add_response_headers", "enforce_rate_limit"]
 
 
 async def enforce_rate_limit(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> None:

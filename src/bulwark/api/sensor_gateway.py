@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import RuntimeDep
+from bulwark.api.unauthenticated import refuse_unauthenticated
 from bulwark.api.wire import action_to_wire, json_response
 from bulwark.domain.actions import ActionStatus
 from bulwark.domain.errors import Unauthorized
@@ -71,13 +72,19 @@ class OutcomeIn(BaseModel):
     errorHResult: int = 0
 
 
-def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
-    """The sensor presenting its own credential as a bearer token (user tokens are not accepted here)."""
+async def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
+    """The sensor presenting its own credential as a bearer token (user tokens are not accepted here).
+
+    Refusals count against the source address's budget of unauthenticated requests.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential:
-        raise Unauthorized()
-    return authenticate_sensor(credential.strip(), runtime.uow(write=False))
+    try:
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthorized()
+        return await run_in_threadpool(authenticate_sensor, credential.strip(), runtime.uow(write=False))
+    except Unauthorized as refused:
+        raise await refuse_unauthenticated(request, runtime, refused) from None
 
 
 CurrentSensor = Annotated[SensorIdentity, Depends(current_sensor)]
@@ -88,10 +95,13 @@ def _client_ip(request: Request) -> str | None:
 
 
 @router.post("/enrol", summary="Enrol a device with an onboarding package")
-def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Response:
+async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Response:
     """Create (or find) the device's machine and issue the sensor its own credential."""
     command = EnrolSensor(body.tenantId, body.onboardingKey, body.deviceIdentity, body.properties.to_domain())
-    enrolment = enrol_sensor(command, runtime.uow(), runtime.clock, client_ip=_client_ip(request))
+    try:
+        enrolment = await run_in_threadpool(enrol_sensor, command, runtime.uow(), runtime.clock, client_ip=_client_ip(request))
+    except Unauthorized as refused:
+        raise await refuse_unauthenticated(request, runtime, refused) from None
     sensor = enrolment.sensor
     return json_response(
         {

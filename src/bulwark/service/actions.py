@@ -8,7 +8,7 @@ from datetime import timedelta
 from bulwark.clock import Clock
 from bulwark.domain.access import CANCEL_RULE, Principal
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
-from bulwark.domain.errors import BadRequest, ResourceNotFound
+from bulwark.domain.errors import BadRequest, BulwarkError, ResourceNotFound
 from bulwark.service.audit import RequestContext, audit_event
 from bulwark.service.uow import UnitOfWork
 
@@ -46,7 +46,10 @@ def cancel_action(
         action = uow.actions.get_visible(principal, action_id)
         if action is None:
             raise ResourceNotFound("MachineAction", command.action_id)
-        CANCEL_RULE.check_role(principal)
+        try:
+            CANCEL_RULE.check_role(principal)
+        except BulwarkError as refused:
+            raise refused.about(action.machine_id) from None
         now = clock.now()
         won = uow.actions.transition(
             action_id,
@@ -61,8 +64,10 @@ def cancel_action(
             current = uow.actions.get(principal.tenant_id, action_id)
             status = current.status if current else action.status
             if status.is_final:
-                raise ActionCannotBeCancelled(f"Action {action_id} is already in final state {status.value}.")
-            raise ActionCannotBeCancelled(f"Action {action_id} is {status.value}: its device is already carrying it out.")
+                message = f"Action {action_id} is already in final state {status.value}."
+            else:
+                message = f"Action {action_id} is {status.value}: its device is already carrying it out."
+            raise ActionCannotBeCancelled(message).about(action.machine_id)
         audit_event(
             uow,
             clock,

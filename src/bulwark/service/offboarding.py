@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, OFFBOARD_RULE, READ_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
-from bulwark.domain.errors import ResourceNotFound
+from bulwark.domain.errors import BulwarkError, ResourceNotFound
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
 from bulwark.service.audit import RequestContext, audit_event
 from bulwark.service.uow import UnitOfWork
@@ -44,8 +44,11 @@ def request_offboard(
         machine = uow.machines.get(principal, machine_id, with_tags=False)
         if machine is None:
             raise ResourceNotFound("Machine", command.machine_id)
-        OFFBOARD_RULE.check_role(principal)
-        ensure_offboard_supported(machine)
+        try:
+            OFFBOARD_RULE.check_role(principal)
+            ensure_offboard_supported(machine)
+        except BulwarkError as refused:
+            raise refused.about(machine.id) from None
         now = clock.now()
         action = MachineAction(
             id=str(uuid.uuid4()),

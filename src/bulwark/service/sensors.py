@@ -35,6 +35,8 @@ OFFBOARDING_PACKAGE_PERMISSIONS = ONBOARDING_PACKAGE_PERMISSIONS | {Permission.M
 ONBOARDING_PACKAGE_RULE = WriteRule(ONBOARDING_PACKAGE_PERMISSIONS, "onboarding or offboarding devices")
 OFFBOARDING_PACKAGE_RULE = WriteRule(OFFBOARDING_PACKAGE_PERMISSIONS, "onboarding or offboarding devices")
 _DEVICE_CONTEXT = RequestContext(request_id="")
+ONBOARDING_PACKAGE_AUDIT_ACTION = "sensor.onboarding_package.issued"
+OFFBOARDING_PACKAGE_AUDIT_ACTION = "sensor.offboarding_package.issued"
 
 
 def _require_admin(principal: Principal | None, tenant_id: str, rule: WriteRule) -> None:
@@ -58,7 +60,12 @@ def _signing_key(uow: UnitOfWork, clock: Clock, tenant_id: str) -> tuple[str, st
 
 
 def issue_onboarding_package(
-    tenant_id: str, server_url: str, principal: Principal | None, uow: UnitOfWork, clock: Clock
+    tenant_id: str,
+    server_url: str,
+    principal: Principal | None,
+    uow: UnitOfWork,
+    clock: Clock,
+    context: RequestContext = _DEVICE_CONTEXT,
 ) -> dict[str, Any]:
     """Mint an onboarding package for the tenant; its secret is returned once and stored hashed."""
     _require_admin(principal, tenant_id, ONBOARDING_PACKAGE_RULE)
@@ -72,10 +79,10 @@ def issue_onboarding_package(
         audit_event(
             uow,
             clock,
-            action="sensor.onboarding_package.issued",
+            action=ONBOARDING_PACKAGE_AUDIT_ACTION,
             principal=principal,
             tenant_id=tenant_id,
-            context=_DEVICE_CONTEXT,
+            context=context,
             outcome_status=200,
         )
         uow.commit()
@@ -85,7 +92,12 @@ def issue_onboarding_package(
 
 
 def issue_offboarding_package(
-    tenant_id: str, valid_for: timedelta, principal: Principal | None, uow: UnitOfWork, clock: Clock
+    tenant_id: str,
+    valid_for: timedelta,
+    principal: Principal | None,
+    uow: UnitOfWork,
+    clock: Clock,
+    context: RequestContext = _DEVICE_CONTEXT,
 ) -> dict[str, Any]:
     """Sign an offboarding package for the tenant's devices, valid for ``valid_for`` from now."""
     _require_admin(principal, tenant_id, OFFBOARDING_PACKAGE_RULE)
@@ -100,10 +112,10 @@ def issue_offboarding_package(
         audit_event(
             uow,
             clock,
-            action="sensor.offboarding_package.issued",
+            action=OFFBOARDING_PACKAGE_AUDIT_ACTION,
             principal=principal,
             tenant_id=tenant_id,
-            context=_DEVICE_CONTEXT,
+            context=context,
             outcome_status=200,
             details={"packageId": package["packageId"]},
         )
