@@ -99,7 +99,7 @@ async def audit_refusal(request: Request, error: BulwarkError) -> None:
     context = RequestContext(request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None)
     principal = state.get(PRINCIPAL_KEY)
     comment = None
-    if principal is not None:
+    if principal is not None and not state.get("body_refused"):
         comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
     subject = _subject(subject_kind, str(request.path_params.get("id", "")), error)
     try:

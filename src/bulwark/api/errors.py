@@ -17,6 +17,7 @@ from bulwark.domain.errors import (
     InvalidInput,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
 )
 
 log = logging.getLogger("bulwark.api")
@@ -49,6 +50,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error: BulwarkError = NotFound()
     elif exc.status_code == 405:
         error = MethodNotAllowed()
+    elif exc.status_code == 413:
+        # Counted by the body-size middleware; refused offboards and cancels are audited as ever.
+        error = PayloadTooLarge(str(exc.detail))
+        await audit_refusal(request, error)
     else:
         error = BulwarkError(str(exc.detail))
         error.status = exc.status_code

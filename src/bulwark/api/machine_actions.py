@@ -12,7 +12,7 @@ from bulwark.api.listing import list_response
 from bulwark.api.odata import MACHINE_ACTION_SPEC
 from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
 from bulwark.api.wire import action_to_wire, entity_response
-from bulwark.domain.errors import InvalidRequestBody, UnsupportedMediaType
+from bulwark.domain.errors import PayloadTooLarge, UnsupportedMediaType
 from bulwark.service.actions import CancelAction, cancel_action
 from bulwark.service.inventory import list_actions
 from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
@@ -63,13 +63,13 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it grows past ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidRequestBody(f"Invalid request body: larger than {limit} bytes.")
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise InvalidRequestBody(f"Invalid request body: larger than {limit} bytes.")
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.api.errors import REQUEST_ID_HEADER
@@ -39,3 +41,76 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+BODY_REFUSED_KEY = "body_refused"
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when a body grows past the limit; the error handlers answer 413.
+
+    An HTTPException because FastAPI turns any other exception raised while it parses a body
+    into a 400; this one it lets through to the envelope.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body is larger than {limit} bytes.")
+
+
+class BodySizeLimitMiddleware:
+    """One request-size limit for every route, enforced before anything parses the body.
+
+    A declared ``Content-Length`` above the limit (or one that is not a number) is answered 413
+    at once, without calling the app, reading the body or authenticating the caller. A body sent
+    without a length (chunked) is counted as it arrives; the chunk that crosses the limit raises
+    ``BodyTooLarge`` inside the app, which answers 413 in the error envelope. Either way at most
+    ``limit`` bytes are ever held in memory.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = [value for name, value in scope.get("headers", []) if name == b"content-length"]
+        if declared:
+            text = declared[0].decode("latin-1").strip()
+            if len(declared) > 1 or not text.isdigit():
+                await self._refuse(scope, send, 400, "InvalidRequest", "The Content-Length header is not a single number.")
+                return
+            if int(text) > self.limit:
+                await self._refuse(scope, send, 413, "PayloadTooLarge", f"The request body is larger than {self.limit} bytes.")
+                return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    # Nothing may read this body again (the audit of the refusal included).
+                    scope.setdefault("state", {})[BODY_REFUSED_KEY] = True
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+        request_id = scope.get("state", {}).get("request_id", "")
+        body = orjson.dumps({"error": {"code": code, "message": message, "target": request_id}})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -30,18 +30,38 @@ from bulwark.service.sensors import (
 router = APIRouter(prefix="/sensor/v1", tags=["Sensor gateway"])
 
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _printable(value: str) -> str:
+    # NUL and other control characters have no place in device properties (and PostgreSQL
+    # refuses NUL in text): 400 here rather than 500 from the database.
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+_Printable = AfterValidator(_printable)
+# Strings of at most so many printable characters.
+Text32 = Annotated[str, StringConstraints(max_length=32), _Printable]
+Text36 = Annotated[str, StringConstraints(max_length=36), _Printable]
+Text64 = Annotated[str, StringConstraints(max_length=64), _Printable]
+Text200 = Annotated[str, StringConstraints(max_length=200), _Printable]
+Text255 = Annotated[str, StringConstraints(max_length=255), _Printable]
+
+
 class PropertiesIn(BaseModel):
-    """What a sensor reports about its device."""
+    """What a sensor reports about its device: every string and list is capped, integers range-checked."""
 
     model_config = ConfigDict(extra="ignore")
 
-    computerDnsName: str | None = Field(default=None, max_length=255)
-    osPlatform: str | None = Field(default=None, max_length=64)
-    version: str | None = Field(default=None, max_length=32)
-    osBuild: int | None = None
-    agentVersion: str | None = Field(default=None, max_length=64)
-    ipAddresses: list[str] | None = Field(default=None, max_length=64)
-    osProcessor: str | None = Field(default=None, max_length=32)
+    computerDnsName: Text255 | None = None
+    osPlatform: Text64 | None = None
+    version: Text32 | None = None
+    osBuild: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    agentVersion: Text64 | None = None
+    ipAddresses: list[Text64] | None = Field(default=None, max_length=64)
+    osProcessor: Text32 | None = None
 
     def to_domain(self) -> DeviceProperties:
         """The domain value."""
@@ -59,17 +79,18 @@ class PropertiesIn(BaseModel):
 class EnrolIn(BaseModel):
     """An enrolment: the onboarding package's tenant and secret, the device identity, its properties."""
 
-    tenantId: str = Field(max_length=36)
-    onboardingKey: str = Field(max_length=200)
-    deviceIdentity: str = Field(max_length=200)
+    tenantId: Text36
+    onboardingKey: Text200
+    deviceIdentity: Text200
     properties: PropertiesIn = PropertiesIn()
+    reonboardingProof: Text200 | None = None
 
 
 class OutcomeIn(BaseModel):
     """A sensor's report on an action it claimed."""
 
     status: Literal["Succeeded", "Failed"]
-    errorHResult: int = 0
+    errorHResult: int = Field(default=0, ge=INT32_MIN, le=INT32_MAX)
 
 
 async def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
@@ -123,7 +144,9 @@ def checkin(body: PropertiesIn, request: Request, runtime: RuntimeDep, sensor: C
 
 
 @router.get("/actions/next", summary="Claim the next action, waiting for one up to `wait` seconds")
-async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0)] = 0) -> Response:
+async def next_action(
+    runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False)] = 0
+) -> Response:
     """Long poll: answer 200 with a claimed (InProgress) action as soon as there is one, else 204.
 
     The waiter subscribes before it looks for work, so an action created in between still wakes it.
