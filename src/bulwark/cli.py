@@ -11,6 +11,7 @@ from rich.console import Console
 
 from bulwark import identity_cli
 from bulwark.client.cli import register_commands as register_client_commands
+from bulwark.datadir import PROCESS_UMASK, secure_data_dir
 from bulwark.sensor.cli import sensor_app, sweep_command
 from bulwark.settings import Settings
 
@@ -67,7 +68,9 @@ def serve(
     if problem:
         console.print(f"[bold red]Refusing to start:[/] {problem}", soft_wrap=True)
         raise typer.Exit(code=2)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Files this process creates are private; the data directory and what it holds are tightened.
+    os.umask(PROCESS_UMASK)
+    secure_data_dir(settings.data_dir)
     url = settings.resolved_database_url()
     upgrade_database(url)
     base = settings.issuer_base_url()
@@ -205,7 +208,8 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
     from bulwark.store.db import upgrade_database
 
     settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(PROCESS_UMASK)
+    secure_data_dir(settings.data_dir)
     upgrade_database(settings.resolved_database_url(), revision)
     console.print(f"Database at revision {revision}.")
 

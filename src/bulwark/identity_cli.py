@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bulwark.clock import SystemClock
+from bulwark.datadir import PROCESS_UMASK, secure_data_dir
 from bulwark.service import identity
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
@@ -48,7 +50,8 @@ def _session() -> Iterator[tuple[Settings, UnitOfWorkFactory]]:
     from bulwark.store.db import create_db_engine, upgrade_database
 
     settings = Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.umask(PROCESS_UMASK)
+    secure_data_dir(settings.data_dir)
     url = settings.resolved_database_url()
     upgrade_database(url)
     engine = create_db_engine(url, pool_size=1)
@@ -316,8 +319,7 @@ def token(
     with _session() as (settings, uow):
         tenant_id = tenant or settings.default_tenant_id
         clock = SystemClock()
-        identity.ensure_signing_key(uow(), clock)
-        issuer = TokenIssuer(KeyRing(identity.load_signing_keys(uow(write=False))), settings.issuer_base_url(), clock)
+        issuer = TokenIssuer(KeyRing(identity.signing_keys_loader(settings, uow, clock)()), settings.issuer_base_url(), clock)
         with uow(write=False) as u:
             row = u.identity.find_application(tenant_id, app)
             person = u.identity.find_user(tenant_id, user) if user else None

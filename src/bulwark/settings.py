@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description='Trusted OpenID Connect providers, e.g. [{"issuer_url": "...", "audience": "...", "tenant_id": "..."}].',
     )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="A PEM file with the RSA key that signs tokens, kept outside the database; unset: keys in the database.",
+    )
     tls: bool = Field(default=False, description="Serve HTTPS with a certificate from a local CA in data_dir/tls.")
     token_leeway_seconds: int = Field(default=60, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     auth_cache_seconds: float = Field(

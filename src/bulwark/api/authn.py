@@ -13,7 +13,7 @@ from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, Token
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.errors import Unauthorized
-from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, ensure_signing_key, load_signing_keys
+from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, signing_keys_loader
 from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 
@@ -43,9 +43,7 @@ class Authenticator:
     def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self.settings = settings
         self.base_url = settings.issuer_base_url()
-        # The first start generates the signing key; later starts (and other hosts) reuse it.
-        ensure_signing_key(uow_factory(), clock)
-        self.keyring = KeyRingCache(lambda: load_signing_keys(uow_factory(write=False)), clock)
+        self.keyring = KeyRingCache(signing_keys_loader(settings, uow_factory, clock), clock)
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"
         self.resolver = PrincipalResolver(

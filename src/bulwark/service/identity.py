@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from bulwark.auth.keys import SigningKey, generate_signing_key
+from bulwark.auth.keys import SigningKey, generate_signing_key, load_signing_key_file
 from bulwark.auth.secrets import hash_secret, new_client_secret, verify_secret
 from bulwark.auth.tokens import DEFENDER_APP_ID, DEFENDER_AUDIENCE, InvalidToken, IssuedToken, TokenIssuer, VerifiedClaims
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.service.uow import UnitOfWork, UnitOfWorkFactory
+from bulwark.settings import Settings
 
 DEFENDER_SCOPES = frozenset({f"{DEFENDER_AUDIENCE}/.default", f"{DEFENDER_APP_ID}/.default"})
 # MSAL adds these to user sign-ins; they ask for an id token and a refresh token, which Bulwark
@@ -67,6 +68,21 @@ def load_signing_keys(uow: UnitOfWork) -> list[SigningKey]:
     """Every stored signing key."""
     with uow:
         return uow.signing_keys.list()
+
+
+def signing_keys_loader(settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> Callable[[], list[SigningKey]]:
+    """Where token-signing keys come from: the key file when one is configured, else the database.
+
+    With the database, the first start generates the key and later starts (and other hosts) reuse
+    it. A key file is read again whenever the key ring reloads (each minute), so replacing the
+    file rotates the key; tokens signed by the previous key stop verifying then.
+    """
+    if settings.signing_key_file is not None:
+        path = settings.signing_key_file
+        load_signing_key_file(path)  # fail at start, not at the first token
+        return lambda: [load_signing_key_file(path)]
+    ensure_signing_key(uow_factory(), clock)
+    return lambda: load_signing_keys(uow_factory(write=False))
 
 
 def rotate_signing_key(uow: UnitOfWork, clock: Clock) -> SigningKey:

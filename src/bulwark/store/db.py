@@ -12,6 +12,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from bulwark.datadir import create_private_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITE_OPTION = "bulwark_write"
 
@@ -27,6 +29,17 @@ def write_lock(engine: Engine) -> AbstractContextManager[object]:
     return _WRITE_LOCKS.get(engine) or nullcontext()
 
 
+def _prepare_sqlite_file(url: str) -> None:
+    """Create a SQLite database file 0600 in a 0700 directory before SQLite creates it 0644.
+
+    SQLite gives the WAL and SHM files the database file's mode, so they are private too.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_private_file(Path(parsed.database))
+
+
 def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
     """Create the engine for ``url``, tuned for concurrent use by the server's threads.
 
@@ -36,8 +49,7 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _prepare_sqlite_file(url)
         engine = create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
@@ -78,6 +90,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_database(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (safe to run on every start)."""
+    _prepare_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)
 
 
