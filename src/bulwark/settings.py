@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,6 +35,13 @@ class Settings(BaseSettings):
     )
     public_base_url: str | None = Field(
         default=None, description="Base URL clients use (for @odata.context and the token issuer)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names clients may address (the Host header); others are refused. Unset: the listening "
+            'address, the public base URL\'s host and the loopback names. ["*"] allows any.'
+        ),
     )
 
     offboard_status_code: Literal[200, 201] = Field(
@@ -115,6 +123,19 @@ class Settings(BaseSettings):
         scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    def effective_allowed_hosts(self) -> frozenset[str]:
+        """The host names (lowercase, no port, IPv6 without brackets) a request's Host may name."""
+        if self.allowed_hosts:
+            return frozenset(h.strip().lower().strip("[]") for h in self.allowed_hosts if h.strip())
+        hosts = {"localhost", "127.0.0.1", "::1"}
+        if self.host not in ("0.0.0.0", "::", ""):
+            hosts.add(self.host.lower().strip("[]"))
+        if self.public_base_url:
+            public = urlsplit(self.public_base_url).hostname
+            if public:
+                hosts.add(public.lower())
+        return frozenset(hosts)
 
     def multi_process_problem(self) -> str | None:
         """Why this configuration cannot run several workers correctly, or None if it can."""

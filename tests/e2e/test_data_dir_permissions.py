@@ -101,7 +101,11 @@ def test_tokens_are_signed_with_a_key_file_kept_outside_the_database(
     )
     key_file.chmod(0o600)
     settings = Settings(
-        data_dir=tmp_path / "data", database_url=database_url, default_tenant_id=TENANT, signing_key_file=key_file
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        default_tenant_id=TENANT,
+        signing_key_file=key_file,
+        allowed_hosts=["testserver"],
     )
     with TestClient(create_app(settings, clock=clock)) as client:
         headers = bearer(app_token(client, register_app(uow_factory, ALL_APP_ROLES)))

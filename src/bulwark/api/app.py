@@ -15,7 +15,7 @@ from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
 from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
-from bulwark.api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from bulwark.api.middleware import AllowedHostsMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from bulwark.api.ratelimiting import UNAUTHENTICATED_OPERATION, enforce_rate_limit
 from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
@@ -83,8 +83,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.runtime = runtime
     install_error_handlers(app)
-    # Starlette runs the last added middleware first: the request id, then the body-size limit.
+    # Starlette runs the last added middleware first: the request id, the Host check, the body-size limit.
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(AllowedHostsMiddleware, allowed=settings.effective_allowed_hosts())
     app.add_middleware(RequestIdMiddleware)
     if not settings.auth_enabled:
         logging.getLogger("bulwark.auth").warning(

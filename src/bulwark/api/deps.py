@@ -78,7 +78,14 @@ async def get_request_context(request: Request) -> RequestContext:
 RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
 
 
+def public_base(request: Request, runtime: Runtime) -> str:
+    """The base of every link Bulwark writes: the public base URL, or the one the request came in on.
+
+    The request's base is safe to use: ``AllowedHostsMiddleware`` refused any Host not allowed.
+    """
+    return runtime.settings.public_base_url or str(request.base_url).rstrip("/")
+
+
 def odata_base(request: Request, runtime: Runtime) -> str:
-    """The base of ``@odata.context`` URLs: the public base URL, or the one the request came in on."""
-    base = runtime.settings.public_base_url or str(request.base_url).rstrip("/")
-    return f"{base}/api/$metadata"
+    """The base of ``@odata.context`` URLs."""
+    return f"{public_base(request, runtime)}/api/$metadata"

@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep
+from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, public_base
 from bulwark.api.schemas import ERROR_RESPONSES
 from bulwark.api.wire import json_response
 from bulwark.service.sensors import issue_offboarding_package, issue_onboarding_package
@@ -29,7 +29,7 @@ def onboarding_package(
     request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, context: RequestContextDep
 ) -> Response:
     """A new onboarding package: devices use it once to enrol (``bulwark sensor run --onboarding-package``)."""
-    server_url = runtime.settings.public_base_url or str(request.base_url).rstrip("/")
+    server_url = public_base(request, runtime)
     package = issue_onboarding_package(principal.tenant_id, server_url, principal, runtime.uow(), runtime.clock, context)
     return _download(package, "BulwarkOnboardingPackage.json")
 

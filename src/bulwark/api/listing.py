@@ -10,7 +10,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from bulwark.api import odata
-from bulwark.api.deps import Runtime, odata_base
+from bulwark.api.deps import Runtime, public_base
 from bulwark.api.wire import json_response
 from bulwark.domain.errors import ODataError
 from bulwark.store.queries import Page
@@ -27,12 +27,11 @@ def parse_odata(request: Request, spec: odata.EntitySpec) -> odata.ODataQuery:
         raise ODataError(f"Invalid OData URI query: {exc.message}") from None
 
 
-def next_link(request: Request, query: odata.ODataQuery) -> str:
+def next_link(request: Request, base: str, query: odata.ODataQuery) -> str:
     """The URL of the page after this one: the same query with $skip moved past this page."""
     params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() != "$skip"]
     params.append(("$skip", str(query.skip + query.page_size)))
-    path = str(request.url).split("?", 1)[0]
-    return f"{path}?{urlencode(params, safe=_LINK_SAFE)}"
+    return f"{base}{request.url.path}?{urlencode(params, safe=_LINK_SAFE)}"
 
 
 def list_response(
@@ -41,11 +40,14 @@ def list_response(
     """One page of an OData list: parse the options, ``fetch(query)`` the page, render the envelope."""
     query = parse_odata(request, spec)
     page = fetch(query)
-    context = f"{odata_base(request, runtime)}#{entity_set}"
-    return json_response(collection_body(request, context, page, query, render))
+    base = public_base(request, runtime)
+    context = f"{base}/api/$metadata#{entity_set}"
+    return json_response(collection_body(request, base, context, page, query, render))
 
 
-def collection_body(request: Request, context: str, page: Page[Any], query: odata.ODataQuery, render) -> dict[str, Any]:
+def collection_body(
+    request: Request, base: str, context: str, page: Page[Any], query: odata.ODataQuery, render
+) -> dict[str, Any]:
     """``{"@odata.context", ["@odata.count"], "value", ["@odata.nextLink"]}`` for one page."""
     items = [render(item) for item in page.items]
     if query.select is not None:
@@ -56,5 +58,5 @@ def collection_body(request: Request, context: str, page: Page[Any], query: odat
         body["@odata.count"] = page.total
     body["value"] = items
     if page.has_more:
-        body["@odata.nextLink"] = next_link(request, query)
+        body["@odata.nextLink"] = next_link(request, base, query)
     return body

@@ -79,10 +79,10 @@ class BodySizeLimitMiddleware:
         if declared:
             text = declared[0].decode("latin-1").strip()
             if len(declared) > 1 or not text.isdigit():
-                await self._refuse(scope, send, 400, "InvalidRequest", "The Content-Length header is not a single number.")
+                await refuse(scope, send, 400, "InvalidRequest", "The Content-Length header is not a single number.")
                 return
             if int(text) > self.limit:
-                await self._refuse(scope, send, 413, "PayloadTooLarge", f"The request body is larger than {self.limit} bytes.")
+                await refuse(scope, send, 413, "PayloadTooLarge", f"The request body is larger than {self.limit} bytes.")
                 return
         received = 0
 
@@ -99,18 +99,63 @@ class BodySizeLimitMiddleware:
 
         await self.app(scope, counting_receive, send)
 
-    async def _refuse(self, scope: Scope, send: Send, status: int, code: str, message: str) -> None:
-        request_id = scope.get("state", {}).get("request_id", "")
-        body = orjson.dumps({"error": {"code": code, "message": message, "target": request_id}})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json; charset=utf-8"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+
+def host_name(header: str) -> str | None:
+    """The host name of a Host header (lowercase, no port, IPv6 without brackets); None if malformed."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        name, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not (rest.startswith(":") and rest[1:].isdigit())):
+            return None
+        return name
+    name, _, port = value.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name or None
+
+
+class AllowedHostsMiddleware:
+    """Refuse requests addressed to a host name not in ``allowed`` (400 in the error envelope).
+
+    Links Bulwark writes (``@odata.context``, ``@odata.nextLink``, an onboarding package's
+    ``serverUrl``) are built from the public base URL when one is set, else from the request's
+    own base; checking Host here means a caller can never make them point somewhere else, and a
+    DNS-rebinding page cannot reach the server through a name of its own. ``"*"`` allows any host.
+    """
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or "*" in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        hosts = [value for name, value in scope.get("headers", []) if name == b"host"]
+        if not hosts:
+            # HTTP/1.0 without Host: links use the address the server listens on.
+            await self.app(scope, receive, send)
+            return
+        name = host_name(hosts[0].decode("latin-1")) if len(hosts) == 1 else None
+        if name is None or name not in self.allowed:
+            await refuse(scope, send, 400, "InvalidHost", "The Host header names a host this server does not answer for.")
+            return
+        await self.app(scope, receive, send)
+
+
+async def refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    """Answer with the error envelope before any route runs."""
+    request_id = scope.get("state", {}).get("request_id", "")
+    body = orjson.dumps({"error": {"code": code, "message": message, "target": request_id}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
