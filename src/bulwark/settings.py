@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="An InProgress action not finished in this time ends TimeOut."
     )
     inactive_after_offboard_days: float = Field(default=7, ge=0, description="Offboarded machines turn Inactive after this.")
+    onboarding_package_valid_days: float = Field(
+        default=30, gt=0, description="Devices cannot enrol with older onboarding packages."
+    )
     offboarding_package_valid_days: float = Field(default=7, gt=0, description="Devices refuse older offboarding packages.")
     sweep_interval_seconds: float = Field(default=60, gt=0, description="How often each server process sweeps (0 < s).")
     sensor_poll_max_seconds: float = Field(default=25, gt=0, description="Longest a sensor's long poll is held open.")

@@ -30,7 +30,15 @@ def onboarding_package(
 ) -> Response:
     """A new onboarding package: devices use it once to enrol (``bulwark sensor run --onboarding-package``)."""
     server_url = public_base(request, runtime)
-    package = issue_onboarding_package(principal.tenant_id, server_url, principal, runtime.uow(), runtime.clock, context)
+    package = issue_onboarding_package(
+        principal.tenant_id,
+        server_url,
+        principal,
+        runtime.uow(),
+        runtime.clock,
+        context,
+        valid_for=timedelta(days=runtime.settings.onboarding_package_valid_days),
+    )
     return _download(package, "BulwarkOnboardingPackage.json")
 
 

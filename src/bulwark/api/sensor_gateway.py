@@ -83,6 +83,9 @@ class EnrolIn(BaseModel):
     onboardingKey: Text200
     deviceIdentity: Text200
     properties: PropertiesIn = PropertiesIn()
+    # Proof from a device already enrolled under this identity: its current credential, or the
+    # re-onboarding proof its last enrolment gave it (kept through a local offboard).
+    currentCredential: Text200 | None = None
     reonboardingProof: Text200 | None = None
 
 
@@ -118,7 +121,14 @@ def _client_ip(request: Request) -> str | None:
 @router.post("/enrol", summary="Enrol a device with an onboarding package")
 async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Response:
     """Create (or find) the device's machine and issue the sensor its own credential."""
-    command = EnrolSensor(body.tenantId, body.onboardingKey, body.deviceIdentity, body.properties.to_domain())
+    command = EnrolSensor(
+        body.tenantId,
+        body.onboardingKey,
+        body.deviceIdentity,
+        body.properties.to_domain(),
+        current_credential=body.currentCredential,
+        reonboarding_proof=body.reonboardingProof,
+    )
     try:
         enrolment = await run_in_threadpool(enrol_sensor, command, runtime.uow(), runtime.clock, client_ip=_client_ip(request))
     except Unauthorized as refused:
@@ -130,6 +140,7 @@ async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Respons
             "machineId": sensor.machine_id,
             "generation": sensor.generation,
             "credential": enrolment.credential,
+            "reonboardingProof": enrolment.reonboarding_proof,
             "closedActions": enrolment.closed_action_ids,
             "pollSeconds": runtime.settings.sensor_poll_max_seconds,
         }

@@ -55,8 +55,17 @@ def onboarding_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
     server_url: Annotated[str | None, typer.Option(help="URL devices reach the server on.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
+    valid_days: Annotated[float | None, typer.Option(help="Days devices may enrol with it (default: the setting, 30).")] = None,
+    replace_sensors: Annotated[
+        bool,
+        typer.Option(
+            "--replace-sensors",
+            help="Let devices enrol over a sensor that is still active without its proof (e.g. a simulated fleet "
+            "that keeps no state). Anyone holding this package can then take over a machine's identity.",
+        ),
+    ] = False,
 ) -> None:
-    """Issue an onboarding package: devices use it once to enrol."""
+    """Issue an onboarding package: devices use it to enrol until it expires or is revoked."""
     from bulwark.clock import SystemClock
     from bulwark.service.sensors import issue_onboarding_package
     from bulwark.service.uow import UnitOfWorkFactory
@@ -68,11 +77,42 @@ def onboarding_package(
     engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
     try:
         package = issue_onboarding_package(
-            tenant or settings.default_tenant_id, url, None, UnitOfWorkFactory(engine)(), SystemClock()
+            tenant or settings.default_tenant_id,
+            url,
+            None,
+            UnitOfWorkFactory(engine)(),
+            SystemClock(),
+            valid_for=timedelta(days=valid_days or settings.onboarding_package_valid_days),
+            replaces_sensors=replace_sensors,
         )
     finally:
         engine.dispose()
     _write(package, out)
+
+
+@package_app.command("revoke")
+def revoke_package(
+    package_id: Annotated[str, typer.Argument(help="The packageId written in the onboarding package.")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
+) -> None:
+    """Revoke an onboarding package: no device can enrol with it any more (enrolled devices keep running)."""
+    from bulwark.clock import SystemClock
+    from bulwark.domain.errors import BulwarkError
+    from bulwark.service.sensors import revoke_onboarding_package
+    from bulwark.service.uow import UnitOfWorkFactory
+    from bulwark.settings import Settings
+    from bulwark.store.db import create_db_engine
+
+    settings = Settings()
+    engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
+    try:
+        revoke_onboarding_package(tenant or settings.default_tenant_id, package_id, UnitOfWorkFactory(engine)(), SystemClock())
+    except BulwarkError as error:
+        console.print(f"[bold red]Error:[/] {error.message}")
+        raise typer.Exit(code=1) from None
+    finally:
+        engine.dispose()
+    console.print(f"Revoked onboarding package {package_id}")
 
 
 @package_app.command("offboarding")

@@ -41,7 +41,9 @@ def start_demo_sensors(settings: Settings, server_url: str, *, ca_file: str | No
         names = [dns.split(".")[0] for machine_id, dns in machines if derive_machine_id(tenant, dns.split(".")[0]) == machine_id]
         if not names:
             return 0
-        package = issue_onboarding_package(tenant, server_url, None, uow(), SystemClock())
+        # The simulated fleet keeps no state across restarts: as the operator starting the demo,
+        # this server lets its package replace the demo machines' earlier (simulated) sensors.
+        package = issue_onboarding_package(tenant, server_url, None, uow(), SystemClock(), replaces_sensors=True)
     finally:
         engine.dispose()
     options = SensorOptions(check_in_interval=300, action_delay=DEMO_ACTION_SECONDS)
