@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from bulwark import __version__
 from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
@@ -102,11 +103,50 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
     app.include_router(sensor_gateway.router)
 
+    install_openapi(app)
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
         return json_response({"status": "ok", "version": __version__})
 
     return app
+
+
+def install_openapi(app: FastAPI) -> None:
+    """The OpenAPI document with its security schemes: bearer tokens on /api, sensor credentials on /sensor."""
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes.setdefault(
+            "bearerAuth",
+            {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "An access token from the token endpoint.",
+            },
+        )
+        schemes.setdefault(
+            "sensorCredential",
+            {"type": "http", "scheme": "bearer", "description": "A sensor's own credential (bws_...), from enrolment."},
+        )
+        # Invalid input is answered 400 in the error envelope, never FastAPI's 422.
+        schema["components"].get("schemas", {}).pop("HTTPValidationError", None)
+        schema["components"].get("schemas", {}).pop("ValidationError", None)
+        for path, operations in schema.get("paths", {}).items():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+                if path.startswith("/api/"):
+                    operation.setdefault("security", [{"bearerAuth": []}])
+                elif path.startswith("/sensor/v1/") and path != "/sensor/v1/enrol":
+                    operation.setdefault("security", [{"sensorCredential": []}])
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_environment() -> FastAPI:

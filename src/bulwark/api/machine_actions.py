@@ -10,7 +10,15 @@ from bulwark.api.audit import remember_comment
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.listing import list_response
 from bulwark.api.odata import MACHINE_ACTION_SPEC
-from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
+from bulwark.api.schemas import (
+    ERROR_RESPONSES,
+    ODATA_PARAMETERS,
+    WRITE_RESPONSES,
+    CommentBody,
+    MachineActionOut,
+    OffboardBody,
+    parse_body,
+)
 from bulwark.api.wire import action_to_wire, entity_response
 from bulwark.domain.errors import PayloadTooLarge, UnsupportedMediaType
 from bulwark.service.actions import CancelAction, cancel_action
@@ -80,7 +88,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     summary="Offboard device from Defender for Endpoint",
     description="Offboards a device, stopping the sensor service but not removing registry information.",
     response_model=MachineActionOut,
-    responses=ERROR_RESPONSES,
+    responses=WRITE_RESPONSES,
     openapi_extra=_COMMENT_BODY_SCHEMA,
 )
 async def offboard_machine(
@@ -113,7 +121,7 @@ async def offboard_machine(
     summary="Cancel a machine action that is not yet final",
     description="Cancels an action no device has claimed yet; answers the same action with status Cancelled.",
     response_model=MachineActionOut,
-    responses=ERROR_RESPONSES,
+    responses=WRITE_RESPONSES,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -145,6 +153,7 @@ async def cancel_machine_action(
     operation_id="listMachineActions",
     summary="List machine actions, newest first, with OData $filter, $top, $skip, $orderby, $select and $count",
     responses=ERROR_RESPONSES,
+    openapi_extra=ODATA_PARAMETERS,
 )
 def read_machine_actions(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Action history on the machines the caller may see, one page at a time."""

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import RuntimeDep
+from bulwark.api.schemas import SENSOR_RESPONSES, error_responses
 from bulwark.api.unauthenticated import refuse_unauthenticated
 from bulwark.api.wire import action_to_wire, json_response
 from bulwark.domain.actions import ActionStatus
@@ -118,7 +119,11 @@ def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-@router.post("/enrol", summary="Enrol a device with an onboarding package")
+@router.post(
+    "/enrol",
+    summary="Enrol a device with an onboarding package",
+    responses={**SENSOR_RESPONSES, **error_responses(409)},
+)
 async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Response:
     """Create (or find) the device's machine and issue the sensor its own credential."""
     command = EnrolSensor(
@@ -147,14 +152,18 @@ async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Respons
     )
 
 
-@router.post("/checkin", summary="Report the device's properties and that it is alive")
+@router.post("/checkin", summary="Report the device's properties and that it is alive", responses=SENSOR_RESPONSES)
 def checkin(body: PropertiesIn, request: Request, runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """Update ``lastSeen``, ``healthStatus`` and the reported properties."""
     check_in(sensor, body.to_domain(), runtime.uow(), runtime.clock, client_ip=_client_ip(request))
     return json_response({"machineId": sensor.machine_id, "generation": sensor.generation})
 
 
-@router.get("/actions/next", summary="Claim the next action, waiting for one up to `wait` seconds")
+@router.get(
+    "/actions/next",
+    summary="Claim the next action, waiting for one up to `wait` seconds",
+    responses={**SENSOR_RESPONSES, **error_responses(403), 204: {"description": "No action waiting"}},
+)
 async def next_action(
     runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False)] = 0
 ) -> Response:
@@ -175,7 +184,11 @@ async def next_action(
             await subscription.wait(remaining)
 
 
-@router.post("/actions/{action_id}/outcome", summary="Report how a claimed action ended")
+@router.post(
+    "/actions/{action_id}/outcome",
+    summary="Report how a claimed action ended",
+    responses={**SENSOR_RESPONSES, **error_responses(404)},
+)
 def outcome(action_id: str, body: OutcomeIn, runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """Finish the action; ``accepted`` is false when it already ended otherwise (e.g. TimeOut)."""
     command = ReportOutcome(action_id, ActionStatus(body.status), body.errorHResult)
