@@ -22,7 +22,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.queries import list_actions, list_machines

@@ -33,7 +33,7 @@ from bulwark.domain.sensors import derive_machine_id  # noqa: E402
 from bulwark.sensor.agent import SensorOptions  # noqa: E402
 from bulwark.sensor.fleet import run_fleet  # noqa: E402
 from bulwark.service.sensors import issue_onboarding_package  # noqa: E402
-from bulwark.service.uow import UnitOfWorkFactory  # noqa: E402
+from bulwark.store.uow import SqlUnitOfWorkFactory  # noqa: E402
 from bulwark.store.db import create_db_engine, upgrade_database  # noqa: E402
 
 TENANT = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
@@ -56,7 +56,7 @@ async def measure(base: str, package: dict, size: int, actions: int, server_pid:
     engine = create_db_engine(url, pool_size=1)
 
     def count_machines() -> int:
-        with UnitOfWorkFactory(engine)(write=False) as uow:
+        with SqlUnitOfWorkFactory(engine)(write=False) as uow:
             return uow.machines.count(TENANT)
 
     machines_before = count_machines()
@@ -132,7 +132,7 @@ def main() -> None:
             url = args.database_url or f"sqlite:///{scratch}/bulwark.db"
             upgrade_database(url)
             engine = create_db_engine(url, pool_size=1)
-            uow = UnitOfWorkFactory(engine)
+            uow = SqlUnitOfWorkFactory(engine)
             with uow() as setup:
                 if not setup.tenants.exists(TENANT):
                     setup.tenants.add(TENANT, "Bench", SystemClock().now())

@@ -14,10 +14,10 @@ from sqlalchemy.engine import make_url
 
 from bulwark.clock import FrozenClock
 from bulwark.domain.machines import Machine
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.tables import metadata
+from bulwark.store.uow import SqlUnitOfWorkFactory
 
 POSTGRES_URL = os.environ.get("BULWARK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BULWARK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -123,10 +123,10 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def uow_factory(database_url: str) -> Iterator[UnitOfWorkFactory]:
+def uow_factory(database_url: str) -> Iterator[SqlUnitOfWorkFactory]:
     """Units of work on the test database."""
     engine = create_db_engine(database_url, pool_size=2)
-    yield UnitOfWorkFactory(engine)
+    yield SqlUnitOfWorkFactory(engine)
     engine.dispose()
 
 
@@ -149,7 +149,9 @@ def make_machine(index: int, **overrides: object) -> Machine:
     return Machine(**values)  # type: ignore[arg-type]
 
 
-def seed(uow_factory: UnitOfWorkFactory, machines: list[Machine], *, tenant: str = TENANT, groups: list[str] = ()) -> list[int]:
+def seed(
+    uow_factory: SqlUnitOfWorkFactory, machines: list[Machine], *, tenant: str = TENANT, groups: list[str] = ()
+) -> list[int]:
     """Create the tenant (if needed), device groups and machines; return the group ids."""
     with uow_factory() as uow:
         if not uow.tenants.exists(tenant):

@@ -10,7 +10,7 @@ import httpx
 from argon2 import PasswordHasher
 
 from bulwark.service.identity import APPLICATION_PERMISSIONS
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT
 
 SCOPE = "https://api.securitycenter.microsoft.com/.default"
@@ -25,7 +25,7 @@ _CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 ALL_APP_ROLES = tuple(sorted(APPLICATION_PERMISSIONS))
 
 
-def ensure_tenant(uow_factory: UnitOfWorkFactory, tenant: str = TENANT) -> None:
+def ensure_tenant(uow_factory: SqlUnitOfWorkFactory, tenant: str = TENANT) -> None:
     """Create the tenant if it does not exist yet."""
     with uow_factory() as uow:
         if not uow.tenants.exists(tenant):
@@ -34,7 +34,7 @@ def ensure_tenant(uow_factory: UnitOfWorkFactory, tenant: str = TENANT) -> None:
 
 
 def register_app(
-    uow_factory: UnitOfWorkFactory,
+    uow_factory: SqlUnitOfWorkFactory,
     roles: Iterable[str] = ALL_APP_ROLES,
     *,
     delegated: Iterable[str] = (),
@@ -61,7 +61,7 @@ def register_app(
 
 
 def register_user(
-    uow_factory: UnitOfWorkFactory,
+    uow_factory: SqlUnitOfWorkFactory,
     upn: str,
     *,
     capabilities: Iterable[str] = (),
@@ -124,7 +124,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def auth_headers(
-    client: httpx.Client, uow_factory: UnitOfWorkFactory, roles: Iterable[str] = ALL_APP_ROLES, *, name: str | None = None
+    client: httpx.Client, uow_factory: SqlUnitOfWorkFactory, roles: Iterable[str] = ALL_APP_ROLES, *, name: str | None = None
 ) -> dict[str, str]:
     """Headers of a new application holding ``roles``, with a token from the token endpoint."""
     return bearer(app_token(client, register_app(uow_factory, roles, name=name)))

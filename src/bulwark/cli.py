@@ -59,8 +59,8 @@ def serve(
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
-    from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.store.db import create_db_engine, upgrade_database
+    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
     configure_logging(settings.log_level, settings.log_json)

@@ -15,8 +15,8 @@ from rich.table import Table
 from bulwark.clock import SystemClock
 from bulwark.datadir import PROCESS_UMASK, secure_data_dir
 from bulwark.service import identity
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 console = Console()
 err = Console(stderr=True)

@@ -10,7 +10,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 from urllib.parse import quote, urlsplit
 
 from limits import RateLimitItem, parse_many
@@ -279,7 +279,8 @@ class WindowRateLimiter:
     def close(self) -> None:
         """Close the Redis connection pool, if any."""
         if isinstance(self._storage, RedisStorage):
-            self._storage.get_connection().close()
+            connection: Any = self._storage.get_connection()  # a redis client; limits types it without close()
+            connection.close()
 
     def _lock_for(self, identifiers: tuple[str, str]) -> AbstractContextManager[object]:
         if self._locks is None:

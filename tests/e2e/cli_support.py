@@ -22,8 +22,8 @@ from bulwark.cli import app
 from bulwark.client import BulwarkClient
 from bulwark.client.config import read_credentials_file
 from bulwark.domain.machines import Machine
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.db import create_db_engine
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, seed
 from tests.support import server_process
 
@@ -148,7 +148,7 @@ def live_server(
     url = database_url or f"sqlite:///{data_dir / 'bulwark.db'}"
     upgrade_database(url)
     engine = create_db_engine(url, pool_size=1)
-    seed(UnitOfWorkFactory(engine), machines)
+    seed(SqlUnitOfWorkFactory(engine), machines)
     engine.dispose()
     env = {
         "BULWARK_DATABASE_URL": url,

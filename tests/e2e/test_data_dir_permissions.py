@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from bulwark.api.app import create_app
 from bulwark.auth.keys import jwk_thumbprint
 from bulwark.clock import FrozenClock
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import upgrade_database
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT
 from tests.identity_support import ALL_APP_ROLES, app_token, bearer, register_app
 from tests.support import child_env, server_process

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import app_token, bearer, register_app
 from tests.support import free_port, server_process
@@ -39,7 +39,7 @@ async def _many_reads(base: str, token: str, count: int) -> list[int]:
 
 
 def test_two_worker_processes_share_one_budget_through_redis(
-    database_url: str, uow_factory: UnitOfWorkFactory, redis_url: str, tmp_path: Path
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, redis_url: str, tmp_path: Path
 ) -> None:
     seed(uow_factory, [MACHINE])
     client_id = register_app(uow_factory)
@@ -53,7 +53,7 @@ def test_two_worker_processes_share_one_budget_through_redis(
         assert statuses.count(429) == 24
 
 
-def test_another_caller_keeps_its_own_budget(database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path) -> None:
+def test_another_caller_keeps_its_own_budget(database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
     seed(uow_factory, [MACHINE])
     noisy, quiet = register_app(uow_factory, name="noisy"), register_app(uow_factory, name="quiet")
     with server_process(env=_env(database_url, tmp_path, BULWARK_RATE_LIMIT="3/minute")) as base:
@@ -66,7 +66,7 @@ def test_another_caller_keeps_its_own_budget(database_url: str, uow_factory: Uni
 
 @pytest.mark.parametrize(("mode", "expected"), [("open", 200), ("closed", 503)])
 def test_unreachable_redis_fails_as_configured(
-    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path, mode: str, expected: int
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path, mode: str, expected: int
 ) -> None:
     seed(uow_factory, [MACHINE])
     client_id = register_app(uow_factory)

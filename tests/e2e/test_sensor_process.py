@@ -15,8 +15,8 @@ import pytest
 from bulwark.clock import FrozenClock, SystemClock
 from bulwark.sensor.agent import E_ABORT, E_FAIL
 from bulwark.service.sensors import issue_offboarding_package, issue_onboarding_package
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.store.db import create_db_engine
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, seed
 from tests.identity_support import app_token, bearer, register_app
 from tests.support import child_env, server_process
@@ -33,7 +33,7 @@ def _env(database_url: str, data_dir: Path) -> dict[str, str]:
 HEADERS: dict[str, str] = {}
 
 
-def write_package(uow_factory: UnitOfWorkFactory, base: str, path: Path, api_base: str | None = None) -> Path:
+def write_package(uow_factory: SqlUnitOfWorkFactory, base: str, path: Path, api_base: str | None = None) -> Path:
     """Seed the tenant, sign in an application for API calls to ``api_base``, write an onboarding package."""
     seed(uow_factory, [])
     with httpx.Client(base_url=api_base or base) as client:
@@ -99,7 +99,7 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def test_offboard_stops_the_sensor_and_reonboard_restores_the_id(
-    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path
 ) -> None:
     log, state = tmp_path / "sensor.log", tmp_path / "device" / "sensor-state.json"
     with server_process(env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
@@ -134,7 +134,7 @@ def test_offboard_stops_the_sensor_and_reonboard_restores_the_id(
             stop(reonboarded)
 
 
-def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path) -> None:
+def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
     log, state = tmp_path / "sensor.log", tmp_path / "state.json"
     with server_process(env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
         package = write_package(uow_factory, base, tmp_path / "onboarding.json")
@@ -164,7 +164,7 @@ def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_facto
 
 
 def test_a_sensor_told_to_fail_offboards_reports_them_failed_and_keeps_running(
-    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path
 ) -> None:
     log, state = tmp_path / "sensor.log", tmp_path / "state.json"
     with server_process(env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
@@ -190,7 +190,7 @@ def test_a_sensor_told_to_fail_offboards_reports_them_failed_and_keeps_running(
 
 
 def test_offboarding_package_removes_onboarding_and_expired_ones_are_refused(
-    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path
 ) -> None:
     log, state = tmp_path / "sensor.log", tmp_path / "state.json"
     env = _env(database_url, tmp_path)
@@ -244,7 +244,7 @@ def test_offboarding_package_removes_onboarding_and_expired_ones_are_refused(
 @pytest.mark.postgres
 def test_a_sensor_on_one_server_is_woken_by_an_action_created_on_another(postgres_database: str, tmp_path: Path) -> None:
     engine = create_db_engine(postgres_database, pool_size=2)
-    uow_factory = UnitOfWorkFactory(engine)
+    uow_factory = SqlUnitOfWorkFactory(engine)
     log, state = tmp_path / "sensor.log", tmp_path / "state.json"
     env = _env(postgres_database, tmp_path)
     try:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bulwark.domain.actions import ActionType
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import app_token, bearer, register_app
 from tests.support import free_port, server_process
@@ -24,7 +24,7 @@ def _env(database_url: str, data_dir: Path) -> dict[str, str]:
     return {"BULWARK_DATABASE_URL": database_url, "BULWARK_DATA_DIR": str(data_dir), "BULWARK_DEFAULT_TENANT_ID": TENANT}
 
 
-def _headers(base: str, uow_factory: UnitOfWorkFactory) -> dict[str, str]:
+def _headers(base: str, uow_factory: SqlUnitOfWorkFactory) -> dict[str, str]:
     with httpx.Client(base_url=base) as client:
         return bearer(app_token(client, register_app(uow_factory, ["Machine.Offboard", "Machine.Read.All"])))
 
@@ -37,7 +37,7 @@ async def _offboard_all_at_once(base: str, headers: dict[str, str], machine_id: 
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_offboards_create_exactly_one_action(
-    database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path, workers: int, request: pytest.FixtureRequest
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path, workers: int, request: pytest.FixtureRequest
 ) -> None:
     machine = make_machine(11)
     seed(uow_factory, [machine])
@@ -57,7 +57,7 @@ def test_concurrent_offboards_create_exactly_one_action(
         assert active is not None and active.id == winner["id"]
 
 
-def test_acknowledged_action_survives_a_restart(database_url: str, uow_factory: UnitOfWorkFactory, tmp_path: Path) -> None:
+def test_acknowledged_action_survives_a_restart(database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
     machine = make_machine(12)
     seed(uow_factory, [machine])
     env = _env(database_url, tmp_path)

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.tables import audit_events
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, bearer, register_app, register_user, user_token
 
@@ -45,7 +45,7 @@ CALLERS = {
 
 
 @pytest.fixture
-def world(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock):
+def world(settings: Settings, uow_factory: SqlUnitOfWorkFactory, clock: FrozenClock):
     """Machines in an open group, in Finance (closed to all but Finance admins), and ungrouped."""
     open_group, finance_group = seed(uow_factory, [], groups=["Workstations", "Finance"])
     seed(
@@ -63,7 +63,7 @@ def world(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock
         yield client
 
 
-def headers_for(client: TestClient, uow_factory: UnitOfWorkFactory, name: str) -> dict[str, str]:
+def headers_for(client: TestClient, uow_factory: SqlUnitOfWorkFactory, name: str) -> dict[str, str]:
     caller = CALLERS[name]
     if caller.kind == "app":
         return bearer(app_token(client, register_app(uow_factory, caller.permissions, name=name)))
@@ -73,7 +73,7 @@ def headers_for(client: TestClient, uow_factory: UnitOfWorkFactory, name: str) -
     return bearer(user_token(client, register_app(uow_factory, [], delegated=caller.permissions), upn))
 
 
-def call(client: TestClient, headers: dict[str, str], endpoint: str, machine_id: str, uow_factory: UnitOfWorkFactory):
+def call(client: TestClient, headers: dict[str, str], endpoint: str, machine_id: str, uow_factory: SqlUnitOfWorkFactory):
     if endpoint == "offboard":
         return client.post(f"/api/machines/{machine_id}/offboard", json={"Comment": "matrix"}, headers=headers)
     if endpoint == "getMachine":
@@ -140,7 +140,7 @@ MATRIX = [
     ids=[f"{c}-{e}-{m.id[-1]}" for c, e, m, *_ in MATRIX],
 )
 def test_access_matrix(
-    world: TestClient, uow_factory: UnitOfWorkFactory, caller: str, endpoint: str, machine, status: int, code, message
+    world: TestClient, uow_factory: SqlUnitOfWorkFactory, caller: str, endpoint: str, machine, status: int, code, message
 ) -> None:
     response = call(world, headers_for(world, uow_factory, caller), endpoint, machine.id, uow_factory)
     assert response.status_code == status, response.text
@@ -154,7 +154,7 @@ def test_access_matrix(
         assert response.json()["requestor"] == expected
 
 
-def test_invisible_machine_answers_exactly_like_a_missing_one(world: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_invisible_machine_answers_exactly_like_a_missing_one(world: TestClient, uow_factory: SqlUnitOfWorkFactory) -> None:
     headers = headers_for(world, uow_factory, "user-admin")
     hidden = world.post(f"/api/machines/{FINANCE.id}/offboard", json={"Comment": "x"}, headers=headers).json()
     missing_id = "e" * 40
@@ -164,7 +164,7 @@ def test_invisible_machine_answers_exactly_like_a_missing_one(world: TestClient,
 
 
 def test_every_refused_offboard_is_audited_with_caller_machine_comment_and_request_id(
-    world: TestClient, uow_factory: UnitOfWorkFactory
+    world: TestClient, uow_factory: SqlUnitOfWorkFactory
 ) -> None:
     reader = headers_for(world, uow_factory, "app-read")
     user = headers_for(world, uow_factory, "user-admin")

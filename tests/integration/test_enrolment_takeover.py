@@ -12,9 +12,9 @@ from sqlalchemy import select
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
 from bulwark.service.sensors import issue_onboarding_package
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.tables import onboarding_packages
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT
 from tests.identity_support import ALL_APP_ROLES, app_token, bearer, register_app
 from tests.support import child_env

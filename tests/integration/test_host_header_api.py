@@ -7,8 +7,8 @@ from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, bearer, register_app
 

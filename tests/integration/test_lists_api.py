@@ -9,15 +9,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from bulwark.api.app import create_app
-from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.clock import FrozenClock
 from bulwark.domain.access import Principal, PrincipalKind
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.service.inventory import list_actions, list_machines
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.odata_sql import apply_filter
 from bulwark.store.queries import _MACHINE_COLUMNS
 from bulwark.store.tables import machines
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import auth_headers
 
@@ -25,7 +25,7 @@ FLEET = 230
 
 
 @pytest.fixture
-def fleet(uow_factory: UnitOfWorkFactory) -> list[int]:
+def fleet(uow_factory: SqlUnitOfWorkFactory) -> list[int]:
     seed(uow_factory, [])
     groups = seed(uow_factory, [], groups=["Finance", "Servers"])
     machines = []
@@ -45,7 +45,7 @@ def fleet(uow_factory: UnitOfWorkFactory) -> list[int]:
 
 
 @pytest.fixture
-def client(settings: Settings, clock: FrozenClock, fleet: list[int], uow_factory: UnitOfWorkFactory):
+def client(settings: Settings, clock: FrozenClock, fleet: list[int], uow_factory: SqlUnitOfWorkFactory):
     unlimited = settings.model_copy(update={"rate_limit_enabled": False})
     with TestClient(create_app(unlimited, clock=clock)) as test_client:
         test_client.headers.update(auth_headers(test_client, uow_factory))
@@ -137,7 +137,7 @@ def _user(groups: frozenset[int]) -> Principal:
     )
 
 
-def test_group_scoping_applies_to_filters_counts_and_paging(uow_factory: UnitOfWorkFactory, fleet: list[int]) -> None:
+def test_group_scoping_applies_to_filters_counts_and_paging(uow_factory: SqlUnitOfWorkFactory, fleet: list[int]) -> None:
     finance = _user(frozenset({fleet[0]}))
     query = parse_query("$count=true&$top=5", MACHINE_SPEC)
     page = list_machines(query, finance, uow_factory(write=False))
@@ -150,7 +150,7 @@ def test_group_scoping_applies_to_filters_counts_and_paging(uow_factory: UnitOfW
     assert actions.total == 0
 
 
-def test_id_filters_ignore_case_and_use_the_primary_key(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_id_filters_ignore_case_and_use_the_primary_key(client: TestClient, uow_factory: SqlUnitOfWorkFactory) -> None:
     seventh, eighth = f"{7:040x}", f"{8:040x}"
     body = client.get(f"/api/machines?$filter=id eq '{seventh.upper()}' or id in ('{eighth.upper()}')").json()
     assert sorted(m["id"] for m in body["value"]) == [seventh, eighth]

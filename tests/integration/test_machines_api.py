@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import auth_headers
 
@@ -44,7 +44,7 @@ MACHINE_FIELDS = [
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory):
     seed(uow_factory, [])
     (group,) = seed(uow_factory, [], groups=["Finance"])
     seed(uow_factory, [make_machine(1, rbac_group_id=group, machine_tags=["VIP", "Finance"])])

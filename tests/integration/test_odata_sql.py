@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
-from bulwark.api.odata import (
+from bulwark.odata import (
     MACHINE_ACTION_SPEC,
     MACHINE_SPEC,
     Comparison,

@@ -11,9 +11,9 @@ from sqlalchemy import func, select, text
 
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.tables import audit_events, machine_actions
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import auth_headers
 
@@ -52,14 +52,14 @@ GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory, clock: FrozenClock):
     seed(uow_factory, [WIN11, MAC, LINUX, OLD_WIN10, SERVER2016_LEGACY, SERVER2016_UNIFIED, WIN10])
     with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as test_client:
         test_client.headers.update(auth_headers(test_client, uow_factory, name="SOAR playbook"))
         yield test_client
 
 
-def action_count(uow_factory: UnitOfWorkFactory) -> int:
+def action_count(uow_factory: SqlUnitOfWorkFactory) -> int:
     with uow_factory(write=False) as uow:
         return uow.conn.execute(select(func.count()).select_from(machine_actions)).scalar_one()
 
@@ -133,7 +133,7 @@ def test_optional_parameters_are_echoed_and_explicit_nulls_accepted(client: Test
     assert other.json()["requestSource"] == "BulkAction"
 
 
-def test_status_code_setting_switches_to_201(settings: Settings, uow_factory: UnitOfWorkFactory) -> None:
+def test_status_code_setting_switches_to_201(settings: Settings, uow_factory: SqlUnitOfWorkFactory) -> None:
     seed(uow_factory, [WIN11])
     with TestClient(create_app(settings.model_copy(update={"offboard_status_code": 201}))) as client:
         client.headers.update(auth_headers(client, uow_factory))
@@ -158,7 +158,7 @@ def test_status_code_setting_switches_to_201(settings: Settings, uow_factory: Un
     ],
 )
 def test_bad_bodies_are_refused_and_change_nothing(
-    client: TestClient, uow_factory: UnitOfWorkFactory, raw: bytes, code: str
+    client: TestClient, uow_factory: SqlUnitOfWorkFactory, raw: bytes, code: str
 ) -> None:
     response = client.post(f"/api/machines/{WIN11.id}/offboard", content=raw, headers={"Content-Type": "application/json"})
     error = assert_error(response, 400, code)
@@ -167,13 +167,13 @@ def test_bad_bodies_are_refused_and_change_nothing(
     assert action_count(uow_factory) == 0
 
 
-def test_oversized_body_is_refused(client: TestClient, uow_factory: UnitOfWorkFactory, settings: Settings) -> None:
+def test_oversized_body_is_refused(client: TestClient, uow_factory: SqlUnitOfWorkFactory, settings: Settings) -> None:
     big = json.dumps({"Comment": "x" * (settings.max_body_bytes + 10)})
     assert_error(client.post(f"/api/machines/{WIN11.id}/offboard", content=big), 413, "PayloadTooLarge")
     assert action_count(uow_factory) == 0
 
 
-def test_overlong_comment_is_refused(client: TestClient, uow_factory: UnitOfWorkFactory, settings: Settings) -> None:
+def test_overlong_comment_is_refused(client: TestClient, uow_factory: SqlUnitOfWorkFactory, settings: Settings) -> None:
     response = offboard(client, WIN11.id, {"Comment": "x" * (settings.max_comment_length + 1)})
     assert_error(response, 400, "InvalidInput")
     assert action_count(uow_factory) == 0
@@ -184,7 +184,7 @@ def test_malformed_machine_id_is_invalid_input(client: TestClient, bad_id: str) 
     assert_error(offboard(client, bad_id), 400, "InvalidInput")
 
 
-def test_unknown_machine_is_resource_not_found(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_unknown_machine_is_resource_not_found(client: TestClient, uow_factory: SqlUnitOfWorkFactory) -> None:
     unknown = "f" * 40
     error = assert_error(offboard(client, unknown), 404, "ResourceNotFound")
     assert error["message"] == f"Machine {unknown} was not found"
@@ -200,7 +200,7 @@ def test_unknown_machine_is_resource_not_found(client: TestClient, uow_factory: 
         (SERVER2016_LEGACY, "ClientVersionNotSupported", None),
     ],
 )
-def test_platform_rules(client: TestClient, uow_factory: UnitOfWorkFactory, machine, code: str, message: str | None) -> None:
+def test_platform_rules(client: TestClient, uow_factory: SqlUnitOfWorkFactory, machine, code: str, message: str | None) -> None:
     error = assert_error(offboard(client, machine.id), 400, code)
     if message:
         assert error["message"] == message
@@ -212,7 +212,7 @@ def test_supported_servers_and_windows10_1703(client: TestClient) -> None:
     assert offboard(client, WIN10.id).status_code == 200
 
 
-def test_second_offboard_while_pending_is_refused(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_second_offboard_while_pending_is_refused(client: TestClient, uow_factory: SqlUnitOfWorkFactory) -> None:
     assert offboard(client, WIN11.id).status_code == 200
     error = assert_error(offboard(client, WIN11.id), 400, "ActiveRequestAlreadyExists")
     assert error["message"] == "Action is already in progress"
@@ -231,7 +231,7 @@ def test_unknown_route_and_wrong_method_use_the_envelope(client: TestClient) -> 
     assert_error(client.get(f"/api/machines/{WIN11.id}/offboard"), 405, "MethodNotAllowed")
 
 
-def test_unexpected_failure_is_500_in_the_envelope(client: TestClient, uow_factory: UnitOfWorkFactory, caplog) -> None:
+def test_unexpected_failure_is_500_in_the_envelope(client: TestClient, uow_factory: SqlUnitOfWorkFactory, caplog) -> None:
     def rename(old: str, new: str) -> None:
         with uow_factory() as uow:
             uow.conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
@@ -247,7 +247,7 @@ def test_unexpected_failure_is_500_in_the_envelope(client: TestClient, uow_facto
     assert logged and logged[-1].request_id == response.headers["request-id"]
 
 
-def test_every_offboard_request_is_audited(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_every_offboard_request_is_audited(client: TestClient, uow_factory: SqlUnitOfWorkFactory) -> None:
     ok = offboard(client, WIN11.id, {"Comment": "leaver"})
     refused = offboard(client, MAC.id, {"Comment": "try mac"})
     with uow_factory(write=False) as uow:

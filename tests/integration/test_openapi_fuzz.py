@@ -16,8 +16,8 @@ from hypothesis import settings as hypothesis_settings
 
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, register_app
 

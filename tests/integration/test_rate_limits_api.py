@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from bulwark.api.app import ConfigurationError, create_app
 from bulwark.clock import FrozenClock
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.tables import audit_events
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import auth_headers
 
@@ -29,7 +29,7 @@ class _LimitsTime:
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(limits.storage.memory, "time", _LimitsTime(clock))
     # The memory storage's cleanup thread drops a call at exactly one window old, while the
     # window itself still counts it then; with a frozen clock that race decides the boundary
@@ -84,7 +84,7 @@ def test_headers_on_allowed_calls_and_operations_counted_separately(client: Test
     assert client.post(f"/api/machines/{MACHINES[0].id}/offboard", json={"Comment": "x"}).status_code == 200
 
 
-def test_refused_offboards_are_audited(client: TestClient, uow_factory: UnitOfWorkFactory) -> None:
+def test_refused_offboards_are_audited(client: TestClient, uow_factory: SqlUnitOfWorkFactory) -> None:
     statuses = [client.post(f"/api/machines/{m.id}/offboard", json={"Comment": "bulk"}).status_code for m in MACHINES[:4]]
     assert statuses == [200, 200, 200, 429]
     with uow_factory(write=False) as uow:
@@ -97,7 +97,7 @@ def test_refused_offboards_are_audited(client: TestClient, uow_factory: UnitOfWo
     ]
 
 
-def test_limits_off_for_load_tests(settings: Settings, uow_factory: UnitOfWorkFactory) -> None:
+def test_limits_off_for_load_tests(settings: Settings, uow_factory: SqlUnitOfWorkFactory) -> None:
     seed(uow_factory, MACHINES[:1])
     off = settings.model_copy(update={"rate_limit_enabled": False, "rate_limit": "1/minute"})
     with TestClient(create_app(off)) as client:

@@ -12,9 +12,9 @@ from sqlalchemy import select
 
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.tables import machine_actions, machines
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, bearer, register_app, token_endpoint
 from tests.support import server_process

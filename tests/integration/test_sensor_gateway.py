@@ -17,8 +17,8 @@ from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.domain.sensors import derive_machine_id
 from bulwark.service.actions import sweep
 from bulwark.service.sensors import issue_onboarding_package
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import auth_headers
 
@@ -33,7 +33,7 @@ WINDOWS = {
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory, clock: FrozenClock):
     seed(uow_factory, [])
     with TestClient(create_app(settings, clock=clock), raise_server_exceptions=False) as test_client:
         # An application token with every role; sensor calls replace it with their own credential.
@@ -74,7 +74,7 @@ def offboard(client: TestClient, machine_id: str) -> dict:
     return response.json()
 
 
-def advance(client: TestClient, clock: FrozenClock, uow_factory: UnitOfWorkFactory, seconds: float) -> None:
+def advance(client: TestClient, clock: FrozenClock, uow_factory: SqlUnitOfWorkFactory, seconds: float) -> None:
     """Move the clock, and sign in again: tokens live one hour, and the app shares the frozen clock."""
     clock.advance(seconds)
     client.headers.update(auth_headers(client, uow_factory, name=f"SOAR playbook {clock.now().timestamp()}"))
@@ -85,7 +85,7 @@ def status_of(client: TestClient, action_id: str) -> str:
 
 
 def test_enrolment_creates_the_machine_with_a_stable_id(
-    client: TestClient, package: dict, uow_factory: UnitOfWorkFactory
+    client: TestClient, package: dict, uow_factory: SqlUnitOfWorkFactory
 ) -> None:
     first = enrol(client, package)
     assert first["machineId"] == derive_machine_id(TENANT, "device-7")
@@ -117,7 +117,7 @@ def test_gateway_refuses_anything_but_a_sensor_credential(client: TestClient, pa
 
 
 def test_check_in_updates_last_seen_health_and_addresses(
-    client: TestClient, package: dict, clock: FrozenClock, uow_factory: UnitOfWorkFactory
+    client: TestClient, package: dict, clock: FrozenClock, uow_factory: SqlUnitOfWorkFactory
 ) -> None:
     enrolment = enrol(client, package)
     with uow_factory() as uow:
@@ -139,7 +139,7 @@ def test_check_in_updates_last_seen_health_and_addresses(
     )
 
 
-def test_offboard_lifecycle_through_the_gateway(client: TestClient, package: dict, uow_factory: UnitOfWorkFactory) -> None:
+def test_offboard_lifecycle_through_the_gateway(client: TestClient, package: dict, uow_factory: SqlUnitOfWorkFactory) -> None:
     enrolment = enrol(client, package)
     assert client.get("/sensor/v1/actions/next", headers=auth(enrolment)).status_code == 204
     action = offboard(client, enrolment["machineId"])
@@ -214,7 +214,9 @@ def test_reonboard_closes_actions_queued_for_the_earlier_onboarding(client: Test
     assert status_of(client, action["id"]) == "Succeeded"
 
 
-def test_first_enrolment_keeps_actions_already_queued(client: TestClient, package: dict, uow_factory: UnitOfWorkFactory) -> None:
+def test_first_enrolment_keeps_actions_already_queued(
+    client: TestClient, package: dict, uow_factory: SqlUnitOfWorkFactory
+) -> None:
     machine = make_machine(40, id=derive_machine_id(TENANT, "ws-0040"))
     seed(uow_factory, [machine])
     action = offboard(client, machine.id)
@@ -304,7 +306,7 @@ def test_cancel_and_claim_race_has_exactly_one_winner(client: TestClient, packag
 
 
 def test_sweeper_times_out_unclaimed_and_unfinished_actions(
-    client: TestClient, package: dict, settings: Settings, clock: FrozenClock, uow_factory: UnitOfWorkFactory
+    client: TestClient, package: dict, settings: Settings, clock: FrozenClock, uow_factory: SqlUnitOfWorkFactory
 ) -> None:
     policy = sweep_policy(settings)
     online, offline = enrol(client, package, "online"), enrol(client, package, "offline")
@@ -330,7 +332,7 @@ def test_sweeper_times_out_unclaimed_and_unfinished_actions(
 
 
 def test_offboarded_machines_turn_inactive_after_seven_days(
-    client: TestClient, package: dict, settings: Settings, clock: FrozenClock, uow_factory: UnitOfWorkFactory
+    client: TestClient, package: dict, settings: Settings, clock: FrozenClock, uow_factory: SqlUnitOfWorkFactory
 ) -> None:
     enrolment = enrol(client, package)
     action = offboard(client, enrolment["machineId"])
@@ -354,7 +356,7 @@ def test_offboarded_machines_turn_inactive_after_seven_days(
 
 
 def test_onboarding_package_from_the_service_enrols_too(
-    client: TestClient, uow_factory: UnitOfWorkFactory, clock: FrozenClock
+    client: TestClient, uow_factory: SqlUnitOfWorkFactory, clock: FrozenClock
 ) -> None:
     package = issue_onboarding_package(TENANT, "http://bulwark.example", None, uow_factory(), clock)
     assert package["serverUrl"] == "http://bulwark.example"

@@ -16,8 +16,8 @@ from bulwark.auth.keys import generate_signing_key
 from bulwark.auth.tokens import TokenIssuer
 from bulwark.clock import FrozenClock
 from bulwark.service.identity import retire_signing_key, rotate_signing_key, set_application_enabled
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import (
     SCOPE,
@@ -33,7 +33,7 @@ OTHER_TENANT = "0b5a6c1e-1111-4c7a-9d55-0b6a3c1e8f10"
 
 
 @pytest.fixture
-def client(settings: Settings, uow_factory: UnitOfWorkFactory, clock: FrozenClock):
+def client(settings: Settings, uow_factory: SqlUnitOfWorkFactory, clock: FrozenClock):
     seed(uow_factory, [MACHINE])
     with TestClient(create_app(settings, clock=clock)) as test_client:
         yield test_client
@@ -276,7 +276,7 @@ def test_rotated_key_keeps_verifying_until_retired(client: TestClient, uow_facto
 
 
 def test_authentication_off_only_when_set_and_then_said_on_every_response(
-    settings: Settings, uow_factory: UnitOfWorkFactory, caplog
+    settings: Settings, uow_factory: SqlUnitOfWorkFactory, caplog
 ) -> None:
     seed(uow_factory, [MACHINE])
     with caplog.at_level(logging.WARNING, logger="bulwark.auth"):

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 from bulwark.api.app import create_app
 from bulwark.clock import FrozenClock
 from bulwark.service.identity import DELEGATED_PERMISSIONS
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, bearer, register_app, register_user, user_token
 

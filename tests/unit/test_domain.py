@@ -8,7 +8,7 @@ import pytest
 
 from bulwark.api.wire import format_timestamp
 from bulwark.domain.access import Permission, Principal, PrincipalKind, require_any
-from bulwark.domain.actions import ActionStatus, can_transition, normalize_action_id, sources_of
+from bulwark.domain.actions import ActionStatus, allowed_from, can_transition, normalize_action_id, transition_sources
 from bulwark.domain.errors import ClientVersionNotSupported, Forbidden, InvalidInput, OsPlatformNotSupported
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
 from tests.conftest import make_machine
@@ -81,7 +81,24 @@ def test_lifecycle_table() -> None:
     for final in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.TIMEOUT, ActionStatus.CANCELLED):
         assert final.is_final
         assert not any(can_transition(final, target) for target in ActionStatus)
-    assert sources_of(ActionStatus.TIMEOUT) == {ActionStatus.PENDING, ActionStatus.IN_PROGRESS}
+    assert allowed_from(ActionStatus.TIMEOUT) == {ActionStatus.PENDING, ActionStatus.IN_PROGRESS}
+
+
+def test_allowed_from_is_the_table_read_backwards() -> None:
+    for target in ActionStatus:
+        assert allowed_from(target) == {s for s in ActionStatus if can_transition(s, target)}
+    assert allowed_from(ActionStatus.CANCELLED) == {ActionStatus.PENDING}
+    assert allowed_from(ActionStatus.SUCCEEDED) == allowed_from(ActionStatus.FAILED) == {ActionStatus.IN_PROGRESS}
+    assert allowed_from(ActionStatus.PENDING) == frozenset()
+
+
+def test_a_guard_may_narrow_the_table_but_never_widen_it() -> None:
+    assert transition_sources(ActionStatus.TIMEOUT) == {ActionStatus.PENDING, ActionStatus.IN_PROGRESS}
+    assert transition_sources(ActionStatus.TIMEOUT, ActionStatus.IN_PROGRESS) == {ActionStatus.IN_PROGRESS}
+    with pytest.raises(ValueError, match="InProgress -> Cancelled"):
+        transition_sources(ActionStatus.CANCELLED, ActionStatus.IN_PROGRESS)
+    with pytest.raises(ValueError, match="no move to Pending"):
+        transition_sources(ActionStatus.PENDING)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from starlette.datastructures import QueryParams
 
-from bulwark.api.odata import (
+from bulwark.odata import (
     DEFAULT_PAGE_SIZE,
     MACHINE_ACTION_SPEC,
     MACHINE_SPEC,
@@ -20,7 +20,7 @@ from bulwark.api.odata import (
     EntitySpec,
     In,
     Not,
-    ODataError,
+    ODataParseError,
     ODataQuery,
     Or,
     OrderByItem,
@@ -71,14 +71,14 @@ def gadget(text: str):
 
 
 def error_of(text: str, spec: EntitySpec = MACHINE_SPEC) -> str:
-    with pytest.raises(ODataError) as caught:
+    with pytest.raises(ODataParseError) as caught:
         parse_filter(text, spec)
     assert str(caught.value) == caught.value.message
     return caught.value.message
 
 
 def query_error_of(source, spec: EntitySpec = MACHINE_SPEC) -> str:
-    with pytest.raises(ODataError) as caught:
+    with pytest.raises(ODataParseError) as caught:
         parse_query(source, spec)
     return caught.value.message
 

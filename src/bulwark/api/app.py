@@ -22,9 +22,9 @@ from bulwark.api.wire import json_response
 from bulwark.clock import Clock, SystemClock
 from bulwark.notifier import create_notifier
 from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 
 class ConfigurationError(RuntimeError):

@@ -14,7 +14,7 @@ from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.errors import Unauthorized
 from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, signing_keys_loader
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
 log = logging.getLogger("bulwark.auth")

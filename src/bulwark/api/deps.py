@@ -19,7 +19,7 @@ from bulwark.domain.errors import Unauthorized
 from bulwark.notifier import InProcessNotifier
 from bulwark.ratelimit import RateLimiter
 from bulwark.service.audit import RequestContext
-from bulwark.service.uow import UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
 

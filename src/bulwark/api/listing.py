@@ -9,22 +9,22 @@ from urllib.parse import urlencode
 from fastapi import Request
 from starlette.responses import Response
 
-from bulwark.api import odata
+from bulwark import odata
 from bulwark.api.deps import Runtime, public_base
 from bulwark.api.wire import json_response
-from bulwark.domain.errors import ODataError
-from bulwark.store.queries import Page
+from bulwark.domain.errors import InvalidODataQuery
+from bulwark.odata import Page
 
 # Characters left as they are in next links, so they read like the live service's ($skip, quotes).
 _LINK_SAFE = "$,()':"
 
 
 def parse_odata(request: Request, spec: odata.EntitySpec) -> odata.ODataQuery:
-    """The request's OData options, validated against ``spec``; invalid ones are 400 ODataError."""
+    """The request's OData options, validated against ``spec``; invalid ones are 400 with code ODataError."""
     try:
         return odata.parse_query(request.query_params, spec)
-    except odata.ODataError as exc:
-        raise ODataError(f"Invalid OData URI query: {exc.message}") from None
+    except odata.ODataParseError as exc:
+        raise InvalidODataQuery(f"Invalid OData URI query: {exc.message}") from None
 
 
 def next_link(request: Request, base: str, query: odata.ODataQuery) -> str:

@@ -9,7 +9,6 @@ from starlette.responses import Response
 from bulwark.api.audit import remember_comment
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.listing import list_response
-from bulwark.api.odata import MACHINE_ACTION_SPEC
 from bulwark.api.schemas import (
     ERROR_RESPONSES,
     ODATA_PARAMETERS,
@@ -21,6 +20,7 @@ from bulwark.api.schemas import (
 )
 from bulwark.api.wire import action_to_wire, entity_response
 from bulwark.domain.errors import PayloadTooLarge, UnsupportedMediaType
+from bulwark.odata import MACHINE_ACTION_SPEC
 from bulwark.service.actions import CancelAction, cancel_action
 from bulwark.service.inventory import list_actions
 from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard

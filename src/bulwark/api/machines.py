@@ -7,9 +7,9 @@ from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base
 from bulwark.api.listing import list_response
-from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC
 from bulwark.api.schemas import ERROR_RESPONSES, ODATA_PARAMETERS
 from bulwark.api.wire import action_to_wire, entity_response, machine_to_wire
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC
 from bulwark.service.inventory import get_machine, list_actions, list_machines
 
 router = APIRouter(tags=["Machine"])

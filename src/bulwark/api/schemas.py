@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +19,9 @@ class CommentBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     Comment: str | None = None
+
+
+BodyT = TypeVar("BodyT", bound=CommentBody)
 
 
 class OffboardBody(CommentBody):
@@ -38,7 +41,7 @@ class OffboardBody(CommentBody):
         return _SOURCES[value.lower()]
 
 
-def parse_body(raw: bytes, model: type[CommentBody], *, max_comment_length: int) -> CommentBody:
+def parse_body(raw: bytes, model: type[BodyT], *, max_comment_length: int) -> BodyT:
     """Parse and validate a JSON body, raising the live API's error for each kind of bad input."""
     if not raw.strip():
         raise InvalidRequestBody("Invalid request body: the body is empty; expected a JSON object with Comment.")

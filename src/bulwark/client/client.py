@@ -292,9 +292,10 @@ class BulwarkClient(_ClientBase):
             except httpx.TransportError as exc:
                 delay = retry.after_transport_error(exc)
             else:
-                delay = retry.after_response(response)
-                if delay is None:
+                answer_delay = retry.after_response(response)
+                if answer_delay is None:
                     return response
+                delay = answer_delay
             if delay > 0:
                 self._sleep(delay)
 
@@ -440,9 +441,10 @@ class AsyncBulwarkClient(_ClientBase):
             except httpx.TransportError as exc:
                 delay = retry.after_transport_error(exc)
             else:
-                delay = retry.after_response(response)
-                if delay is None:
+                answer_delay = retry.after_response(response)
+                if answer_delay is None:
                     return response
+                delay = answer_delay
             if delay > 0:
                 await self._sleep(delay)
 

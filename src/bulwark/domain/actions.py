@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from bulwark.domain.errors import InvalidInput
@@ -30,15 +32,18 @@ class ActionStatus(str, enum.Enum):
 FINAL_STATUSES = frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.TIMEOUT, ActionStatus.CANCELLED})
 ACTIVE_STATUSES = frozenset({ActionStatus.PENDING, ActionStatus.IN_PROGRESS})
 
-# The lifecycle as data: from each status, the statuses it may move to.
-TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
-    ActionStatus.PENDING: frozenset({ActionStatus.IN_PROGRESS, ActionStatus.CANCELLED, ActionStatus.TIMEOUT}),
-    ActionStatus.IN_PROGRESS: frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.TIMEOUT}),
-    ActionStatus.SUCCEEDED: frozenset(),
-    ActionStatus.FAILED: frozenset(),
-    ActionStatus.TIMEOUT: frozenset(),
-    ActionStatus.CANCELLED: frozenset(),
-}
+# The lifecycle as data: from each status, the statuses it may move to. This table is the only rule
+# for status moves: the store's guarded UPDATE takes its allowed-from set from ``allowed_from``.
+TRANSITIONS: Mapping[ActionStatus, frozenset[ActionStatus]] = MappingProxyType(
+    {
+        ActionStatus.PENDING: frozenset({ActionStatus.IN_PROGRESS, ActionStatus.CANCELLED, ActionStatus.TIMEOUT}),
+        ActionStatus.IN_PROGRESS: frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.TIMEOUT}),
+        ActionStatus.SUCCEEDED: frozenset(),
+        ActionStatus.FAILED: frozenset(),
+        ActionStatus.TIMEOUT: frozenset(),
+        ActionStatus.CANCELLED: frozenset(),
+    }
+)
 
 
 def can_transition(current: ActionStatus, target: ActionStatus) -> bool:
@@ -46,9 +51,30 @@ def can_transition(current: ActionStatus, target: ActionStatus) -> bool:
     return target in TRANSITIONS[current]
 
 
-def sources_of(target: ActionStatus) -> frozenset[ActionStatus]:
-    """The statuses from which ``target`` can be reached (used to guard transitions in SQL)."""
-    return frozenset(s for s, targets in TRANSITIONS.items() if target in targets)
+def allowed_from(target: ActionStatus) -> frozenset[ActionStatus]:
+    """The statuses from which the lifecycle allows moving to ``target`` (empty for Pending)."""
+    return _ALLOWED_FROM[target]
+
+
+_ALLOWED_FROM: Mapping[ActionStatus, frozenset[ActionStatus]] = MappingProxyType(
+    {target: frozenset(s for s, targets in TRANSITIONS.items() if target in targets) for target in ActionStatus}
+)
+
+
+def transition_sources(target: ActionStatus, only_from: ActionStatus | None = None) -> frozenset[ActionStatus]:
+    """The statuses a move to ``target`` may start from, narrowed to ``only_from`` when given.
+
+    Raises ValueError when the lifecycle never allows the move (``only_from`` outside the table's
+    set, or a target nothing moves to): such a call is a programming error, not a lost race.
+    """
+    sources = allowed_from(target)
+    if only_from is not None:
+        if only_from not in sources:
+            raise ValueError(f"the lifecycle does not allow {only_from.value} -> {target.value}")
+        return frozenset({only_from})
+    if not sources:
+        raise ValueError(f"the lifecycle allows no move to {target.value}")
+    return sources
 
 
 class ActionType(str, enum.Enum):

@@ -27,8 +27,8 @@ class BadRequest(BulwarkError):
     """A request the API cannot accept, with no more specific code."""
 
 
-class ODataError(BulwarkError):
-    """An invalid OData query option."""
+class InvalidODataQuery(BulwarkError):
+    """An invalid OData query option, reported with the MDE code ODataError."""
 
     code = "ODataError"
     default_message = "Invalid OData URI query."

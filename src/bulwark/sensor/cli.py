@@ -68,9 +68,9 @@ def onboarding_package(
     """Issue an onboarding package: devices use it to enrol until it expires or is revoked."""
     from bulwark.clock import SystemClock
     from bulwark.service.sensors import issue_onboarding_package
-    from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.settings import Settings
     from bulwark.store.db import create_db_engine
+    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
     settings = Settings()
     url = server_url or settings.public_base_url or f"http://{settings.host}:{settings.port}"
@@ -99,9 +99,9 @@ def revoke_package(
     from bulwark.clock import SystemClock
     from bulwark.domain.errors import BulwarkError
     from bulwark.service.sensors import revoke_onboarding_package
-    from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.settings import Settings
     from bulwark.store.db import create_db_engine
+    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
     settings = Settings()
     engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
@@ -123,9 +123,9 @@ def offboarding_package(
     """Issue an offboarding package (valid for BULWARK_OFFBOARDING_PACKAGE_VALID_DAYS, seven by default)."""
     from bulwark.clock import SystemClock
     from bulwark.service.sensors import issue_offboarding_package
-    from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.settings import Settings
     from bulwark.store.db import create_db_engine
+    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
     settings = Settings()
     engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
@@ -252,9 +252,9 @@ def sweep_command() -> None:
     from bulwark.api.background import sweep_policy
     from bulwark.clock import SystemClock
     from bulwark.service.actions import sweep
-    from bulwark.service.uow import UnitOfWorkFactory
     from bulwark.settings import Settings
     from bulwark.store.db import create_db_engine
+    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
     settings = Settings()
     engine = create_db_engine(settings.resolved_database_url(), pool_size=1)

@@ -15,9 +15,9 @@ from bulwark.domain.sensors import derive_machine_id
 from bulwark.sensor.agent import SensorOptions
 from bulwark.sensor.fleet import run_fleet
 from bulwark.service.sensors import issue_onboarding_package
-from bulwark.service.uow import UnitOfWorkFactory
 from bulwark.settings import Settings
 from bulwark.store.db import create_db_engine
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 # A visible moment of InProgress before a demo offboard succeeds.
 DEMO_ACTION_SECONDS = 2.0

@@ -87,9 +87,11 @@ async def run_fleet(
             state = new_state(device_identity=name)
             profile = simulated_profile(name)
             if keep_properties:
-                profile = DeviceProfile(
-                    computer_dns_name=None, os_platform=None, ip_addresses=None, agent_version=None, os_processor=None
-                )  # type: ignore[arg-type]
+                # Every property None: the sensor reports nothing, so the inventory keeps what it has.
+                nothing: dict[str, Any] = dict.fromkeys(
+                    ("computer_dns_name", "os_platform", "ip_addresses", "agent_version", "os_processor")
+                )
+                profile = DeviceProfile(**nothing)
 
             def received(action: dict[str, Any]) -> None:
                 report.actions_received += 1

@@ -10,7 +10,7 @@ from bulwark.domain.access import CANCEL_RULE, Principal
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
 from bulwark.domain.errors import BadRequest, BulwarkError, ResourceNotFound
 from bulwark.service.audit import RequestContext, audit_event
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 CANCEL_AUDIT_ACTION = "machine_action.cancel.requested"
 
@@ -35,10 +35,10 @@ def cancel_action(
     """Cancel an action the caller may see, if no device has claimed it yet.
 
     The same rule as every action-writing use case (``CANCEL_RULE``): any action permission, and
-    for users also a role that may manage devices and access to the action's machine. The cancel
-    is a guarded transition from Pending, so against a sensor claiming the same action exactly one
-    of them wins: a claimed action is carried out and reported, a cancelled one is never handed to
-    a device.
+    for users also a role that may manage devices and access to the action's machine. The
+    lifecycle allows Cancelled only from Pending, and the move is a guarded transition, so against
+    a sensor claiming the same action exactly one of them wins: a claimed action is carried out
+    and reported, a cancelled one is never handed to a device.
     """
     CANCEL_RULE.check_caller(principal)
     action_id = normalize_action_id(command.action_id)
@@ -55,7 +55,6 @@ def cancel_action(
             action_id,
             ActionStatus.CANCELLED,
             at=now,
-            expected=[ActionStatus.PENDING],
             cancellation_requestor=principal.name,
             cancellation_comment=command.comment,
             cancellation_date_time_utc=now,
@@ -120,7 +119,7 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
             with uow:
                 ids = uow.actions.overdue_ids(status, limit=batch, **cutoff)
                 for action_id in ids:
-                    if uow.actions.transition(action_id, ActionStatus.TIMEOUT, at=now, expected=[status]):
+                    if uow.actions.transition(action_id, ActionStatus.TIMEOUT, at=now, only_from=status):
                         counts[status] += 1
                         audit_event(
                             uow,

@@ -7,7 +7,7 @@ from typing import Any
 
 from bulwark.clock import Clock
 from bulwark.domain.access import Principal
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from bulwark.clock import Clock
 from bulwark.domain.machines import Machine
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 DEMO_TENANT_NAME = "Contoso"
 DEMO_DOMAIN = "contoso.com"

@@ -16,7 +16,7 @@ from bulwark.auth.secrets import hash_secret, new_client_secret, verify_secret
 from bulwark.auth.tokens import DEFENDER_APP_ID, DEFENDER_AUDIENCE, InvalidToken, IssuedToken, TokenIssuer, VerifiedClaims
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
-from bulwark.service.uow import UnitOfWork, UnitOfWorkFactory
+from bulwark.service.ports import UnitOfWork, UnitOfWorkFactory
 from bulwark.settings import Settings
 
 DEFENDER_SCOPES = frozenset({f"{DEFENDER_AUDIENCE}/.default", f"{DEFENDER_APP_ID}/.default"})

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from bulwark.api.odata import ODataQuery
 from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import MachineAction
 from bulwark.domain.errors import ResourceNotFound
 from bulwark.domain.machines import MACHINE_ID_PATTERN, Machine
-from bulwark.service.uow import UnitOfWork
-from bulwark.store.queries import Page
+from bulwark.odata import ODataQuery, Page
+from bulwark.service.ports import UnitOfWork
 
 
 def _find_machine(uow: UnitOfWork, principal: Principal, id_or_dns_name: str) -> Machine | None:

@@ -11,7 +11,7 @@ from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, Requ
 from bulwark.domain.errors import BulwarkError, ResourceNotFound
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
 from bulwark.service.audit import RequestContext, audit_event
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 OFFBOARD_AUDIT_ACTION = "machine_action.offboard.requested"
 

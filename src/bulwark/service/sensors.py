@@ -28,7 +28,7 @@ from bulwark.domain.sensors import (
     new_signing_key,
 )
 from bulwark.service.audit import RequestContext, audit_event
-from bulwark.service.uow import UnitOfWork
+from bulwark.service.ports import UnitOfWork
 
 log = logging.getLogger("bulwark.sensors")
 # Proofs a device keeps (beyond offboarding) to show it is the device enrolled under its identity.
@@ -290,13 +290,12 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
                     action.id,
                     ActionStatus.CANCELLED,
                     at=now,
-                    expected=[ActionStatus.PENDING],
                     cancellation_requestor=REONBOARD_CANCEL_REQUESTOR,
                     cancellation_comment=REONBOARD_CANCEL_COMMENT,
                     cancellation_date_time_utc=now,
                 )
             else:
-                won = uow.actions.transition(action.id, ActionStatus.TIMEOUT, at=now, expected=[ActionStatus.IN_PROGRESS])
+                won = uow.actions.transition(action.id, ActionStatus.TIMEOUT, at=now, only_from=ActionStatus.IN_PROGRESS)
             if won:
                 closed.append(action.id)
         generation = uow.sensors.latest_generation(machine_id) + 1
@@ -390,7 +389,7 @@ def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> 
             raise SensorOffboarded()
         now = clock.now()
         for action in uow.actions.pending_for_machine(sensor.machine_id):
-            if uow.actions.transition(action.id, ActionStatus.IN_PROGRESS, at=now, expected=[ActionStatus.PENDING]):
+            if uow.actions.transition(action.id, ActionStatus.IN_PROGRESS, at=now):
                 uow.commit()
                 action.status = ActionStatus.IN_PROGRESS
                 action.last_update_date_time_utc = now
@@ -423,7 +422,7 @@ def report_outcome(command: ReportOutcome, sensor: SensorIdentity, uow: UnitOfWo
             raise ResourceNotFound("MachineAction", command.action_id)
         now = clock.now()
         accepted = uow.actions.transition(
-            action_id, command.status, at=now, expected=[ActionStatus.IN_PROGRESS], error_h_result=command.error_h_result
+            action_id, command.status, at=now, machine_id=sensor.machine_id, error_h_result=command.error_h_result
         )
         if accepted:
             if action.type is ActionType.OFFBOARD and command.status is ActionStatus.SUCCEEDED:

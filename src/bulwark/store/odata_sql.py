@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from sqlalchemy import BigInteger, ColumnElement, Select, String, and_, exists, func, literal, not_, or_, select, true
 from sqlalchemy.ext.compiler import compiles
@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import UnaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
-from bulwark.api.odata import (
+from bulwark.odata import (
     And,
     CollectionAny,
     Comparison,
@@ -141,7 +141,8 @@ _fold_literal = fold_ascii
 # --------------------------------------------------------------------------- $filter
 
 
-_OPERATORS: Mapping[ComparisonOperator, Callable[[object, object], ColumnElement[bool]]] = {
+# Any, Any: SQLAlchemy overloads the operators on its expressions, which typeshed's signatures do not know.
+_OPERATORS: Mapping[ComparisonOperator, Callable[[Any, Any], ColumnElement[bool]]] = {
     ComparisonOperator.EQ: py_operator.eq,
     ComparisonOperator.NE: py_operator.ne,
     ComparisonOperator.GT: py_operator.gt,
@@ -201,6 +202,8 @@ def _compile_comparison(node: Comparison, columns: Columns) -> ColumnElement[boo
     column = _column(columns, node.property)
     if node.value is None:
         return column.is_(None) if node.operator is ComparisonOperator.EQ else column.is_not(None)
+    left: ColumnElement
+    right: object
     if node.operator in (ComparisonOperator.EQ, ComparisonOperator.NE) and _stored_lowercase(column, node.type):
         left, right = column, _fold_literal(str(node.value))
     else:

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generic, TypeVar
-
 from sqlalchemy import Connection, select
 
-from bulwark.api.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import MachineAction
 from bulwark.domain.machines import Machine
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery, Page
 from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
 from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause
 from bulwark.store.tables import machine_actions, machine_tags, machines
 
-T = TypeVar("T")
-
 _MACHINE_COLUMNS = snake_case_columns(machines, MACHINE_SPEC)
 _MACHINE_COLLECTIONS = {"machineTags": CollectionSpec(machine_tags.c.tag, machine_tags.c.machine_id, machines.c.id)}
 _ACTION_COLUMNS = snake_case_columns(machine_actions, MACHINE_ACTION_SPEC)
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of a list: its items, whether more follow, and the total when $count asked for it."""
-
-    items: list[T]
-    has_more: bool
-    total: int | None = None
 
 
 def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers):

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or
 from sqlalchemy.exc import IntegrityError
 
 from bulwark.domain.access import Principal
-from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, sources_of
+from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
 from bulwark.store.odata_sql import fold_ascii, fold_case
@@ -294,20 +294,22 @@ class MachineActionRepository:
         target: ActionStatus,
         *,
         at: datetime,
-        expected: Iterable[ActionStatus] | None = None,
+        only_from: ActionStatus | None = None,
+        machine_id: str | None = None,
         **values: Any,
     ) -> bool:
-        """Move an action to ``target`` if it is still in one of the ``expected`` statuses.
+        """Move an action to ``target`` if the lifecycle allows it from the action's current status.
 
-        The guard is part of the UPDATE, so of two racing transitions exactly one wins; returns
-        whether this one did. ``expected`` defaults to every status the lifecycle allows ``target`` from.
+        The allowed-from statuses come from the domain's table (``transition_sources``), narrowed to
+        ``only_from`` when given; ``machine_id`` also requires the action to be that machine's. The
+        guard is part of the UPDATE, so of two racing transitions exactly one wins; returns whether
+        this one did.
         """
-        allowed = [s.value for s in (expected if expected is not None else sources_of(target))]
-        result = self.conn.execute(
-            update(machine_actions)
-            .where(machine_actions.c.id == action_id, machine_actions.c.status.in_(allowed))
-            .values(status=target.value, last_update_date_time_utc=at, **values)
-        )
+        allowed = [s.value for s in transition_sources(target, only_from)]
+        stmt = update(machine_actions).where(machine_actions.c.id == action_id, machine_actions.c.status.in_(allowed))
+        if machine_id is not None:
+            stmt = stmt.where(machine_actions.c.machine_id == machine_id)
+        result = self.conn.execute(stmt.values(status=target.value, last_update_date_time_utc=at, **values))
         return result.rowcount == 1
 
     def pending_for_machine(self, machine_id: str, limit: int = 10) -> list[MachineAction]:

@@ -28,7 +28,10 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = create_db_engine(config.get_main_option("sqlalchemy.url"), pool_size=1)
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no database to migrate: sqlalchemy.url is not set")
+    engine = create_db_engine(url, pool_size=1)
     try:
         with engine.connect() as connection:
             if connection.dialect.name == "postgresql":

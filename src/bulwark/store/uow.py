@@ -1,10 +1,11 @@
-"""The unit of work: one database transaction with the repositories that work inside it."""
+"""The unit of work on the database: one transaction with the repositories that work inside it.
+
+Implements ``bulwark.service.ports.UnitOfWork``; the composition root builds the factory once."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from types import TracebackType
-from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
@@ -21,28 +22,6 @@ from bulwark.store.repositories import (
     SensorRepository,
     TenantRepository,
 )
-
-
-class UnitOfWork(Protocol):
-    """What use cases need: repositories sharing one transaction, committed or rolled back whole."""
-
-    tenants: TenantRepository
-    device_groups: DeviceGroupRepository
-    machines: MachineRepository
-    actions: MachineActionRepository
-    audit: AuditRepository
-    sensors: SensorRepository
-    onboarding_packages: OnboardingPackageRepository
-    package_keys: PackageSigningKeyRepository
-    lists: ListQueries
-    identity: IdentityRepository
-    signing_keys: SigningKeyRepository
-
-    def __enter__(self) -> UnitOfWork: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-    def commit(self) -> None: ...
 
 
 class SqlUnitOfWork:
@@ -94,7 +73,7 @@ class SqlUnitOfWork:
         self.conn.commit()
 
 
-class UnitOfWorkFactory:
+class SqlUnitOfWorkFactory:
     """Makes units of work on one engine: ``uow_factory()`` to write, ``uow_factory(write=False)`` to read."""
 
     def __init__(self, engine: Engine) -> None:

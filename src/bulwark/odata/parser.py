@@ -1,4 +1,6 @@
-"""OData query options ($filter, $top, $skip, $orderby, $select, $count) parsed into a validated AST."""
+"""OData query options ($filter, $top, $skip, $orderby, $select, $count) parsed into a validated AST.
+
+Pure: no web framework, no database. The entity sets it validates against are in ``entities``."""
 
 from __future__ import annotations
 
@@ -16,8 +18,6 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
-    "MACHINE_ACTION_SPEC",
-    "MACHINE_SPEC",
     "MAX_FILTER_DEPTH",
     "MAX_TOP",
     "And",
@@ -28,7 +28,7 @@ __all__ = [
     "Filter",
     "In",
     "Not",
-    "ODataError",
+    "ODataParseError",
     "ODataQuery",
     "Or",
     "OrderByItem",
@@ -55,7 +55,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SUPPORTED_OPTIONS = ("$filter", "$top", "$skip", "$orderby", "$select", "$count")
 
 
-class ODataError(ValueError):
+class ODataParseError(ValueError):
     """A query option is invalid; `message` says exactly what is wrong and is safe to show the client."""
 
     def __init__(self, message: str) -> None:
@@ -123,105 +123,6 @@ class EntitySpec:
     def sortable_properties(self) -> tuple[str, ...]:
         """Wire names of the properties $orderby may use, in emission order."""
         return tuple(wire for wire, prop in self.properties.items() if prop.sortable)
-
-
-def _string(filterable: bool = False) -> PropertySpec:
-    return PropertySpec(PropertyType.STRING, filterable=filterable, sortable=filterable)
-
-
-def _datetime(filterable: bool = False) -> PropertySpec:
-    return PropertySpec(PropertyType.DATETIME, filterable=filterable, sortable=filterable)
-
-
-def _int(filterable: bool = False) -> PropertySpec:
-    return PropertySpec(PropertyType.INT, filterable=filterable, sortable=filterable)
-
-
-def _enum(*values: str, filterable: bool = False) -> PropertySpec:
-    return PropertySpec(PropertyType.ENUM, filterable=filterable, sortable=filterable, enum_values=values)
-
-
-_BOOL = PropertySpec(PropertyType.BOOL)
-_COMPLEX = PropertySpec(PropertyType.COMPLEX)
-
-# What can be filtered follows the contract; what can be filtered can also be sorted (except collections).
-MACHINE_ACTION_SPEC = EntitySpec(
-    "MachineAction",
-    {
-        "id": _string(filterable=True),
-        "type": _enum(
-            "Offboard",
-            "Isolate",
-            "Unisolate",
-            "RunAntiVirusScan",
-            "CollectInvestigationPackage",
-            "StopAndQuarantineFile",
-            "RestrictCodeExecution",
-            "UnrestrictCodeExecution",
-            "LiveResponse",
-            filterable=True,
-        ),
-        "title": _string(),
-        "requestor": _string(filterable=True),
-        "requestorComment": _string(),
-        "status": _enum("Pending", "InProgress", "Succeeded", "Failed", "TimeOut", "Cancelled", filterable=True),
-        "machineId": _string(filterable=True),
-        "computerDnsName": _string(),
-        "creationDateTimeUtc": _datetime(filterable=True),
-        "lastUpdateDateTimeUtc": _datetime(),
-        "cancellationRequestor": _string(),
-        "cancellationComment": _string(),
-        "cancellationDateTimeUtc": _datetime(),
-        "errorHResult": _int(),
-        "scope": _string(),
-        "externalId": _string(),
-        "requestSource": _string(),
-        "relatedFileInfo": _COMPLEX,
-        "commands": _COMPLEX,
-        "troubleshootInfo": _COMPLEX,
-    },
-)
-
-MACHINE_SPEC = EntitySpec(
-    "Machine",
-    {
-        "id": _string(filterable=True),
-        "computerDnsName": _string(filterable=True),
-        "firstSeen": _datetime(),
-        "lastSeen": _datetime(filterable=True),
-        "osPlatform": _string(filterable=True),
-        "osProcessor": _string(),
-        "version": _string(filterable=True),
-        "osBuild": _int(),
-        "lastIpAddress": _string(filterable=True),
-        "lastExternalIpAddress": _string(),
-        "agentVersion": _string(),
-        "healthStatus": _enum(
-            "Active",
-            "Inactive",
-            "ImpairedCommunication",
-            "NoSensorData",
-            "NoSensorDataImpairedCommunication",
-            "Unknown",
-            filterable=True,
-        ),
-        "deviceValue": _enum("Normal", "Low", "High", filterable=True),
-        "rbacGroupId": _int(filterable=True),
-        "rbacGroupName": _string(),
-        "riskScore": _enum("None", "Informational", "Low", "Medium", "High", filterable=True),
-        "exposureLevel": _enum("None", "Low", "Medium", "High", filterable=True),
-        "isAadJoined": _BOOL,
-        "aadDeviceId": _string(filterable=True),
-        "machineTags": PropertySpec(PropertyType.STRING_COLLECTION, filterable=True),
-        "onboardingStatus": _enum("Onboarded", "CanBeOnboarded", "Unsupported", "InsufficientInfo", filterable=True),
-        "osArchitecture": _string(),
-        "ipAddresses": _COMPLEX,
-        "managedBy": _string(),
-        "managedByStatus": _string(),
-        "isPotentialDuplication": _BOOL,
-        "isExcluded": _BOOL,
-    },
-)
 
 
 # --------------------------------------------------------------------------- the AST
@@ -425,10 +326,10 @@ _DATETIME_PATTERN = re.compile(
 )
 
 
-def _syntax_error(text: str, error: UnexpectedInput) -> ODataError:
+def _syntax_error(text: str, error: UnexpectedInput) -> ODataParseError:
     """Turn a lark error into a message with a 1-based character position in the $filter text."""
     if isinstance(error, UnexpectedCharacters):
-        position = error.pos_in_stream
+        position = error.pos_in_stream or 0
         char = text[position]
         if char == "'":
             detail = "unterminated string literal (a quote inside a string is written as '')"
@@ -438,7 +339,7 @@ def _syntax_error(text: str, error: UnexpectedInput) -> ODataError:
             detail = f"malformed number or date starting with {char!r} (dates look like 2024-01-01Z)"
         else:
             detail = f"unexpected character {char!r}"
-        return ODataError(f"Syntax error at position {position + 1} in $filter: {detail}")
+        return ODataParseError(f"Syntax error at position {position + 1} in $filter: {detail}")
     if isinstance(error, UnexpectedToken):
         token = error.token
         # accepts() replays the parser, so it lists only tokens that really continue the input
@@ -449,10 +350,10 @@ def _syntax_error(text: str, error: UnexpectedInput) -> ODataError:
             position, found = len(text.rstrip()), "end of filter"
         else:
             position, found = token.start_pos, repr(str(token))
-        return ODataError(
+        return ODataParseError(
             f"Syntax error at position {position + 1} in $filter: unexpected {found}; expected {' or '.join(expected)}"
         )
-    return ODataError(f"Syntax error in $filter: {error}")  # pragma: no cover - lalr raises only the two above
+    return ODataParseError(f"Syntax error in $filter: {error}")  # pragma: no cover - lalr raises only the two above
 
 
 def _parse_datetime(text: str) -> datetime | None:
@@ -512,7 +413,7 @@ class _FilterBuilder:
 
     def build(self, node: Tree, scope: _Scope | None, depth: int) -> Filter:
         if depth > MAX_FILTER_DEPTH:
-            raise ODataError(f"Invalid filter clause: nesting deeper than {MAX_FILTER_DEPTH} levels")
+            raise ODataParseError(f"Invalid filter clause: nesting deeper than {MAX_FILTER_DEPTH} levels")
         kind = node.data
         if kind == "or_expr":
             return Or(self._flatten(Or, node.children, scope, depth))
@@ -545,11 +446,11 @@ class _FilterBuilder:
     def _operand(self, node: Tree, scope: _Scope | None) -> _Target:
         if len(node.children) == 1:
             (ident,) = node.children
-            return self._resolve(ident, scope)
-        function, ident = node.children
+            return self._resolve(_token(ident), scope)
+        function, ident = (_token(child) for child in node.children)
         target = self._resolve(ident, scope)
         if target.type not in (PropertyType.STRING, PropertyType.ENUM):
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: {function.lower()}() needs a string argument; {target.label} is of type {target.type}"
             )
         # Comparisons are case-insensitive already, so tolower()/toupper() change nothing.
@@ -560,14 +461,14 @@ class _FilterBuilder:
         if scope is not None:
             if name.lower() == scope.variable.lower():
                 return _Target(scope.collection, PropertyType.STRING, f"lambda variable '{name}'")
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: inside {scope.collection}/any() only the lambda variable "
                 f"'{scope.variable}' can be used, not '{name}'"
             )
         wire = self._filterable_property(name)
         prop = self.spec.properties[wire]
         if prop.type is PropertyType.STRING_COLLECTION:
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: property '{wire}' is a collection; test its elements with {wire}/any(t: t eq 'value')"
             )
         return _Target(wire, prop.type, f"property '{wire}'")
@@ -575,12 +476,12 @@ class _FilterBuilder:
     def _filterable_property(self, name: str) -> str:
         wire = self.spec.resolve(name)
         if wire is None:
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: property '{name}' is not supported for filtering: {self.spec.name} has no such property"
             )
         if not self.spec.properties[wire].filterable:
             allowed = ", ".join(self.spec.filterable_properties())
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: property '{wire}' is not supported for filtering; filterable properties: {allowed}"
             )
         return wire
@@ -592,7 +493,7 @@ class _FilterBuilder:
         kind, text = token.type, str(token)
         if kind == "NULL":
             return None
-        mismatch = ODataError(
+        mismatch = ODataParseError(
             f"Invalid filter clause: {target.label} is of type {target.type}; "
             f"{text} is not a valid {target.type} value{_type_hint(target)}"
         )
@@ -609,7 +510,7 @@ class _FilterBuilder:
                 raise mismatch
             number = int(text)
             if not _INT64_MIN <= number <= _INT64_MAX:
-                raise ODataError(f"Invalid filter clause: {text} is out of range for {target.label}")
+                raise ODataParseError(f"Invalid filter clause: {text} is out of range for {target.label}")
             return number
         if target.type is PropertyType.DATETIME:
             if kind not in ("DATETIME", "STRING"):
@@ -629,22 +530,23 @@ class _FilterBuilder:
         for canonical in values:
             if canonical.lower() == text.lower():
                 return canonical
-        raise ODataError(
+        raise ODataParseError(
             f"Invalid filter clause: '{text}' is not a valid value for {target.label}; valid values: {', '.join(values)}"
         )
 
     # ---- predicates
 
     def _comparison(self, node: Tree, scope: _Scope | None) -> Comparison:
-        operand, operator_token, value_token = node.children
+        operand, operator_child, value_child = node.children
+        operator_token, value_token = _token(operator_child), _token(value_child)
         target = self._operand(operand, scope)
         operator = ComparisonOperator(operator_token.lower())
         value = self._value(value_token, target)
         if value is None and operator not in (ComparisonOperator.EQ, ComparisonOperator.NE):
-            raise ODataError(f"Invalid filter clause: null can only be compared with eq or ne, not {operator}")
+            raise ODataParseError(f"Invalid filter clause: null can only be compared with eq or ne, not {operator}")
         ordered = operator not in (ComparisonOperator.EQ, ComparisonOperator.NE)
         if ordered and target.type in (PropertyType.ENUM, PropertyType.BOOL):
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: operator '{operator}' is not supported for {target.type} "
                 f"{target.label}; use eq, ne or in"
             )
@@ -654,52 +556,61 @@ class _FilterBuilder:
         operand, *value_tokens = node.children
         target = self._operand(operand, scope)
         if target.type is PropertyType.BOOL:
-            raise ODataError(f"Invalid filter clause: 'in' is not supported for bool {target.label}")
-        values = tuple(dict.fromkeys(self._value(token, target) for token in value_tokens))
+            raise ODataParseError(f"Invalid filter clause: 'in' is not supported for bool {target.label}")
+        values = tuple(dict.fromkeys(self._value(_token(token), target) for token in value_tokens))
         return In(target.property, target.type, values)
 
     def _string_call(self, node: Tree, scope: _Scope | None) -> StringMatch:
-        function_token, operand, value_token = node.children
+        function_child, operand, value_child = node.children
+        function_token, value_token = _token(function_child), _token(value_child)
         function = StringFunction(function_token.lower())
         target = self._operand(operand, scope)
         if target.type is not PropertyType.STRING:
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: {function}() needs a string argument; {target.label} is of type {target.type}"
             )
         if value_token.type != "STRING":
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: the second argument of {function}() must be a quoted string, not {value_token}"
             )
         return StringMatch(function, target.property, _unquote(str(value_token)))
 
     def _string_call_compared(self, node: Tree, scope: _Scope | None) -> Filter:
-        call, operator_token, value_token = node.children
+        call, operator_child, value_child = node.children
+        operator_token, value_token = _token(operator_child), _token(value_child)
         match = self._string_call(call, scope)
         operator = operator_token.lower()
         if operator not in ("eq", "ne") or value_token.type not in ("TRUE", "FALSE"):
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: the result of {match.function}() can only be compared with eq or ne to true or false"
             )
         wanted = (value_token.type == "TRUE") == (operator == "eq")
         return match if wanted else Not(match)
 
     def _lambda(self, node: Tree, scope: _Scope | None, depth: int) -> CollectionAny:
-        collection_token, operator_token, variable, body = node.children
+        collection_token, operator_child, variable, body = node.children
+        operator_token = _token(operator_child)
         name = str(collection_token)
         if scope is not None:
-            raise ODataError(f"Invalid filter clause: {name}/{operator_token.lower()}() cannot be nested in another lambda")
+            raise ODataParseError(f"Invalid filter clause: {name}/{operator_token.lower()}() cannot be nested in another lambda")
         wire = self._filterable_property(name)
         prop = self.spec.properties[wire]
         if prop.type is not PropertyType.STRING_COLLECTION:
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid filter clause: {operator_token.lower()}() needs a collection property; '{wire}' is of type {prop.type}"
             )
         if operator_token.lower() != "any":
-            raise ODataError(f"Invalid filter clause: {wire}/{operator_token.lower()}() is not supported; use any()")
+            raise ODataParseError(f"Invalid filter clause: {wire}/{operator_token.lower()}() is not supported; use any()")
         if variable is None:
             return CollectionAny(wire, None)
         predicate = self.build(body, _Scope(str(variable), wire), depth + 1)
         return CollectionAny(wire, predicate)
+
+
+def _token(child: Token | Tree[Token] | None) -> Token:
+    """A leaf of the parse tree where the grammar puts one (a bug in the grammar if not)."""
+    assert isinstance(child, Token), child
+    return child
 
 
 def _unquote(literal: str) -> str:
@@ -721,17 +632,17 @@ def _type_hint(target: _Target) -> str:
 def parse_filter(text: str, spec: EntitySpec) -> Filter:
     """Parse and validate a $filter expression for `spec`.
 
-    Raises ODataError for syntax errors (with a 1-based character position), unknown or
+    Raises ODataParseError for syntax errors (with a 1-based character position), unknown or
     non-filterable properties, and literals that do not fit the property's type.
     """
     if not text.strip():
-        raise ODataError("Invalid filter clause: the $filter option is empty")
+        raise ODataParseError("Invalid filter clause: the $filter option is empty")
     try:
         tree = _FILTER_PARSER.parse(text)
     except UnexpectedInput as error:
         raise _syntax_error(text, error) from None
     if isinstance(tree, Token):  # pragma: no cover - the grammar has no bare-token filters
-        raise ODataError("Invalid filter clause: not a boolean expression")
+        raise ODataParseError("Invalid filter clause: not a boolean expression")
     return _FilterBuilder(spec).build(tree, None, 0)
 
 
@@ -741,10 +652,10 @@ def parse_filter(text: str, spec: EntitySpec) -> Filter:
 def _parse_whole_number(text: str, option: str, maximum: int) -> int:
     stripped = text.strip()
     if not stripped.isascii() or not stripped.isdigit():
-        raise ODataError(f"Invalid value for {option}: '{text}' is not a non-negative whole number")
+        raise ODataParseError(f"Invalid value for {option}: '{text}' is not a non-negative whole number")
     number = int(stripped)
     if number > maximum:
-        raise ODataError(f"Invalid value for {option}: {number} exceeds the maximum of {maximum}")
+        raise ODataParseError(f"Invalid value for {option}: {number} exceeds the maximum of {maximum}")
     return number
 
 
@@ -754,26 +665,26 @@ def _parse_orderby(text: str, spec: EntitySpec) -> tuple[OrderByItem, ...]:
     for raw_item in text.split(","):
         words = raw_item.split()
         if not words or len(words) > 2:
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid $orderby clause: '{raw_item.strip()}' is not of the form 'property' or 'property asc|desc'"
             )
         name = words[0]
         direction = words[1].lower() if len(words) == 2 else "asc"
         if direction not in ("asc", "desc"):
-            raise ODataError(f"Invalid $orderby clause: sort direction '{words[1]}' must be asc or desc")
+            raise ODataParseError(f"Invalid $orderby clause: sort direction '{words[1]}' must be asc or desc")
         wire = spec.resolve(name)
         if wire is None:
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid $orderby clause: property '{name}' is not supported for sorting: {spec.name} has no such property"
             )
         prop = spec.properties[wire]
         if not prop.sortable:
             allowed = ", ".join(spec.sortable_properties())
-            raise ODataError(
+            raise ODataParseError(
                 f"Invalid $orderby clause: property '{wire}' is not supported for sorting; sortable properties: {allowed}"
             )
         if wire in seen:
-            raise ODataError(f"Invalid $orderby clause: property '{wire}' appears more than once")
+            raise ODataParseError(f"Invalid $orderby clause: property '{wire}' appears more than once")
         seen.add(wire)
         items.append(OrderByItem(wire, prop.type, descending=direction == "desc"))
     return tuple(items)
@@ -784,12 +695,12 @@ def _parse_select(text: str, spec: EntitySpec) -> tuple[str, ...] | None:
     for raw_name in text.split(","):
         name = raw_name.strip()
         if not name:
-            raise ODataError(f"Invalid $select clause: empty property name in '{text.strip()}'")
+            raise ODataParseError(f"Invalid $select clause: empty property name in '{text.strip()}'")
         if name == "*":
             return None
         wire = spec.resolve(name)
         if wire is None:
-            raise ODataError(f"Invalid $select clause: {spec.name} has no property '{name}'")
+            raise ODataParseError(f"Invalid $select clause: {spec.name} has no property '{name}'")
         chosen.add(wire)
     return tuple(wire for wire in spec.properties if wire in chosen)
 
@@ -797,7 +708,7 @@ def _parse_select(text: str, spec: EntitySpec) -> tuple[str, ...] | None:
 def _parse_bool_option(text: str, option: str) -> bool:
     value = text.strip().lower()
     if value not in ("true", "false"):
-        raise ODataError(f"Invalid value for {option}: '{text}'; expected true or false")
+        raise ODataParseError(f"Invalid value for {option}: '{text}'; expected true or false")
     return value == "true"
 
 
@@ -809,7 +720,7 @@ def _option_pairs(source: QuerySource) -> list[tuple[str, str]]:
         try:
             return parse_qsl(source.removeprefix("?"), keep_blank_values=True, errors="strict")
         except UnicodeDecodeError:
-            raise ODataError("Invalid query string: percent-encoded bytes are not valid UTF-8") from None
+            raise ODataParseError("Invalid query string: percent-encoded bytes are not valid UTF-8") from None
     multi_items = getattr(source, "multi_items", None)  # Starlette's QueryParams keeps repeated keys here
     if callable(multi_items):
         return list(multi_items())
@@ -825,7 +736,7 @@ def parse_query(source: QuerySource, spec: EntitySpec) -> ODataQuery:
     already-decoded parameters: a mapping, Starlette's QueryParams (repeated keys are seen), or an
     iterable of (name, value) pairs. Option names are matched case-insensitively; parameters not
     starting with `$` are ignored (they belong to the endpoint); unknown `$` options, repeated
-    options and empty values raise ODataError.
+    options and empty values raise ODataParseError.
     """
     options: dict[str, str] = {}
     for raw_name, value in _option_pairs(source):
@@ -833,13 +744,13 @@ def parse_query(source: QuerySource, spec: EntitySpec) -> ODataQuery:
         if not name.startswith("$"):
             continue
         if name not in _SUPPORTED_OPTIONS:
-            raise ODataError(
+            raise ODataParseError(
                 f"The query option '{raw_name.strip()}' is not supported; supported options: {', '.join(_SUPPORTED_OPTIONS)}"
             )
         if name in options:
-            raise ODataError(f"The query option '{name}' was given more than once")
+            raise ODataParseError(f"The query option '{name}' was given more than once")
         if not value.strip():
-            raise ODataError(f"The query option '{name}' has an empty value")
+            raise ODataParseError(f"The query option '{name}' has an empty value")
         options[name] = value
 
     query_filter = parse_filter(options["$filter"], spec) if "$filter" in options else None
