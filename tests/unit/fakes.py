@@ -277,9 +277,9 @@ class FakeOnboardingPackages(_Repository):
 
     def find_valid(self, tenant_id: str, key_hash: str, now: datetime) -> dict[str, Any] | None:
         for package in self.db.onboarding_packages.values():
-            if package["tenant_id"] == tenant_id and package["key_hash"] == key_hash and package["revoked_at"] is None:
-                if package["expires_at"] is None or package["expires_at"] > now:
-                    return dict(package)
+            usable = package["revoked_at"] is None and (package["expires_at"] is None or package["expires_at"] > now)
+            if package["tenant_id"] == tenant_id and package["key_hash"] == key_hash and usable:
+                return dict(package)
         return None
 
     def is_valid(self, tenant_id: str, key_hash: str, now: datetime) -> bool:
