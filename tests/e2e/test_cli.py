@@ -11,8 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bulwark.client import NO_RETRIES, MachineAction, TooManyRequests
-from bulwark.client.cli import (
+from bulwark.cli.api.output import (
     EXIT_API_ERROR,
     EXIT_AUTH_ERROR,
     EXIT_NOT_SUCCEEDED,
@@ -21,6 +20,7 @@ from bulwark.client.cli import (
     EXIT_USAGE,
     EXIT_WAIT_TIMEOUT,
 )
+from bulwark.client import NO_RETRIES, MachineAction, TooManyRequests
 from bulwark.sensor.agent import E_FAIL
 from tests.conftest import make_machine
 from tests.e2e.cli_support import LiveServer, live_server, sdk, sensor_fleet, wait_until

@@ -143,6 +143,11 @@ def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_facto
             machine_id = wait_enrolled(state)
             created = offboard(base, machine_id)
             wait_for(lambda: action(base, created["id"])["status"] == "InProgress", what="the claim")
+            # The server records the claim before the sensor has read its answer: wait for the
+            # sensor's own record too, so the kill lands while it carries the action out.
+            wait_for(
+                lambda: (read_state(state).get("currentAction") or {}).get("id") == created["id"], what="the sensor's record"
+            )
             slow.kill()
             slow.wait()
         finally:

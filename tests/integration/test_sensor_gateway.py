@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
-from bulwark.api.background import sweep_policy
 from bulwark.api.deps import get_principal
+from bulwark.bootstrap import sweep_policy
 from bulwark.clock import FrozenClock
 from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.domain.sensors import derive_machine_id

@@ -128,6 +128,14 @@ class FakeMachines(_Repository):
     def count(self, tenant_id: str | None = None) -> int:
         return sum(1 for m in self.db.machines.values() if tenant_id is None or m.tenant_id == tenant_id)
 
+    def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
+        found = [
+            (m.id, m.computer_dns_name)
+            for m in self.db.machines.values()
+            if m.tenant_id == tenant_id and m.health_status == health_status and m.offboarded_at is None
+        ]
+        return sorted(found, key=lambda pair: pair[1])
+
 
 class FakeActions(_Repository):
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:

@@ -88,15 +88,49 @@ def mde_error(status: int, code: str, message: str, target: str | None = "req-00
 
 
 def machine_json(number: int) -> dict[str, Any]:
+    """A Machine with every field the API sends, in its order (api/wire.py's machine_to_wire)."""
     return {
         "id": f"{number:040x}",
         "computerDnsName": f"host{number}.contoso.com",
-        "osPlatform": "Windows11",
-        "healthStatus": "Active",
-        "onboardingStatus": "Onboarded",
-        "machineTags": [],
+        "firstSeen": "2024-04-01T08:00:00.1234567Z",
         "lastSeen": "2024-05-01T08:00:00.1234567Z",
+        "osPlatform": "Windows11",
+        "osProcessor": "x64",
+        "version": "22H2",
+        "osBuild": 22621,
+        "lastIpAddress": "10.0.0.4",
+        "lastExternalIpAddress": None,
+        "agentVersion": "10.8750.22621.1000",
+        "healthStatus": "Active",
+        "deviceValue": "Normal",
+        "rbacGroupId": None,
+        "rbacGroupName": None,
+        "riskScore": "None",
+        "exposureLevel": "None",
+        "isAadJoined": False,
+        "aadDeviceId": None,
+        "machineTags": [],
+        "onboardingStatus": "Onboarded",
+        "osArchitecture": "64-bit",
+        "ipAddresses": [],
+        "managedBy": "MicrosoftDefenderForEndpoint",
+        "managedByStatus": "Success",
+        "isPotentialDuplication": False,
+        "isExcluded": False,
     }
+
+
+def entity(entity_set: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A single entity as the API answers it: ``@odata.context`` first, then the fields."""
+    return {"@odata.context": f"{API}/api/$metadata#{entity_set}/$entity", **body}
+
+
+def is_guid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 class FakeService:
@@ -142,7 +176,12 @@ class FakeService:
                 raise outcome("scripted failure", request=request)
             return outcome
         if request.headers.get("Authorization") not in {f"Bearer {t}" for t in self.valid_tokens}:
-            return mde_error(401, "Unauthorized", "Unauthorized (invalid or expired authorization header).")
+            return mde_error(
+                401,
+                "Unauthorized",
+                "Unauthorized (invalid or expired authorization header).",
+                **{"WWW-Authenticate": 'Bearer realm="bulwark", error="invalid_token"'},
+            )
         return self._route(request)
 
     def _token(self, request: httpx.Request) -> httpx.Response:
@@ -158,30 +197,39 @@ class FakeService:
         parts = request.url.path.strip("/").split("/")
         match request.method, parts:
             case "POST", ["api", "machines", machine_id, "offboard"]:
-                body = json.loads(request.content)
-                if "Comment" not in body:
-                    return mde_error(400, "MissingRequiredParameter", "Parameter Comment is missing.")
+                body = self._comment_body(request)
+                if isinstance(body, httpx.Response):
+                    return body
                 action = self._new_action(
                     machine_id, body["Comment"], body.get("ExternalId"), body.get("Title"), body.get("RequestSource")
                 )
                 self.actions[action["id"]] = action
-                return httpx.Response(self.offboard_status, json=action)
+                return httpx.Response(self.offboard_status, json=entity("MachineActions", action))
             case "GET", ["api", "machineactions", action_id]:
-                if action_id not in self.actions:
-                    return mde_error(404, "ResourceNotFound", f"Action {action_id} was not found")
+                missing = self._unknown_action(action_id)
+                if missing is not None:
+                    return missing
                 upcoming = self.upcoming_statuses.get(action_id)
                 if upcoming:
                     self.actions[action_id]["status"] = upcoming.pop(0)
-                return httpx.Response(200, json=self.actions[action_id])
+                return httpx.Response(200, json=entity("MachineActions", self.actions[action_id]))
             case "POST", ["api", "machineactions", action_id, "cancel"]:
+                missing = self._unknown_action(action_id)
+                if missing is not None:
+                    return missing
+                body = self._comment_body(request)
+                if isinstance(body, httpx.Response):
+                    return body
                 action = self.actions[action_id]
+                if action["status"] != "Pending":
+                    return mde_error(400, "BadRequest", f"Action {action_id} is already in final state {action['status']}.")
                 action.update(
                     status="Cancelled",
                     cancellationRequestor="Automation App",
-                    cancellationComment=json.loads(request.content)["Comment"],
+                    cancellationComment=body["Comment"],
                     cancellationDateTimeUtc="2024-05-01T09:00:00.5Z",
                 )
-                return httpx.Response(200, json=action)
+                return httpx.Response(200, json=entity("MachineActions", action))
             case "GET", ["api", "machineactions"]:
                 return self._page(request, list(self.actions.values()), "MachineActions")
             case "GET", ["api", "machines"]:
@@ -189,23 +237,42 @@ class FakeService:
             case "GET", ["api", "machines", key]:
                 for machine in self.machines:
                     if key in (machine["id"], machine["computerDnsName"]):
-                        return httpx.Response(200, json=machine)
+                        return httpx.Response(200, json=entity("Machines", machine))
                 return mde_error(404, "ResourceNotFound", f"Machine {key} was not found")
         return mde_error(404, "NotFound", "General Not Found error message.")
 
+    def _comment_body(self, request: httpx.Request) -> dict[str, Any] | httpx.Response:
+        """The body of an offboard or cancel, or the error the API answers for it (api/schemas.py)."""
+        if not request.content.strip():
+            return mde_error(
+                400, "InvalidRequestBody", "Invalid request body: the body is empty; expected a JSON object with Comment."
+            )
+        body = json.loads(request.content)
+        if not isinstance(body, dict):
+            return mde_error(400, "InvalidRequestBody", "Invalid request body: expected a JSON object.")
+        comment = body.get("Comment")
+        if comment is None or not comment.strip():
+            return mde_error(400, "MissingRequiredParameter", "Parameter Comment is missing.")
+        return body
+
+    def _unknown_action(self, action_id: str) -> httpx.Response | None:
+        """The API's answer to an action id that is not a GUID, or names no action."""
+        if not is_guid(action_id):
+            return mde_error(400, "InvalidInput", f"Invalid input {action_id!r}: machine action id must be a GUID.")
+        if action_id not in self.actions:
+            return mde_error(404, "ResourceNotFound", f"MachineAction {action_id} was not found")
+        return None
+
     def _page(self, request: httpx.Request, items: list[dict[str, Any]], entity_set: str) -> httpx.Response:
+        """One page the way api/listing.py writes it: $top is the page size; the next link moves $skip only."""
         params = request.url.params
         skip = int(params.get("$skip", 0))
-        top = int(params["$top"]) if "$top" in params else None
-        size = self.page_size if top is None else min(self.page_size, top)
+        size = int(params["$top"]) if "$top" in params else self.page_size
         page = items[skip : skip + size]
         body: dict[str, Any] = {"@odata.context": f"{API}/api/$metadata#{entity_set}", "value": page}
-        more_wanted = top is None or top > len(page)
-        if skip + len(page) < len(items) and more_wanted:
-            query = {k: v for k, v in params.items() if k not in ("$skip", "$top")}
-            query["$skip"] = str(skip + len(page))
-            if top is not None:
-                query["$top"] = str(top - len(page))
+        if skip + len(page) < len(items):
+            query = [(k, v) for k, v in params.multi_items() if k.lower() != "$skip"]
+            query.append(("$skip", str(skip + size)))
             body["@odata.nextLink"] = str(httpx.URL(f"{self.link_origin}{request.url.path}", params=query))
         return httpx.Response(200, json=body)
 
@@ -623,10 +690,18 @@ def test_request_id_comes_from_the_header_when_the_body_has_no_target(connect: C
 
 
 def test_missing_resource_is_reported_by_the_real_route(connect: Connect) -> None:
+    unknown = "0b7e2f4c-6a1d-4e3b-9c8f-5d2a1b0c9e8f"
     with pytest.raises(ResourceNotFound) as raised:
+        connect().get_action(unknown)
+
+    assert raised.value.message == f"MachineAction {unknown} was not found"
+
+
+def test_a_malformed_action_id_is_refused_as_invalid_input(connect: Connect) -> None:
+    with pytest.raises(InvalidInput) as raised:
         connect().get_action("no-such-action")
 
-    assert raised.value.message == "Action no-such-action was not found"
+    assert raised.value.message == "Invalid input 'no-such-action': machine action id must be a GUID."
 
 
 # --- retries ----------------------------------------------------------------------------------

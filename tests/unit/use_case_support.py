@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.machines import Machine
-from bulwark.service.audit import RequestContext
+from bulwark.service.audit_trail import RequestContext
 from tests.conftest import TENANT, make_machine
 from tests.unit.fakes import FakeUnitOfWorkFactory
 

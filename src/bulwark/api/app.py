@@ -1,4 +1,4 @@
-"""The composition root: ``create_app(settings)`` wires storage, clock and routes into one ASGI app."""
+"""``create_app(settings)``: the server's parts, built by ``bulwark.bootstrap``, and the routes in one ASGI app."""
 
 from __future__ import annotations
 
@@ -12,19 +12,19 @@ from fastapi.openapi.utils import get_openapi
 
 from bulwark import __version__
 from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
-from bulwark.api.authn import AuthDisabledWarningMiddleware, Authenticator
 from bulwark.api.background import background
-from bulwark.api.deps import Runtime
 from bulwark.api.errors import install_error_handlers
-from bulwark.api.middleware import AllowedHostsMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
-from bulwark.api.ratelimiting import UNAUTHENTICATED_OPERATION, enforce_rate_limit
+from bulwark.api.middleware import (
+    AllowedHostsMiddleware,
+    AuthDisabledWarningMiddleware,
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+)
+from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.api.wire import json_response
-from bulwark.clock import Clock, SystemClock
-from bulwark.notifier import create_notifier
-from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
+from bulwark.bootstrap import build_runtime, close_runtime, start_runtime
+from bulwark.clock import Clock
 from bulwark.settings import Settings
-from bulwark.store.db import create_db_engine
-from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
 
 class ConfigurationError(RuntimeError):
@@ -46,22 +46,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     problem = settings.multi_process_problem()
     if problem:
         raise ConfigurationError(problem)
-    clock = clock or SystemClock()
-    engine = create_db_engine(settings.resolved_database_url())
-    limiter = create_rate_limiter(
-        settings.redis_url,
-        RateLimitPolicy.parse(
-            settings.rate_limit, {UNAUTHENTICATED_OPERATION: settings.unauthenticated_rate_limit, **settings.rate_limit_overrides}
-        ),
-        fail_mode=settings.rate_limit_fail_mode,
-        enabled=settings.rate_limit_enabled,
-        key_prefix=settings.rate_limit_key_prefix,
-        clock=lambda: clock.now().timestamp(),
-    )
-    uow = UnitOfWorkFactory(engine)
-    auth = Authenticator(settings, uow, clock)
-    notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
-    runtime = Runtime(settings=settings, engine=engine, uow=uow, clock=clock, limiter=limiter, auth=auth, notifier=notifier)
+    runtime = build_runtime(settings, clock)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -69,12 +54,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         # queue for the GIL and the database, and raise latency without adding throughput.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         try:
+            # Written once before serving (the first signing key), never while building the app.
+            await anyio.to_thread.run_sync(start_runtime, runtime)
             # The wake-up listener and the sweeper run for as long as the app serves.
             async with background(app_):
                 yield
         finally:
-            limiter.close()
-            engine.dispose()
+            close_runtime(runtime)
 
     app = FastAPI(
         lifespan=lifespan,

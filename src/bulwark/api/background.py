@@ -6,25 +6,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from bulwark.api.deps import Runtime
-from bulwark.service.actions import SweepPolicy, sweep
-from bulwark.settings import Settings
+from bulwark.bootstrap import Runtime, sweep_policy
+from bulwark.service.actions import sweep
 
 log = logging.getLogger("bulwark.sweeper")
-
-
-def sweep_policy(settings: Settings) -> SweepPolicy:
-    """The sweeper's limits, from the settings."""
-    return SweepPolicy(
-        pickup_timeout=timedelta(seconds=settings.action_pickup_timeout_seconds),
-        in_progress_timeout=timedelta(seconds=settings.action_in_progress_timeout_seconds),
-        inactive_after_offboard=timedelta(days=settings.inactive_after_offboard_days),
-    )
 
 
 async def _sweep_forever(runtime: Runtime) -> None:

@@ -1,41 +1,18 @@
-"""The composition root's runtime, and the FastAPI dependencies that hand it to routes."""
+"""The FastAPI dependencies that hand the server's runtime (built in ``bulwark.bootstrap``) to routes."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from bulwark.api.audit import remember_principal
-from bulwark.api.authn import Authenticator
+from bulwark.api.request_state import request_state
 from bulwark.api.unauthenticated import refuse_unauthenticated
-from bulwark.clock import Clock
+from bulwark.bootstrap import Runtime
 from bulwark.domain.access import Principal
 from bulwark.domain.errors import Unauthorized
-from bulwark.notifier import InProcessNotifier
-from bulwark.ratelimit import RateLimiter
-from bulwark.service.audit import RequestContext
-from bulwark.service.ports import UnitOfWorkFactory
-from bulwark.settings import Settings
-
-
-@dataclass
-class Runtime:
-    """Everything wired once in ``create_app``: settings, storage and the cross-cutting parts."""
-
-    settings: Settings
-    engine: Engine
-    uow: UnitOfWorkFactory
-    clock: Clock
-    limiter: RateLimiter
-    auth: Authenticator
-    notifier: InProcessNotifier = field(default_factory=InProcessNotifier)
-    # Set at shutdown so that long polls answer at once.
-    stopping: threading.Event = field(default_factory=threading.Event)
+from bulwark.service.audit_trail import RequestContext
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -60,7 +37,7 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
             principal = await run_in_threadpool(runtime.auth.authenticate, authorization)
         except Unauthorized as refused:
             raise await refuse_unauthenticated(request, runtime, refused) from None
-    remember_principal(request, principal)
+    request_state(request).principal = principal
     return principal
 
 
@@ -70,7 +47,7 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 async def get_request_context(request: Request) -> RequestContext:
     """The request id and client address, for the audit trail."""
     return RequestContext(
-        request_id=request.scope.get("state", {}).get("request_id", ""),
+        request_id=request_state(request).request_id,
         client_ip=request.client.host if request.client else None,
     )
 

@@ -9,12 +9,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from bulwark.api.audit import audit_refusal
+from bulwark.api.refusal_audit import audit_refusal
+from bulwark.api.request_state import request_state
 from bulwark.api.wire import json_response
 from bulwark.domain.errors import (
-    BulwarkError,
     InternalServerError,
     InvalidInput,
+    MdeError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -27,10 +28,10 @@ REQUEST_ID_HEADER = "request-id"
 
 def request_id_of(request: Request) -> str:
     """The id the request-id middleware gave this request."""
-    return getattr(request.state, "request_id", None) or request.scope.get("state", {}).get("request_id", "")
+    return request_state(request).request_id
 
 
-def error_response(request: Request, error: BulwarkError) -> Response:
+def error_response(request: Request, error: MdeError) -> Response:
     """Render ``error`` in the MDE envelope."""
     request_id = request_id_of(request)
     headers = {REQUEST_ID_HEADER: request_id, **error.headers}
@@ -38,8 +39,8 @@ def error_response(request: Request, error: BulwarkError) -> Response:
     return json_response(body, error.status, headers=headers)
 
 
-async def _bulwark_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, BulwarkError)
+async def _mde_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MdeError)
     await audit_refusal(request, exc)
     return error_response(request, exc)
 
@@ -47,7 +48,7 @@ async def _bulwark_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
-        error: BulwarkError = NotFound()
+        error: MdeError = NotFound()
     elif exc.status_code == 405:
         error = MethodNotAllowed()
     elif exc.status_code == 413:
@@ -55,7 +56,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = PayloadTooLarge(str(exc.detail))
         await audit_refusal(request, error)
     else:
-        error = BulwarkError(str(exc.detail))
+        error = MdeError(str(exc.detail))
         error.status = exc.status_code
     return error_response(request, error)
 
@@ -74,7 +75,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Route every kind of failure through the envelope."""
-    app.add_exception_handler(BulwarkError, _bulwark_error)
+    app.add_exception_handler(MdeError, _mde_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)

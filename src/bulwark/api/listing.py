@@ -10,8 +10,9 @@ from fastapi import Request
 from starlette.responses import Response
 
 from bulwark import odata
-from bulwark.api.deps import Runtime, public_base
+from bulwark.api.deps import public_base
 from bulwark.api.wire import json_response
+from bulwark.bootstrap import Runtime
 from bulwark.domain.errors import InvalidODataQuery
 from bulwark.odata import Page
 

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bulwark.api.audit import remember_comment
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
 from bulwark.api.listing import list_response
+from bulwark.api.request_state import request_state
 from bulwark.api.schemas import (
     ERROR_RESPONSES,
     ODATA_PARAMETERS,
@@ -99,7 +99,7 @@ async def offboard_machine(
     require_json(request)
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
-    remember_comment(request, body.Comment)
+    request_state(request).remember_comment(body.Comment)
     command = RequestOffboard(
         machine_id=id,
         comment=body.Comment or "",
@@ -142,7 +142,7 @@ async def cancel_machine_action(
     require_json(request)
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
-    remember_comment(request, body.Comment)
+    request_state(request).remember_comment(body.Comment)
     command = CancelAction(action_id=id, comment=body.Comment or "")
     action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base
 from bulwark.api.listing import list_response
-from bulwark.api.schemas import ERROR_RESPONSES, ODATA_PARAMETERS
+from bulwark.api.schemas import ERROR_RESPONSES, ODATA_PARAMETERS, MachineOut
 from bulwark.api.wire import action_to_wire, entity_response, machine_to_wire
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC
 from bulwark.service.inventory import get_machine, list_actions, list_machines
@@ -45,6 +45,7 @@ def read_machine_actions(id: str, request: Request, runtime: RuntimeDep, princip
     "/machines/{id}",
     operation_id="getMachine",
     summary="Get a machine by id or computer DNS name",
+    response_model=MachineOut,
     responses=ERROR_RESPONSES,
 )
 def read_machine(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id on every request and response."""
+"""ASGI middleware: a request id on every request and response; the authentication-off warning; the
+request-size limit and the allowed hosts, both enforced before any route runs."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.api.errors import REQUEST_ID_HEADER
+from bulwark.api.request_state import start_request_state, state_of_scope
 
 
 class RequestIdMiddleware:
-    """Give each request an id (kept in ``request.state.request_id``) and echo it in a header.
+    """Give each request its ``RequestState`` and an id, and echo the id in a header.
 
-    Also writes the headers that dependencies queued in ``state.response_headers`` (such as the
-    RateLimit fields), so they reach every response, successful or not.
+    Also writes the headers that dependencies queued in ``RequestState.response_headers`` (such
+    as the RateLimit fields), so they reach every response, successful or not.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -26,14 +28,13 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = str(uuid.uuid4())
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
+        state = start_request_state(scope, request_id)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                extra = {REQUEST_ID_HEADER: request_id, **state.get("response_headers", {})}
+                extra = {REQUEST_ID_HEADER: request_id, **state.response_headers}
                 for name, value in extra.items():
                     if name.lower().encode() not in present:
                         headers.append((name.lower().encode(), value.encode("latin-1")))
@@ -43,7 +44,27 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-BODY_REFUSED_KEY = "body_refused"
+AUTH_DISABLED_HEADER = ("Bulwark-Warning", "authentication disabled")
+
+
+class AuthDisabledWarningMiddleware:
+    """Says on every response that authentication is off, so nobody mistakes such a server for a safe one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_warning(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                name, value = AUTH_DISABLED_HEADER
+                message["headers"] = [*message.get("headers", []), (name.lower().encode(), value.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_warning)
 
 
 class BodyTooLarge(StarletteHTTPException):
@@ -93,7 +114,7 @@ class BodySizeLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     # Nothing may read this body again (the audit of the refusal included).
-                    scope.setdefault("state", {})[BODY_REFUSED_KEY] = True
+                    state_of_scope(scope).body_refused = True
                     raise BodyTooLarge(self.limit)
             return message
 
@@ -145,7 +166,7 @@ class AllowedHostsMiddleware:
 
 async def refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
     """Answer with the error envelope before any route runs."""
-    request_id = scope.get("state", {}).get("request_id", "")
+    request_id = state_of_scope(scope).request_id
     body = orjson.dumps({"error": {"code": code, "message": message, "target": request_id}})
     await send(
         {

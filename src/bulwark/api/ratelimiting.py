@@ -6,12 +6,10 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from bulwark.api.deps import CurrentPrincipal, RuntimeDep
-from bulwark.api.unauthenticated import UNAUTHENTICATED_OPERATION, add_response_headers
+from bulwark.api.request_state import request_state
 from bulwark.domain.access import PrincipalKind
 from bulwark.domain.errors import ServiceUnavailable, TooManyRequests
 from bulwark.ratelimit import caller_key_for
-
-__all__ = ["UNAUTHENTICATED_OPERATION", "add_response_headers", "enforce_rate_limit"]
 
 
 async def enforce_rate_limit(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> None:
@@ -31,7 +29,7 @@ async def enforce_rate_limit(request: Request, runtime: RuntimeDep, principal: C
         decision = await run_in_threadpool(runtime.limiter.check, caller, operation)
     else:
         decision = runtime.limiter.check(caller, operation)
-    add_response_headers(request, decision.headers)
+    request_state(request).add_response_headers(decision.headers)
     if decision.allowed:
         return
     if decision.storage_failed:

@@ -1,4 +1,8 @@
-"""Request bodies and response shapes of the public API (wire names, for parsing and OpenAPI)."""
+"""Request bodies and response shapes of the public API (wire names, for parsing and OpenAPI).
+
+The ``...Out`` models describe responses for OpenAPI only; what is sent is written by
+``api/wire.py``. tests/unit/test_wire_schemas.py holds the two to the same fields, in the same order.
+"""
 
 from __future__ import annotations
 
@@ -92,6 +96,41 @@ class MachineActionOut(BaseModel):
     relatedFileInfo: Any | None
     commands: list[Any]
     troubleshootInfo: Any | None
+
+
+class MachineOut(BaseModel):
+    """A Machine as the API returns it."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    odata_context: str = Field(alias="@odata.context")
+    id: str
+    computerDnsName: str
+    firstSeen: str
+    lastSeen: str
+    osPlatform: str
+    osProcessor: str | None
+    version: str | None
+    osBuild: int | None
+    lastIpAddress: str | None
+    lastExternalIpAddress: str | None
+    agentVersion: str | None
+    healthStatus: str
+    deviceValue: str
+    rbacGroupId: int | None
+    rbacGroupName: str | None
+    riskScore: str
+    exposureLevel: str
+    isAadJoined: bool
+    aadDeviceId: str | None
+    machineTags: list[str]
+    onboardingStatus: str
+    osArchitecture: str | None
+    ipAddresses: list[dict[str, Any]]
+    managedBy: str | None
+    managedByStatus: str | None
+    isPotentialDuplication: bool
+    isExcluded: bool
 
 
 class ErrorDetail(BaseModel):

@@ -15,15 +15,9 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from bulwark.domain.errors import BulwarkError, ServiceUnavailable, TooManyRequests
-
-UNAUTHENTICATED_OPERATION = "unauthenticated"
-RESPONSE_HEADERS_KEY = "response_headers"
-
-
-def add_response_headers(request: Request, headers: dict[str, str]) -> None:
-    """Headers the response will carry, whatever route or error handler writes it."""
-    request.scope.setdefault("state", {}).setdefault(RESPONSE_HEADERS_KEY, {}).update(headers)
+from bulwark.api.request_state import request_state
+from bulwark.domain.errors import MdeError, ServiceUnavailable, TooManyRequests
+from bulwark.ratelimit import UNAUTHENTICATED_OPERATION
 
 
 def source_key(request: Request) -> str:
@@ -32,10 +26,8 @@ def source_key(request: Request) -> str:
     return f"source:{host}"
 
 
-async def refuse_unauthenticated(request: Request, runtime: Any, error: BulwarkError) -> BulwarkError:
+async def refuse_unauthenticated(request: Request, runtime: Any, error: MdeError) -> MdeError:
     """The error to answer an unauthenticated refusal with: ``error``, or 429 past the source's budget."""
-    from bulwark.api.audit import skip_audit
-
     limiter = runtime.limiter
     if runtime.settings.redis_url and runtime.settings.rate_limit_enabled:
         decision = await run_in_threadpool(limiter.check, source_key(request), UNAUTHENTICATED_OPERATION)
@@ -43,7 +35,7 @@ async def refuse_unauthenticated(request: Request, runtime: Any, error: BulwarkE
         decision = limiter.check(source_key(request), UNAUTHENTICATED_OPERATION)
     if decision.allowed:
         return error
-    skip_audit(request)
+    request_state(request).audit_skipped = True
     if decision.storage_failed:
         return ServiceUnavailable("Rate-limit storage is unavailable and the service is configured to refuse calls.")
     return TooManyRequests(

@@ -1,4 +1,9 @@
-"""Client secrets and passwords: generating them, and storing only Argon2id hashes of them."""
+"""Client secrets and passwords: generating them, and storing only Argon2id hashes of them.
+
+For secrets a person may choose or see (user passwords, application client secrets). Bulwark's own
+256-bit random credentials (sensor credentials, onboarding keys) are stored as a SHA-256 digest
+instead: ``bulwark.domain.sensors.digest_credential``.
+"""
 
 from __future__ import annotations
 
@@ -19,15 +24,15 @@ def new_client_secret() -> str:
     return secrets.token_urlsafe(CLIENT_SECRET_BYTES)
 
 
-def hash_secret(secret: str) -> str:
+def hash_password(secret: str) -> str:
     """Return the Argon2id hash (PHC string, salt included) to store instead of `secret`."""
     if not secret:
         raise ValueError("cannot hash an empty secret")
     return _hasher.hash(secret)
 
 
-def verify_secret(secret: str, secret_hash: str) -> bool:
-    """Return whether `secret` matches a hash from `hash_secret`; a malformed hash never matches."""
+def verify_password(secret: str, secret_hash: str) -> bool:
+    """Return whether `secret` matches a hash from `hash_password`; a malformed hash never matches."""
     try:
         return _hasher.verify(secret_hash, secret)
     except (VerificationError, InvalidHashError):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 
-class BulwarkError(Exception):
-    """An error with an MDE error code, an HTTP status and a message for the caller."""
+class MdeError(Exception):
+    """An error the API answers in the MDE error envelope: its code, HTTP status and message for the caller.
+
+    (The SDK's own base exception, ``bulwark.client.BulwarkError``, is a different thing: what a
+    client raises.)
+    """
 
     code = "BadRequest"
     status = 400
@@ -17,38 +21,38 @@ class BulwarkError(Exception):
         self.machine_id: str | None = None
         super().__init__(self.message)
 
-    def about(self, machine_id: str) -> BulwarkError:
+    def about(self, machine_id: str) -> MdeError:
         """This error, noting the machine it concerns (the audit of the refusal records it)."""
         self.machine_id = machine_id
         return self
 
 
-class BadRequest(BulwarkError):
+class BadRequest(MdeError):
     """A request the API cannot accept, with no more specific code."""
 
 
-class InvalidODataQuery(BulwarkError):
+class InvalidODataQuery(MdeError):
     """An invalid OData query option, reported with the MDE code ODataError."""
 
     code = "ODataError"
     default_message = "Invalid OData URI query."
 
 
-class InvalidInput(BulwarkError):
+class InvalidInput(MdeError):
     """A malformed value, such as an id of the wrong shape."""
 
     code = "InvalidInput"
     default_message = "Invalid input."
 
 
-class InvalidRequestBody(BulwarkError):
+class InvalidRequestBody(MdeError):
     """A body that is not valid JSON, not an object, of a wrong type or too large."""
 
     code = "InvalidRequestBody"
     default_message = "Invalid request body."
 
 
-class MissingRequiredParameter(BulwarkError):
+class MissingRequiredParameter(MdeError):
     """A required body parameter is missing or empty."""
 
     code = "MissingRequiredParameter"
@@ -58,7 +62,7 @@ class MissingRequiredParameter(BulwarkError):
         self.parameter = parameter
 
 
-class OsPlatformNotSupported(BulwarkError):
+class OsPlatformNotSupported(MdeError):
     """The device's OS platform does not support the action."""
 
     code = "OsPlatformNotSupported"
@@ -67,7 +71,7 @@ class OsPlatformNotSupported(BulwarkError):
         super().__init__(f"OS Platform {platform} isn't supported for this action.")
 
 
-class ClientVersionNotSupported(BulwarkError):
+class ClientVersionNotSupported(MdeError):
     """The device's OS version or agent is too old for the action."""
 
     code = "ClientVersionNotSupported"
@@ -76,14 +80,14 @@ class ClientVersionNotSupported(BulwarkError):
         super().__init__(f"{action} is supported on client version {minimum} and above.")
 
 
-class ActiveRequestAlreadyExists(BulwarkError):
+class ActiveRequestAlreadyExists(MdeError):
     """An action of the same type is already pending or in progress on the machine."""
 
     code = "ActiveRequestAlreadyExists"
     default_message = "Action is already in progress"
 
 
-class Unauthorized(BulwarkError):
+class Unauthorized(MdeError):
     """No valid bearer token."""
 
     code = "Unauthorized"
@@ -91,7 +95,7 @@ class Unauthorized(BulwarkError):
     default_message = "Unauthorized (invalid or expired authorization header)."
 
 
-class Forbidden(BulwarkError):
+class Forbidden(MdeError):
     """The caller lacks a permission."""
 
     code = "Forbidden"
@@ -99,7 +103,7 @@ class Forbidden(BulwarkError):
     default_message = "Forbidden."
 
 
-class DisallowedOperation(BulwarkError):
+class DisallowedOperation(MdeError):
     """The operation is not allowed in the action's current state."""
 
     code = "DisallowedOperation"
@@ -107,7 +111,7 @@ class DisallowedOperation(BulwarkError):
     default_message = "The operation is not allowed."
 
 
-class NotFound(BulwarkError):
+class NotFound(MdeError):
     """No such route or resource, with no more specific code."""
 
     code = "NotFound"
@@ -115,7 +119,7 @@ class NotFound(BulwarkError):
     default_message = "General Not Found error message."
 
 
-class ResourceNotFound(BulwarkError):
+class ResourceNotFound(MdeError):
     """A named resource does not exist (or the caller may not see it)."""
 
     code = "ResourceNotFound"
@@ -125,7 +129,7 @@ class ResourceNotFound(BulwarkError):
         super().__init__(f"{kind} {identifier} was not found")
 
 
-class MethodNotAllowed(BulwarkError):
+class MethodNotAllowed(MdeError):
     """The route exists, but not for this HTTP method."""
 
     code = "MethodNotAllowed"
@@ -133,7 +137,7 @@ class MethodNotAllowed(BulwarkError):
     default_message = "The requested HTTP method is not allowed for this resource."
 
 
-class PayloadTooLarge(BulwarkError):
+class PayloadTooLarge(MdeError):
     """The request body is larger than the server accepts."""
 
     code = "PayloadTooLarge"
@@ -141,7 +145,7 @@ class PayloadTooLarge(BulwarkError):
     default_message = "The request body is too large."
 
 
-class UnsupportedMediaType(BulwarkError):
+class UnsupportedMediaType(MdeError):
     """The request body is not in a format the operation accepts."""
 
     code = "UnsupportedMediaType"
@@ -149,7 +153,7 @@ class UnsupportedMediaType(BulwarkError):
     default_message = "Unsupported Content-Type; send the body as JSON with 'Content-Type: application/json'."
 
 
-class TooManyRequests(BulwarkError):
+class TooManyRequests(MdeError):
     """The caller exceeded a rate limit."""
 
     code = "TooManyRequests"
@@ -157,7 +161,7 @@ class TooManyRequests(BulwarkError):
     default_message = "Rate limit is exceeded. Try again later."
 
 
-class ServiceUnavailable(BulwarkError):
+class ServiceUnavailable(MdeError):
     """A dependency Bulwark needs is unavailable and the configuration says to refuse."""
 
     code = "ServiceUnavailable"
@@ -165,7 +169,7 @@ class ServiceUnavailable(BulwarkError):
     default_message = "The service is temporarily unavailable. Try again later."
 
 
-class InternalServerError(BulwarkError):
+class InternalServerError(MdeError):
     """An unexpected failure; the caller may retry."""
 
     code = "InternalServerError"

@@ -13,7 +13,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bulwark.domain.errors import BulwarkError
+from bulwark.domain.errors import MdeError
 
 ONBOARDING_PACKAGE_KIND = "bulwark-onboarding-package"
 OFFBOARDING_PACKAGE_KIND = "bulwark-offboarding-package"
@@ -23,7 +23,7 @@ REONBOARD_CANCEL_REQUESTOR = "Bulwark"
 REONBOARD_CANCEL_COMMENT = "The device was onboarded again; actions queued for its previous onboarding never run."
 
 
-class InvalidPackage(BulwarkError):
+class InvalidPackage(MdeError):
     """An onboarding or offboarding package that is malformed, forged, for another tenant or expired."""
 
     code = "InvalidPackage"
@@ -63,8 +63,11 @@ def new_secret(prefix: str = "") -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
-def hash_secret(secret: str) -> str:
-    """The stored form of a high-entropy secret (sha256 suffices for 256-bit random tokens)."""
+def digest_credential(secret: str) -> str:
+    """The stored form of a random credential (SHA-256 suffices for 256-bit random tokens).
+
+    Not for passwords or client secrets: those are Argon2id-hashed (``bulwark.auth.secrets.hash_password``).
+    """
     return hashlib.sha256(secret.encode()).hexdigest()
 
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 from bulwark.clock import Clock
 from bulwark.domain.access import CANCEL_RULE, Principal
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
-from bulwark.domain.errors import BadRequest, BulwarkError, ResourceNotFound
-from bulwark.service.audit import RequestContext, audit_event
+from bulwark.domain.errors import BadRequest, MdeError, ResourceNotFound
+from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
 CANCEL_AUDIT_ACTION = "machine_action.cancel.requested"
@@ -48,7 +48,7 @@ def cancel_action(
             raise ResourceNotFound("MachineAction", command.action_id)
         try:
             CANCEL_RULE.check_role(principal)
-        except BulwarkError as refused:
+        except MdeError as refused:
             raise refused.about(action.machine_id) from None
         now = clock.now()
         won = uow.actions.transition(

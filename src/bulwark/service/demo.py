@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bulwark.clock import Clock
-from bulwark.domain.machines import Machine
+from bulwark.domain.machines import HealthStatus, Machine
+from bulwark.domain.sensors import derive_machine_id
 from bulwark.service.ports import UnitOfWork
 
 DEMO_TENANT_NAME = "Contoso"
@@ -112,3 +113,15 @@ def seed_demo_fleet(uow: UnitOfWork, clock: Clock, tenant_id: str, *, count: int
         uow.commit()
     first = fleet[0]
     return DemoFleet(tenant_id, len(fleet), first.id, first.computer_dns_name, True)
+
+
+def demo_sensor_names(uow: UnitOfWork, tenant_id: str) -> list[str]:
+    """The device names of the tenant's active demo machines, for simulated sensors to enrol as.
+
+    Only the demo fleet's own machines: their ids are what enrolling their names derives, so each
+    simulated sensor enrols as its machine. Other machines of the tenant get none.
+    """
+    with uow:
+        machines = uow.machines.ids_and_dns_names(tenant_id, HealthStatus.ACTIVE.value)
+    names = [(machine_id, dns.split(".")[0]) for machine_id, dns in machines]
+    return [name for machine_id, name in names if derive_machine_id(tenant_id, name) == machine_id]

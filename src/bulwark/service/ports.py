@@ -74,6 +74,10 @@ class MachineRepository(Protocol):
 
     def count(self, tenant_id: str | None = None) -> int: ...
 
+    def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
+        """(id, DNS name) of the tenant's machines in ``health_status`` that are not offboarded."""
+        ...
+
 
 class ActionRepository(Protocol):
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, WriteRule
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, normalize_action_id
-from bulwark.domain.errors import BulwarkError, DisallowedOperation, Forbidden, InvalidInput, ResourceNotFound, Unauthorized
+from bulwark.domain.errors import DisallowedOperation, Forbidden, InvalidInput, MdeError, ResourceNotFound, Unauthorized
 from bulwark.domain.machines import HealthStatus, Machine
 from bulwark.domain.sensors import (
     REONBOARD_CANCEL_COMMENT,
@@ -23,11 +23,11 @@ from bulwark.domain.sensors import (
     build_offboarding_package,
     build_onboarding_package,
     derive_machine_id,
-    hash_secret,
+    digest_credential,
     new_secret,
     new_signing_key,
 )
-from bulwark.service.audit import RequestContext, audit_event
+from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
 log = logging.getLogger("bulwark.sensors")
@@ -97,7 +97,7 @@ def issue_onboarding_package(
         uow.onboarding_packages.add(
             package_id,
             tenant_id,
-            hash_secret(key),
+            digest_credential(key),
             now,
             principal.name if principal else None,
             expires_at=now + valid_for,
@@ -198,7 +198,7 @@ class Enrolment:
     reonboarding_proof: str = ""
 
 
-class DeviceAlreadyEnrolled(BulwarkError):
+class DeviceAlreadyEnrolled(MdeError):
     """Another enrolment of an identity whose sensor is active, without proof from that device."""
 
     code = "DeviceAlreadyEnrolled"
@@ -211,7 +211,7 @@ class DeviceAlreadyEnrolled(BulwarkError):
 
 def _proves_device(command: EnrolSensor, current: dict[str, Any]) -> bool:
     """Whether the enrolment carries the current sensor's credential or re-onboarding proof."""
-    offered = {hash_secret(s) for s in (command.current_credential, command.reonboarding_proof) if s}
+    offered = {digest_credential(s) for s in (command.current_credential, command.reonboarding_proof) if s}
     known = {current["credential_hash"], current.get("proof_hash")} - {None}
     return any(hmac.compare_digest(a, b) for a in offered for b in known)
 
@@ -251,7 +251,7 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
     now = clock.now()
     closed: list[str] = []
     with uow:
-        package = uow.onboarding_packages.find_valid(command.tenant_id, hash_secret(command.onboarding_key), now)
+        package = uow.onboarding_packages.find_valid(command.tenant_id, digest_credential(command.onboarding_key), now)
         if package is None:
             raise Unauthorized("The onboarding package is not valid for this tenant (unknown, expired or revoked).")
         machine = uow.machines.get_in_tenant(command.tenant_id, machine_id)
@@ -305,10 +305,10 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
             sensor_id=sensor_id,
             tenant_id=command.tenant_id,
             machine_id=machine_id,
-            credential_hash=hash_secret(credential),
+            credential_hash=digest_credential(credential),
             generation=generation,
             enrolled_at=now,
-            proof_hash=hash_secret(proof),
+            proof_hash=digest_credential(proof),
         )
         audit_event(
             uow,
@@ -331,7 +331,7 @@ def authenticate_sensor(credential: str, uow: UnitOfWork) -> SensorIdentity:
     if not credential.startswith(SENSOR_CREDENTIAL_PREFIX):
         raise Unauthorized()
     with uow:
-        row = uow.sensors.by_credential_hash(hash_secret(credential))
+        row = uow.sensors.by_credential_hash(digest_credential(credential))
     if row is None:
         raise Unauthorized()
     return SensorIdentity(

@@ -1,33 +1,26 @@
-"""The ``bulwark`` command: serve the API, manage the database, and more."""
+"""Commands for the operator on the server host: ``serve``, ``db upgrade | downgrade`` and ``sweep``."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from bulwark import identity_cli
-from bulwark.client.cli import register_commands as register_client_commands
-from bulwark.datadir import PROCESS_UMASK, secure_data_dir
-from bulwark.sensor.cli import sensor_app, sweep_command
 from bulwark.settings import Settings
 
-app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from bulwark.bootstrap import Store
+
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-register_client_commands(app)  # offboard, machines, actions, profile: the API's client side
-identity_cli.register(app)
-app.add_typer(sensor_app, name="sensor")
-app.command("sweep")(sweep_command)
 console = Console()
 # Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
 GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: Any) -> Settings:
     """Settings from the environment, with command-line values on top."""
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -43,7 +36,6 @@ def _export(settings: Settings) -> None:
         os.environ["BULWARK_DATABASE_URL"] = settings.database_url
 
 
-@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
@@ -55,12 +47,10 @@ def serve(
     """Migrate the database and serve the API."""
     import uvicorn
 
-    from bulwark.clock import SystemClock
+    from bulwark.bootstrap import open_store
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
-    from bulwark.store.db import create_db_engine, upgrade_database
-    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
     configure_logging(settings.log_level, settings.log_json)
@@ -68,30 +58,22 @@ def serve(
     if problem:
         console.print(f"[bold red]Refusing to start:[/] {problem}", soft_wrap=True)
         raise typer.Exit(code=2)
-    # Files this process creates are private; the data directory and what it holds are tightened.
-    os.umask(PROCESS_UMASK)
-    secure_data_dir(settings.data_dir)
-    url = settings.resolved_database_url()
-    upgrade_database(url)
-    base = settings.issuer_base_url()
-    ssl_options: dict[str, str] = {}
-    ca_hint = ""
-    if settings.tls:
-        ssl_options, ca_hint = _prepare_tls(settings)
-    engine = create_db_engine(url, pool_size=1)
-    uow = UnitOfWorkFactory(engine)
-    ensure_signing_key(uow(), SystemClock())
-    if demo:
-        fleet = seed_demo_fleet(uow(), SystemClock(), settings.default_tenant_id)
-        verb = "Seeded" if fleet.created else "Serving the existing"
-        console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
-        _print_demo_credentials(settings, uow, base, fleet.example_machine_id, ca_hint)
-        if settings.demo_sensors:
-            from bulwark.sensor.demo import start_demo_sensors
-
-            started = start_demo_sensors(settings, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
-            console.print(f"Simulated sensors for {started} active demo machines carry out offboards.")
-    engine.dispose()
+    with open_store(settings, migrate=True) as store:
+        base = settings.issuer_base_url()
+        ssl_options: dict[str, Any] = {}
+        ca_hint = ""
+        if settings.tls:
+            ssl_options, ca_hint = _prepare_tls(settings)
+        if settings.signing_key_file is None:
+            ensure_signing_key(store.uow(), store.clock)
+        if demo:
+            fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id)
+            verb = "Seeded" if fleet.created else "Serving the existing"
+            console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
+            _print_demo_credentials(store, base, fleet.example_machine_id, ca_hint)
+            if settings.demo_sensors:
+                started = _start_demo_sensors(store, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
+                console.print(f"Simulated sensors for {started} active demo machines carry out offboards.")
     if not settings.auth_enabled:
         console.print(
             "[bold red]WARNING: AUTHENTICATION IS DISABLED (BULWARK_AUTH_ENABLED=false).[/] Every caller acts as "
@@ -124,7 +106,7 @@ def serve(
         )
 
 
-def _prepare_tls(settings: Settings) -> tuple[dict[str, str], str]:
+def _prepare_tls(settings: Settings) -> tuple[dict[str, Any], str]:
     """Create or reuse the local CA and server certificate; say how to trust the CA."""
     from urllib.parse import urlsplit
 
@@ -149,20 +131,36 @@ def _prepare_tls(settings: Settings) -> tuple[dict[str, str], str]:
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 
 
-def _print_demo_credentials(settings: Settings, uow: object, base: str, machine_id: str, ca_hint: str) -> None:
+def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
+    """Issue an onboarding package and start a simulated sensor for each active demo machine; return how many."""
+    from bulwark.sensor.demo import start_demo_sensors
+    from bulwark.service.demo import demo_sensor_names
+    from bulwark.service.sensors import issue_onboarding_package
+
+    tenant = store.settings.default_tenant_id
+    names = demo_sensor_names(store.uow(write=False), tenant)
+    if not names:
+        return 0
+    # The simulated fleet keeps no state across restarts: as the operator starting the demo, this
+    # server lets its package replace the demo machines' earlier (simulated) sensors.
+    package = issue_onboarding_package(tenant, base, None, store.uow(), store.clock, replaces_sensors=True)
+    return start_demo_sensors(package, names, base, ca_file=ca_file)
+
+
+def _print_demo_credentials(store: Store, base: str, machine_id: str, ca_hint: str) -> None:
     """Create the demo callers, write them to demo-credentials.json and show how to use them."""
     import json
 
     from bulwark.auth.tokens import DEFENDER_AUDIENCE
-    from bulwark.clock import SystemClock
     from bulwark.service.identity import seed_demo_identities
 
+    settings = store.settings
     path = settings.data_dir / DEMO_CREDENTIALS_FILE
     try:
         known = json.loads(path.read_text()) if path.exists() else None
     except ValueError:
         known = None
-    creds = seed_demo_identities(uow, SystemClock(), settings.default_tenant_id, known)  # type: ignore[arg-type]
+    creds = seed_demo_identities(store.uow, store.clock, settings.default_tenant_id, known)
     authority = f"{base}/{settings.default_tenant_id}"
     document = {
         "tenant_id": settings.default_tenant_id,
@@ -205,12 +203,9 @@ def _print_demo_credentials(settings: Settings, uow: object, base: str, machine_
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from bulwark.store.db import upgrade_database
+    from bulwark.bootstrap import migrate_database
 
-    settings = _settings()
-    os.umask(PROCESS_UMASK)
-    secure_data_dir(settings.data_dir)
-    upgrade_database(settings.resolved_database_url(), revision)
+    migrate_database(_settings(), revision)
     console.print(f"Database at revision {revision}.")
 
 
@@ -223,5 +218,18 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g.
     console.print(f"Database at revision {revision}.")
 
 
-if __name__ == "__main__":
-    app()
+def sweep() -> None:
+    """Time out overdue actions and turn long-offboarded machines Inactive, once."""
+    from bulwark.bootstrap import DatabaseNotReady, open_store, sweep_policy
+    from bulwark.service.actions import sweep as sweep_once
+
+    try:
+        with open_store(migrate=False) as store:
+            result = sweep_once(sweep_policy(store.settings), store.uow(), store.clock)
+    except DatabaseNotReady as error:
+        Console(stderr=True).print(f"[bold red]Error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(
+        f"{result.pending_timed_out} pending and {result.in_progress_timed_out} in-progress actions timed out; "
+        f"{result.machines_inactive} machines turned Inactive."
+    )

@@ -1,12 +1,14 @@
-"""Authentication of API calls: bearer tokens verified against Bulwark's keys or a trusted provider."""
+"""Authentication of API calls: bearer tokens verified against Bulwark's keys or a trusted provider.
+
+A service of its own (no HTTP here): the API layer hands it the ``Authorization`` header and gets
+the caller back, or ``Unauthorized``.
+"""
 
 from __future__ import annotations
 
 import logging
 import string
 from datetime import timedelta
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.auth.keys import KeyRingCache
 from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier, VerifiedClaims
@@ -19,7 +21,6 @@ from bulwark.settings import Settings
 
 log = logging.getLogger("bulwark.auth")
 
-AUTH_DISABLED_HEADER = ("Bulwark-Warning", "authentication disabled")
 _SAFE = set(string.ascii_letters + string.digits + " .,:;()[]{}'_-/+=@!?<>*#&%$~^|")
 
 
@@ -38,12 +39,16 @@ def _header_safe(text: str, limit: int = 300) -> str:
 
 
 class Authenticator:
-    """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants."""
+    """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants.
+
+    Building it reads and writes nothing; the server stores the first signing key when it starts
+    (``bootstrap.start_runtime``), and keys are loaded on first use.
+    """
 
     def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self.settings = settings
         self.base_url = settings.issuer_base_url()
-        self.keyring = KeyRingCache(signing_keys_loader(settings, uow_factory, clock), clock)
+        self.keyring = KeyRingCache(signing_keys_loader(settings.signing_key_file, uow_factory), clock)
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"
         self.resolver = PrincipalResolver(
@@ -118,23 +123,3 @@ class Authenticator:
             name=self.settings.default_requestor,
             permissions=frozenset(p.value for p in Permission),
         )
-
-
-class AuthDisabledWarningMiddleware:
-    """Says on every response that authentication is off, so nobody mistakes such a server for a safe one."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_warning(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                name, value = AUTH_DISABLED_HEADER
-                message["headers"] = [*message.get("headers", []), (name.lower().encode(), value.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_warning)

@@ -1,4 +1,13 @@
-"""Auditing refused requests: every refusal of an audited operation, wherever it happened."""
+"""Auditing refused requests: every refusal of an audited operation, wherever it happened.
+
+The one place that decides which refusals are audited and with what: the error handler calls
+``audit_refusal`` for every ``MdeError``; the caller and the Comment come from the request's
+``RequestState``; ``service.audit_trail.record_refusal`` writes the event.
+
+A refusal of an unauthenticated caller keeps no text the caller chose: no comment, and ids only
+when they are well-formed ids. Past the source's budget for unauthenticated requests
+(``api.unauthenticated``) nothing is written at all.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +18,12 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from bulwark.api.request_state import request_state
 from bulwark.domain.actions import normalize_action_id
-from bulwark.domain.errors import BulwarkError
+from bulwark.domain.errors import MdeError
 from bulwark.domain.machines import normalize_machine_id
 from bulwark.service.actions import CANCEL_AUDIT_ACTION
-from bulwark.service.audit import RequestContext, record_refusal
+from bulwark.service.audit_trail import RequestContext, record_refusal
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
 from bulwark.service.sensors import OFFBOARDING_PACKAGE_AUDIT_ACTION, ONBOARDING_PACKAGE_AUDIT_ACTION
 
@@ -28,25 +38,6 @@ AUDITED_OPERATIONS: dict[str, tuple[str, str | None]] = {
     "getOnboardingPackage": (ONBOARDING_PACKAGE_AUDIT_ACTION, None),
     "getOffboardingPackage": (OFFBOARDING_PACKAGE_AUDIT_ACTION, None),
 }
-PRINCIPAL_KEY = "principal"
-COMMENT_KEY = "audit_comment"
-# Set when a refusal must not be written (an unauthenticated source past its budget).
-UNAUDITED_KEY = "audit_skip"
-
-
-def remember_principal(request: Request, principal: object) -> None:
-    """Keep the authenticated caller for the audit of a later refusal."""
-    request.scope.setdefault("state", {})[PRINCIPAL_KEY] = principal
-
-
-def remember_comment(request: Request, comment: str | None) -> None:
-    """Keep the request's comment for the audit of a later refusal."""
-    request.scope.setdefault("state", {})[COMMENT_KEY] = comment
-
-
-def skip_audit(request: Request) -> None:
-    """Write no audit event for this request's refusal."""
-    request.scope.setdefault("state", {})[UNAUDITED_KEY] = True
 
 
 async def _unread_comment(request: Request, settings: object) -> str | None:
@@ -67,7 +58,7 @@ async def _unread_comment(request: Request, settings: object) -> str | None:
     return comment[: getattr(settings, "max_comment_length", 4000)].replace("\x00", "")
 
 
-def _subject(kind: str | None, raw: str, error: BulwarkError) -> dict[str, Any]:
+def _subject(kind: str | None, raw: str, error: MdeError) -> dict[str, Any]:
     """The machine and action a refusal concerned: ids only when well formed, never the raw text."""
     subject: dict[str, Any] = {"machine_id": error.machine_id, "machine_action_id": None}
     if not raw or kind is None:
@@ -77,30 +68,24 @@ def _subject(kind: str | None, raw: str, error: BulwarkError) -> dict[str, Any]:
             subject["machine_id"] = subject["machine_id"] or normalize_machine_id(raw)
         else:
             subject["machine_action_id"] = normalize_action_id(raw)
-    except BulwarkError:
+    except MdeError:
         pass
     return subject
 
 
-async def audit_refusal(request: Request, error: BulwarkError) -> None:
-    """Record ``error`` if it refused an audited operation; never let auditing mask the answer.
-
-    A refusal of an unauthenticated caller keeps no text the caller chose: no comment, and ids
-    only when they are well-formed ids. Past the source's budget for unauthenticated requests
-    (see ``deps.refuse_unauthenticated``) nothing is written at all.
-    """
+async def audit_refusal(request: Request, error: MdeError) -> None:
+    """Record ``error`` if it refused an audited operation; never let auditing mask the answer."""
     route = request.scope.get("route")
     audited = AUDITED_OPERATIONS.get(getattr(route, "operation_id", None) or "")
-    state = request.scope.get("state", {})
-    if audited is None or state.get(UNAUDITED_KEY):
+    state = request_state(request)
+    if audited is None or state.audit_skipped:
         return
     action, subject_kind = audited
     runtime = request.app.state.runtime
-    context = RequestContext(request_id=state.get("request_id", ""), client_ip=request.client.host if request.client else None)
-    principal = state.get(PRINCIPAL_KEY)
+    context = RequestContext(request_id=state.request_id, client_ip=request.client.host if request.client else None)
     comment = None
-    if principal is not None and not state.get("body_refused"):
-        comment = state[COMMENT_KEY] if COMMENT_KEY in state else await _unread_comment(request, runtime.settings)
+    if state.principal is not None and not state.body_refused:
+        comment = state.comment if state.comment_parsed else await _unread_comment(request, runtime.settings)
     subject = _subject(subject_kind, str(request.path_params.get("id", "")), error)
     try:
         await run_in_threadpool(
@@ -108,7 +93,7 @@ async def audit_refusal(request: Request, error: BulwarkError) -> None:
             runtime.uow(),
             runtime.clock,
             action=action,
-            principal=principal,
+            principal=state.principal,
             context=context,
             outcome_status=error.status,
             outcome_code=error.code,

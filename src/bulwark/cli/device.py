@@ -1,10 +1,13 @@
-"""``bulwark sensor ...``: packages, the device sensor, offboarding packages and a simulated fleet."""
+"""``bulwark sensor run | offboard | fleet``: the device program, run on the devices themselves.
+
+It talks to the server's sensor gateway over HTTP(S) only and imports nothing of the server
+(``bulwark.service``, ``bulwark.store``); issuing packages is an administrator's command (``cli/admin.py``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -16,10 +19,6 @@ from bulwark.sensor.agent import Outcome, Sensor, SensorError, SensorOptions, ap
 from bulwark.sensor.state import FileState
 
 sensor_app = typer.Typer(help="The device sensor: onboarding, running, offboarding, simulated fleets.", no_args_is_help=True)
-package_app = typer.Typer(
-    help="Onboarding and offboarding packages (run on the server, with database access).", no_args_is_help=True
-)
-sensor_app.add_typer(package_app, name="package")
 console = Console(stderr=True)
 
 # Exit codes of `bulwark sensor run`, for service managers and scripts.
@@ -32,114 +31,11 @@ FAIL_OFFBOARD_HELP = (
 )
 
 
-def _write(package: dict, out: Path | None) -> None:
-    text = json.dumps(package, indent=2)
-    if out is None:
-        typer.echo(text)
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    out.chmod(0o600)
-    console.print(f"Wrote {out}")
-
-
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc}") from None
-
-
-@package_app.command("onboarding")
-def onboarding_package(
-    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
-    server_url: Annotated[str | None, typer.Option(help="URL devices reach the server on.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
-    valid_days: Annotated[float | None, typer.Option(help="Days devices may enrol with it (default: the setting, 30).")] = None,
-    replace_sensors: Annotated[
-        bool,
-        typer.Option(
-            "--replace-sensors",
-            help="Let devices enrol over a sensor that is still active without its proof (e.g. a simulated fleet "
-            "that keeps no state). Anyone holding this package can then take over a machine's identity.",
-        ),
-    ] = False,
-) -> None:
-    """Issue an onboarding package: devices use it to enrol until it expires or is revoked."""
-    from bulwark.clock import SystemClock
-    from bulwark.service.sensors import issue_onboarding_package
-    from bulwark.settings import Settings
-    from bulwark.store.db import create_db_engine
-    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
-
-    settings = Settings()
-    url = server_url or settings.public_base_url or f"http://{settings.host}:{settings.port}"
-    engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
-    try:
-        package = issue_onboarding_package(
-            tenant or settings.default_tenant_id,
-            url,
-            None,
-            UnitOfWorkFactory(engine)(),
-            SystemClock(),
-            valid_for=timedelta(days=valid_days or settings.onboarding_package_valid_days),
-            replaces_sensors=replace_sensors,
-        )
-    finally:
-        engine.dispose()
-    _write(package, out)
-
-
-@package_app.command("revoke")
-def revoke_package(
-    package_id: Annotated[str, typer.Argument(help="The packageId written in the onboarding package.")],
-    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
-) -> None:
-    """Revoke an onboarding package: no device can enrol with it any more (enrolled devices keep running)."""
-    from bulwark.clock import SystemClock
-    from bulwark.domain.errors import BulwarkError
-    from bulwark.service.sensors import revoke_onboarding_package
-    from bulwark.settings import Settings
-    from bulwark.store.db import create_db_engine
-    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
-
-    settings = Settings()
-    engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
-    try:
-        revoke_onboarding_package(tenant or settings.default_tenant_id, package_id, UnitOfWorkFactory(engine)(), SystemClock())
-    except BulwarkError as error:
-        console.print(f"[bold red]Error:[/] {error.message}")
-        raise typer.Exit(code=1) from None
-    finally:
-        engine.dispose()
-    console.print(f"Revoked onboarding package {package_id}")
-
-
-@package_app.command("offboarding")
-def offboarding_package(
-    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
-) -> None:
-    """Issue an offboarding package (valid for BULWARK_OFFBOARDING_PACKAGE_VALID_DAYS, seven by default)."""
-    from bulwark.clock import SystemClock
-    from bulwark.service.sensors import issue_offboarding_package
-    from bulwark.settings import Settings
-    from bulwark.store.db import create_db_engine
-    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
-
-    settings = Settings()
-    engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
-    try:
-        package = issue_offboarding_package(
-            tenant or settings.default_tenant_id,
-            timedelta(days=settings.offboarding_package_valid_days),
-            None,
-            UnitOfWorkFactory(engine)(),
-            SystemClock(),
-        )
-    finally:
-        engine.dispose()
-    _write(package, out)
 
 
 @sensor_app.command("run")
@@ -245,24 +141,3 @@ def fleet(
     except KeyboardInterrupt:
         return
     console.print(f"Fleet finished: {dict(report.outcomes)}; {report.actions_received} actions received.")
-
-
-def sweep_command() -> None:
-    """Time out overdue actions and turn long-offboarded machines Inactive, once."""
-    from bulwark.api.background import sweep_policy
-    from bulwark.clock import SystemClock
-    from bulwark.service.actions import sweep
-    from bulwark.settings import Settings
-    from bulwark.store.db import create_db_engine
-    from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
-
-    settings = Settings()
-    engine = create_db_engine(settings.resolved_database_url(), pool_size=1)
-    try:
-        result = sweep(sweep_policy(settings), UnitOfWorkFactory(engine)(), SystemClock())
-    finally:
-        engine.dispose()
-    typer.echo(
-        f"{result.pending_timed_out} pending and {result.in_progress_timed_out} in-progress actions timed out; "
-        f"{result.machines_inactive} machines turned Inactive."
-    )

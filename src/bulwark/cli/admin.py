@@ -1,22 +1,25 @@
-"""``bulwark`` administration of identities: tenants, applications, users, roles, user groups, keys, tokens, audit."""
+"""Administration by an operator with database access: identities, keys, tokens, the audit trail, device packages.
+
+Tenants, applications, users, roles, user groups, signing keys, ``token`` and ``audit`` work straight
+on the server's database, as does ``sensor package`` (issuing onboarding and offboarding packages).
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from bulwark.clock import SystemClock
-from bulwark.datadir import PROCESS_UMASK, secure_data_dir
-from bulwark.service import identity
-from bulwark.settings import Settings
-from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
+if TYPE_CHECKING:
+    from bulwark.bootstrap import Store
+
 
 console = Console()
 err = Console(stderr=True)
@@ -28,13 +31,16 @@ roles_app = typer.Typer(help="Roles: capabilities users get through their user g
 groups_app = typer.Typer(help="User groups: members, roles and the device groups they may reach.", no_args_is_help=True)
 keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+package_app = typer.Typer(
+    help="Onboarding and offboarding packages (run on the server, with database access).", no_args_is_help=True
+)
 
 TenantOpt = Annotated[str | None, typer.Option("--tenant", help="Tenant id (default: BULWARK_DEFAULT_TENANT_ID).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
-def register(app: typer.Typer) -> None:
-    """Add the identity commands to the main ``bulwark`` command."""
+def register(app: typer.Typer, sensor_app: typer.Typer) -> None:
+    """Add the administration commands to the main ``bulwark`` command, and ``package`` to ``bulwark sensor``."""
     app.add_typer(tenants_app, name="tenants")
     app.add_typer(apps_app, name="apps")
     app.add_typer(users_app, name="users")
@@ -43,25 +49,25 @@ def register(app: typer.Typer) -> None:
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
     app.command("token")(token)
+    sensor_app.add_typer(package_app, name="package")
 
 
 @contextmanager
-def _session() -> Iterator[tuple[Settings, UnitOfWorkFactory]]:
-    from bulwark.store.db import create_db_engine, upgrade_database
+def _session(*, migrate: bool = True) -> Iterator[Store]:
+    """The database for one command, and its refusals as a one-line error.
 
-    settings = Settings()
-    os.umask(PROCESS_UMASK)
-    secure_data_dir(settings.data_dir)
-    url = settings.resolved_database_url()
-    upgrade_database(url)
-    engine = create_db_engine(url, pool_size=1)
+    Commands that create or change identities migrate it first (a fresh server can be administered
+    before it ever ran); read-only commands and package issuing change no schema and need it ready.
+    """
+    from bulwark.bootstrap import DatabaseNotReady, open_store
+    from bulwark.service.identity import IdentityError
+
     try:
-        yield settings, UnitOfWorkFactory(engine)
-    except identity.IdentityError as error:
+        with open_store(migrate=migrate) as store:
+            yield store
+    except (IdentityError, DatabaseNotReady) as error:
         err.print(f"[bold red]Error:[/] {error}", soft_wrap=True)
         raise typer.Exit(code=1) from None
-    finally:
-        engine.dispose()
 
 
 def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
@@ -82,14 +88,16 @@ def tenants_create(
     name: str, tenant_id: Annotated[str | None, typer.Option("--id", help="Tenant id (default: a new GUID).")] = None
 ) -> None:
     """Create a tenant."""
-    with _session() as (_, uow):
-        console.print(identity.create_tenant(uow(), SystemClock(), name, tenant_id))
+    from bulwark.service import identity
+
+    with _session() as store:
+        console.print(identity.create_tenant(store.uow(), store.clock, name, tenant_id))
 
 
 @tenants_app.command("list")
 def tenants_list(as_json: JsonOpt = False) -> None:
     """List tenants."""
-    with _session() as (_, uow), uow(write=False) as u:
+    with _session(migrate=False) as store, store.uow(write=False) as u:
         rows = u.tenants.list()
     _print(rows, ["id", "name", "created_at"], as_json)
 
@@ -107,9 +115,11 @@ def apps_create(
     tenant: TenantOpt = None,
 ) -> None:
     """Register an application; its client secret is shown once and stored only as a hash."""
-    with _session() as (settings, uow):
+    from bulwark.service import identity
+
+    with _session() as store:
         created = identity.create_application(
-            uow(), SystemClock(), tenant or settings.default_tenant_id, name, roles=role, delegated_permissions=scope
+            store.uow(), store.clock, tenant or store.settings.default_tenant_id, name, roles=role, delegated_permissions=scope
         )
     console.print(f"client_id:     {created.id}")
     console.print(f"client_secret: {created.secret}")
@@ -119,8 +129,8 @@ def apps_create(
 @apps_app.command("list")
 def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List applications with their permissions."""
-    with _session() as (settings, uow), uow(write=False) as u:
-        rows = u.identity.list_applications(tenant or settings.default_tenant_id)
+    with _session(migrate=False) as store, store.uow(write=False) as u:
+        rows = u.identity.list_applications(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("secret_hash", None)
     _print(rows, ["client_id", "display_name", "enabled", "roles", "delegated_permissions"], as_json)
@@ -129,15 +139,21 @@ def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 @apps_app.command("disable")
 def apps_disable(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Disable an application: no new tokens, and its current tokens stop working within seconds."""
-    with _session() as (settings, uow):
-        console.print(f"Disabled {identity.set_application_enabled(uow(), tenant or settings.default_tenant_id, app, False)}")
+    from bulwark.service import identity
+
+    with _session() as store:
+        disabled = identity.set_application_enabled(store.uow(), tenant or store.settings.default_tenant_id, app, False)
+    console.print(f"Disabled {disabled}")
 
 
 @apps_app.command("enable")
 def apps_enable(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Enable a disabled application."""
-    with _session() as (settings, uow):
-        console.print(f"Enabled {identity.set_application_enabled(uow(), tenant or settings.default_tenant_id, app, True)}")
+    from bulwark.service import identity
+
+    with _session() as store:
+        enabled = identity.set_application_enabled(store.uow(), tenant or store.settings.default_tenant_id, app, True)
+    console.print(f"Enabled {enabled}")
 
 
 @apps_app.command("grant")
@@ -149,9 +165,11 @@ def apps_grant(
     tenant: TenantOpt = None,
 ) -> None:
     """Grant (or revoke) permissions; new tokens carry them."""
-    with _session() as (settings, uow):
+    from bulwark.service import identity
+
+    with _session() as store:
         row = identity.grant_application_permissions(
-            uow(), tenant or settings.default_tenant_id, app, roles=role, delegated_permissions=scope, revoke=revoke
+            store.uow(), tenant or store.settings.default_tenant_id, app, roles=role, delegated_permissions=scope, revoke=revoke
         )
     console.print(f"roles: {', '.join(row['roles']) or '-'}; delegated: {', '.join(row['delegated_permissions']) or '-'}")
 
@@ -159,8 +177,10 @@ def apps_grant(
 @apps_app.command("reset-secret")
 def apps_reset_secret(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Replace an application's client secret (shown once)."""
-    with _session() as (settings, uow):
-        created = identity.reset_application_secret(uow(), tenant or settings.default_tenant_id, app)
+    from bulwark.service import identity
+
+    with _session() as store:
+        created = identity.reset_application_secret(store.uow(), tenant or store.settings.default_tenant_id, app)
     console.print(f"client_secret: {created.secret}")
 
 
@@ -175,8 +195,11 @@ def users_create(
     tenant: TenantOpt = None,
 ) -> None:
     """Create a user who signs in with UPN and password."""
-    with _session() as (settings, uow):
-        created = identity.create_user(uow(), SystemClock(), tenant or settings.default_tenant_id, upn, name, password=password)
+    from bulwark.service import identity
+
+    with _session() as store:
+        tenant_id = tenant or store.settings.default_tenant_id
+        created = identity.create_user(store.uow(), store.clock, tenant_id, upn, name, password=password)
     console.print(f"user id:  {created.id}")
     if not password:
         console.print(f"password: {created.secret}")
@@ -185,8 +208,8 @@ def users_create(
 @users_app.command("list")
 def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List users."""
-    with _session() as (settings, uow), uow(write=False) as u:
-        rows = u.identity.list_users(tenant or settings.default_tenant_id)
+    with _session(migrate=False) as store, store.uow(write=False) as u:
+        rows = u.identity.list_users(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("password_hash", None)
     _print(rows, ["id", "upn", "display_name", "enabled"], as_json)
@@ -195,8 +218,10 @@ def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 @users_app.command("disable")
 def users_disable(upn: str, tenant: TenantOpt = None) -> None:
     """Disable a user."""
-    with _session() as (settings, uow):
-        identity.set_user_enabled(uow(), tenant or settings.default_tenant_id, upn, False)
+    from bulwark.service import identity
+
+    with _session() as store:
+        identity.set_user_enabled(store.uow(), tenant or store.settings.default_tenant_id, upn, False)
     console.print(f"Disabled {upn}")
 
 
@@ -212,16 +237,18 @@ def roles_create(
     tenant: TenantOpt = None,
 ) -> None:
     """Create a role."""
-    with _session() as (settings, uow):
-        identity.create_role(uow(), tenant or settings.default_tenant_id, name, capability)
+    from bulwark.service import identity
+
+    with _session() as store:
+        identity.create_role(store.uow(), tenant or store.settings.default_tenant_id, name, capability)
     console.print(f"Created role {name}")
 
 
 @roles_app.command("list")
 def roles_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List roles."""
-    with _session() as (settings, uow), uow(write=False) as u:
-        rows = u.identity.list_roles(tenant or settings.default_tenant_id)
+    with _session(migrate=False) as store, store.uow(write=False) as u:
+        rows = u.identity.list_roles(tenant or store.settings.default_tenant_id)
     _print(rows, ["id", "name", "capabilities"], as_json)
 
 
@@ -237,10 +264,12 @@ def groups_create(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
     """Create a user group; a device group assigned to any user group is closed to users outside them."""
-    with _session() as (settings, uow):
+    from bulwark.service import identity
+
+    with _session() as store:
         identity.create_user_group(
-            uow(),
-            tenant or settings.default_tenant_id,
+            store.uow(),
+            tenant or store.settings.default_tenant_id,
             name,
             members=member or [],
             roles=role or [],
@@ -254,10 +283,12 @@ def groups_assign(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
     """Add members, roles or device groups to a user group."""
-    with _session() as (settings, uow):
+    from bulwark.service import identity
+
+    with _session() as store:
         identity.assign_to_user_group(
-            uow(),
-            tenant or settings.default_tenant_id,
+            store.uow(),
+            tenant or store.settings.default_tenant_id,
             name,
             members=member or [],
             roles=role or [],
@@ -269,8 +300,8 @@ def groups_assign(
 @groups_app.command("list")
 def groups_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List user groups with members, roles and device groups."""
-    with _session() as (settings, uow), uow(write=False) as u:
-        rows = u.identity.list_user_groups(tenant or settings.default_tenant_id)
+    with _session(migrate=False) as store, store.uow(write=False) as u:
+        rows = u.identity.list_user_groups(tenant or store.settings.default_tenant_id)
     _print(rows, ["name", "members", "roles", "device_groups"], as_json)
 
 
@@ -280,10 +311,12 @@ def groups_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 @keys_app.command("list")
 def keys_list(as_json: JsonOpt = False) -> None:
     """List signing keys (the active one signs; unretired ones verify)."""
-    with _session() as (_, uow):
+    from bulwark.service import identity
+
+    with _session(migrate=False) as store:
         rows = [
             {"kid": k.kid, "active": k.active, "created_at": k.created_at, "retired_at": k.retired_at}
-            for k in identity.load_signing_keys(uow(write=False))
+            for k in identity.load_signing_keys(store.uow(write=False))
         ]
     _print(rows, ["kid", "active", "created_at", "retired_at"], as_json)
 
@@ -291,16 +324,20 @@ def keys_list(as_json: JsonOpt = False) -> None:
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Sign new tokens with a new key; the old key keeps verifying until retired."""
-    with _session() as (_, uow):
-        key = identity.rotate_signing_key(uow(), SystemClock())
+    from bulwark.service import identity
+
+    with _session() as store:
+        key = identity.rotate_signing_key(store.uow(), store.clock)
     console.print(f"Active signing key: {key.kid} (servers pick it up within a minute)")
 
 
 @keys_app.command("retire")
 def keys_retire(kid: str) -> None:
     """Stop a rotated-out key from verifying tokens (wait an hour after rotating, so its tokens expire)."""
-    with _session() as (_, uow):
-        identity.retire_signing_key(uow(), SystemClock(), kid)
+    from bulwark.service import identity
+
+    with _session() as store:
+        identity.retire_signing_key(store.uow(), store.clock, kid)
     console.print(f"Retired {kid}")
 
 
@@ -315,12 +352,16 @@ def token(
     """Print an access token for quick use with curl: TOKEN=$(bulwark token --app NAME)."""
     from bulwark.auth.keys import KeyRing
     from bulwark.auth.tokens import TokenIssuer
+    from bulwark.service import identity
 
-    with _session() as (settings, uow):
-        tenant_id = tenant or settings.default_tenant_id
-        clock = SystemClock()
-        issuer = TokenIssuer(KeyRing(identity.signing_keys_loader(settings, uow, clock)()), settings.issuer_base_url(), clock)
-        with uow(write=False) as u:
+    with _session() as store:
+        tenant_id = tenant or store.settings.default_tenant_id
+        clock = store.clock
+        if store.settings.signing_key_file is None:
+            identity.ensure_signing_key(store.uow(), clock)
+        keys = identity.signing_keys_loader(store.settings.signing_key_file, store.uow)()
+        issuer = TokenIssuer(KeyRing(keys), store.settings.issuer_base_url(), clock)
+        with store.uow(write=False) as u:
             row = u.identity.find_application(tenant_id, app)
             person = u.identity.find_user(tenant_id, user) if user else None
         if row is None or not row["enabled"]:
@@ -348,10 +389,10 @@ def audit_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List the newest audit events: who asked to offboard what, why, and the outcome."""
-    from bulwark.service.audit import list_audit_events
+    from bulwark.service.audit_trail import list_audit_events
 
-    with _session() as (_, uow):
-        rows = list_audit_events(uow(write=False), tenant_id=tenant, limit=limit)
+    with _session(migrate=False) as store:
+        rows = list_audit_events(store.uow(write=False), tenant_id=tenant, limit=limit)
     _print(
         rows,
         [
@@ -367,3 +408,83 @@ def audit_list(
         ],
         as_json,
     )
+
+
+# Device packages
+
+
+def _write(package: dict, out: Path | None) -> None:
+    text = json.dumps(package, indent=2)
+    if out is None:
+        typer.echo(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    out.chmod(0o600)
+    err.print(f"Wrote {out}")
+
+
+@package_app.command("onboarding")
+def onboarding_package(
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
+    server_url: Annotated[str | None, typer.Option(help="URL devices reach the server on.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
+    valid_days: Annotated[float | None, typer.Option(help="Days devices may enrol with it (default: the setting, 30).")] = None,
+    replace_sensors: Annotated[
+        bool,
+        typer.Option(
+            "--replace-sensors",
+            help="Let devices enrol over a sensor that is still active without its proof (e.g. a simulated fleet "
+            "that keeps no state). Anyone holding this package can then take over a machine's identity.",
+        ),
+    ] = False,
+) -> None:
+    """Issue an onboarding package: devices use it to enrol until it expires or is revoked."""
+    from bulwark.service.sensors import issue_onboarding_package
+
+    with _session(migrate=False) as store:
+        settings = store.settings
+        url = server_url or settings.public_base_url or f"http://{settings.host}:{settings.port}"
+        package = issue_onboarding_package(
+            tenant or settings.default_tenant_id,
+            url,
+            None,
+            store.uow(),
+            store.clock,
+            valid_for=timedelta(days=valid_days or settings.onboarding_package_valid_days),
+            replaces_sensors=replace_sensors,
+        )
+    _write(package, out)
+
+
+@package_app.command("revoke")
+def revoke_package(
+    package_id: Annotated[str, typer.Argument(help="The packageId written in the onboarding package.")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
+) -> None:
+    """Revoke an onboarding package: no device can enrol with it any more (enrolled devices keep running)."""
+    from bulwark.domain.errors import MdeError
+    from bulwark.service.sensors import revoke_onboarding_package
+
+    with _session(migrate=False) as store:
+        try:
+            revoke_onboarding_package(tenant or store.settings.default_tenant_id, package_id, store.uow(), store.clock)
+        except MdeError as error:
+            err.print(f"[bold red]Error:[/] {error.message}")
+            raise typer.Exit(code=1) from None
+    err.print(f"Revoked onboarding package {package_id}")
+
+
+@package_app.command("offboarding")
+def offboarding_package(
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
+) -> None:
+    """Issue an offboarding package (valid for BULWARK_OFFBOARDING_PACKAGE_VALID_DAYS, seven by default)."""
+    from bulwark.service.sensors import issue_offboarding_package
+
+    with _session(migrate=False) as store:
+        settings = store.settings
+        valid_for = timedelta(days=settings.offboarding_package_valid_days)
+        package = issue_offboarding_package(tenant or settings.default_tenant_id, valid_for, None, store.uow(), store.clock)
+    _write(package, out)

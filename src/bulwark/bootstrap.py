@@ -1,0 +1,214 @@
+"""The composition root: every entry point builds its parts here, from Settings, and nowhere else.
+
+The server calls ``build_runtime`` (engine, unit-of-work factory, clock, authenticator, rate
+limiter, notifier) and, once it starts, ``start_runtime``; commands call ``open_store`` for an
+engine and a unit-of-work factory held for one command. Building anything here writes nothing:
+what must be written at start (the first signing key) is an explicit step. Every entry point that
+touches the data directory makes it private first (``prepare_data_dir``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from bulwark.clock import Clock, SystemClock
+from bulwark.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from bulwark.notifier import InProcessNotifier
+    from bulwark.ratelimit import RateLimiter
+    from bulwark.service.actions import SweepPolicy
+    from bulwark.service.authentication import Authenticator
+    from bulwark.service.ports import UnitOfWorkFactory
+
+# A command does one thing at a time; the server's threads share a larger pool (the engine's default).
+COMMAND_POOL_SIZE = 1
+
+
+class DatabaseNotReady(RuntimeError):
+    """A command that does not migrate found no database, or one at another schema revision."""
+
+
+@dataclass
+class Store:
+    """What a command needs to use the database: the engine and units of work on it, and the clock."""
+
+    settings: Settings
+    engine: Engine
+    uow: UnitOfWorkFactory
+    clock: Clock
+
+
+@dataclass
+class Runtime:
+    """Everything the server wires once per process, handed to routes and background tasks."""
+
+    settings: Settings
+    engine: Engine
+    uow: UnitOfWorkFactory
+    clock: Clock
+    limiter: RateLimiter
+    auth: Authenticator
+    notifier: InProcessNotifier
+    # Set at shutdown so that long polls answer at once.
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+
+def build_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
+    """The database engine the settings name (the only place an engine is made, migrations aside)."""
+    from bulwark.store.db import create_db_engine
+
+    url = settings.resolved_database_url()
+    return create_db_engine(url) if pool_size is None else create_db_engine(url, pool_size=pool_size)
+
+
+def _unit_of_work_factory(engine: Engine) -> UnitOfWorkFactory:
+    from bulwark.store.uow import SqlUnitOfWorkFactory
+
+    return SqlUnitOfWorkFactory(engine)
+
+
+def migrate_database(settings: Settings, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (the data directory is created first for SQLite)."""
+    from bulwark.store.db import upgrade_database
+
+    prepare_data_dir(settings)
+    upgrade_database(settings.resolved_database_url(), revision)
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Make files this process creates private (umask 077), and create or tighten the data directory."""
+    from bulwark.datadir import PROCESS_UMASK, secure_data_dir
+
+    os.umask(PROCESS_UMASK)
+    secure_data_dir(settings.data_dir)
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.resolved_database_url()).render_as_string(hide_password=True)
+
+
+def _missing(settings: Settings) -> str:
+    return f"no Bulwark database at {_safe_url(settings)}: run 'bulwark db upgrade' (or 'bulwark serve') first"
+
+
+def _check_sqlite_file(settings: Settings) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.resolved_database_url())
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    from pathlib import Path
+
+    # Connecting would create an empty file; say what is missing instead.
+    if not Path(url.database).exists():
+        raise DatabaseNotReady(_missing(settings))
+
+
+def _check_schema(settings: Settings, engine: Engine) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from bulwark.store.db import schema_revisions
+
+    try:
+        current, head = schema_revisions(engine)
+    except OperationalError as error:
+        raise DatabaseNotReady(f"cannot open the database at {_safe_url(settings)}: {error.orig}") from None
+    if current is None:
+        raise DatabaseNotReady(_missing(settings))
+    if current != head:
+        raise DatabaseNotReady(
+            f"the database at {_safe_url(settings)} is at schema revision {current}, this Bulwark needs {head}: "
+            "run 'bulwark db upgrade'"
+        )
+
+
+@contextmanager
+def open_store(
+    settings: Settings | None = None, *, migrate: bool, must_exist: bool = True, clock: Clock | None = None
+) -> Iterator[Store]:
+    """The database for one command, closed when the command ends.
+
+    ``migrate=True`` applies migrations first (commands that create things on a fresh server);
+    otherwise nothing is changed, and with ``must_exist`` a missing or outdated database raises
+    ``DatabaseNotReady`` instead of being created or half-read.
+    """
+    settings = settings or Settings()
+    if migrate:
+        migrate_database(settings)
+    else:
+        prepare_data_dir(settings)
+    if not migrate and must_exist:
+        _check_sqlite_file(settings)
+    engine = build_engine(settings, pool_size=COMMAND_POOL_SIZE)
+    try:
+        if must_exist and not migrate:
+            _check_schema(settings, engine)
+        yield Store(settings=settings, engine=engine, uow=_unit_of_work_factory(engine), clock=clock or SystemClock())
+    finally:
+        engine.dispose()
+
+
+def sweep_policy(settings: Settings) -> SweepPolicy:
+    """The sweeper's limits, from the settings."""
+    from bulwark.service.actions import SweepPolicy
+
+    return SweepPolicy(
+        pickup_timeout=timedelta(seconds=settings.action_pickup_timeout_seconds),
+        in_progress_timeout=timedelta(seconds=settings.action_in_progress_timeout_seconds),
+        inactive_after_offboard=timedelta(days=settings.inactive_after_offboard_days),
+    )
+
+
+def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    """The server's parts for one process. Writes nothing: call ``start_runtime`` when serving starts."""
+    from bulwark.notifier import create_notifier
+    from bulwark.ratelimit import UNAUTHENTICATED_OPERATION, RateLimitPolicy, create_rate_limiter
+    from bulwark.service.authentication import Authenticator
+
+    clock = clock or SystemClock()
+    engine = build_engine(settings)
+    limiter = create_rate_limiter(
+        settings.redis_url,
+        RateLimitPolicy.parse(
+            settings.rate_limit, {UNAUTHENTICATED_OPERATION: settings.unauthenticated_rate_limit, **settings.rate_limit_overrides}
+        ),
+        fail_mode=settings.rate_limit_fail_mode,
+        enabled=settings.rate_limit_enabled,
+        key_prefix=settings.rate_limit_key_prefix,
+        clock=lambda: clock.now().timestamp(),
+    )
+    uow = _unit_of_work_factory(engine)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        uow=uow,
+        clock=clock,
+        limiter=limiter,
+        auth=Authenticator(settings, uow, clock),
+        notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
+    )
+
+
+def start_runtime(runtime: Runtime) -> None:
+    """What the server writes before it serves: the first signing key (safe when processes race)."""
+    from bulwark.service.identity import ensure_signing_key
+
+    if runtime.settings.signing_key_file is None:
+        ensure_signing_key(runtime.uow(), runtime.clock)
+
+
+def close_runtime(runtime: Runtime) -> None:
+    """Release what ``build_runtime`` opened."""
+    runtime.limiter.close()
+    runtime.engine.dispose()

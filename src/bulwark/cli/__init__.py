@@ -1,0 +1,25 @@
+"""The ``bulwark`` command, its sub-commands arranged by who runs them.
+
+- ``server``: the operator on the server host (``serve``, ``db``, ``sweep``).
+- ``admin``: an operator with database access (tenants, apps, users, roles, groups, keys, ``token``,
+  ``audit``, and ``sensor package`` to issue device packages).
+- ``api``: a user of the API, from anywhere (``offboard``, ``machines``, ``actions``, ``profile``).
+- ``device``: the device program (``sensor run | offboard | fleet``).
+
+Importing this package stays cheap: each command imports what it needs when it runs.
+"""
+
+import typer
+
+from bulwark.cli import admin, api, device, server
+
+app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
+# Registration order is the order `bulwark --help` lists them in (commands first, then groups).
+app.add_typer(server.db_app, name="db")
+api.register(app)  # offboard; machines, actions, profile
+admin.register(app, device.sensor_app)  # token; tenants ... audit; sensor package
+app.add_typer(device.sensor_app, name="sensor")
+app.command("sweep")(server.sweep)
+app.command("serve")(server.serve)
+
+__all__ = ["app"]
