@@ -69,8 +69,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # The traceback names the failure; SQL parameters never appear (engines hide them).
     log.exception("unexpected error", extra={"request_id": request_id_of(request), "path": request.url.path})
-    return error_response(request, InternalServerError())
+    error = InternalServerError()
+    # A failed audited operation is audited like a refused one.
+    await audit_refusal(request, error)
+    return error_response(request, error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

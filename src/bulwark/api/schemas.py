@@ -63,6 +63,11 @@ def parse_body(raw: bytes, model: type[BodyT], *, max_comment_length: int) -> Bo
         if first["type"] in {"string_type", "int_type", "bool_type"}:
             raise InvalidRequestBody(f"Invalid request body: {field} must be a string or null.") from None
         raise InvalidInput(f"Invalid input {field}: {first['msg']}.") from None
+    for name in ("Comment", "ExternalId", "Title"):
+        value = getattr(body, name, None)
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL refuses NUL in text; no comment needs one.
+            raise InvalidInput(f"Invalid input {name}: NUL characters are not allowed.")
     if body.Comment is None or not body.Comment.strip():
         raise MissingRequiredParameter("Comment")
     if len(body.Comment) > max_comment_length:

@@ -37,8 +37,8 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 def _printable(value: str) -> str:
     # NUL and other control characters have no place in device properties (and PostgreSQL
     # refuses NUL in text): 400 here rather than 500 from the database.
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ValueError("control characters are not allowed")
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise ValueError("control characters and lone surrogates are not allowed")
     return value
 
 

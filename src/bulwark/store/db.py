@@ -52,6 +52,8 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
         _prepare_sqlite_file(url)
         engine = create_engine(
             url,
+            # Errors and logs never carry parameter values (comments, secrets' digests, caller text).
+            hide_parameters=True,
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -77,7 +79,7 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True)
 
 
 def alembic_config(url: str) -> Config:
