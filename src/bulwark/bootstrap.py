@@ -23,6 +23,7 @@ from bulwark.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from bulwark.metrics import Metrics
     from bulwark.notifier import InProcessNotifier
     from bulwark.ratelimit import RateLimiter
     from bulwark.service.actions import SweepPolicy
@@ -58,6 +59,7 @@ class Runtime:
     limiter: RateLimiter
     auth: Authenticator
     notifier: InProcessNotifier
+    metrics: Metrics
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -159,6 +161,16 @@ def open_store(
         engine.dispose()
 
 
+def database_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """The database's migration revision (None when it has none) and the newest this code knows.
+
+    Raises when the database does not answer.
+    """
+    from bulwark.store.db import schema_revisions
+
+    return schema_revisions(engine)
+
+
 def sweep_policy(settings: Settings) -> SweepPolicy:
     """The sweeper's limits, from the settings."""
     from bulwark.service.actions import SweepPolicy
@@ -172,6 +184,7 @@ def sweep_policy(settings: Settings) -> SweepPolicy:
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """The server's parts for one process. Writes nothing: call ``start_runtime`` when serving starts."""
+    from bulwark.metrics import Metrics
     from bulwark.notifier import create_notifier
     from bulwark.ratelimit import UNAUTHENTICATED_OPERATION, RateLimitPolicy, create_rate_limiter
     from bulwark.service.authentication import Authenticator
@@ -197,6 +210,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         limiter=limiter,
         auth=Authenticator(settings, uow, clock),
         notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
+        metrics=Metrics.for_process(),
     )
 
 

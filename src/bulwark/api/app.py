@@ -8,20 +8,22 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from bulwark import __version__
-from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
+from bulwark.api import device_packages, machine_actions, machines, metadata, oauth, sensor_gateway
 from bulwark.api.background import background
+from bulwark.api.docs import install_docs
 from bulwark.api.errors import install_error_handlers
+from bulwark.api.health import ReadinessProbe, health_router
 from bulwark.api.middleware import (
     AllowedHostsMiddleware,
     AuthDisabledWarningMiddleware,
     BodySizeLimitMiddleware,
     RequestIdMiddleware,
 )
+from bulwark.api.observability import ObservabilityMiddleware, metrics_router
+from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
-from bulwark.api.wire import json_response
 from bulwark.bootstrap import build_runtime, close_runtime, start_runtime
 from bulwark.clock import Clock
 from bulwark.settings import Settings
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     if problem:
         raise ConfigurationError(problem)
     runtime = build_runtime(settings, clock)
+    readiness = ReadinessProbe(runtime.engine, settings.redis_url)
 
     @asynccontextmanager
     async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +63,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             async with background(app_):
                 yield
         finally:
+            readiness.close()
             close_runtime(runtime)
 
     app = FastAPI(
@@ -67,6 +71,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         title="Bulwark",
         version=__version__,
         description="A self-hosted Microsoft Defender for Endpoint machine-action API.",
+        # Trailing slashes are served directly by CaseInsensitivePathMiddleware, never redirected.
+        redirect_slashes=False,
+        # /docs and /openapi.json are served by install_docs: local assets, security schemes.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.runtime = runtime
     install_error_handlers(app)
@@ -74,6 +84,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AllowedHostsMiddleware, allowed=settings.effective_allowed_hosts())
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(CaseInsensitivePathMiddleware, routes=app.routes)
+    # Outermost: times the whole request and sees the status of every answer, errors included.
+    app.add_middleware(ObservabilityMiddleware, metrics=runtime.metrics)
     if not settings.auth_enabled:
         logging.getLogger("bulwark.auth").warning(
             "AUTHENTICATION IS DISABLED: every caller is treated as %s with every permission. "
@@ -87,54 +100,45 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(public, prefix="/api")
     # The live service also answers under /api/v1.0; same operations, kept out of the schema.
     app.include_router(public, prefix="/api/v1.0", include_in_schema=False)
+    # The CSDL document that @odata.context links point at; public, like the OpenAPI document.
+    app.include_router(metadata.router, prefix="/api")
+    app.include_router(metadata.router, prefix="/api/v1.0")
     app.include_router(sensor_gateway.router)
-
+    app.include_router(health_router(readiness))
+    app.include_router(metrics_router(runtime.metrics, settings))
+    install_docs(app, settings)
     install_openapi(app)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz():
-        return json_response({"status": "ok", "version": __version__})
 
     return app
 
 
 def install_openapi(app: FastAPI) -> None:
-    """The OpenAPI document with its security schemes: bearer tokens on /api, sensor credentials on /sensor."""
+    """Finish the OpenAPI document: no route documents FastAPI's 422, which Bulwark never answers
+    (invalid input is 400 in the error envelope). Security schemes are added by ``api.docs``."""
+    previous = app.openapi
 
     def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes.setdefault(
-            "bearerAuth",
-            {
-                "type": "http",
-                "scheme": "bearer",
-                "bearerFormat": "JWT",
-                "description": "An access token from the token endpoint.",
-            },
-        )
-        schemes.setdefault(
-            "sensorCredential",
-            {"type": "http", "scheme": "bearer", "description": "A sensor's own credential (bws_...), from enrolment."},
-        )
-        # Invalid input is answered 400 in the error envelope, never FastAPI's 422.
-        schema["components"].get("schemas", {}).pop("HTTPValidationError", None)
-        schema["components"].get("schemas", {}).pop("ValidationError", None)
-        for path, operations in schema.get("paths", {}).items():
+        schema = previous()
+        if schema.get("x-bulwark-finished"):
+            return schema
+        components = schema.setdefault("components", {})
+        components.get("schemas", {}).pop("HTTPValidationError", None)
+        components.get("schemas", {}).pop("ValidationError", None)
+        for operations in schema.get("paths", {}).values():
             for operation in operations.values():
+                if not isinstance(operation, dict):
+                    continue
                 operation.get("responses", {}).pop("422", None)
-                if path.startswith("/api/"):
-                    operation.setdefault("security", [{"bearerAuth": []}])
-                elif path.startswith("/sensor/v1/") and path != "/sensor/v1/enrol":
-                    operation.setdefault("security", [{"sensorCredential": []}])
-        app.openapi_schema = schema
+        schema["x-bulwark-finished"] = True
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_environment() -> FastAPI:
-    """Factory for ``uvicorn --factory`` and worker processes: settings from the environment."""
-    return create_app(Settings())
+    """Factory for ``uvicorn --factory`` and worker processes: settings and logging from the environment."""
+    from bulwark.logs import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

@@ -28,6 +28,7 @@ from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
 from bulwark.service.sensors import OFFBOARDING_PACKAGE_AUDIT_ACTION, ONBOARDING_PACKAGE_AUDIT_ACTION
 
 log = logging.getLogger("bulwark.audit")
+actions_log = logging.getLogger("bulwark.actions")
 
 # Operation id -> (audit action name, what the path's {id} names). Successful requests are audited
 # by their use case, in the same transaction as their effect; refusals are audited here, whichever
@@ -87,13 +88,31 @@ async def audit_refusal(request: Request, error: MdeError) -> None:
     if state.principal is not None and not state.body_refused:
         comment = state.comment if state.comment_parsed else await _unread_comment(request, runtime.settings)
     subject = _subject(subject_kind, str(request.path_params.get("id", "")), error)
+    principal = state.principal
+    caller = principal.name if principal else "-"
+    machine_id = subject["machine_id"]
+    actions_log.info(
+        "%s refused: %s %s for %s by %s",
+        action,
+        error.status,
+        error.code,
+        machine_id or subject["machine_action_id"] or "-",
+        caller,
+        extra={
+            "machine_id": machine_id,
+            "status": error.status,
+            "code": error.code,
+            "caller": caller,
+            "request_id": context.request_id,
+        },
+    )
     try:
         await run_in_threadpool(
             record_refusal,
             runtime.uow(),
             runtime.clock,
             action=action,
-            principal=state.principal,
+            principal=principal,
             context=context,
             outcome_status=error.status,
             outcome_code=error.code,
