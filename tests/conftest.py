@@ -118,7 +118,8 @@ def clock() -> FrozenClock:
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     """Settings pointing at the test database, independent of the environment."""
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, default_tenant_id=TENANT)
+    # TestClient addresses the app as "testserver".
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, default_tenant_id=TENANT, allowed_hosts=["testserver"])
 
 
 @pytest.fixture

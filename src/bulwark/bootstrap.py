@@ -3,12 +3,14 @@
 The server calls ``build_runtime`` (engine, unit-of-work factory, clock, authenticator, rate
 limiter, notifier) and, once it starts, ``start_runtime``; commands call ``open_store`` for an
 engine and a unit-of-work factory held for one command. Building anything here writes nothing:
-what must be written at start (the first signing key) is an explicit step.
+what must be written at start (the first signing key) is an explicit step. Every entry point that
+touches the data directory makes it private first (``prepare_data_dir``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -94,7 +96,7 @@ def migrate_database(settings: Settings, revision: str = "head") -> None:
     bring the query planner's statistics up to date if the data moved since they were taken."""
     from bulwark.store.db import refresh_statistics, upgrade_database
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings)
     upgrade_database(settings.resolved_database_url(), revision)
     if revision == "head":
         engine = build_engine(settings, pool_size=1)
@@ -102,6 +104,14 @@ def migrate_database(settings: Settings, revision: str = "head") -> None:
             refresh_statistics(engine)
         finally:
             engine.dispose()
+
+
+def prepare_data_dir(settings: Settings) -> None:
+    """Make files this process creates private (umask 077), and create or tighten the data directory."""
+    from bulwark.datadir import PROCESS_UMASK, secure_data_dir
+
+    os.umask(PROCESS_UMASK)
+    secure_data_dir(settings.data_dir)
 
 
 def _safe_url(settings: Settings) -> str:
@@ -158,7 +168,9 @@ def open_store(
     settings = settings or Settings()
     if migrate:
         migrate_database(settings)
-    elif must_exist:
+    else:
+        prepare_data_dir(settings)
+    if not migrate and must_exist:
         _check_sqlite_file(settings)
     engine = build_engine(settings, pool_size=COMMAND_POOL_SIZE)
     try:
@@ -194,7 +206,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """The server's parts for one process. Writes nothing: call ``start_runtime`` when serving starts."""
     from bulwark.metrics import Metrics
     from bulwark.notifier import create_notifier
-    from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
+    from bulwark.ratelimit import UNAUTHENTICATED_OPERATION, RateLimitPolicy, create_rate_limiter
     from bulwark.service.authentication import Authenticator
     from bulwark.service.control import ControlPlane
     from bulwark.store.group_commit import GroupCommitter
@@ -206,7 +218,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     engine = build_engine(settings)
     limiter = create_rate_limiter(
         settings.redis_url,
-        RateLimitPolicy.parse(settings.rate_limit, settings.rate_limit_overrides),
+        RateLimitPolicy.parse(
+            settings.rate_limit, {UNAUTHENTICATED_OPERATION: settings.unauthenticated_rate_limit, **settings.rate_limit_overrides}
+        ),
         fail_mode=settings.rate_limit_fail_mode,
         enabled=settings.rate_limit_enabled,
         key_prefix=settings.rate_limit_key_prefix,
@@ -248,7 +262,8 @@ def start_runtime(runtime: Runtime) -> None:
     from bulwark.service.identity import ensure_signing_key
     from bulwark.service.signin import CONSOLE_CALLBACK_PATH, ensure_console_client
 
-    ensure_signing_key(runtime.uow(), runtime.clock)
+    if runtime.settings.signing_key_file is None:
+        ensure_signing_key(runtime.uow(), runtime.clock)
     settings = runtime.settings
     redirect_uri = settings.issuer_base_url() + CONSOLE_CALLBACK_PATH
     if ensure_console_client(runtime.uow, runtime.clock, settings.default_tenant_id, redirect_uri) is None:

@@ -28,6 +28,9 @@ LIMITS_OFF = "off"
 
 DEFAULT_REDIS_KEY_PREFIX = "bulwark:ratelimit"
 
+UNAUTHENTICATED_OPERATION = "unauthenticated"
+"""The operation name under which refused unauthenticated requests count, per source address."""
+
 FailMode: TypeAlias = Literal["open", "closed"]
 Clock: TypeAlias = Callable[[], float]
 

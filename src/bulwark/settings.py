@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,13 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(
         default=None, description="Base URL clients use (for @odata.context and the token issuer)."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host names clients may address (the Host header); others are refused. Unset: the listening "
+            'address, the public base URL\'s host and the loopback names. ["*"] allows any.'
+        ),
+    )
 
     offboard_status_code: Literal[200, 201] = Field(
         default=200, description="200 as the API document says; 201 as the live service answers."
@@ -54,6 +62,9 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="An InProgress action not finished in this time ends TimeOut."
     )
     inactive_after_offboard_days: float = Field(default=7, ge=0, description="Offboarded machines turn Inactive after this.")
+    onboarding_package_valid_days: float = Field(
+        default=30, gt=0, description="Devices cannot enrol with older onboarding packages."
+    )
     offboarding_package_valid_days: float = Field(default=7, gt=0, description="Devices refuse older offboarding packages.")
     sweep_interval_seconds: float = Field(default=60, gt=0, description="How often each server process sweeps (0 < s).")
     statistics_interval_seconds: float = Field(
@@ -82,6 +93,10 @@ class Settings(BaseSettings):
         default_factory=list,
         description='Trusted OpenID Connect providers, e.g. [{"issuer_url": "...", "audience": "...", "tenant_id": "..."}].',
     )
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="A PEM file with the RSA key that signs tokens, kept outside the database; unset: keys in the database.",
+    )
     tls: bool = Field(default=False, description="Serve HTTPS with a certificate from a local CA in data_dir/tls.")
     token_leeway_seconds: int = Field(default=60, ge=0, le=300, description="Clock skew allowed on exp/nbf/iat.")
     auth_cache_seconds: float = Field(
@@ -93,6 +108,10 @@ class Settings(BaseSettings):
     rate_limit: str = Field(default="100/minute;1500/hour", description="Windows every call must fit in.")
     rate_limit_overrides: dict[str, str] = Field(
         default_factory=dict, description='Per operation id, e.g. {"offboardMachine": "10/minute"} or "off".'
+    )
+    unauthenticated_rate_limit: str = Field(
+        default="60/minute;1000/hour",
+        description="Refused unauthenticated requests allowed per source address; beyond them 429, and nothing is audited.",
     )
     rate_limit_fail_mode: Literal["open", "closed"] = Field(
         default="open", description="When Redis is unreachable: let calls through (open) or answer 503 (closed)."
@@ -134,6 +153,19 @@ class Settings(BaseSettings):
         scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    def effective_allowed_hosts(self) -> frozenset[str]:
+        """The host names (lowercase, no port, IPv6 without brackets) a request's Host may name."""
+        if self.allowed_hosts:
+            return frozenset(h.strip().lower().strip("[]") for h in self.allowed_hosts if h.strip())
+        hosts = {"localhost", "127.0.0.1", "::1"}
+        if self.host not in ("0.0.0.0", "::", ""):
+            hosts.add(self.host.lower().strip("[]"))
+        if self.public_base_url:
+            public = urlsplit(self.public_base_url).hostname
+            if public:
+                hosts.add(public.lower())
+        return frozenset(hosts)
 
     def multi_process_problem(self) -> str | None:
         """Why this configuration cannot run several workers correctly, or None if it can."""

@@ -180,7 +180,8 @@ def test_every_refused_offboard_is_audited_with_caller_machine_comment_and_reque
     assert [
         (r["actor_kind"], r["actor_name"], r["machine_id"], r["comment"], r["outcome_status"], r["request_id"]) for r in rows
     ] == [
-        (None, None, OPEN.id, "no token", 401, answers[0].headers["request-id"]),
+        # An unauthenticated caller's text (its comment) is never stored.
+        (None, None, OPEN.id, None, 401, answers[0].headers["request-id"]),
         ("application", "app-read", OPEN.id, "reader", 403, answers[1].headers["request-id"]),
         ("user", "user-admin@contoso.com", FINANCE.id, "hidden", 404, answers[2].headers["request-id"]),
         ("user", "user-admin@contoso.com", OPEN.id, "allowed", 200, answers[3].headers["request-id"]),

@@ -169,7 +169,7 @@ def test_bad_bodies_are_refused_and_change_nothing(
 
 def test_oversized_body_is_refused(client: TestClient, uow_factory: SqlUnitOfWorkFactory, settings: Settings) -> None:
     big = json.dumps({"Comment": "x" * (settings.max_body_bytes + 10)})
-    assert_error(client.post(f"/api/machines/{WIN11.id}/offboard", content=big), 400, "InvalidRequestBody")
+    assert_error(client.post(f"/api/machines/{WIN11.id}/offboard", content=big), 413, "PayloadTooLarge")
     assert action_count(uow_factory) == 0
 
 

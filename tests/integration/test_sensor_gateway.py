@@ -49,7 +49,7 @@ def package(client: TestClient) -> dict:
     return response.json()
 
 
-def enrol(client: TestClient, package: dict, identity: str = "device-7", properties: dict | None = None) -> dict:
+def enrol(client: TestClient, package: dict, identity: str = "device-7", properties: dict | None = None, **proof: str) -> dict:
     response = client.post(
         "/sensor/v1/enrol",
         json={
@@ -57,6 +57,7 @@ def enrol(client: TestClient, package: dict, identity: str = "device-7", propert
             "onboardingKey": package["onboardingKey"],
             "deviceIdentity": identity,
             "properties": WINDOWS if properties is None else properties,
+            **proof,
         },
     )
     assert response.status_code == 200, response.text
@@ -95,7 +96,8 @@ def test_enrolment_creates_the_machine_with_a_stable_id(
     assert (machine.computer_dns_name, machine.os_platform, machine.os_build) == ("laptop-7.contoso.com", "Windows11", 22631)
     assert machine.last_ip_address == "10.1.2.3" and machine.health_status == "Active"
 
-    second = enrol(client, package)
+    # The same device enrols again (it proves it with its current credential).
+    second = enrol(client, package, currentCredential=first["credential"])
     assert second["machineId"] == first["machineId"] and second["generation"] == 2
     # The earlier credential is superseded by the new enrolment.
     assert client.post("/sensor/v1/checkin", json={}, headers=auth(first)).status_code == 401

@@ -325,7 +325,15 @@ class FakeConsoleSessions(_Repository):
 
 class FakeSensors(_Repository):
     def add(
-        self, *, sensor_id: str, tenant_id: str, machine_id: str, credential_hash: str, generation: int, enrolled_at: datetime
+        self,
+        *,
+        sensor_id: str,
+        tenant_id: str,
+        machine_id: str,
+        credential_hash: str,
+        generation: int,
+        enrolled_at: datetime,
+        proof_hash: str | None = None,
     ) -> None:
         self.db.sensors[sensor_id] = {
             "id": sensor_id,
@@ -335,7 +343,14 @@ class FakeSensors(_Repository):
             "generation": generation,
             "enrolled_at": enrolled_at,
             "superseded_at": None,
+            "proof_hash": proof_hash,
         }
+
+    def current_for_machine(self, machine_id: str) -> dict[str, Any] | None:
+        for sensor in self.db.sensors.values():
+            if sensor["machine_id"] == machine_id and sensor["superseded_at"] is None:
+                return dict(sensor)
+        return None
 
     def latest_generation(self, machine_id: str) -> int:
         return max((s["generation"] for s in self.db.sensors.values() if s["machine_id"] == machine_id), default=0)
@@ -357,16 +372,44 @@ class FakeSensors(_Repository):
 
 
 class FakeOnboardingPackages(_Repository):
-    def add(self, package_id: str, tenant_id: str, key_hash: str, created_at: datetime, created_by: str | None) -> None:
+    def add(
+        self,
+        package_id: str,
+        tenant_id: str,
+        key_hash: str,
+        created_at: datetime,
+        created_by: str | None,
+        *,
+        expires_at: datetime | None = None,
+        replaces_sensors: bool = False,
+    ) -> None:
         self.db.onboarding_packages[package_id] = {
+            "id": package_id,
             "tenant_id": tenant_id,
             "key_hash": key_hash,
             "created_at": created_at,
             "created_by": created_by,
+            "expires_at": expires_at,
+            "replaces_sensors": replaces_sensors,
+            "revoked_at": None,
         }
 
-    def is_valid(self, tenant_id: str, key_hash: str) -> bool:
-        return any(p["tenant_id"] == tenant_id and p["key_hash"] == key_hash for p in self.db.onboarding_packages.values())
+    def find_valid(self, tenant_id: str, key_hash: str, now: datetime) -> dict[str, Any] | None:
+        for package in self.db.onboarding_packages.values():
+            usable = package["revoked_at"] is None and (package["expires_at"] is None or package["expires_at"] > now)
+            if package["tenant_id"] == tenant_id and package["key_hash"] == key_hash and usable:
+                return dict(package)
+        return None
+
+    def is_valid(self, tenant_id: str, key_hash: str, now: datetime) -> bool:
+        return self.find_valid(tenant_id, key_hash, now) is not None
+
+    def revoke(self, tenant_id: str, package_id: str, at: datetime) -> bool:
+        package = self.db.onboarding_packages.get(package_id)
+        if package is None or package["tenant_id"] != tenant_id or package["revoked_at"] is not None:
+            return False
+        package["revoked_at"] = at
+        return True
 
 
 class FakePackageKeys(_Repository):

@@ -21,6 +21,7 @@ from bulwark.domain.sensors import (
 )
 from bulwark.service.offboarding import RequestOffboard, request_offboard
 from bulwark.service.sensors import (
+    DeviceAlreadyEnrolled,
     Enrolment,
     EnrolSensor,
     ReportOutcome,
@@ -55,8 +56,13 @@ def onboarding_key(uow: FakeUnitOfWorkFactory, clock: FrozenClock) -> str:
     return str(package["onboardingKey"])
 
 
-def enrol(uow: FakeUnitOfWorkFactory, clock: FrozenClock, key: str, identity: str = "laptop-7") -> Enrolment:
-    return enrol_sensor(EnrolSensor(TENANT, key, identity, DEVICE), uow(), clock, client_ip="198.51.100.7")
+def enrol(
+    uow: FakeUnitOfWorkFactory, clock: FrozenClock, key: str, identity: str = "laptop-7", *, proof_from: Enrolment | None = None
+) -> Enrolment:
+    """Enrol; ``proof_from``: the same device enrolling again, presenting its current credential."""
+    credential = proof_from.credential if proof_from else None
+    command = EnrolSensor(TENANT, key, identity, DEVICE, current_credential=credential)
+    return enrol_sensor(command, uow(), clock, client_ip="198.51.100.7")
 
 
 def offboard(uow: FakeUnitOfWorkFactory, clock: FrozenClock, machine_id: str) -> str:
@@ -132,12 +138,25 @@ def test_enrolling_again_supersedes_the_previous_credential(
     uow: FakeUnitOfWorkFactory, clock: FrozenClock, onboarding_key: str
 ) -> None:
     first = enrol(uow, clock, onboarding_key)
-    second = enrol(uow, clock, onboarding_key)
+    second = enrol(uow, clock, onboarding_key, proof_from=first)
 
     assert (second.sensor.machine_id, second.sensor.generation) == (first.sensor.machine_id, 2)
     with pytest.raises(Unauthorized):
         authenticate_sensor(first.credential, uow(write=False))
     assert authenticate_sensor(second.credential, uow(write=False)) == second.sensor
+
+
+def test_enrolling_over_an_active_sensor_without_its_proof_is_refused(
+    uow: FakeUnitOfWorkFactory, clock: FrozenClock, onboarding_key: str
+) -> None:
+    first = enrol(uow, clock, onboarding_key)
+    with pytest.raises(DeviceAlreadyEnrolled):
+        enrol(uow, clock, onboarding_key)
+    assert authenticate_sensor(first.credential, uow(write=False)) == first.sensor
+    by_proof = enrol_sensor(
+        EnrolSensor(TENANT, onboarding_key, "laptop-7", DEVICE, reonboarding_proof=first.reonboarding_proof), uow(), clock
+    )
+    assert by_proof.sensor.generation == 2
 
 
 def test_enrolling_again_without_an_offboard_keeps_the_queue(
@@ -146,7 +165,7 @@ def test_enrolling_again_without_an_offboard_keeps_the_queue(
     first = enrol(uow, clock, onboarding_key)
     action = offboard(uow, clock, first.sensor.machine_id)
 
-    second = enrol(uow, clock, onboarding_key)
+    second = enrol(uow, clock, onboarding_key, proof_from=first)
 
     assert second.closed_action_ids == []
     assert uow.db.actions[action].status is ActionStatus.PENDING
@@ -218,8 +237,9 @@ def test_a_claimed_action_is_not_handed_out_twice(uow: FakeUnitOfWorkFactory, cl
 
 
 def test_a_superseded_sensor_cannot_claim(uow: FakeUnitOfWorkFactory, clock: FrozenClock, onboarding_key: str) -> None:
-    old = enrol(uow, clock, onboarding_key).sensor
-    enrol(uow, clock, onboarding_key)
+    first = enrol(uow, clock, onboarding_key)
+    old = first.sensor
+    enrol(uow, clock, onboarding_key, proof_from=first)
     offboard(uow, clock, old.machine_id)
     with pytest.raises(Unauthorized):
         claim_next_action(old, uow(), clock)

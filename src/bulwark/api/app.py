@@ -17,7 +17,12 @@ from bulwark.api.control import ControlMiddleware, apply_faults
 from bulwark.api.docs import install_docs
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.health import ReadinessProbe, health_router
-from bulwark.api.middleware import AuthDisabledWarningMiddleware, RequestIdMiddleware
+from bulwark.api.middleware import (
+    AllowedHostsMiddleware,
+    AuthDisabledWarningMiddleware,
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+)
 from bulwark.api.observability import ObservabilityMiddleware, metrics_router
 from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
@@ -87,6 +92,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     if runtime.control is not None:
         # Inside the request-id middleware: it reads and fills the request's state.
         app.add_middleware(ControlMiddleware, runtime=runtime)
+    # Starlette runs the last added middleware first: the request id, the Host check, the body-size limit.
+    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(AllowedHostsMiddleware, allowed=settings.effective_allowed_hosts())
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(CaseInsensitivePathMiddleware, routes=app.routes)
     # Outermost: times the whole request and sees the status of every answer, errors included.
@@ -114,6 +122,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.include_router(metrics_router(runtime.metrics, settings))
     install_docs(app, settings)
     mount_console(app)
+    install_openapi(app)
 
     return app
 
@@ -132,6 +141,29 @@ def _install_control_api(app: FastAPI, runtime: Runtime, plane: ControlPlane) ->
         "faults and move the clock. It is for test servers only; never expose this server.",
         CONTROL_ROLE,
     )
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Finish the OpenAPI document: no route documents FastAPI's 422, which Bulwark never answers
+    (invalid input is 400 in the error envelope). Security schemes are added by ``api.docs``."""
+    previous = app.openapi
+
+    def openapi() -> dict:
+        schema = previous()
+        if schema.get("x-bulwark-finished"):
+            return schema
+        components = schema.setdefault("components", {})
+        components.get("schemas", {}).pop("HTTPValidationError", None)
+        components.get("schemas", {}).pop("ValidationError", None)
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if not isinstance(operation, dict):
+                    continue
+                operation.get("responses", {}).pop("422", None)
+        schema["x-bulwark-finished"] = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_environment() -> FastAPI:

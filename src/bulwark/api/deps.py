@@ -9,8 +9,10 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from bulwark.api.request_state import request_state
+from bulwark.api.unauthenticated import refuse_unauthenticated
 from bulwark.bootstrap import Runtime
 from bulwark.domain.access import Principal
+from bulwark.domain.errors import Unauthorized
 from bulwark.service.audit_trail import RequestContext
 
 T = TypeVar("T")
@@ -34,7 +36,10 @@ async def get_principal(request: Request, runtime: RuntimeDep) -> Principal:
     authorization = request.headers.get("authorization")
     principal = runtime.auth.authenticate_cached(authorization)
     if principal is None:
-        principal = await run_in_threadpool(runtime.auth.authenticate, authorization)
+        try:
+            principal = await run_in_threadpool(runtime.auth.authenticate, authorization)
+        except Unauthorized as refused:
+            raise await refuse_unauthenticated(request, runtime, refused) from None
     request_state(request).principal = principal
     return principal
 
@@ -66,7 +71,14 @@ async def point_read(runtime: Runtime, read: Callable[..., T], *args: Any) -> T:
     return await run_in_threadpool(read, *args)
 
 
+def public_base(request: Request, runtime: Runtime) -> str:
+    """The base of every link Bulwark writes: the public base URL, or the one the request came in on.
+
+    The request's base is safe to use: ``AllowedHostsMiddleware`` refused any Host not allowed.
+    """
+    return runtime.settings.public_base_url or str(request.base_url).rstrip("/")
+
+
 def odata_base(request: Request, runtime: Runtime) -> str:
-    """The base of ``@odata.context`` URLs: the public base URL, or the one the request came in on."""
-    base = runtime.settings.public_base_url or str(request.base_url).rstrip("/")
-    return f"{base}/api/$metadata"
+    """The base of ``@odata.context`` URLs."""
+    return f"{public_base(request, runtime)}/api/$metadata"

@@ -7,7 +7,7 @@ from datetime import timedelta
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bulwark.api.deps import CurrentPrincipal, RuntimeDep
+from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, public_base
 from bulwark.api.schemas import ERROR_RESPONSES
 from bulwark.api.wire import json_response
 from bulwark.service.sensors import issue_offboarding_package, issue_onboarding_package
@@ -25,10 +25,20 @@ def _download(package: dict, filename: str) -> Response:
     summary="Download an onboarding package for the caller's tenant",
     responses=ERROR_RESPONSES,
 )
-def onboarding_package(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+def onboarding_package(
+    request: Request, runtime: RuntimeDep, principal: CurrentPrincipal, context: RequestContextDep
+) -> Response:
     """A new onboarding package: devices use it once to enrol (``bulwark sensor run --onboarding-package``)."""
-    server_url = runtime.settings.public_base_url or str(request.base_url).rstrip("/")
-    package = issue_onboarding_package(principal.tenant_id, server_url, principal, runtime.uow(), runtime.clock)
+    server_url = public_base(request, runtime)
+    package = issue_onboarding_package(
+        principal.tenant_id,
+        server_url,
+        principal,
+        runtime.uow(),
+        runtime.clock,
+        context,
+        valid_for=timedelta(days=runtime.settings.onboarding_package_valid_days),
+    )
     return _download(package, "BulwarkOnboardingPackage.json")
 
 
@@ -38,8 +48,8 @@ def onboarding_package(request: Request, runtime: RuntimeDep, principal: Current
     summary="Download an offboarding package (valid seven days by default)",
     responses=ERROR_RESPONSES,
 )
-def offboarding_package(runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+def offboarding_package(runtime: RuntimeDep, principal: CurrentPrincipal, context: RequestContextDep) -> Response:
     """A signed package that removes the onboarding information from a device (``bulwark sensor offboard``)."""
     valid_for = timedelta(days=runtime.settings.offboarding_package_valid_days)
-    package = issue_offboarding_package(principal.tenant_id, valid_for, principal, runtime.uow(), runtime.clock)
+    package = issue_offboarding_package(principal.tenant_id, valid_for, principal, runtime.uow(), runtime.clock, context)
     return _download(package, f"BulwarkOffboardingPackage_valid_until_{package['expiresAt'][:10]}.json")

@@ -62,6 +62,11 @@ def security_schemes() -> dict[str, Any]:
             "bearerFormat": "JWT",
             "description": "An access token from the token endpoint (application or user).",
         },
+        "sensorCredential": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A sensor's own credential (bws_...), from enrolment; only the sensor gateway accepts it.",
+        },
     }
 
 
@@ -70,11 +75,15 @@ def with_security(schema: dict[str, Any]) -> dict[str, Any]:
     schema = copy.deepcopy(schema)
     schema.setdefault("components", {})["securitySchemes"] = security_schemes()
     for path, operations in schema.get("paths", {}).items():
-        if not path.startswith("/api/"):
+        if path.startswith("/api/"):
+            security: list[dict[str, list[str]]] = [{"oauth2": [SCOPE]}, {"bearer": []}]
+        elif path.startswith("/sensor/v1/") and path != "/sensor/v1/enrol":
+            security = [{"sensorCredential": []}]
+        else:
             continue
         for operation in operations.values():
             if isinstance(operation, dict):
-                operation["security"] = [{"oauth2": [SCOPE]}, {"bearer": []}]
+                operation["security"] = security
     return schema
 
 

@@ -18,6 +18,7 @@ from bulwark.domain.errors import (
     MdeError,
     MethodNotAllowed,
     NotFound,
+    PayloadTooLarge,
 )
 
 log = logging.getLogger("bulwark.api")
@@ -50,6 +51,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error: MdeError = NotFound()
     elif exc.status_code == 405:
         error = MethodNotAllowed()
+    elif exc.status_code == 413:
+        # Counted by the body-size middleware; refused offboards and cancels are audited as ever.
+        error = PayloadTooLarge(str(exc.detail))
+        await audit_refusal(request, error)
     else:
         error = MdeError(str(exc.detail))
         error.status = exc.status_code
@@ -64,8 +69,12 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # The traceback names the failure; SQL parameters never appear (engines hide them).
     log.exception("unexpected error", extra={"request_id": request_id_of(request), "path": request.url.path})
-    return error_response(request, InternalServerError())
+    error = InternalServerError()
+    # A failed audited operation is audited like a refused one.
+    await audit_refusal(request, error)
+    return error_response(request, error)
 
 
 def install_error_handlers(app: FastAPI) -> None:

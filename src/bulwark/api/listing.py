@@ -10,7 +10,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from bulwark import odata
-from bulwark.api.deps import odata_base
+from bulwark.api.deps import public_base
 from bulwark.api.wire import json_response
 from bulwark.bootstrap import Runtime
 from bulwark.domain.errors import InvalidODataQuery
@@ -28,7 +28,7 @@ def parse_odata(request: Request, spec: odata.EntitySpec) -> odata.ODataQuery:
         raise InvalidODataQuery(f"Invalid OData URI query: {exc.message}") from None
 
 
-def next_link(request: Request, query: odata.ODataQuery, token: str | None = None) -> str:
+def next_link(request: Request, base: str, query: odata.ODataQuery, token: str | None = None) -> str:
     """The URL of the page after this one: the same query from ``token`` (the position after this
     page, for lists in their default order), or with $skip moved past this page."""
     params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() not in ("$skip", "$skiptoken")]
@@ -36,8 +36,7 @@ def next_link(request: Request, query: odata.ODataQuery, token: str | None = Non
         params.append(("$skiptoken", token))
     else:
         params.append(("$skip", str(query.skip + query.page_size)))
-    path = str(request.url).split("?", 1)[0]
-    return f"{path}?{urlencode(params, safe=_LINK_SAFE)}"
+    return f"{base}{request.url.path}?{urlencode(params, safe=_LINK_SAFE)}"
 
 
 def list_response(
@@ -46,11 +45,14 @@ def list_response(
     """One page of an OData list: parse the options, ``fetch(query)`` the page, render the envelope."""
     query = parse_odata(request, spec)
     page = fetch(query)
-    context = f"{odata_base(request, runtime)}#{entity_set}"
-    return json_response(collection_body(request, context, page, query, render))
+    base = public_base(request, runtime)
+    context = f"{base}/api/$metadata#{entity_set}"
+    return json_response(collection_body(request, base, context, page, query, render))
 
 
-def collection_body(request: Request, context: str, page: Page[Any], query: odata.ODataQuery, render) -> dict[str, Any]:
+def collection_body(
+    request: Request, base: str, context: str, page: Page[Any], query: odata.ODataQuery, render
+) -> dict[str, Any]:
     """``{"@odata.context", ["@odata.count"], "value", ["@odata.nextLink"]}`` for one page."""
     items = [render(item) for item in page.items]
     if query.select is not None:
@@ -61,5 +63,5 @@ def collection_body(request: Request, context: str, page: Page[Any], query: odat
         body["@odata.count"] = page.total
     body["value"] = items
     if page.has_more:
-        body["@odata.nextLink"] = next_link(request, query, page.next_token)
+        body["@odata.nextLink"] = next_link(request, base, query, page.next_token)
     return body

@@ -12,9 +12,17 @@ from starlette.responses import Response
 from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base, point_read
 from bulwark.api.listing import list_response
 from bulwark.api.request_state import request_state
-from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
+from bulwark.api.schemas import (
+    ERROR_RESPONSES,
+    ODATA_PARAMETERS,
+    WRITE_RESPONSES,
+    CommentBody,
+    MachineActionOut,
+    OffboardBody,
+    parse_body,
+)
 from bulwark.api.wire import action_to_wire, entity_response
-from bulwark.domain.errors import InvalidRequestBody
+from bulwark.domain.errors import PayloadTooLarge, UnsupportedMediaType
 from bulwark.odata import MACHINE_ACTION_SPEC
 from bulwark.service.actions import CancelAction, cancel_action
 from bulwark.service.inventory import list_actions
@@ -45,17 +53,35 @@ _COMMENT_BODY_SCHEMA = {
 }
 
 
+def require_json(request: Request) -> None:
+    """Accept a JSON body, or one sent with no Content-Type; refuse any other type with 415.
+
+    curl without ``-H`` sends ``application/x-www-form-urlencoded``, so the message says what to send.
+    """
+    declared = request.headers.get("content-type")
+    if declared is None or not declared.strip():
+        return
+    media_type = declared.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+        return
+    shown = "".join(ch if ch.isprintable() else "?" for ch in media_type)[:100]
+    raise UnsupportedMediaType(
+        f"Unsupported Content-Type '{shown}': send the body as JSON with the header 'Content-Type: application/json' "
+        """(with curl: -H 'Content-Type: application/json' -d '{"Comment": "..."}')."""
+    )
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused as soon as it grows past ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise InvalidRequestBody(f"Invalid request body: larger than {limit} bytes.")
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise InvalidRequestBody(f"Invalid request body: larger than {limit} bytes.")
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -66,7 +92,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     summary="Offboard device from Defender for Endpoint",
     description="Offboards a device, stopping the sensor service but not removing registry information.",
     response_model=MachineActionOut,
-    responses=ERROR_RESPONSES,
+    responses=WRITE_RESPONSES,
     openapi_extra=_COMMENT_BODY_SCHEMA,
 )
 async def offboard_machine(
@@ -74,6 +100,7 @@ async def offboard_machine(
 ) -> Response:
     """Create a Pending Offboard action; the device's sensor carries it out."""
     settings = runtime.settings
+    require_json(request)
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, OffboardBody, max_comment_length=settings.max_comment_length)
     request_state(request).remember_comment(body.Comment)
@@ -115,7 +142,7 @@ async def offboard_machine(
     summary="Cancel a machine action that is not yet final",
     description="Cancels an action no device has claimed yet; answers the same action with status Cancelled.",
     response_model=MachineActionOut,
-    responses=ERROR_RESPONSES,
+    responses=WRITE_RESPONSES,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -133,6 +160,7 @@ async def cancel_machine_action(
 ) -> Response:
     """Move a Pending action to Cancelled, with the caller and comment in its cancellation fields."""
     settings = runtime.settings
+    require_json(request)
     raw = await read_body(request, settings.max_body_bytes)
     body = parse_body(raw, CommentBody, max_comment_length=settings.max_comment_length)
     request_state(request).remember_comment(body.Comment)
@@ -160,6 +188,7 @@ async def cancel_machine_action(
     operation_id="listMachineActions",
     summary="List machine actions, newest first, with OData $filter, $top, $skip, $orderby, $select and $count",
     responses=ERROR_RESPONSES,
+    openapi_extra=ODATA_PARAMETERS,
 )
 def read_machine_actions(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Action history on the machines the caller may see, one page at a time."""

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base, point_read
 from bulwark.api.listing import list_response
-from bulwark.api.schemas import ERROR_RESPONSES, MachineOut
+from bulwark.api.schemas import ERROR_RESPONSES, ODATA_PARAMETERS, MachineOut
 from bulwark.api.wire import action_to_wire, entity_response, machine_to_wire
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC
 from bulwark.service.inventory import get_machine, list_actions, list_machines
@@ -20,6 +20,7 @@ router = APIRouter(tags=["Machine"])
     operation_id="listMachines",
     summary="List machines, with OData $filter, $top, $skip, $orderby, $select and $count",
     responses=ERROR_RESPONSES,
+    openapi_extra=ODATA_PARAMETERS,
 )
 def read_machines(request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """The machines the caller may see, one page at a time."""
@@ -32,6 +33,7 @@ def read_machines(request: Request, runtime: RuntimeDep, principal: CurrentPrinc
     operation_id="listMachineActionsOfMachine",
     summary="List the actions of one machine (by id or computer DNS name)",
     responses=ERROR_RESPONSES,
+    openapi_extra=ODATA_PARAMETERS,
 )
 def read_machine_actions(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """One machine's action history, newest first."""

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import RuntimeDep
+from bulwark.api.schemas import OAUTH_RESPONSES
 from bulwark.api.wire import json_response
 from bulwark.auth.tokens import DEFENDER_AUDIENCE, openid_configuration
 from bulwark.service.identity import TokenRequestError
@@ -40,7 +41,9 @@ def _unknown_tenant(tenant: str) -> TokenRequestError:
     return TokenRequestError("invalid_tenant", 90002, f"Tenant '{tenant}' not found.")
 
 
-@router.get("/{tenant}/v2.0/.well-known/openid-configuration", summary="OpenID Connect discovery document")
+@router.get(
+    "/{tenant}/v2.0/.well-known/openid-configuration", summary="OpenID Connect discovery document", responses=OAUTH_RESPONSES
+)
 def discovery(tenant: str, runtime: RuntimeDep) -> Response:
     """Where clients such as MSAL find the token endpoint and the signing keys of a tenant."""
     if not runtime.auth.resolver.tenant_exists(tenant):
@@ -56,7 +59,7 @@ def discovery(tenant: str, runtime: RuntimeDep) -> Response:
     return json_response(document)
 
 
-@router.get("/{tenant}/discovery/v2.0/keys", summary="Public signing keys (JWKS)")
+@router.get("/{tenant}/discovery/v2.0/keys", summary="Public signing keys (JWKS)", responses=OAUTH_RESPONSES)
 def jwks(tenant: str, runtime: RuntimeDep) -> Response:
     """The keys that verify tokens: the active one and those rotated out but not yet retired."""
     if not runtime.auth.resolver.tenant_exists(tenant):
@@ -95,7 +98,11 @@ async def _bounded_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/{tenant}/oauth2/v2.0/token", summary="Token endpoint (client credentials, password, authorization code)")
+@router.post(
+    "/{tenant}/oauth2/v2.0/token",
+    summary="Token endpoint (client credentials, password, authorization code)",
+    responses=OAUTH_RESPONSES,
+)
 async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
     """Issue an access token for ``scope=https://api.securitycenter.microsoft.com/.default``.
 

@@ -34,6 +34,10 @@ class RequestState:
     response_headers: dict[str, str] = field(default_factory=dict)
     # On a test server with the control API: the control state read once for this request.
     control: ControlSnapshot | None = None
+    # The body crossed the size limit mid-stream: nothing may read it again (the refusal audit included).
+    body_refused: bool = False
+    # An unauthenticated source past its budget: its refusal is answered but not audited.
+    audit_skipped: bool = False
 
     def remember_comment(self, comment: str | None) -> None:
         """Keep the request's comment for the audit of a later refusal."""
@@ -60,7 +64,12 @@ def scope_state(scope: Scope) -> RequestState | None:
 
 def request_state(request: HTTPConnection) -> RequestState:
     """The request's state; an empty one if the request did not pass through the middleware."""
-    state = request.scope.setdefault("state", {})
+    return state_of_scope(request.scope)
+
+
+def state_of_scope(scope: Scope) -> RequestState:
+    """The state of the request ``scope`` belongs to (for ASGI middleware, which has no Request)."""
+    state = scope.setdefault("state", {})
     found = state.get(_SCOPE_KEY)
     if found is None:
         found = state[_SCOPE_KEY] = RequestState(request_id="")

@@ -63,6 +63,11 @@ def parse_body(raw: bytes, model: type[BodyT], *, max_comment_length: int) -> Bo
         if first["type"] in {"string_type", "int_type", "bool_type"}:
             raise InvalidRequestBody(f"Invalid request body: {field} must be a string or null.") from None
         raise InvalidInput(f"Invalid input {field}: {first['msg']}.") from None
+    for name in ("Comment", "ExternalId", "Title"):
+        value = getattr(body, name, None)
+        if isinstance(value, str) and "\x00" in value:
+            # PostgreSQL refuses NUL in text; no comment needs one.
+            raise InvalidInput(f"Invalid input {name}: NUL characters are not allowed.")
     if body.Comment is None or not body.Comment.strip():
         raise MissingRequiredParameter("Comment")
     if len(body.Comment) > max_comment_length:
@@ -147,14 +152,64 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorEnvelope, "description": text}
-    for code, text in {
-        400: "Bad Request",
-        401: "Unauthorized",
-        403: "Forbidden",
-        404: "Not Found",
-        429: "Too Many Requests",
-        500: "Internal Server Error",
-    }.items()
+class OAuthErrorOut(BaseModel):
+    """An error of the token authority, shaped like Entra ID's."""
+
+    error: str
+    error_description: str
+    error_codes: list[int]
+    timestamp: str
+    trace_id: str
+    correlation_id: str
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad Request: invalid input, OData query, Host header or Content-Length",
+    401: "Unauthorized: no valid credential",
+    403: "Forbidden: the caller lacks the permission or role",
+    404: "Not Found (also for what the caller may not see)",
+    409: "Conflict",
+    413: "Payload Too Large: the body is larger than the server accepts",
+    415: "Unsupported Media Type: send JSON with Content-Type: application/json",
+    429: "Too Many Requests: see Retry-After",
+    500: "Internal Server Error",
+    503: "Service Unavailable: rate-limit storage unreachable with fail-closed limits",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route, each in the error envelope."""
+    return {code: {"model": ErrorEnvelope, "description": _ERROR_DESCRIPTIONS[code]} for code in sorted(codes)}
+
+
+# Every route may answer 400 (Host, Content-Length), 413 (body size) and 500 before it runs.
+EVERY_ROUTE = (400, 413, 500)
+# Public API routes: authenticated (401), authorized (403), rate limited (429, 503).
+API_ROUTE = (*EVERY_ROUTE, 401, 403, 404, 429, 503)
+ERROR_RESPONSES = error_responses(*API_ROUTE)
+WRITE_RESPONSES = error_responses(*API_ROUTE, 415)
+# Sensor gateway: device credentials (401), unauthenticated budget per source (429).
+SENSOR_RESPONSES = error_responses(*EVERY_ROUTE, 401, 429, 503)
+# The token authority answers its own errors in the OAuth shape.
+OAUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **error_responses(413, 500),
+    400: {"model": OAuthErrorOut, "description": "OAuth error (invalid_request, invalid_client, invalid_grant, ...)"},
+    401: {"model": OAuthErrorOut, "description": "OAuth error: the client could not be authenticated"},
+    429: {"model": OAuthErrorOut, "description": "Too many token requests"},
+}
+
+_ODATA_OPTIONS = [
+    ("$filter", {"type": "string"}, "OData filter, e.g. osPlatform eq 'Windows11'"),
+    ("$top", {"type": "integer", "minimum": 0}, "Page size (at most 10,000)"),
+    ("$skip", {"type": "integer", "minimum": 0}, "Items to skip"),
+    ("$orderby", {"type": "string"}, "Sort, e.g. lastSeen desc"),
+    ("$select", {"type": "string"}, "Comma-separated properties to return"),
+    ("$count", {"type": "boolean"}, "Include @odata.count"),
+]
+# The OData query options of list routes (read from the query string, so declared here).
+ODATA_PARAMETERS: dict[str, Any] = {
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+        for name, schema, text in _ODATA_OPTIONS
+    ]
 }

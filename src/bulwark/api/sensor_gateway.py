@@ -7,11 +7,13 @@ import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import RuntimeDep
+from bulwark.api.schemas import SENSOR_RESPONSES, error_responses
+from bulwark.api.unauthenticated import refuse_unauthenticated
 from bulwark.api.wire import action_to_wire, json_response
 from bulwark.domain.actions import ActionStatus
 from bulwark.domain.control import SimulatedOutcome
@@ -35,18 +37,38 @@ log = logging.getLogger("bulwark.actions")
 SIMULATION_FIELD = "simulation"
 
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+def _printable(value: str) -> str:
+    # NUL and other control characters have no place in device properties (and PostgreSQL
+    # refuses NUL in text): 400 here rather than 500 from the database.
+    if any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise ValueError("control characters and lone surrogates are not allowed")
+    return value
+
+
+_Printable = AfterValidator(_printable)
+# Strings of at most so many printable characters.
+Text32 = Annotated[str, StringConstraints(max_length=32), _Printable]
+Text36 = Annotated[str, StringConstraints(max_length=36), _Printable]
+Text64 = Annotated[str, StringConstraints(max_length=64), _Printable]
+Text200 = Annotated[str, StringConstraints(max_length=200), _Printable]
+Text255 = Annotated[str, StringConstraints(max_length=255), _Printable]
+
+
 class PropertiesIn(BaseModel):
-    """What a sensor reports about its device."""
+    """What a sensor reports about its device: every string and list is capped, integers range-checked."""
 
     model_config = ConfigDict(extra="ignore")
 
-    computerDnsName: str | None = Field(default=None, max_length=255)
-    osPlatform: str | None = Field(default=None, max_length=64)
-    version: str | None = Field(default=None, max_length=32)
-    osBuild: int | None = None
-    agentVersion: str | None = Field(default=None, max_length=64)
-    ipAddresses: list[str] | None = Field(default=None, max_length=64)
-    osProcessor: str | None = Field(default=None, max_length=32)
+    computerDnsName: Text255 | None = None
+    osPlatform: Text64 | None = None
+    version: Text32 | None = None
+    osBuild: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    agentVersion: Text64 | None = None
+    ipAddresses: list[Text64] | None = Field(default=None, max_length=64)
+    osProcessor: Text32 | None = None
 
     def to_domain(self) -> DeviceProperties:
         """The domain value."""
@@ -64,26 +86,36 @@ class PropertiesIn(BaseModel):
 class EnrolIn(BaseModel):
     """An enrolment: the onboarding package's tenant and secret, the device identity, its properties."""
 
-    tenantId: str = Field(max_length=36)
-    onboardingKey: str = Field(max_length=200)
-    deviceIdentity: str = Field(max_length=200)
+    tenantId: Text36
+    onboardingKey: Text200
+    deviceIdentity: Text200
     properties: PropertiesIn = PropertiesIn()
+    # Proof from a device already enrolled under this identity: its current credential, or the
+    # re-onboarding proof its last enrolment gave it (kept through a local offboard).
+    currentCredential: Text200 | None = None
+    reonboardingProof: Text200 | None = None
 
 
 class OutcomeIn(BaseModel):
     """A sensor's report on an action it claimed."""
 
     status: Literal["Succeeded", "Failed"]
-    errorHResult: int = 0
+    errorHResult: int = Field(default=0, ge=INT32_MIN, le=INT32_MAX)
 
 
-def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
-    """The sensor presenting its own credential as a bearer token (user tokens are not accepted here)."""
+async def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
+    """The sensor presenting its own credential as a bearer token (user tokens are not accepted here).
+
+    Refusals count against the source address's budget of unauthenticated requests.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential:
-        raise Unauthorized()
-    return authenticate_sensor(credential.strip(), runtime.uow(write=False))
+    try:
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthorized()
+        return await run_in_threadpool(authenticate_sensor, credential.strip(), runtime.uow(write=False))
+    except Unauthorized as refused:
+        raise await refuse_unauthenticated(request, runtime, refused) from None
 
 
 CurrentSensor = Annotated[SensorIdentity, Depends(current_sensor)]
@@ -93,11 +125,25 @@ def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-@router.post("/enrol", summary="Enrol a device with an onboarding package")
-def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Response:
+@router.post(
+    "/enrol",
+    summary="Enrol a device with an onboarding package",
+    responses={**SENSOR_RESPONSES, **error_responses(409)},
+)
+async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Response:
     """Create (or find) the device's machine and issue the sensor its own credential."""
-    command = EnrolSensor(body.tenantId, body.onboardingKey, body.deviceIdentity, body.properties.to_domain())
-    enrolment = enrol_sensor(command, runtime.uow(), runtime.clock, client_ip=_client_ip(request))
+    command = EnrolSensor(
+        body.tenantId,
+        body.onboardingKey,
+        body.deviceIdentity,
+        body.properties.to_domain(),
+        current_credential=body.currentCredential,
+        reonboarding_proof=body.reonboardingProof,
+    )
+    try:
+        enrolment = await run_in_threadpool(enrol_sensor, command, runtime.uow(), runtime.clock, client_ip=_client_ip(request))
+    except Unauthorized as refused:
+        raise await refuse_unauthenticated(request, runtime, refused) from None
     sensor = enrolment.sensor
     return json_response(
         {
@@ -105,21 +151,28 @@ def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Response:
             "machineId": sensor.machine_id,
             "generation": sensor.generation,
             "credential": enrolment.credential,
+            "reonboardingProof": enrolment.reonboarding_proof,
             "closedActions": enrolment.closed_action_ids,
             "pollSeconds": runtime.settings.sensor_poll_max_seconds,
         }
     )
 
 
-@router.post("/checkin", summary="Report the device's properties and that it is alive")
+@router.post("/checkin", summary="Report the device's properties and that it is alive", responses=SENSOR_RESPONSES)
 def checkin(body: PropertiesIn, request: Request, runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """Update ``lastSeen``, ``healthStatus`` and the reported properties."""
     check_in(sensor, body.to_domain(), runtime.uow(), runtime.clock, client_ip=_client_ip(request))
     return json_response({"machineId": sensor.machine_id, "generation": sensor.generation})
 
 
-@router.get("/actions/next", summary="Claim the next action, waiting for one up to `wait` seconds")
-async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0)] = 0) -> Response:
+@router.get(
+    "/actions/next",
+    summary="Claim the next action, waiting for one up to `wait` seconds",
+    responses={**SENSOR_RESPONSES, **error_responses(403), 204: {"description": "No action waiting"}},
+)
+async def next_action(
+    runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False)] = 0
+) -> Response:
     """Long poll: answer 200 with a claimed (InProgress) action as soon as there is one, else 204.
 
     The waiter subscribes before it looks for work, so an action created in between still wakes it.
@@ -153,7 +206,11 @@ async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotate
         connected.dec()
 
 
-@router.post("/actions/{action_id}/outcome", summary="Report how a claimed action ended")
+@router.post(
+    "/actions/{action_id}/outcome",
+    summary="Report how a claimed action ended",
+    responses={**SENSOR_RESPONSES, **error_responses(404)},
+)
 def outcome(action_id: str, body: OutcomeIn, runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """Finish the action; ``accepted`` is false when it already ended otherwise (e.g. TimeOut)."""
     command = ReportOutcome(action_id, ActionStatus(body.status), body.errorHResult)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
+import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -241,3 +244,22 @@ class KeyRingCache:
         self._ring = KeyRing(self._load_keys())
         self._loaded_at = now
         return self._ring
+
+
+def load_signing_key_file(path: Path) -> SigningKey:
+    """The token-signing key kept in a PEM file outside the database (``signing_key_file``).
+
+    The file holds one unencrypted RSA private key (PKCS#8 or PKCS#1 PEM) of at least 2048 bits;
+    its kid is the key's thumbprint. A file readable by others is used, with a warning.
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        logging.getLogger("bulwark.auth").warning(
+            "signing key file %s is readable by others (mode %04o); chmod 600 it", path, mode
+        )
+    pem = path.read_text()
+    private_key = _load_private_key(pem)
+    if private_key.key_size < DEFAULT_KEY_SIZE:
+        raise KeyRingError(f"{path}: RSA signing keys need at least {DEFAULT_KEY_SIZE} bits")
+    created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    return SigningKey(kid=jwk_thumbprint(private_key.public_key()), private_key_pem=pem, created_at=created, active=True)

@@ -55,8 +55,8 @@ def ensure_local_tls(
     The certificate always covers localhost, 127.0.0.1 and ::1; `hostnames` may add DNS names or
     IP addresses. Existing files are reused while they are valid for more than 30 days, belong
     together and cover every name; otherwise what is missing is issued again (a new CA only when
-    the CA itself is unusable). Private keys are written with mode 0600. Call it once at start-up,
-    before starting worker processes.
+    the CA itself is unusable). Every file is written with mode 0600 (the data directory is
+    private). Call it once at start-up, before starting worker processes.
     """
     now = (clock or SystemClock()).now()
     root = Path(directory)
@@ -69,14 +69,14 @@ def ensure_local_tls(
     if ca is None or not _usable_ca(ca[0], now):
         ca = _issue_ca(now)
         _write(ca_key_path, _key_pem(ca[1]), 0o600)
-        _write(files.ca_cert, ca[0].public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(files.ca_cert, ca[0].public_bytes(serialization.Encoding.PEM), 0o600)
     ca_cert, ca_key = ca
 
     server = _load_pair(files.cert, files.key)
     if server is None or not _usable_server_cert(server[0], ca_cert, names, now):
         cert, key = _issue_server_cert(ca_cert, ca_key, names, now)
         _write(files.key, _key_pem(key), 0o600)
-        _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(files.cert, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
     for private in (ca_key_path, files.key):
         # A reused key file may have been loosened by hand or by a copy; keys stay owner-only.

@@ -365,8 +365,10 @@ def token(
     with _session() as store:
         tenant_id = tenant or store.settings.default_tenant_id
         clock = store.clock
-        identity.ensure_signing_key(store.uow(), clock)
-        issuer = TokenIssuer(KeyRing(identity.load_signing_keys(store.uow(write=False))), store.settings.issuer_base_url(), clock)
+        if store.settings.signing_key_file is None:
+            identity.ensure_signing_key(store.uow(), clock)
+        keys = identity.signing_keys_loader(store.settings.signing_key_file, store.uow)()
+        issuer = TokenIssuer(KeyRing(keys), store.settings.issuer_base_url(), clock)
         with store.uow(write=False) as u:
             row = u.identity.find_application(tenant_id, app)
             person = u.identity.find_user(tenant_id, user) if user else None
@@ -484,15 +486,50 @@ def onboarding_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
     server_url: Annotated[str | None, typer.Option(help="URL devices reach the server on.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
+    valid_days: Annotated[float | None, typer.Option(help="Days devices may enrol with it (default: the setting, 30).")] = None,
+    replace_sensors: Annotated[
+        bool,
+        typer.Option(
+            "--replace-sensors",
+            help="Let devices enrol over a sensor that is still active without its proof (e.g. a simulated fleet "
+            "that keeps no state). Anyone holding this package can then take over a machine's identity.",
+        ),
+    ] = False,
 ) -> None:
-    """Issue an onboarding package: devices use it once to enrol."""
+    """Issue an onboarding package: devices use it to enrol until it expires or is revoked."""
     from bulwark.service.sensors import issue_onboarding_package
 
     with _session(migrate=False) as store:
         settings = store.settings
         url = server_url or settings.public_base_url or f"http://{settings.host}:{settings.port}"
-        package = issue_onboarding_package(tenant or settings.default_tenant_id, url, None, store.uow(), store.clock)
+        package = issue_onboarding_package(
+            tenant or settings.default_tenant_id,
+            url,
+            None,
+            store.uow(),
+            store.clock,
+            valid_for=timedelta(days=valid_days or settings.onboarding_package_valid_days),
+            replaces_sensors=replace_sensors,
+        )
     _write(package, out)
+
+
+@package_app.command("revoke")
+def revoke_package(
+    package_id: Annotated[str, typer.Argument(help="The packageId written in the onboarding package.")],
+    tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
+) -> None:
+    """Revoke an onboarding package: no device can enrol with it any more (enrolled devices keep running)."""
+    from bulwark.domain.errors import MdeError
+    from bulwark.service.sensors import revoke_onboarding_package
+
+    with _session(migrate=False) as store:
+        try:
+            revoke_onboarding_package(tenant or store.settings.default_tenant_id, package_id, store.uow(), store.clock)
+        except MdeError as error:
+            err.print(f"[bold red]Error:[/] {error.message}")
+            raise typer.Exit(code=1) from None
+    err.print(f"Revoked onboarding package {package_id}")
 
 
 @package_app.command("offboarding")

@@ -84,7 +84,8 @@ def serve(
         ca_hint = ""
         if settings.tls:
             ssl_options, ca_hint = _prepare_tls(settings)
-        ensure_signing_key(store.uow(), store.clock)
+        if settings.signing_key_file is None:
+            ensure_signing_key(store.uow(), store.clock)
         if demo:
             fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id, count=settings.demo_machine_count)
             refresh_statistics(store.engine, force=fleet.created)
@@ -184,7 +185,9 @@ def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
     names = demo_sensor_names(store.uow(write=False), tenant)
     if not names:
         return 0
-    package = issue_onboarding_package(tenant, base, None, store.uow(), store.clock)
+    # The simulated fleet keeps no state across restarts: as the operator starting the demo, this
+    # server lets its package replace the demo machines' earlier (simulated) sensors.
+    package = issue_onboarding_package(tenant, base, None, store.uow(), store.clock, replaces_sensors=True)
     settings = store.settings
     # On a test server the sensors follow the control API's behaviours and come back after a reset,
     # which they learn of from the reset epoch in the database.

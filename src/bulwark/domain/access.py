@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from bulwark.domain.errors import Forbidden
+from bulwark.domain.errors import DisallowedOperation, Forbidden
 
 
 class PrincipalKind(str, enum.Enum):
@@ -93,3 +93,34 @@ def require_any(principal: Principal, required: frozenset[Permission] | set[Perm
     held = ", ".join(sorted(principal.permissions)) or "none"
     wanted = ", ".join(sorted(names))
     raise Forbidden(f"Missing {label}. API required roles: {wanted}, {label}: {held}.")
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRule:
+    """The one rule for every use case that writes machine actions or device state.
+
+    Applications need one of ``permissions`` as an application role and reach every device group.
+    Users need all three: one of ``permissions`` among their delegated scopes, a role that may
+    manage devices (``can_manage``), and access to the device group of the machine concerned. The
+    rule runs in two steps because the target is loaded in between: ``check_caller`` before
+    anything is read, ``check_target`` once the machine is known. A machine outside the caller's
+    device groups is answered as missing by the use case (``sees_group`` false), so that group
+    membership never leaks; the role check comes after, as on the live service.
+    """
+
+    permissions: frozenset[Permission]
+    doing: str
+
+    def check_caller(self, principal: Principal) -> None:
+        """The permission (application role or delegated scope)."""
+        require_any(principal, self.permissions)
+
+    def check_role(self, principal: Principal) -> None:
+        """A user's role must allow managing devices; applications' roles are their permissions."""
+        if principal.is_user and not principal.can_manage:
+            raise DisallowedOperation(f"The user's role does not allow {self.doing}.")
+
+
+OFFBOARD_RULE = WriteRule(frozenset({Permission.MACHINE_OFFBOARD}), "offboarding devices")
+# The live service lets any action permission cancel an action.
+CANCEL_RULE = WriteRule(ACTION_PERMISSIONS, "cancelling machine actions")

@@ -17,7 +17,14 @@ class MdeError(Exception):
     def __init__(self, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
         self.message = message or self.default_message
         self.headers = headers or {}
+        # The machine a refused request concerned, when the use case learnt it (for the audit trail).
+        self.machine_id: str | None = None
         super().__init__(self.message)
+
+    def about(self, machine_id: str) -> MdeError:
+        """This error, noting the machine it concerns (the audit of the refusal records it)."""
+        self.machine_id = machine_id
+        return self
 
 
 class BadRequest(MdeError):
@@ -128,6 +135,22 @@ class MethodNotAllowed(MdeError):
     code = "MethodNotAllowed"
     status = 405
     default_message = "The requested HTTP method is not allowed for this resource."
+
+
+class PayloadTooLarge(MdeError):
+    """The request body is larger than the server accepts."""
+
+    code = "PayloadTooLarge"
+    status = 413
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaType(MdeError):
+    """The request body is not in a format the operation accepts."""
+
+    code = "UnsupportedMediaType"
+    status = 415
+    default_message = "Unsupported Content-Type; send the body as JSON with 'Content-Type: application/json'."
 
 
 class TooManyRequests(MdeError):

@@ -87,6 +87,20 @@ def normalize_machine_id(raw: str) -> str:
     return raw.lower()
 
 
+MAX_DNS_NAME_LENGTH = 255
+
+
+def check_lookup_name(raw: str) -> str:
+    """Validate a machine id or computer DNS name used to look a machine up, and return it.
+
+    Raises InvalidInput for a value no machine can have: longer than a DNS name, or holding
+    control characters (NUL among them, which PostgreSQL refuses in text) or lone surrogates.
+    """
+    if len(raw) > MAX_DNS_NAME_LENGTH or any(ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF for ch in raw):
+        raise InvalidInput("Invalid input: not a machine id or computer DNS name.")
+    return raw
+
+
 def _agent_version_tuple(agent_version: str | None) -> tuple[int, int]:
     if not agent_version:
         return (0, 0)

@@ -93,10 +93,17 @@ def new_signing_key() -> tuple[str, str]:
 
 
 def build_onboarding_package(
-    *, tenant_id: str, server_url: str, onboarding_key: str, signing_public_key: str, created_at: datetime
+    *,
+    tenant_id: str,
+    server_url: str,
+    onboarding_key: str,
+    signing_public_key: str,
+    created_at: datetime,
+    package_id: str | None = None,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """The onboarding package a device uses once to enrol (its secret is shown only here)."""
-    return {
+    """The onboarding package a device uses to enrol (its secret is shown only here)."""
+    package = {
         "kind": ONBOARDING_PACKAGE_KIND,
         "tenantId": tenant_id,
         "serverUrl": server_url.rstrip("/"),
@@ -104,6 +111,11 @@ def build_onboarding_package(
         "packageSigningKey": signing_public_key,
         "createdAt": _timestamp(created_at),
     }
+    if package_id is not None:
+        package["packageId"] = package_id
+    if expires_at is not None:
+        package["expiresAt"] = _timestamp(expires_at)
+    return package
 
 
 def read_onboarding_package(package: Any) -> dict[str, Any]:

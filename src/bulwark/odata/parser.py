@@ -19,6 +19,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedTok
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_FILTER_DEPTH",
+    "MAX_FILTER_LENGTH",
+    "MAX_FILTER_NODES",
+    "MAX_LITERAL_LENGTH",
     "MAX_TOP",
     "And",
     "CollectionAny",
@@ -50,6 +53,15 @@ DEFAULT_PAGE_SIZE = MAX_TOP
 
 MAX_FILTER_DEPTH = 64
 """Deepest nesting of parentheses, not, and any() accepted in $filter (keeps recursion bounded)."""
+
+MAX_FILTER_LENGTH = 8_000
+"""Longest $filter text accepted (checked before parsing, so a huge filter costs nothing)."""
+
+MAX_FILTER_NODES = 400
+"""Most operators, comparisons and functions in one $filter (about a hundred `or` terms)."""
+
+MAX_LITERAL_LENGTH = 1_000
+"""Longest string literal in $filter; longer LIKE patterns only cost the database time."""
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _SUPPORTED_OPTIONS = ("$filter", "$top", "$skip", "$orderby", "$select", "$count", "$skiptoken")
@@ -616,8 +628,17 @@ def _token(child: Token | Tree[Token] | None) -> Token:
 
 
 def _unquote(literal: str) -> str:
-    """The text of a single-quoted OData string literal, with '' turned back into '."""
-    return literal[1:-1].replace("''", "'")
+    """The text of a single-quoted OData string literal, with '' turned back into '.
+
+    Refuses literals no database should see: longer than MAX_LITERAL_LENGTH, or holding NUL
+    (PostgreSQL refuses it in text) or a lone surrogate (not encodable as UTF-8).
+    """
+    text = literal[1:-1].replace("''", "'")
+    if len(text) > MAX_LITERAL_LENGTH:
+        raise ODataParseError(f"Invalid filter clause: a string literal is longer than {MAX_LITERAL_LENGTH} characters")
+    if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise ODataParseError("Invalid filter clause: a string literal holds a NUL character or a lone surrogate")
+    return text
 
 
 def _type_hint(target: _Target) -> str:
@@ -639,12 +660,20 @@ def parse_filter(text: str, spec: EntitySpec) -> Filter:
     """
     if not text.strip():
         raise ODataParseError("Invalid filter clause: the $filter option is empty")
+    if len(text) > MAX_FILTER_LENGTH:
+        raise ODataParseError(f"Invalid filter clause: longer than {MAX_FILTER_LENGTH} characters")
     try:
         tree = _FILTER_PARSER.parse(text)
     except UnexpectedInput as error:
         raise _syntax_error(text, error) from None
     if isinstance(tree, Token):  # pragma: no cover - the grammar has no bare-token filters
         raise ODataParseError("Invalid filter clause: not a boolean expression")
+    nodes = sum(1 for _ in tree.iter_subtrees())
+    if nodes > MAX_FILTER_NODES:
+        raise ODataParseError(
+            f"Invalid filter clause: {nodes} operators and comparisons, more than the {MAX_FILTER_NODES} allowed; "
+            "use 'in' for lists of values"
+        )
     return _FilterBuilder(spec).build(tree, None, 0)
 
 

@@ -205,6 +205,9 @@ class Sensor:
                 "onboardingKey": onboarding["onboardingKey"],
                 "deviceIdentity": self.state["deviceIdentity"],
                 "properties": self.profile.to_wire(),
+                # Proof that this is the device enrolled under this identity, when it was.
+                "currentCredential": (self.state.get("enrolment") or {}).get("credential"),
+                "reonboardingProof": self.state.get("reonboardingProof"),
             },
         )
         if response.status_code != 200:
@@ -216,6 +219,8 @@ class Sensor:
             "credential": body["credential"],
             "generation": body["generation"],
         }
+        # Kept outside the enrolment, so that it survives an offboarding package.
+        self.state["reonboardingProof"] = body.get("reonboardingProof")
         self.state["service"] = RUNNING
         self.state["currentAction"] = None
         self.machine_id = body["machineId"]

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bulwark.clock import Clock
-from bulwark.domain.access import ACTION_PERMISSIONS, Principal, require_any
+from bulwark.domain.access import CANCEL_RULE, Principal
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
-from bulwark.domain.errors import BadRequest, DisallowedOperation, ResourceNotFound
+from bulwark.domain.errors import BadRequest, MdeError, ResourceNotFound
 from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
@@ -34,19 +34,22 @@ def cancel_action(
 ) -> MachineAction:
     """Cancel an action the caller may see, if no device has claimed it yet.
 
-    Any action permission allows it, for a user only with a role that may manage devices (a
-    view-only role cancels nothing, as it offboards nothing). The lifecycle allows Cancelled only from Pending, and the move
-    is a guarded transition, so against a sensor claiming the same action exactly one of them wins:
-    a claimed action is carried out and reported, a cancelled one is never handed to a device.
+    The same rule as every action-writing use case (``CANCEL_RULE``): any action permission, and
+    for users also a role that may manage devices and access to the action's machine. The
+    lifecycle allows Cancelled only from Pending, and the move is a guarded transition, so against
+    a sensor claiming the same action exactly one of them wins: a claimed action is carried out
+    and reported, a cancelled one is never handed to a device.
     """
-    require_any(principal, ACTION_PERMISSIONS)
+    CANCEL_RULE.check_caller(principal)
     action_id = normalize_action_id(command.action_id)
     with uow:
         action = uow.actions.get_visible(principal, action_id)
         if action is None:
             raise ResourceNotFound("MachineAction", command.action_id)
-        if not principal.can_manage:
-            raise DisallowedOperation("The user's role does not allow cancelling actions.")
+        try:
+            CANCEL_RULE.check_role(principal)
+        except MdeError as refused:
+            raise refused.about(action.machine_id) from None
         now = clock.now()
         won = uow.actions.transition(
             action_id,
@@ -60,8 +63,10 @@ def cancel_action(
             current = uow.actions.get(principal.tenant_id, action_id)
             status = current.status if current else action.status
             if status.is_final:
-                raise ActionCannotBeCancelled(f"Action {action_id} is already in final state {status.value}.")
-            raise ActionCannotBeCancelled(f"Action {action_id} is {status.value}: its device is already carrying it out.")
+                message = f"Action {action_id} is already in final state {status.value}."
+            else:
+                message = f"Action {action_id} is {status.value}: its device is already carrying it out."
+            raise ActionCannotBeCancelled(message).about(action.machine_id)
         audit_event(
             uow,
             clock,

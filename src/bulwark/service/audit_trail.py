@@ -65,7 +65,9 @@ def record_refusal(
     outcome_code: str,
     tenant_id: str | None = None,
     machine_id: str | None = None,
+    machine_action_id: str | None = None,
     comment: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> None:
     """Record, in its own transaction, a request that was refused and changed nothing else."""
     with uow:
@@ -79,7 +81,9 @@ def record_refusal(
             outcome_code=outcome_code,
             tenant_id=tenant_id,
             machine_id=machine_id,
+            machine_action_id=machine_action_id,
             comment=comment,
+            details=details,
         )
         uow.commit()
 

@@ -16,7 +16,7 @@ from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.control import CONTROL_ROLE
 from bulwark.domain.errors import Forbidden, Unauthorized
-from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, load_signing_keys
+from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, signing_keys_loader
 from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
@@ -49,7 +49,7 @@ class Authenticator:
     def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self.settings = settings
         self.base_url = settings.issuer_base_url()
-        self.keyring = KeyRingCache(lambda: load_signing_keys(uow_factory(write=False)), clock)
+        self.keyring = KeyRingCache(signing_keys_loader(settings.signing_key_file, uow_factory), clock)
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"
         self.resolver = PrincipalResolver(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import MachineAction
 from bulwark.domain.errors import ResourceNotFound
-from bulwark.domain.machines import MACHINE_ID_PATTERN, Machine
+from bulwark.domain.machines import MACHINE_ID_PATTERN, Machine, check_lookup_name
 from bulwark.odata import ODataQuery, Page
 from bulwark.service.ports import UnitOfWork
 
 
 def _find_machine(uow: UnitOfWork, principal: Principal, id_or_dns_name: str) -> Machine | None:
+    check_lookup_name(id_or_dns_name)
     machine = None
     if MACHINE_ID_PATTERN.match(id_or_dns_name):
         machine = uow.machines.get(principal, id_or_dns_name.lower())

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bulwark.clock import Clock
-from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Permission, Principal, require_any
+from bulwark.domain.access import ACTION_PERMISSIONS, OFFBOARD_RULE, READ_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
-from bulwark.domain.errors import DisallowedOperation, ResourceNotFound
+from bulwark.domain.errors import MdeError, ResourceNotFound
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
 from bulwark.ids import new_uuid
 from bulwark.service.audit_trail import RequestContext, audit_event
@@ -38,15 +38,17 @@ def request_offboard(
     refuses a second active action, so concurrent requests create exactly one, with no read-then-
     write window. The action is inserted first and commits together with its audit event.
     """
-    require_any(principal, {Permission.MACHINE_OFFBOARD})
+    OFFBOARD_RULE.check_caller(principal)
     machine_id = normalize_machine_id(command.machine_id)
     with uow:
         machine = uow.machines.get(principal, machine_id, with_tags=False)
         if machine is None:
             raise ResourceNotFound("Machine", command.machine_id)
-        if not principal.can_manage:
-            raise DisallowedOperation("The user's role does not allow offboarding devices.")
-        ensure_offboard_supported(machine)
+        try:
+            OFFBOARD_RULE.check_role(principal)
+            ensure_offboard_supported(machine)
+        except MdeError as refused:
+            raise refused.about(machine.id) from None
         now = clock.now()
         action = MachineAction(
             id=new_uuid(),

@@ -195,8 +195,20 @@ class ConsoleSessionStore(Protocol):
 
 class SensorRepository(Protocol):
     def add(
-        self, *, sensor_id: str, tenant_id: str, machine_id: str, credential_hash: str, generation: int, enrolled_at: datetime
+        self,
+        *,
+        sensor_id: str,
+        tenant_id: str,
+        machine_id: str,
+        credential_hash: str,
+        generation: int,
+        enrolled_at: datetime,
+        proof_hash: str | None = None,
     ) -> None: ...
+
+    def current_for_machine(self, machine_id: str) -> dict[str, Any] | None:
+        """The machine's current sensor: keys as ``by_credential_hash``, plus credential_hash and proof_hash."""
+        ...
 
     def latest_generation(self, machine_id: str) -> int:
         """The highest generation enrolled for the machine, 0 when none."""
@@ -214,9 +226,27 @@ class SensorRepository(Protocol):
 
 
 class OnboardingPackageRepository(Protocol):
-    def add(self, package_id: str, tenant_id: str, key_hash: str, created_at: datetime, created_by: str | None) -> None: ...
+    def add(
+        self,
+        package_id: str,
+        tenant_id: str,
+        key_hash: str,
+        created_at: datetime,
+        created_by: str | None,
+        *,
+        expires_at: datetime | None = None,
+        replaces_sensors: bool = False,
+    ) -> None: ...
 
-    def is_valid(self, tenant_id: str, key_hash: str) -> bool: ...
+    def find_valid(self, tenant_id: str, key_hash: str, now: datetime) -> dict[str, Any] | None:
+        """The unrevoked, unexpired package with this key: keys id, replaces_sensors, expires_at, ..."""
+        ...
+
+    def is_valid(self, tenant_id: str, key_hash: str, now: datetime) -> bool: ...
+
+    def revoke(self, tenant_id: str, package_id: str, at: datetime) -> bool:
+        """Revoke the package; False when the tenant has no such unrevoked package."""
+        ...
 
 
 class PackageSigningKeyRepository(Protocol):

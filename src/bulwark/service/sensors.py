@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
 from bulwark.clock import Clock
-from bulwark.domain.access import Permission, Principal, require_any
+from bulwark.domain.access import Permission, Principal, WriteRule
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, normalize_action_id
-from bulwark.domain.errors import DisallowedOperation, Forbidden, InvalidInput, ResourceNotFound, Unauthorized
+from bulwark.domain.errors import DisallowedOperation, Forbidden, InvalidInput, MdeError, ResourceNotFound, Unauthorized
 from bulwark.domain.machines import HealthStatus, Machine
 from bulwark.domain.sensors import (
     REONBOARD_CANCEL_COMMENT,
@@ -28,20 +30,28 @@ from bulwark.domain.sensors import (
 from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
+log = logging.getLogger("bulwark.sensors")
+# Proofs a device keeps (beyond offboarding) to show it is the device enrolled under its identity.
+REONBOARDING_PROOF_PREFIX = "bwr_"
+
 # Administrators who may manage devices may download packages: the write permissions on machines,
 # and for offboarding packages also the offboard permission.
 ONBOARDING_PACKAGE_PERMISSIONS = frozenset({Permission.MACHINE_READWRITE_ALL, Permission.MACHINE_READWRITE})
 OFFBOARDING_PACKAGE_PERMISSIONS = ONBOARDING_PACKAGE_PERMISSIONS | {Permission.MACHINE_OFFBOARD}
+ONBOARDING_PACKAGE_RULE = WriteRule(ONBOARDING_PACKAGE_PERMISSIONS, "onboarding or offboarding devices")
+OFFBOARDING_PACKAGE_RULE = WriteRule(OFFBOARDING_PACKAGE_PERMISSIONS, "onboarding or offboarding devices")
 _DEVICE_CONTEXT = RequestContext(request_id="")
+ONBOARDING_PACKAGE_AUDIT_ACTION = "sensor.onboarding_package.issued"
+DEFAULT_ONBOARDING_PACKAGE_VALIDITY = timedelta(days=30)
+OFFBOARDING_PACKAGE_AUDIT_ACTION = "sensor.offboarding_package.issued"
 
 
-def _require_admin(principal: Principal | None, tenant_id: str, permissions: frozenset[Permission]) -> None:
+def _require_admin(principal: Principal | None, tenant_id: str, rule: WriteRule) -> None:
     """A caller over the API needs a management permission and role; the local CLI (None) is trusted."""
     if principal is None:
         return
-    require_any(principal, permissions)
-    if not principal.can_manage:
-        raise DisallowedOperation("The user's role does not allow onboarding or offboarding devices.")
+    rule.check_caller(principal)
+    rule.check_role(principal)
     if principal.tenant_id != tenant_id:
         raise Forbidden("Packages can only be issued for the caller's own tenant.")
 
@@ -57,39 +67,92 @@ def _signing_key(uow: UnitOfWork, clock: Clock, tenant_id: str) -> tuple[str, st
 
 
 def issue_onboarding_package(
-    tenant_id: str, server_url: str, principal: Principal | None, uow: UnitOfWork, clock: Clock
+    tenant_id: str,
+    server_url: str,
+    principal: Principal | None,
+    uow: UnitOfWork,
+    clock: Clock,
+    context: RequestContext = _DEVICE_CONTEXT,
+    *,
+    valid_for: timedelta = DEFAULT_ONBOARDING_PACKAGE_VALIDITY,
+    replaces_sensors: bool = False,
 ) -> dict[str, Any]:
-    """Mint an onboarding package for the tenant; its secret is returned once and stored hashed."""
-    _require_admin(principal, tenant_id, ONBOARDING_PACKAGE_PERMISSIONS)
+    """Mint an onboarding package for the tenant; its secret is returned once and stored hashed.
+
+    It enrols devices until ``valid_for`` has passed or it is revoked. ``replaces_sensors`` is an
+    operator's approval for devices to enrol over a sensor that is still active without that
+    sensor's proof (a simulated fleet restarting); only the local commands (principal None) may
+    grant it.
+    """
+    _require_admin(principal, tenant_id, ONBOARDING_PACKAGE_RULE)
+    if replaces_sensors and principal is not None:
+        raise Forbidden("Only an operator on the server may issue a package that replaces active sensors.")
     key = new_secret("bwo_")
+    package_id = str(uuid.uuid4())
     with uow:
         if not uow.tenants.exists(tenant_id):
             raise ResourceNotFound("Tenant", tenant_id)
         _, public = _signing_key(uow, clock, tenant_id)
         now = clock.now()
         uow.onboarding_packages.add(
-            str(uuid.uuid4()), tenant_id, digest_credential(key), now, principal.name if principal else None
+            package_id,
+            tenant_id,
+            digest_credential(key),
+            now,
+            principal.name if principal else None,
+            expires_at=now + valid_for,
+            replaces_sensors=replaces_sensors,
         )
         audit_event(
             uow,
             clock,
-            action="sensor.onboarding_package.issued",
+            action=ONBOARDING_PACKAGE_AUDIT_ACTION,
             principal=principal,
             tenant_id=tenant_id,
-            context=_DEVICE_CONTEXT,
+            context=context,
             outcome_status=200,
+            details={"packageId": package_id, "expiresAt": (now + valid_for).isoformat(), "replacesSensors": replaces_sensors},
         )
         uow.commit()
     return build_onboarding_package(
-        tenant_id=tenant_id, server_url=server_url, onboarding_key=key, signing_public_key=public, created_at=now
+        tenant_id=tenant_id,
+        server_url=server_url,
+        onboarding_key=key,
+        signing_public_key=public,
+        created_at=now,
+        package_id=package_id,
+        expires_at=now + valid_for,
     )
 
 
+def revoke_onboarding_package(tenant_id: str, package_id: str, uow: UnitOfWork, clock: Clock) -> None:
+    """Revoke an onboarding package: no device enrols with it any more (enrolled ones keep running)."""
+    with uow:
+        if not uow.onboarding_packages.revoke(tenant_id, package_id, clock.now()):
+            raise ResourceNotFound("OnboardingPackage", package_id)
+        audit_event(
+            uow,
+            clock,
+            action="sensor.onboarding_package.revoked",
+            principal=None,
+            tenant_id=tenant_id,
+            context=_DEVICE_CONTEXT,
+            outcome_status=200,
+            details={"packageId": package_id},
+        )
+        uow.commit()
+
+
 def issue_offboarding_package(
-    tenant_id: str, valid_for: timedelta, principal: Principal | None, uow: UnitOfWork, clock: Clock
+    tenant_id: str,
+    valid_for: timedelta,
+    principal: Principal | None,
+    uow: UnitOfWork,
+    clock: Clock,
+    context: RequestContext = _DEVICE_CONTEXT,
 ) -> dict[str, Any]:
     """Sign an offboarding package for the tenant's devices, valid for ``valid_for`` from now."""
-    _require_admin(principal, tenant_id, OFFBOARDING_PACKAGE_PERMISSIONS)
+    _require_admin(principal, tenant_id, OFFBOARDING_PACKAGE_RULE)
     with uow:
         if not uow.tenants.exists(tenant_id):
             raise ResourceNotFound("Tenant", tenant_id)
@@ -101,10 +164,10 @@ def issue_offboarding_package(
         audit_event(
             uow,
             clock,
-            action="sensor.offboarding_package.issued",
+            action=OFFBOARDING_PACKAGE_AUDIT_ACTION,
             principal=principal,
             tenant_id=tenant_id,
-            context=_DEVICE_CONTEXT,
+            context=context,
             outcome_status=200,
             details={"packageId": package["packageId"]},
         )
@@ -120,6 +183,9 @@ class EnrolSensor:
     onboarding_key: str
     device_identity: str
     properties: DeviceProperties
+    # Proof that the caller is the device already enrolled under this identity, if it is one.
+    current_credential: str | None = None
+    reonboarding_proof: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +195,25 @@ class Enrolment:
     sensor: SensorIdentity
     credential: str
     closed_action_ids: list[str]
+    reonboarding_proof: str = ""
+
+
+class DeviceAlreadyEnrolled(MdeError):
+    """Another enrolment of an identity whose sensor is active, without proof from that device."""
+
+    code = "DeviceAlreadyEnrolled"
+    status = 409
+    default_message = (
+        "This device identity already has an active sensor. Enrol from that device (it presents its current "
+        "credential or re-onboarding proof), or have an operator offboard it or issue a package that replaces sensors."
+    )
+
+
+def _proves_device(command: EnrolSensor, current: dict[str, Any]) -> bool:
+    """Whether the enrolment carries the current sensor's credential or re-onboarding proof."""
+    offered = {digest_credential(s) for s in (command.current_credential, command.reonboarding_proof) if s}
+    known = {current["credential_hash"], current.get("proof_hash")} - {None}
+    return any(hmac.compare_digest(a, b) for a in offered for b in known)
 
 
 def _apply_properties(machine: Machine, properties: DeviceProperties) -> dict[str, Any]:
@@ -162,12 +247,20 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
         raise InvalidInput("Invalid input deviceIdentity: 1 to 200 characters.")
     machine_id = derive_machine_id(command.tenant_id, command.device_identity)
     credential = new_secret(SENSOR_CREDENTIAL_PREFIX)
+    proof = new_secret(REONBOARDING_PROOF_PREFIX)
     now = clock.now()
     closed: list[str] = []
     with uow:
-        if not uow.onboarding_packages.is_valid(command.tenant_id, digest_credential(command.onboarding_key)):
-            raise Unauthorized("The onboarding package is not valid for this tenant.")
+        package = uow.onboarding_packages.find_valid(command.tenant_id, digest_credential(command.onboarding_key), now)
+        if package is None:
+            raise Unauthorized("The onboarding package is not valid for this tenant (unknown, expired or revoked).")
         machine = uow.machines.get_in_tenant(command.tenant_id, machine_id)
+        if machine is not None and machine.offboarded_at is None:
+            # The identity's sensor is active: only that device, or an operator, may replace it.
+            current = uow.sensors.current_for_machine(machine_id)
+            if current is not None and not package["replaces_sensors"] and not _proves_device(command, current):
+                log.warning("enrolment refused: machine %s already has an active sensor (from %s)", machine_id, client_ip)
+                raise DeviceAlreadyEnrolled()
         props = command.properties
         if machine is None:
             if not props.computer_dns_name or not props.os_platform:
@@ -215,6 +308,7 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
             credential_hash=digest_credential(credential),
             generation=generation,
             enrolled_at=now,
+            proof_hash=digest_credential(proof),
         )
         audit_event(
             uow,
@@ -229,7 +323,7 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
         )
         uow.commit()
     identity = SensorIdentity(sensor_id=sensor_id, tenant_id=command.tenant_id, machine_id=machine_id, generation=generation)
-    return Enrolment(sensor=identity, credential=credential, closed_action_ids=closed)
+    return Enrolment(sensor=identity, credential=credential, closed_action_ids=closed, reonboarding_proof=proof)
 
 
 def authenticate_sensor(credential: str, uow: UnitOfWork) -> SensorIdentity:

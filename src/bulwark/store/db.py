@@ -13,6 +13,8 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from bulwark.datadir import create_private_file
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITE_OPTION = "bulwark_write"
 
@@ -39,6 +41,17 @@ def _sqlite_module() -> Any:
     return module
 
 
+def _prepare_sqlite_file(url: str) -> None:
+    """Create a SQLite database file 0600 in a 0700 directory before SQLite creates it 0644.
+
+    SQLite gives the WAL and SHM files the database file's mode, so they are private too.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        create_private_file(Path(parsed.database))
+
+
 def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
     """Create the engine for ``url``, tuned for concurrent use by the server's threads.
 
@@ -48,11 +61,12 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _prepare_sqlite_file(url)
         engine = create_engine(
             url,
             module=_sqlite_module(),
+            # Errors and logs never carry parameter values (comments, secrets' digests, caller text).
+            hide_parameters=True,
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -78,7 +92,7 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True)
 
 
 # Tables whose statistics steer the list queries' plans, and how far their row counts may move
@@ -145,6 +159,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_database(url: str, revision: str = "head") -> None:
     """Apply migrations up to ``revision`` (safe to run on every start)."""
+    _prepare_sqlite_file(url)
     command.upgrade(alembic_config(url), revision)
 
 

@@ -414,24 +414,62 @@ class OnboardingPackageRepository:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
-    def add(self, package_id: str, tenant_id: str, key_hash: str, created_at: datetime, created_by: str | None) -> None:
+    def add(
+        self,
+        package_id: str,
+        tenant_id: str,
+        key_hash: str,
+        created_at: datetime,
+        created_by: str | None,
+        *,
+        expires_at: datetime | None = None,
+        replaces_sensors: bool = False,
+    ) -> None:
         """Record a newly issued package."""
         self.conn.execute(
             insert(onboarding_packages).values(
-                id=package_id, tenant_id=tenant_id, key_hash=key_hash, created_at=created_at, created_by=created_by
+                id=package_id,
+                tenant_id=tenant_id,
+                key_hash=key_hash,
+                created_at=created_at,
+                created_by=created_by,
+                expires_at=expires_at,
+                replaces_sensors=replaces_sensors,
             )
         )
 
-    def is_valid(self, tenant_id: str, key_hash: str) -> bool:
-        """Whether an unrevoked package of ``tenant_id`` has this key."""
-        row = self.conn.execute(
-            select(onboarding_packages.c.id).where(
-                onboarding_packages.c.key_hash == key_hash,
+    def find_valid(self, tenant_id: str, key_hash: str, now: datetime) -> dict[str, Any] | None:
+        """The unrevoked, unexpired package of ``tenant_id`` with this key, or None."""
+        row = (
+            self.conn.execute(
+                select(onboarding_packages).where(
+                    onboarding_packages.c.key_hash == key_hash,
+                    onboarding_packages.c.tenant_id == tenant_id,
+                    onboarding_packages.c.revoked_at.is_(None),
+                    or_(onboarding_packages.c.expires_at.is_(None), onboarding_packages.c.expires_at > now),
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return dict(row) if row else None
+
+    def is_valid(self, tenant_id: str, key_hash: str, now: datetime) -> bool:
+        """Whether an unrevoked, unexpired package of ``tenant_id`` has this key."""
+        return self.find_valid(tenant_id, key_hash, now) is not None
+
+    def revoke(self, tenant_id: str, package_id: str, at: datetime) -> bool:
+        """Revoke a package; False when the tenant has no such unrevoked package."""
+        result = self.conn.execute(
+            update(onboarding_packages)
+            .where(
+                onboarding_packages.c.id == package_id,
                 onboarding_packages.c.tenant_id == tenant_id,
                 onboarding_packages.c.revoked_at.is_(None),
             )
-        ).first()
-        return row is not None
+            .values(revoked_at=at)
+        )
+        return result.rowcount == 1
 
 
 class PackageSigningKeyRepository:
@@ -469,7 +507,15 @@ class SensorRepository:
         self.conn = conn
 
     def add(
-        self, *, sensor_id: str, tenant_id: str, machine_id: str, credential_hash: str, generation: int, enrolled_at: datetime
+        self,
+        *,
+        sensor_id: str,
+        tenant_id: str,
+        machine_id: str,
+        credential_hash: str,
+        generation: int,
+        enrolled_at: datetime,
+        proof_hash: str | None = None,
     ) -> None:
         """Record an enrolment."""
         self.conn.execute(
@@ -480,6 +526,7 @@ class SensorRepository:
                 credential_hash=credential_hash,
                 generation=generation,
                 enrolled_at=enrolled_at,
+                proof_hash=proof_hash,
             )
         )
 
@@ -487,6 +534,15 @@ class SensorRepository:
         """The machine's newest onboarding generation (0 when never enrolled)."""
         value = self.conn.execute(select(func.max(sensors.c.generation)).where(sensors.c.machine_id == machine_id)).scalar()
         return int(value or 0)
+
+    def current_for_machine(self, machine_id: str) -> dict[str, Any] | None:
+        """The machine's current (not superseded) sensor, or None."""
+        row = (
+            self.conn.execute(select(sensors).where(sensors.c.machine_id == machine_id, sensors.c.superseded_at.is_(None)))
+            .mappings()
+            .first()
+        )
+        return dict(row) if row else None
 
     def supersede(self, machine_id: str, at: datetime) -> None:
         """Retire every current credential of the machine."""

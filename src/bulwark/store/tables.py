@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -201,6 +202,10 @@ onboarding_packages = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("created_by", String(320), nullable=True),
     Column("revoked_at", UtcDateTime, nullable=True),
+    # Migration 0005: packages expire (NULL: issued before expiries, never expire), and only a
+    # package an operator issued for it may enrol a device over a sensor that is still active.
+    Column("expires_at", UtcDateTime, nullable=True),
+    Column("replaces_sensors", Boolean, nullable=False, server_default=false()),
 )
 
 # One Ed25519 key pair per tenant signs offboarding packages; devices learn the public half from
@@ -226,6 +231,8 @@ sensors = Table(
     Column("generation", Integer, nullable=False),
     Column("enrolled_at", UtcDateTime, nullable=False),
     Column("superseded_at", UtcDateTime, nullable=True),
+    # Migration 0005: the sha256 of the re-onboarding proof this enrolment handed its device.
+    Column("proof_hash", String(64), nullable=True),
     Index("ix_sensors_machine", "machine_id", "generation"),
 )
 

@@ -32,7 +32,13 @@ from bulwark.service.identity.directory import (
 )
 from bulwark.service.identity.grants import DEFENDER_SCOPES, OIDC_SCOPES, TokenRequestError, TokenService
 from bulwark.service.identity.principals import PrincipalResolver, TtlCache
-from bulwark.service.identity.signing_keys import ensure_signing_key, load_signing_keys, retire_signing_key, rotate_signing_key
+from bulwark.service.identity.signing_keys import (
+    ensure_signing_key,
+    load_signing_keys,
+    retire_signing_key,
+    rotate_signing_key,
+    signing_keys_loader,
+)
 
 __all__ = [
     "APPLICATION_PERMISSIONS",
@@ -67,4 +73,5 @@ __all__ = [
     "seed_demo_identities",
     "set_application_enabled",
     "set_user_enabled",
+    "signing_keys_loader",
 ]

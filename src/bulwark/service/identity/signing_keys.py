@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from bulwark.auth.keys import SigningKey, generate_signing_key
+from collections.abc import Callable
+from pathlib import Path
+
+from bulwark.auth.keys import SigningKey, generate_signing_key, load_signing_key_file
 from bulwark.clock import Clock
 from bulwark.service.identity.directory import IdentityError
-from bulwark.service.ports import UnitOfWork
+from bulwark.service.ports import UnitOfWork, UnitOfWorkFactory
 
 
 def ensure_signing_key(uow: UnitOfWork, clock: Clock) -> None:
@@ -21,6 +24,19 @@ def load_signing_keys(uow: UnitOfWork) -> list[SigningKey]:
     """Every stored signing key."""
     with uow:
         return uow.signing_keys.list()
+
+
+def signing_keys_loader(key_file: Path | None, uow_factory: UnitOfWorkFactory) -> Callable[[], list[SigningKey]]:
+    """Where token-signing keys come from: ``key_file`` (``signing_key_file``) when set, else the database.
+
+    A key file is read again whenever the key ring reloads (each minute), so replacing the file
+    rotates the key; tokens signed by the previous key stop verifying then. It is read once here
+    too, so that a missing or unusable file fails at start rather than at the first token.
+    """
+    if key_file is not None:
+        load_signing_key_file(key_file)
+        return lambda: [load_signing_key_file(key_file)]
+    return lambda: load_signing_keys(uow_factory(write=False))
 
 
 def rotate_signing_key(uow: UnitOfWork, clock: Clock) -> SigningKey:
