@@ -196,4 +196,5 @@ def start_runtime(runtime: Runtime) -> None:
 def close_runtime(runtime: Runtime) -> None:
     """Release what ``build_runtime`` opened."""
     runtime.limiter.close()
+    runtime.auth.close()
     runtime.engine.dispose()

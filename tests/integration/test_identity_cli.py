@@ -61,7 +61,9 @@ def test_an_application_made_with_the_cli_gets_a_token_and_offboards(run, settin
 
 
 def test_users_roles_and_groups_from_the_cli(run, settings: Settings) -> None:
-    run("apps", "create", "Console", "--delegated", "Machine.Offboard", "--delegated", "Machine.Read")
+    # A console tool cannot keep a secret: registered as a public client, users sign in through it without one.
+    run("apps", "create", "Console", "--delegated", "Machine.Offboard", "--delegated", "Machine.Read", "--public-client")
+    assert next(a for a in _apps(run) if a["display_name"] == "Console")["public_client"] is True
     output = run("users", "create", "pat@contoso.com", "--name", "Pat")
     password = re.search(r"password:\s+(\S+)", output).group(1)
     run("roles", "create", "Responder", "--capability", "ViewData", "--capability", "ManageSecuritySettings")

@@ -112,6 +112,14 @@ def apps_create(
     scope: Annotated[
         list[str], typer.Option("--delegated", help="Delegated permission for user sign-ins, e.g. Machine.Read.")
     ] = [],  # noqa: B006
+    public_client: Annotated[
+        bool,
+        typer.Option(
+            "--public-client",
+            help="Users may sign in through it with the password grant without the client secret "
+            "(a script or tool that cannot keep a secret). Default: confidential, the secret is required.",
+        ),
+    ] = False,
     tenant: TenantOpt = None,
 ) -> None:
     """Register an application; its client secret is shown once and stored only as a hash."""
@@ -119,7 +127,13 @@ def apps_create(
 
     with _session() as store:
         created = identity.create_application(
-            store.uow(), store.clock, tenant or store.settings.default_tenant_id, name, roles=role, delegated_permissions=scope
+            store.uow(),
+            store.clock,
+            tenant or store.settings.default_tenant_id,
+            name,
+            roles=role,
+            delegated_permissions=scope,
+            public_client=public_client,
         )
     console.print(f"client_id:     {created.id}")
     console.print(f"client_secret: {created.secret}")
@@ -133,7 +147,7 @@ def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         rows = u.identity.list_applications(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("secret_hash", None)
-    _print(rows, ["client_id", "display_name", "enabled", "roles", "delegated_permissions"], as_json)
+    _print(rows, ["client_id", "display_name", "enabled", "public_client", "roles", "delegated_permissions"], as_json)
 
 
 @apps_app.command("disable")

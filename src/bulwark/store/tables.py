@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -263,6 +264,8 @@ applications = Table(
     Column("delegated_permissions", JSON, nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # Public clients (migration 0006) may use the password grant without a client secret.
+    Column("public_client", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("tenant_id", "display_name", name="uq_applications_tenant_name"),
 )
 
@@ -276,7 +279,12 @@ users = Table(
     Column("password_hash", Text, nullable=True),
     Column("enabled", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # An external provider's account linked to this user (migration 0006): its issuer and its
+    # immutable object id (oid), never a changeable name.
+    Column("external_issuer", String(400), nullable=True),
+    Column("external_object_id", String(64), nullable=True),
     UniqueConstraint("tenant_id", "upn", name="uq_users_tenant_upn"),
+    UniqueConstraint("external_issuer", "external_object_id", name="uq_users_external_identity"),
 )
 
 # Defender RBAC roles: named sets of capabilities (ViewData, ManageSecuritySettings, ...).

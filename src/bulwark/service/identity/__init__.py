@@ -29,7 +29,14 @@ from bulwark.service.identity.directory import (
     set_application_enabled,
     set_user_enabled,
 )
-from bulwark.service.identity.grants import DEFENDER_SCOPES, OIDC_SCOPES, TokenRequestError, TokenService
+from bulwark.service.identity.grants import (
+    DEFENDER_SCOPES,
+    OIDC_SCOPES,
+    SIGN_IN_FAILED_AUDIT_ACTION,
+    TokenRequest,
+    TokenRequestError,
+    TokenService,
+)
 from bulwark.service.identity.principals import PrincipalResolver, TtlCache
 from bulwark.service.identity.signing_keys import ensure_signing_key, load_signing_keys, retire_signing_key, rotate_signing_key
 
@@ -40,11 +47,13 @@ __all__ = [
     "DEMO_FULL_APP",
     "DEMO_READER_APP",
     "OIDC_SCOPES",
+    "SIGN_IN_FAILED_AUDIT_ACTION",
     "Capability",
     "DemoUser",
     "IdentityError",
     "NewCredential",
     "PrincipalResolver",
+    "TokenRequest",
     "TokenRequestError",
     "TokenService",
     "TtlCache",

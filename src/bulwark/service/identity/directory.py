@@ -71,8 +71,15 @@ def create_application(
     delegated_permissions: Iterable[str] = (),
     client_id: str | None = None,
     secret: str | None = None,
+    public_client: bool = False,
 ) -> NewCredential:
-    """Register an application with a new client secret (returned once) and its permissions."""
+    """Register an application with a new client secret (returned once) and its permissions.
+
+    ``public_client``: the application runs where it cannot keep a secret (a script or tool on a
+    user's machine), so users may sign in through it with the password grant without the client
+    secret, as with an Entra ID app registration that allows public client flows. Confidential
+    applications (the default) must send their secret with every grant.
+    """
     role_names = _check_permissions(roles, APPLICATION_PERMISSIONS, "application")
     scope_names = _check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated")
     client_id = client_id or str(uuid.uuid4())
@@ -89,6 +96,7 @@ def create_application(
             roles=role_names,
             delegated_permissions=scope_names,
             created_at=clock.now(),
+            public_client=public_client,
         )
         uow.commit()
     return NewCredential(client_id, secret)

@@ -1,0 +1,37 @@
+"""Public clients and externally linked users.
+
+Applications say whether they are public clients (may use the password grant without a secret);
+users may be linked to an external provider's account by its issuer and immutable object id.
+
+Revision ID: 0006
+Revises: 0004
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0006"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("applications") as batch:
+        batch.add_column(sa.Column("public_client", sa.Boolean(), nullable=False, server_default=sa.false()))
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("external_issuer", sa.String(400), nullable=True))
+        batch.add_column(sa.Column("external_object_id", sa.String(64), nullable=True))
+        batch.create_unique_constraint("uq_users_external_identity", ["external_issuer", "external_object_id"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_constraint("uq_users_external_identity", type_="unique")
+        batch.drop_column("external_object_id")
+        batch.drop_column("external_issuer")
+    with op.batch_alter_table("applications") as batch:
+        batch.drop_column("public_client")
