@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -99,7 +100,11 @@ class Settings(BaseSettings):
     sign_in_failures_per_source: str = Field(
         default="30/15minutes", description="Failed sign-ins from one source address (any user) before it is locked out."
     )
-    hashing_workers: int = Field(default=2, ge=1, description="Threads that verify secrets and passwords (Argon2id).")
+    hashing_workers: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
+        description="Threads that verify secrets and passwords (Argon2id, itself 4 lanes); default half the CPUs.",
+    )
     hashing_queue: int = Field(
         default=8, ge=0, description="Verifications that may wait for a hashing thread; beyond them 503 at once."
     )
