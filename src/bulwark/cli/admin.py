@@ -226,7 +226,31 @@ def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         rows = u.identity.list_users(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("password_hash", None)
-    _print(rows, ["id", "upn", "display_name", "enabled"], as_json)
+    _print(rows, ["id", "upn", "display_name", "enabled", "external_issuer", "external_object_id"], as_json)
+
+
+@users_app.command("link")
+def users_link(
+    upn: str,
+    issuer: Annotated[
+        str | None, typer.Option("--issuer", help="The external provider's issuer URL, exactly as its tokens' iss.")
+    ] = None,
+    object_id: Annotated[
+        str | None, typer.Option("--object-id", help="The account's immutable object id (its tokens' oid claim).")
+    ] = None,
+    unlink: Annotated[bool, typer.Option("--unlink", help="Remove the link instead.")] = False,
+    tenant: TenantOpt = None,
+) -> None:
+    """Link a user to an external provider's account: its tokens then act as this user (matched by issuer and oid)."""
+    from bulwark.service import identity
+
+    if unlink:
+        issuer = object_id = None
+    elif issuer is None or object_id is None:
+        raise typer.BadParameter("give --issuer and --object-id (or --unlink)")
+    with _session() as store:
+        identity.link_external_user(store.uow(), tenant or store.settings.default_tenant_id, upn, issuer, object_id)
+    console.print(f"Unlinked {upn}" if unlink else f"Linked {upn} to {object_id} of {issuer}")
 
 
 @users_app.command("disable")

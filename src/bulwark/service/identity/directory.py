@@ -199,6 +199,34 @@ def set_user_enabled(uow: UnitOfWork, tenant_id: str, upn: str, enabled: bool) -
         uow.commit()
 
 
+def link_external_user(
+    uow: UnitOfWork, tenant_id: str, upn: str, issuer: str | None, object_id: str | None = None
+) -> dict[str, Any]:
+    """Link a user to an external provider's account (its issuer and immutable ``oid``), or unlink with None.
+
+    Tokens of that issuer carrying that object id then act as this user, with their roles and
+    device groups; names in the token (upn, preferred_username) are never used to match.
+    """
+    if (issuer is None) != (object_id is None):
+        raise IdentityError("give both the issuer and the object id, or neither to unlink")
+    if issuer is not None and object_id is not None:
+        if not issuer.startswith(("https://", "http://")) or len(issuer) > 400:
+            raise IdentityError(f"the issuer is the provider's issuer URL, exactly as in its tokens' iss, got {issuer!r}")
+        if not object_id.strip() or len(object_id) > 64:
+            raise IdentityError("the object id is the account's oid claim (at most 64 characters)")
+    with uow:
+        user = uow.identity.find_user(tenant_id, upn)
+        if user is None:
+            raise IdentityError(f"no user {upn} in tenant {tenant_id}")
+        if issuer is not None and object_id is not None:
+            other = uow.identity.find_external_user(tenant_id, issuer, object_id)
+            if other is not None and other["id"] != user["id"]:
+                raise IdentityError(f"that external account is already linked to {other['upn']}")
+        uow.identity.update_user(user["id"], external_issuer=issuer, external_object_id=object_id)
+        uow.commit()
+    return {**user, "external_issuer": issuer, "external_object_id": object_id}
+
+
 def reset_user_password(uow: UnitOfWork, tenant_id: str, upn: str, password: str | None = None) -> NewCredential:
     """Give a user a new password (generated when not given, returned once)."""
     password = password or new_password()
