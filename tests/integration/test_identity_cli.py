@@ -116,3 +116,16 @@ def _apps(run) -> list[dict]:
 def _first_app(run) -> str:
     run("apps", "create", "Any", "--role", "Machine.Read.All")
     return "Any"
+
+
+def test_linking_an_external_account_from_the_cli(run) -> None:
+    import json
+
+    run("users", "create", "ext@contoso.com")
+    issuer = "https://login.microsoftonline.com/0f0e0d0c-0b0a-4909-8807-060504030201/v2.0"
+    run("users", "link", "ext@contoso.com", "--issuer", issuer, "--object-id", "7d1c2b3a-0000-4000-8000-000000000001")
+    user = next(u for u in json.loads(run("users", "list", "--json")) if u["upn"] == "ext@contoso.com")
+    assert (user["external_issuer"], user["external_object_id"]) == (issuer, "7d1c2b3a-0000-4000-8000-000000000001")
+    run("users", "link", "ext@contoso.com", "--unlink")
+    user = next(u for u in json.loads(run("users", "list", "--json")) if u["upn"] == "ext@contoso.com")
+    assert user["external_issuer"] is None and user["external_object_id"] is None
