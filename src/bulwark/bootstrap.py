@@ -21,10 +21,10 @@ from bulwark.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from bulwark.api.authn import Authenticator
     from bulwark.notifier import InProcessNotifier
     from bulwark.ratelimit import RateLimiter
     from bulwark.service.actions import SweepPolicy
+    from bulwark.service.authentication import Authenticator
     from bulwark.service.ports import UnitOfWorkFactory
 
 # A command does one thing at a time; the server's threads share a larger pool (the engine's default).
@@ -160,9 +160,9 @@ def sweep_policy(settings: Settings) -> SweepPolicy:
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """The server's parts for one process. Writes nothing: call ``start_runtime`` when serving starts."""
-    from bulwark.api.authn import Authenticator
     from bulwark.notifier import create_notifier
     from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
+    from bulwark.service.authentication import Authenticator
 
     clock = clock or SystemClock()
     engine = build_engine(settings)

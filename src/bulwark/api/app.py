@@ -11,10 +11,9 @@ from fastapi import APIRouter, Depends, FastAPI
 
 from bulwark import __version__
 from bulwark.api import device_packages, machine_actions, machines, oauth, sensor_gateway
-from bulwark.api.authn import AuthDisabledWarningMiddleware
 from bulwark.api.background import background
 from bulwark.api.errors import install_error_handlers
-from bulwark.api.middleware import RequestIdMiddleware
+from bulwark.api.middleware import AuthDisabledWarningMiddleware, RequestIdMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.api.wire import json_response
 from bulwark.bootstrap import build_runtime, close_runtime, start_runtime
