@@ -51,7 +51,8 @@ def build_token_limiter(settings: Settings) -> RateLimiter:
     """The token endpoint's budgets, in Redis when configured (shared by every process), else in memory.
 
     They apply even when API rate limits are turned off (``rate_limit_enabled``): they guard
-    unauthenticated work and sign-in guessing, not fair use. Each one may be set to "off".
+    unauthenticated work and sign-in guessing, not fair use. Each one may be set to "off". They fail
+    open when Redis is unreachable.
     """
     policy = RateLimitPolicy.parse(
         "off",
@@ -66,7 +67,10 @@ def build_token_limiter(settings: Settings) -> RateLimiter:
     return create_rate_limiter(
         settings.redis_url,
         policy,
-        fail_mode=settings.rate_limit_fail_mode,
+        # Open whatever rate_limit_fail_mode says: while Redis is unreachable, tokens are still
+        # issued (refusing them would stop every caller), and the hashing pool's bound, which
+        # needs no Redis, still caps what unauthenticated requests cost. The outage is logged.
+        fail_mode="open",
         key_prefix=f"{settings.rate_limit_key_prefix}:token",
     )
 
