@@ -22,8 +22,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.domain.access import Principal, PrincipalKind
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.queries import list_actions, list_machines
 from bulwark.store.repositories import MachineRepository
@@ -170,6 +170,10 @@ def main() -> None:
             TENANT, PrincipalKind.USER, "u", "u@contoso.com", frozenset({"Machine.Read"}), device_group_ids=frozenset({1, 2, 3})
         )
         target = ids[len(ids) // 2]
+        # The positions a client following next links from page 1 would hold at page 901.
+        with engine.connect() as conn:
+            machine_token = list_machines(conn, app, parse_query("$skip=89900&$top=100", MACHINE_SPEC)).next_token
+            action_token = list_actions(conn, app, parse_query("$skip=89900&$top=100", MACHINE_ACTION_SPEC)).next_token
         cases = [
             ("machine by id (baseline)", lambda c: MachineRepository(c).get(app, target)),
             (
@@ -202,6 +206,10 @@ def main() -> None:
                 "machines: page at $skip=90000, top 100",
                 lambda c: list_machines(c, app, parse_query("$skip=90000&$top=100", MACHINE_SPEC)),
             ),
+            (
+                "machines: page 901 by its next link ($skiptoken), top 100",
+                lambda c: list_machines(c, app, parse_query(f"$skiptoken={machine_token}&$top=100", MACHINE_SPEC)),
+            ),
             ("actions: newest 100", lambda c: list_actions(c, app, parse_query("$top=100", MACHINE_ACTION_SPEC))),
             (
                 "actions: machineId eq, newest first",
@@ -222,6 +230,14 @@ def main() -> None:
                         "$filter=type eq 'Offboard' and creationDateTimeUtc ge 2026-10-31T12:00:00Z&$top=100", MACHINE_ACTION_SPEC
                     ),
                 ),
+            ),
+            (
+                "actions: page at $skip=90000, top 100",
+                lambda c: list_actions(c, app, parse_query("$skip=90000&$top=100", MACHINE_ACTION_SPEC)),
+            ),
+            (
+                "actions: page 901 by its next link ($skiptoken), top 100",
+                lambda c: list_actions(c, app, parse_query(f"$skiptoken={action_token}&$top=100", MACHINE_ACTION_SPEC)),
             ),
             (
                 "actions: one machine's history via machines/{id}",

@@ -36,6 +36,8 @@ from bulwark.store.tables import machine_actions
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
 SCOPE = "https://api.securitycenter.microsoft.com/.default"
+CEILING = "ceiling: GET /healthz (constant JSON)"
+PRISM = "peer: Prism static mock, POST offboard"
 LIST_QUERY = "/api/machines?$filter=healthStatus+ne+'Active'+and+startswith(computerDnsName,'host-012')&$top=50"
 
 
@@ -48,6 +50,54 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+PRISM_PACKAGE = "@stoplight/prism-cli"
+
+
+def prism_command() -> list[str]:
+    """Stoplight Prism's command, installed from benchmarks/package.json on first use."""
+    binary = HERE / "node_modules" / ".bin" / "prism"
+    if not binary.exists():
+        if shutil.which("npm") is None:
+            sys.exit("Prism needs Node.js and npm (apt-get install nodejs npm)")
+        print(f"installing {PRISM_PACKAGE} (benchmarks/package.json)", flush=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True)
+    return [str(binary)]
+
+
+class Prism:
+    """Stoplight Prism serving a static mock of Bulwark's own OpenAPI document (the peer scenario)."""
+
+    def __init__(self, openapi: dict, data_dir: Path) -> None:
+        spec = data_dir / "openapi.json"
+        spec.write_text(json.dumps(openapi))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(data_dir / "prism.log", "wb")  # noqa: SIM115 (open while the process runs)
+        self.proc = subprocess.Popen(
+            [*prism_command(), "mock", "--host", "127.0.0.1", "--port", str(self.port), "--dynamic=false", str(spec)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        probe = f"{self.base}/api/machines/{'0' * 40}/offboard"
+        while time.monotonic() < deadline:
+            try:
+                httpx.post(probe, json={"Comment": "probe"}, timeout=1)
+                return
+            except httpx.TransportError:
+                time.sleep(0.3)
+        raise RuntimeError(f"Prism did not start; see {data_dir / 'prism.log'}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
 class Server:
     """`bulwark serve` in its own process group, with rate limits off."""
 
@@ -57,7 +107,7 @@ class Server:
         env = {**os.environ, "BULWARK_DATABASE_URL": url, "BULWARK_RATE_LIMIT_ENABLED": "false", "BULWARK_LOG_LEVEL": "WARNING"}
         if redis_url:
             env["BULWARK_REDIS_URL"] = redis_url
-        self.log = open(data_dir / "server.log", "wb")
+        self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (open while the process runs)
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -112,13 +162,23 @@ def token(server: Server, data_dir: Path) -> str:
     return response.json()["access_token"]
 
 
-def wrk(server: Server, script: str, path: str, args: argparse.Namespace, **env: str) -> dict:
-    """Run wrk against ``path`` with ``script``; return its JSON figures."""
+def wrk(server: Server | Prism, script: str, path: str, args: argparse.Namespace, *, warm: bool = True, **env: str) -> dict:
+    """Run wrk against ``path`` with ``script``; return its JSON figures.
+
+    A short unmeasured run comes first (``--warmup``), so that Prism's JIT and Bulwark's caches
+    are warm; offboards skip it (``warm=False``): each machine can be offboarded only once.
+    """
+    if warm and args.warmup:
+        _run_wrk(server, script, path, args, args.warmup, env)
+    return _run_wrk(server, script, path, args, args.duration, env)
+
+
+def _run_wrk(server: Server | Prism, script: str, path: str, args: argparse.Namespace, seconds: int, env: dict) -> dict:
     command = [
         "wrk",
         f"-t{args.threads}",
         f"-c{args.connections}",
-        f"-d{args.duration}s",
+        f"-d{seconds}s",
         "--latency",
         "-s",
         str(WRK_DIR / script),
@@ -140,9 +200,16 @@ def run_suite(storage_url: str, workers: int, args: argparse.Namespace, redis_ur
     results: dict[str, dict] = {}
     try:
         bearer = token(server, data_dir)
-        results["ceiling: GET /healthz (constant JSON)"] = wrk(server, "ceiling.lua", "/healthz", args)
+        results[CEILING] = wrk(server, "ceiling.lua", "/healthz", args)
+        openapi = httpx.get(f"{server.base}/openapi.json", timeout=30).json()
+        prism = Prism(openapi, data_dir)
+        try:
+            # The same offboard script against the mock: same ids, token, body and wrk settings.
+            results[PRISM] = wrk(prism, "offboard.lua", "/", args, BENCH_IDS=str(ids_file), BENCH_TOKEN=bearer)
+        finally:
+            prism.stop()
         results["POST /api/machines/{id}/offboard"] = wrk(
-            server, "offboard.lua", "/", args, BENCH_IDS=str(ids_file), BENCH_TOKEN=bearer
+            server, "offboard.lua", "/", args, warm=False, BENCH_IDS=str(ids_file), BENCH_TOKEN=bearer
         )
         engine = create_db_engine(storage_url, pool_size=1)
         with engine.connect() as conn:
@@ -192,13 +259,17 @@ def run_dispatch(args: argparse.Namespace) -> dict:
 
 
 def print_table(title: str, results: dict[str, dict]) -> None:
-    """Figures with each scenario's throughput as a share of the ceiling."""
-    ceiling = next(iter(results.values()))["rps"]
+    """Figures with each scenario's throughput as a share of the ceiling and as a multiple of Prism's."""
+    ceiling = results[CEILING]["rps"]
+    prism = results[PRISM]["rps"]
     print(f"\n{title}")
-    print(f"{'scenario':44} {'req/s':>9} {'of ceiling':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'scenario':44} {'req/s':>9} {'of ceiling':>10} {'x Prism':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in results.items():
         errors = r["non_2xx"] + r["socket_errors"]
-        print(f"{name:44} {r['rps']:9.0f} {r['rps'] / ceiling:10.0%} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {errors:7d}")
+        print(
+            f"{name:44} {r['rps']:9.0f} {r['rps'] / ceiling:10.0%} {r['rps'] / prism:8.2f} "
+            f"{r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {errors:7d}"
+        )
 
 
 def scratch_postgres(base_url: str) -> tuple[str, callable]:
@@ -226,12 +297,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--scaling", action="store_true", help="run 1 worker, then 2 workers (PostgreSQL)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
+    parser.add_argument("--warmup", type=int, default=3, help="unmeasured seconds before each scenario but offboard")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the server needs the other core)")
     parser.add_argument("--machines", type=int, default=30_000, help="machines seeded (each offboarded once)")
     parser.add_argument("--sensors", type=int, default=1000, help="connected sensors for the dispatch scenario (0 skips it)")
     parser.add_argument("--dispatch-actions", type=int, default=50, help="actions timed in the dispatch scenario")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--repeat", type=int, default=1, help="run the whole suite this many times (ratios vary less than rates)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -240,9 +313,9 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s"
     )
-    runs = [args.workers] if not args.scaling else [1, 2]
+    runs = ([args.workers] if not args.scaling else [1, 2]) * args.repeat
     report = {}
-    for workers in runs:
+    for number, workers in enumerate(runs, 1):
         if args.storage == "sqlite":
             directory = Path(tempfile.mkdtemp(prefix="bulwark-bench-db-"))
             url, cleanup = f"sqlite:///{directory / 'bulwark.db'}", lambda d=directory: shutil.rmtree(d, ignore_errors=True)
@@ -254,6 +327,8 @@ def main() -> None:
         finally:
             cleanup()
         title = f"{args.storage}, {workers} worker{'s' if workers > 1 else ''}"
+        if args.repeat > 1:
+            title += f" (run {(number - 1) // (len(runs) // args.repeat) + 1} of {args.repeat})"
         print_table(title, results)
         report[title] = results
     if args.sensors:

@@ -33,8 +33,8 @@ from bulwark.domain.sensors import derive_machine_id  # noqa: E402
 from bulwark.sensor.agent import SensorOptions  # noqa: E402
 from bulwark.sensor.fleet import run_fleet  # noqa: E402
 from bulwark.service.sensors import issue_onboarding_package  # noqa: E402
-from bulwark.store.uow import SqlUnitOfWorkFactory  # noqa: E402
 from bulwark.store.db import create_db_engine, upgrade_database  # noqa: E402
+from bulwark.store.uow import SqlUnitOfWorkFactory  # noqa: E402
 
 TENANT = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
 

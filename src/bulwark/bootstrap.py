@@ -8,6 +8,7 @@ what must be written at start (the first signing key) is an explicit step.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +22,17 @@ from bulwark.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from bulwark.metrics import Metrics
     from bulwark.notifier import InProcessNotifier
     from bulwark.ratelimit import RateLimiter
     from bulwark.service.actions import SweepPolicy
     from bulwark.service.authentication import Authenticator
     from bulwark.service.ports import UnitOfWorkFactory
+    from bulwark.store.group_commit import GroupCommitter
+
+# Operations of the sign-in limiter (see ``signin_limiter``).
+SIGNIN_PER_USER = "signin.user"
+SIGNIN_PER_SOURCE = "signin.source"
 
 # A command does one thing at a time; the server's threads share a larger pool (the engine's default).
 COMMAND_POOL_SIZE = 1
@@ -56,6 +63,11 @@ class Runtime:
     limiter: RateLimiter
     auth: Authenticator
     notifier: InProcessNotifier
+    metrics: Metrics
+    # Sign-in attempts at the authorization endpoint, per user name and per client address.
+    signin_limiter: RateLimiter
+    # The process's writer for offboards: requests queued meanwhile share one commit (store/group_commit.py).
+    writer: GroupCommitter
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -75,11 +87,18 @@ def _unit_of_work_factory(engine: Engine) -> UnitOfWorkFactory:
 
 
 def migrate_database(settings: Settings, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` (the data directory is created first for SQLite)."""
-    from bulwark.store.db import upgrade_database
+    """Apply migrations up to ``revision`` (the data directory is created first for SQLite), then
+    bring the query planner's statistics up to date if the data moved since they were taken."""
+    from bulwark.store.db import refresh_statistics, upgrade_database
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade_database(settings.resolved_database_url(), revision)
+    if revision == "head":
+        engine = build_engine(settings, pool_size=1)
+        try:
+            refresh_statistics(engine)
+        finally:
+            engine.dispose()
 
 
 def _safe_url(settings: Settings) -> str:
@@ -147,6 +166,16 @@ def open_store(
         engine.dispose()
 
 
+def database_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """The database's migration revision (None when it has none) and the newest this code knows.
+
+    Raises when the database does not answer.
+    """
+    from bulwark.store.db import schema_revisions
+
+    return schema_revisions(engine)
+
+
 def sweep_policy(settings: Settings) -> SweepPolicy:
     """The sweeper's limits, from the settings."""
     from bulwark.service.actions import SweepPolicy
@@ -160,9 +189,11 @@ def sweep_policy(settings: Settings) -> SweepPolicy:
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """The server's parts for one process. Writes nothing: call ``start_runtime`` when serving starts."""
+    from bulwark.metrics import Metrics
     from bulwark.notifier import create_notifier
     from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
     from bulwark.service.authentication import Authenticator
+    from bulwark.store.group_commit import GroupCommitter
 
     clock = clock or SystemClock()
     engine = build_engine(settings)
@@ -174,6 +205,20 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         key_prefix=settings.rate_limit_key_prefix,
         clock=lambda: clock.now().timestamp(),
     )
+    signin_limiter = create_rate_limiter(
+        settings.redis_url,
+        RateLimitPolicy.parse(
+            "off",
+            {
+                SIGNIN_PER_USER: settings.signin_rate_limit_per_user,
+                SIGNIN_PER_SOURCE: settings.signin_rate_limit_per_source,
+            },
+        ),
+        fail_mode=settings.rate_limit_fail_mode,
+        enabled=settings.rate_limit_enabled,
+        key_prefix=f"{settings.rate_limit_key_prefix}:signin",
+        clock=lambda: clock.now().timestamp(),
+    )
     uow = _unit_of_work_factory(engine)
     return Runtime(
         settings=settings,
@@ -183,18 +228,31 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         limiter=limiter,
         auth=Authenticator(settings, uow, clock),
         notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
+        metrics=Metrics.for_process(),
+        signin_limiter=signin_limiter,
+        writer=GroupCommitter(engine),
     )
 
 
 def start_runtime(runtime: Runtime) -> None:
-    """What the server writes before it serves: the first signing key (safe when processes race)."""
+    """What the server writes before it serves (safe when processes race): the first signing key,
+    and the web console's client registration with this server's redirect URI."""
     from bulwark.service.identity import ensure_signing_key
+    from bulwark.service.signin import CONSOLE_CALLBACK_PATH, ensure_console_client
 
     ensure_signing_key(runtime.uow(), runtime.clock)
+    settings = runtime.settings
+    redirect_uri = settings.issuer_base_url() + CONSOLE_CALLBACK_PATH
+    if ensure_console_client(runtime.uow, runtime.clock, settings.default_tenant_id, redirect_uri) is None:
+        logging.getLogger("bulwark.console").info(
+            "tenant %s does not exist (yet): nobody can sign in to the console", settings.default_tenant_id
+        )
 
 
 def close_runtime(runtime: Runtime) -> None:
     """Release what ``build_runtime`` opened."""
+    runtime.writer.stop()
     runtime.limiter.close()
+    runtime.signin_limiter.close()
     runtime.auth.close()
     runtime.engine.dispose()

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     inactive_after_offboard_days: float = Field(default=7, ge=0, description="Offboarded machines turn Inactive after this.")
     offboarding_package_valid_days: float = Field(default=7, gt=0, description="Devices refuse older offboarding packages.")
     sweep_interval_seconds: float = Field(default=60, gt=0, description="How often each server process sweeps (0 < s).")
+    statistics_interval_seconds: float = Field(
+        default=3600, gt=0, description="How often each server process checks whether the query planner's statistics are stale."
+    )
     sensor_poll_max_seconds: float = Field(default=25, gt=0, description="Longest a sensor's long poll is held open.")
     notifier: Literal["auto", "memory", "postgres", "redis"] = Field(
         default="auto", description="Wake-ups for waiting sensors; auto: redis if redis_url, postgres on PostgreSQL, else memory."
@@ -111,8 +114,20 @@ class Settings(BaseSettings):
     client_secret_cache_seconds: float = Field(
         default=300, ge=0, description="How long a verified client secret is remembered (0: verify every time)."
     )
+    signin_rate_limit_per_user: str = Field(
+        default="5/minute;30/hour", description="Sign-in attempts on the authorization endpoint per user name."
+    )
+    signin_rate_limit_per_source: str = Field(
+        default="30/minute;300/hour", description="Sign-in attempts on the authorization endpoint per client address."
+    )
 
     rate_limit_key_prefix: str = Field(default="bulwark:ratelimit", description="Namespace of the budgets in Redis.")
+
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, /metrics needs it as a bearer token from every reader; unset, only loopback clients may read.",
+    )
 
     log_json: bool = Field(default=False, description="One JSON object per log line.")
     log_level: str = "INFO"

@@ -161,3 +161,90 @@ def test_id_filters_ignore_case_and_use_the_primary_key(client: TestClient, uow_
             compiled = statement.compile(uow.conn, compile_kwargs={"literal_binds": True})
             plan = " ".join(str(r) for r in uow.conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
             assert "USING" in plan and "INDEX" in plan, plan
+
+
+def _follow(client: TestClient, url: str) -> tuple[list[dict], list[str]]:
+    items, links = [], []
+    while url:
+        body = client.get(url).json()
+        items.extend(body["value"])
+        url = body.get("@odata.nextLink", "").replace("http://testserver", "")
+        if url:
+            links.append(url)
+    return items, links
+
+
+def test_next_links_carry_a_position_not_a_row_count(client: TestClient) -> None:
+    everything = client.get(f"/api/machines?$top={FLEET}&$select=id&$filter=healthStatus ne 'Inactive'").json()["value"]
+    items, links = _follow(client, "/api/machines?$top=40&$select=id&$filter=healthStatus ne 'Inactive'")
+    assert items == everything and len(items) > 120
+    assert links and all("$skiptoken=" in link and "$skip=" not in link for link in links)
+    # The filter and the other options travel with the position.
+    assert all("$filter=healthStatus" in link and "$top=40" in link for link in links)
+
+
+def test_action_pages_keep_newest_first_through_equal_timestamps(client: TestClient, clock: FrozenClock) -> None:
+    # Created at the same instant, so only the id orders them: pages must still neither repeat nor skip.
+    windows = [n for n in range(1, FLEET + 1) if (n - 1) % 3 != 2][:30]  # macOS machines cannot be offboarded
+    for i in windows[:25]:
+        assert client.post(f"/api/machines/{i:040x}/offboard", json={"Comment": "same instant"}).status_code == 200
+    clock.advance(1)
+    for i in windows[25:]:
+        assert client.post(f"/api/machines/{i:040x}/offboard", json={"Comment": "a second later"}).status_code == 200
+    everything = client.get("/api/machineactions?$top=100").json()["value"]
+    assert len(everything) == 30
+    items, links = _follow(client, "/api/machineactions?$top=7")
+    assert [a["id"] for a in items] == [a["id"] for a in everything]
+    assert len(links) == 4
+
+
+def test_explicit_skip_still_pages_by_count(client: TestClient) -> None:
+    everything = [m["id"] for m in client.get(f"/api/machines?$top={FLEET}&$select=id").json()["value"]]
+    body = client.get("/api/machines?$skip=20&$top=10&$select=id").json()
+    assert [m["id"] for m in body["value"]] == everything[20:30]
+    after = client.get(body["@odata.nextLink"].replace("http://testserver", "")).json()
+    assert [m["id"] for m in after["value"]] == everything[30:40]
+    # A client's own $orderby pages with $skip, as before.
+    ordered = client.get("/api/machines?$orderby=computerDnsName desc&$top=50&$select=computerDnsName").json()
+    assert "$skip=50" in ordered["@odata.nextLink"] and "$skiptoken" not in ordered["@odata.nextLink"]
+    items, _ = _follow(client, "/api/machines?$orderby=computerDnsName desc&$top=50&$select=computerDnsName")
+    names = [m["computerDnsName"] for m in items]
+    assert len(names) == FLEET and names == sorted(names, reverse=True)
+
+
+def _token(*values: object) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "token"),
+    [
+        ("/api/machines", "not base64 at all!"),
+        ("/api/machines", "e30"),  # {}
+        ("/api/machines", _token("machines.v1")),  # no position
+        ("/api/machines", _token("machines.v1", "a", "b")),  # too many values
+        ("/api/machines", _token("machines.v1", 5)),  # wrong type
+        ("/api/machines", _token("machines.v0", "abc")),  # another version's token
+        ("/api/machineactions", _token("machines.v1", "abc")),  # another list's token
+        ("/api/machineactions", _token("machineactions.v1", "2026-03-01T09:30:00", "x")),  # no time zone
+        ("/api/machineactions", _token("machineactions.v1", "yesterday", "x")),
+        ("/api/machines", "A" * 600),
+        ("/api/machines?$orderby=lastSeen", _token("machines.v1", "abc")),
+    ],
+)
+def test_a_bad_skiptoken_is_an_odata_error_that_reads_nothing(client: TestClient, path: str, token: str) -> None:
+    joiner = "&" if "?" in path else "?"
+    response = client.get(f"{path}{joiner}$skiptoken={token}")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "ODataError" and "skiptoken" in error["message"]
+
+
+def test_a_skiptoken_value_is_only_ever_a_value(client: TestClient) -> None:
+    everything = [m["id"] for m in client.get(f"/api/machines?$top={FLEET}&$select=id").json()["value"]]
+    sneaky = "0' OR '1'='1"
+    body = client.get(f"/api/machines?$top={FLEET}&$select=id&$skiptoken={_token('machines.v1', sneaky)}").json()
+    assert [m["id"] for m in body["value"]] == [i for i in everything if i > sneaky]

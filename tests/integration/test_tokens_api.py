@@ -131,7 +131,7 @@ def test_client_credentials_answer_like_entra_id(client: TestClient, uow_factory
         ({"client_secret": "wrong"}, 401, "invalid_client", 7000215),
         ({"client_id": "00000000-0000-0000-0000-000000000000"}, 400, "unauthorized_client", 700016),
         ({"scope": "https://graph.microsoft.com/.default"}, 400, "invalid_scope", 70011),
-        ({"grant_type": "authorization_code"}, 400, "unsupported_grant_type", 70003),
+        ({"grant_type": "refresh_token"}, 400, "unsupported_grant_type", 70003),
         ({"client_secret": None}, 401, "invalid_client", 7000218),
     ],
 )

@@ -8,6 +8,7 @@ everything SQL-specific (locking, races, OData compilation) is left to the datab
 
 from __future__ import annotations
 
+import builtins
 import copy
 import dataclasses
 from collections.abc import Iterable
@@ -42,6 +43,8 @@ class FakeDatabase:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[int, dict[str, Any]] = field(default_factory=dict)
     user_groups: dict[int, dict[str, Any]] = field(default_factory=dict)
+    authorization_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    console_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -128,6 +131,12 @@ class FakeMachines(_Repository):
     def count(self, tenant_id: str | None = None) -> int:
         return sum(1 for m in self.db.machines.values() if tenant_id is None or m.tenant_id == tenant_id)
 
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        visible = [
+            m for m in self.db.machines.values() if m.tenant_id == principal.tenant_id and principal.sees_group(m.rbac_group_id)
+        ]
+        return sorted({t for m in visible for t in m.machine_tags})[:limit]
+
     def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
         found = [
             (m.id, m.computer_dns_name)
@@ -185,16 +194,16 @@ class FakeActions(_Repository):
     def active_for_machine(self, machine_id: str) -> list[MachineAction]:
         return self._by_machine(machine_id, ACTIVE_STATUSES)
 
-    def overdue_ids(
+    def overdue(
         self,
         status: ActionStatus,
         *,
         created_before: datetime | None = None,
         updated_before: datetime | None = None,
         limit: int = 500,
-    ) -> list[str]:
+    ) -> list[tuple[str, str]]:
         found = [
-            a.id
+            (a.id, a.type.value)
             for a in self.db.actions.values()
             if a.status is status
             and (created_before is None or a.creation_date_time_utc < created_before)
@@ -207,9 +216,105 @@ class FakeAuditLog(_Repository):
     def append(self, **event: Any) -> None:
         self.db.audit.append(dict(event))
 
-    def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        events = [e for e in reversed(self.db.audit) if not tenant_id or e["tenant_id"] == tenant_id]
-        return [dict(e) for e in events[:limit]]
+    def list(
+        self,
+        tenant_id: str | None = None,
+        limit: int | None = 100,
+        *,
+        action: str | None = None,
+        machine_id: str | None = None,
+        caller: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        def matches(e: dict[str, Any]) -> bool:
+            return (
+                (not tenant_id or e["tenant_id"] == tenant_id)
+                and (not action or e["action"] == action or e["action"].startswith(action.rstrip(".") + "."))
+                and (not machine_id or (e.get("machine_id") or "").lower() == machine_id.lower())
+                and (not caller or caller.lower() in ((e.get("actor_name") or "").lower(), (e.get("actor_id") or "").lower()))
+                and (since is None or e["occurred_at"] >= since)
+            )
+
+        events = [e for e in reversed(self.db.audit) if matches(e)]
+        return [dict(e) for e in (events if limit is None else events[:limit])]
+
+    def search(
+        self,
+        principal: Principal,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        machine_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> builtins.list[dict[str, Any]]:
+        def visible(e: dict[str, Any]) -> bool:
+            machine = self.db.machines.get(e.get("machine_id") or "")
+            if e.get("machine_id") is None:
+                return True
+            return (
+                machine is not None and machine.tenant_id == principal.tenant_id and principal.sees_group(machine.rbac_group_id)
+            )
+
+        found = [
+            dict(e)
+            for e in reversed(self.db.audit)
+            if e["tenant_id"] == principal.tenant_id
+            and visible(e)
+            and (action is None or e["action"] == action)
+            and (actor is None or (e.get("actor_name") or "").lower().startswith(actor.lower()))
+            and (machine_id is None or e.get("machine_id") == machine_id)
+            and (outcome is None or (e["outcome_status"] < 400) == (outcome == "success"))
+            and (since is None or e["occurred_at"] >= since)
+            and (until is None or e["occurred_at"] <= until)
+        ]
+        return found[offset : offset + limit]
+
+    def action_names(self, tenant_id: str) -> builtins.list[str]:
+        return sorted({e["action"] for e in self.db.audit if e["tenant_id"] == tenant_id})
+
+
+class FakeAuthorizationCodes(_Repository):
+    def add(self, **values: Any) -> None:
+        self.db.authorization_codes[values["code_hash"]] = {**values, "redeemed_at": None}
+
+    def redeem(self, code_hash: str, at: datetime) -> dict[str, Any] | None:
+        row = self.db.authorization_codes.get(code_hash)
+        if row is None or row["redeemed_at"] is not None:
+            return None
+        row["redeemed_at"] = at
+        return dict(row)
+
+    def was_redeemed(self, code_hash: str) -> bool:
+        row = self.db.authorization_codes.get(code_hash)
+        return row is not None and row["redeemed_at"] is not None
+
+    def purge_expired(self, before: datetime) -> int:
+        gone = [k for k, v in self.db.authorization_codes.items() if v["expires_at"] < before]
+        for key in gone:
+            del self.db.authorization_codes[key]
+        return len(gone)
+
+
+class FakeConsoleSessions(_Repository):
+    def add(self, **values: Any) -> None:
+        self.db.console_sessions[values["id_hash"]] = dict(values)
+
+    def get(self, id_hash: str) -> dict[str, Any] | None:
+        row = self.db.console_sessions.get(id_hash)
+        return dict(row) if row else None
+
+    def delete(self, id_hash: str) -> bool:
+        return self.db.console_sessions.pop(id_hash, None) is not None
+
+    def purge_expired(self, before: datetime) -> int:
+        gone = [k for k, v in self.db.console_sessions.items() if v["expires_at"] < before]
+        for key in gone:
+            del self.db.console_sessions[key]
+        return len(gone)
 
 
 class FakeSensors(_Repository):
@@ -492,6 +597,8 @@ class FakeUnitOfWork:
         self.lists = FakeLists(self)
         self.identity = FakeIdentity(self)
         self.signing_keys = FakeSigningKeys(self)
+        self.authorization_codes = FakeAuthorizationCodes(self)
+        self.console_sessions = FakeConsoleSessions(self)
 
     def __enter__(self) -> FakeUnitOfWork:
         assert self._snapshot is None, "a unit of work is not re-entrant"

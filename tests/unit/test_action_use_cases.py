@@ -180,6 +180,15 @@ def test_cancel_of_an_action_on_a_hidden_machine_is_not_found(uow: FakeUnitOfWor
     assert uow.db.actions[action.id].status is ActionStatus.PENDING
 
 
+def test_cancel_by_a_view_only_user_is_refused_and_changes_nothing(uow: FakeUnitOfWorkFactory, clock: FrozenClock) -> None:
+    action = request_offboard(OFFBOARD, APP, uow(), clock, CONTEXT)
+    viewer = user(groups=None, can_manage=False)
+    with pytest.raises(DisallowedOperation):
+        cancel_action(CancelAction(action.id, "not mine to cancel"), viewer, uow(), clock, CONTEXT)
+    assert uow.db.actions[action.id].status is ActionStatus.PENDING
+    assert len(uow.db.audit) == 1
+
+
 # --------------------------------------------------------------------------- sweep
 
 POLICY = SweepPolicy(
@@ -204,6 +213,8 @@ def test_sweep_times_out_actions_no_device_picked_up_in_time(uow: FakeUnitOfWork
     result = sweep(POLICY, uow(), clock)
 
     assert (result.pending_timed_out, result.in_progress_timed_out) == (1, 0)
+    # The result names what it ended, for the log and the finished-actions metric.
+    assert [(t.action_id, t.type, t.previous_status) for t in result.timed_out] == [(old, "Offboard", ActionStatus.PENDING)]
     assert uow.db.actions[old].status is ActionStatus.TIMEOUT
     assert uow.db.actions[young].status is ActionStatus.PENDING
     [event] = [e for e in uow.db.audit if e["action"] == "machine_action.timed_out"]
@@ -232,6 +243,7 @@ def test_sweep_works_through_more_overdue_actions_than_one_batch(uow: FakeUnitOf
     result = sweep(POLICY, uow(), clock, batch=2)
 
     assert result.pending_timed_out == 5
+    assert sorted(t.action_id for t in result.timed_out) == sorted(ids)
     assert {uow.db.actions[i].status for i in ids} == {ActionStatus.TIMEOUT}
 
 

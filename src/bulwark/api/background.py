@@ -12,8 +12,10 @@ from starlette.concurrency import run_in_threadpool
 
 from bulwark.bootstrap import Runtime, sweep_policy
 from bulwark.service.actions import sweep
+from bulwark.store.db import refresh_statistics
 
 log = logging.getLogger("bulwark.sweeper")
+actions_log = logging.getLogger("bulwark.actions")
 
 
 async def _sweep_forever(runtime: Runtime) -> None:
@@ -22,6 +24,16 @@ async def _sweep_forever(runtime: Runtime) -> None:
     while True:
         try:
             result = await run_in_threadpool(sweep, policy, runtime.uow(), runtime.clock)
+            runtime.metrics.sweeper_runs.labels("ok").inc()
+            for ended in result.timed_out:
+                runtime.metrics.actions_finished.labels(ended.type, "TimeOut").inc()
+                actions_log.info(
+                    "action finished: %s %s TimeOut (was %s)",
+                    ended.type,
+                    ended.action_id,
+                    ended.previous_status.value,
+                    extra={"action_id": ended.action_id, "status": "TimeOut"},
+                )
             if result.pending_timed_out or result.in_progress_timed_out or result.machines_inactive:
                 log.info(
                     "sweep: %d pending and %d in-progress actions timed out, %d machines inactive",
@@ -30,8 +42,20 @@ async def _sweep_forever(runtime: Runtime) -> None:
                     result.machines_inactive,
                 )
         except Exception:
+            runtime.metrics.sweeper_runs.labels("failed").inc()
             log.exception("sweep failed")
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
+
+
+async def _refresh_statistics_forever(runtime: Runtime) -> None:
+    """Keep the query planner's statistics current as the data grows (store/db.py)."""
+    while True:
+        await asyncio.sleep(runtime.settings.statistics_interval_seconds)
+        try:
+            if await run_in_threadpool(refresh_statistics, runtime.engine):
+                log.info("query planner statistics refreshed")
+        except Exception:
+            log.exception("refreshing query planner statistics failed")
 
 
 @contextlib.asynccontextmanager
@@ -39,12 +63,14 @@ async def background(app: FastAPI) -> AsyncIterator[None]:
     """Lifespan: start the notifier and the sweeper; at shutdown end long polls and stop both."""
     runtime: Runtime = app.state.runtime
     await runtime.notifier.start()
-    sweeper = asyncio.create_task(_sweep_forever(runtime))
+    tasks = [asyncio.create_task(_sweep_forever(runtime)), asyncio.create_task(_refresh_statistics_forever(runtime))]
     try:
         yield
     finally:
         runtime.stopping.set()
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await runtime.notifier.stop()

@@ -28,10 +28,14 @@ def parse_odata(request: Request, spec: odata.EntitySpec) -> odata.ODataQuery:
         raise InvalidODataQuery(f"Invalid OData URI query: {exc.message}") from None
 
 
-def next_link(request: Request, query: odata.ODataQuery) -> str:
-    """The URL of the page after this one: the same query with $skip moved past this page."""
-    params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() != "$skip"]
-    params.append(("$skip", str(query.skip + query.page_size)))
+def next_link(request: Request, query: odata.ODataQuery, token: str | None = None) -> str:
+    """The URL of the page after this one: the same query from ``token`` (the position after this
+    page, for lists in their default order), or with $skip moved past this page."""
+    params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() not in ("$skip", "$skiptoken")]
+    if token is not None:
+        params.append(("$skiptoken", token))
+    else:
+        params.append(("$skip", str(query.skip + query.page_size)))
     path = str(request.url).split("?", 1)[0]
     return f"{path}?{urlencode(params, safe=_LINK_SAFE)}"
 
@@ -57,5 +61,5 @@ def collection_body(request: Request, context: str, page: Page[Any], query: odat
         body["@odata.count"] = page.total
     body["value"] = items
     if page.has_more:
-        body["@odata.nextLink"] = next_link(request, query)
+        body["@odata.nextLink"] = next_link(request, query, page.next_token)
     return body

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from functools import partial
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base
+from bulwark.api.deps import CurrentPrincipal, RequestContextDep, RuntimeDep, odata_base, point_read
 from bulwark.api.listing import list_response
 from bulwark.api.request_state import request_state
 from bulwark.api.schemas import ERROR_RESPONSES, CommentBody, MachineActionOut, OffboardBody, parse_body
@@ -18,6 +21,7 @@ from bulwark.service.inventory import list_actions
 from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
 
 router = APIRouter(tags=["MachineAction"])
+log = logging.getLogger("bulwark.actions")
 
 _COMMENT_BODY_SCHEMA = {
     "requestBody": {
@@ -80,9 +84,26 @@ async def offboard_machine(
         title=body.Title,
         request_source=body.RequestSource,
     )
-    action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
-    # Committed: wake the machine's sensor wherever it is connected.
-    await run_in_threadpool(runtime.notifier.publish, action.machine_id)
+    # Answered once the action and its audit event are committed, together with the other
+    # offboards queued meanwhile (store/group_commit.py); then the machine's sensor is woken.
+    action = await runtime.writer.run(
+        partial(request_offboard, command, principal, clock=runtime.clock, context=context),
+        after_commit=lambda done: runtime.notifier.publish(done.machine_id),
+    )
+    runtime.metrics.actions_created.labels(action.type.value).inc()
+    log.info(
+        "offboard requested: action %s machine %s (%s) by %s",
+        action.id,
+        action.machine_id,
+        action.computer_dns_name,
+        principal.name,
+        extra={
+            "action_id": action.id,
+            "machine_id": action.machine_id,
+            "caller": principal.name,
+            "request_id": context.request_id,
+        },
+    )
     return entity_response(
         f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action), settings.offboard_status_code
     )
@@ -117,6 +138,20 @@ async def cancel_machine_action(
     request_state(request).remember_comment(body.Comment)
     command = CancelAction(action_id=id, comment=body.Comment or "")
     action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
+    runtime.metrics.actions_finished.labels(action.type.value, action.status.value).inc()
+    log.info(
+        "action cancelled: %s %s on machine %s by %s",
+        action.type.value,
+        action.id,
+        action.machine_id,
+        principal.name,
+        extra={
+            "action_id": action.id,
+            "machine_id": action.machine_id,
+            "caller": principal.name,
+            "request_id": context.request_id,
+        },
+    )
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))
 
 
@@ -139,7 +174,7 @@ def read_machine_actions(request: Request, runtime: RuntimeDep, principal: Curre
     response_model=MachineActionOut,
     responses=ERROR_RESPONSES,
 )
-def get_machine_action(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+async def get_machine_action(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Read one action, to follow an offboard to its final state."""
-    action = get_action(id, principal, runtime.uow(write=False))
+    action = await point_read(runtime, get_action, id, principal, runtime.uow(write=False))
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base
+from bulwark.api.deps import CurrentPrincipal, RuntimeDep, odata_base, point_read
 from bulwark.api.listing import list_response
 from bulwark.api.schemas import ERROR_RESPONSES, MachineOut
 from bulwark.api.wire import action_to_wire, entity_response, machine_to_wire
@@ -46,7 +46,7 @@ def read_machine_actions(id: str, request: Request, runtime: RuntimeDep, princip
     response_model=MachineOut,
     responses=ERROR_RESPONSES,
 )
-def read_machine(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
+async def read_machine(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """One machine, by its 40-character id or its computer DNS name."""
-    machine = get_machine(id, principal, runtime.uow(write=False))
+    machine = await point_read(runtime, get_machine, id, principal, runtime.uow(write=False))
     return entity_response(f"{odata_base(request, runtime)}#Machines/$entity", machine_to_wire(machine))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.api.errors import REQUEST_ID_HEADER
 from bulwark.api.request_state import start_request_state
+from bulwark.ids import new_uuid
 
 
 class RequestIdMiddleware:
@@ -24,7 +23,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = str(uuid.uuid4())
+        request_id = new_uuid()
         state = start_request_state(scope, request_id)
 
         async def send_with_id(message: Message) -> None:

@@ -8,6 +8,7 @@ import uuid
 from urllib.parse import parse_qs, unquote_plus
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import RuntimeDep
@@ -15,6 +16,7 @@ from bulwark.api.request_state import request_state
 from bulwark.api.wire import json_response
 from bulwark.auth.tokens import DEFENDER_AUDIENCE, openid_configuration
 from bulwark.service.identity import TokenRequest, TokenRequestError
+from bulwark.service.signin import redeem_authorization_code
 
 router = APIRouter(tags=["Authority"])
 
@@ -48,7 +50,12 @@ def discovery(tenant: str, runtime: RuntimeDep) -> Response:
     if not runtime.auth.resolver.tenant_exists(tenant):
         return _oauth_error(runtime, _unknown_tenant(tenant))
     document = openid_configuration(runtime.auth.base_url, tenant)
-    document["grant_types_supported"] = ["client_credentials", "password"]
+    document["grant_types_supported"] = ["authorization_code", "client_credentials", "password"]
+    # The authorization endpoint signs users in and answers with a code; PKCE (S256) is required.
+    document["response_types_supported"] = ["code"]
+    document["response_modes_supported"] = ["query"]
+    document["code_challenge_methods_supported"] = ["S256"]
+    document["token_endpoint_auth_methods_supported"] = ["client_secret_post", "client_secret_basic", "none"]
     document["tenant_region_scope"] = "WW"
     return json_response(document)
 
@@ -92,17 +99,20 @@ async def _bounded_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-@router.post("/{tenant}/oauth2/v2.0/token", summary="Token endpoint (client credentials, password)")
+@router.post("/{tenant}/oauth2/v2.0/token", summary="Token endpoint (client credentials, password, authorization code)")
 async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
     """Issue an access token for ``scope=https://api.securitycenter.microsoft.com/.default``.
 
     ``grant_type=client_credentials`` with ``client_id`` and ``client_secret`` (in the form or as
     HTTP Basic) gives an application token; ``grant_type=password`` with ``client_id``,
-    ``username`` and ``password`` gives a delegated user token.
+    ``username`` and ``password`` gives a delegated user token; ``grant_type=authorization_code``
+    with ``client_id``, ``code``, ``redirect_uri`` and the PKCE ``code_verifier`` trades a code from
+    the authorization endpoint for a delegated user token.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _bounded_body(request)
     if content_type != "application/x-www-form-urlencoded" or not body:
+        runtime.metrics.token_failures.labels("other", "invalid_request").inc()
         return _oauth_error(
             runtime,
             TokenRequestError("invalid_request", 900144, "The request body must be form-encoded and contain 'grant_type'."),
@@ -133,6 +143,19 @@ async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
         elif grant == "password":
             issued = await tokens.password(token_request)
             extra = {"scope": f"{DEFENDER_AUDIENCE}/.default"}
+        elif grant == "authorization_code":
+            redeemed = await run_in_threadpool(
+                redeem_authorization_code,
+                runtime.uow,
+                runtime.auth.issuer,
+                runtime.clock,
+                tenant,
+                fields,
+                client_id,
+                client_secret,
+            )
+            issued = redeemed.token
+            extra = {"scope": f"{DEFENDER_AUDIENCE}/.default"}
         elif not grant:
             raise TokenRequestError(
                 "invalid_request", 900144, "The request body must contain the following parameter: 'grant_type'."
@@ -142,7 +165,9 @@ async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
                 "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant[:40]}'."
             )
     except TokenRequestError as error:
+        runtime.metrics.token_failures.labels(runtime.metrics.grant_label(grant), error.error).inc()
         return _oauth_error(runtime, error)
+    runtime.metrics.tokens_issued.labels(runtime.metrics.grant_label(grant)).inc()
     body_out = {
         "token_type": "Bearer",
         **extra,

@@ -27,6 +27,8 @@ class RequestState:
     # The request's Comment once the route parsed its body (None: the body had none).
     comment: str | None = None
     comment_parsed: bool = False
+    # The signed-in console user (``bulwark.console.routes.ConsoleUser``), for its error pages.
+    console_user: object | None = None
     # Headers every response to this request carries, whatever writes it (such as the RateLimit fields).
     response_headers: dict[str, str] = field(default_factory=dict)
 
@@ -45,6 +47,12 @@ def start_request_state(scope: Scope, request_id: str) -> RequestState:
     state = RequestState(request_id=request_id)
     scope.setdefault("state", {})[_SCOPE_KEY] = state
     return state
+
+
+def scope_state(scope: Scope) -> RequestState | None:
+    """The state of the request ``scope`` belongs to, for ASGI middleware; None before the request-id middleware ran."""
+    found = scope.get("state", {}).get(_SCOPE_KEY)
+    return found if isinstance(found, RequestState) else None
 
 
 def request_state(request: HTTPConnection) -> RequestState:

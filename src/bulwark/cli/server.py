@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,8 +17,11 @@ if TYPE_CHECKING:
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 console = Console()
+
+
 # Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
 GRACEFUL_SHUTDOWN_SECONDS = 5
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -51,7 +55,13 @@ def serve(
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
+    from bulwark.store.db import refresh_statistics
 
+    if demo:
+        from bulwark.sensor.demo import DEMO_POLL_SECONDS
+
+        # The simulated sensors' long polls wait on the notifier for minutes, not seconds.
+        os.environ.setdefault("BULWARK_SENSOR_POLL_MAX_SECONDS", str(DEMO_POLL_SECONDS))
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
     configure_logging(settings.log_level, settings.log_json)
     problem = settings.multi_process_problem()
@@ -67,6 +77,7 @@ def serve(
         ensure_signing_key(store.uow(), store.clock)
         if demo:
             fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id)
+            refresh_statistics(store.engine, force=fleet.created)
             verb = "Seeded" if fleet.created else "Serving the existing"
             console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
             _print_demo_credentials(store, base, fleet.example_machine_id, ca_hint)
@@ -80,8 +91,20 @@ def serve(
             soft_wrap=True,
         )
     console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
+    hint = "  (sign in as one of the demo users above)" if demo else ""
+    console.print(f"Console: {base}/console/{hint}", soft_wrap=True)
     _export(settings)
     if settings.workers > 1:
+        # Each worker writes its metrics to files here; a scrape of any worker adds them all up.
+        from bulwark.metrics import prepare_multiprocess_directory
+
+        prepare_multiprocess_directory(settings.data_dir / "metrics")
+        # A starting worker imports the whole command before it answers the supervisor's health
+        # check; on a busy host that takes longer than uvicorn's 5 s, and the supervisor would kill
+        # and restart it for ever. Give it time (uvicorn >= 0.33 has the setting).
+        patience: dict[str, Any] = {}
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+            patience["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
         uvicorn.run(
             "bulwark.api.app:create_app_from_environment",
             factory=True,
@@ -89,7 +112,9 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            access_log=False,  # Bulwark writes its own access log: one line per request
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **patience,
             **ssl_options,
         )
     else:
@@ -100,6 +125,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )

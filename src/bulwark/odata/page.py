@@ -15,3 +15,5 @@ class Page(Generic[T]):
     items: list[T]
     has_more: bool
     total: int | None = None
+    # Where the next page starts ($skiptoken), when the list is in its default order.
+    next_token: str | None = None

@@ -52,7 +52,7 @@ MAX_FILTER_DEPTH = 64
 """Deepest nesting of parentheses, not, and any() accepted in $filter (keeps recursion bounded)."""
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_SUPPORTED_OPTIONS = ("$filter", "$top", "$skip", "$orderby", "$select", "$count")
+_SUPPORTED_OPTIONS = ("$filter", "$top", "$skip", "$orderby", "$select", "$count", "$skiptoken")
 
 
 class ODataParseError(ValueError):
@@ -239,6 +239,8 @@ class ODataQuery:
     orderby: tuple[OrderByItem, ...] = ()
     select: tuple[str, ...] | None = None
     count: bool = False
+    # An opaque position from a previous page's @odata.nextLink (decoded by the store).
+    skiptoken: str | None = None
 
     @property
     def page_size(self) -> int:
@@ -759,4 +761,5 @@ def parse_query(source: QuerySource, spec: EntitySpec) -> ODataQuery:
     orderby = _parse_orderby(options["$orderby"], spec) if "$orderby" in options else ()
     select = _parse_select(options["$select"], spec) if "$select" in options else None
     count = _parse_bool_option(options["$count"], "$count") if "$count" in options else False
-    return ODataQuery(filter=query_filter, top=top, skip=skip, orderby=orderby, select=select, count=count)
+    skiptoken = options.get("$skiptoken")
+    return ODataQuery(filter=query_filter, top=top, skip=skip, orderby=orderby, select=select, count=count, skiptoken=skiptoken)

@@ -19,6 +19,12 @@ from bulwark.sensor.fleet import run_fleet
 
 # A visible moment of InProgress before a demo offboard succeeds.
 DEMO_ACTION_SECONDS = 2.0
+# An idle demo should cost next to nothing: each simulated sensor holds one long poll open for
+# as long as the server allows (it is woken the moment an action arrives, so this costs no
+# latency) and checks in every quarter hour. ``serve --demo`` raises the server's long-poll limit
+# to match unless BULWARK_SENSOR_POLL_MAX_SECONDS says otherwise.
+DEMO_POLL_SECONDS = 300.0
+DEMO_CHECK_IN_SECONDS = 900.0
 
 
 def start_demo_sensors(package: dict[str, Any], names: list[str], server_url: str, *, ca_file: str | None = None) -> int:
@@ -29,7 +35,9 @@ def start_demo_sensors(package: dict[str, Any], names: list[str], server_url: st
     """
     if not names:
         return 0
-    options = SensorOptions(check_in_interval=300, action_delay=DEMO_ACTION_SECONDS)
+    options = SensorOptions(
+        check_in_interval=DEMO_CHECK_IN_SECONDS, poll_wait=DEMO_POLL_SECONDS, action_delay=DEMO_ACTION_SECONDS
+    )
     # A few hundred simulated sensors would drown the server's own log lines.
     logging.getLogger("bulwark.sensor").setLevel(logging.WARNING)
 

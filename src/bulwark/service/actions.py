@@ -8,7 +8,7 @@ from datetime import timedelta
 from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, MachineAction, normalize_action_id
-from bulwark.domain.errors import BadRequest, ResourceNotFound
+from bulwark.domain.errors import BadRequest, DisallowedOperation, ResourceNotFound
 from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
@@ -34,7 +34,8 @@ def cancel_action(
 ) -> MachineAction:
     """Cancel an action the caller may see, if no device has claimed it yet.
 
-    Any action permission allows it. The lifecycle allows Cancelled only from Pending, and the move
+    Any action permission allows it, for a user only with a role that may manage devices (a
+    view-only role cancels nothing, as it offboards nothing). The lifecycle allows Cancelled only from Pending, and the move
     is a guarded transition, so against a sensor claiming the same action exactly one of them wins:
     a claimed action is carried out and reported, a cancelled one is never handed to a device.
     """
@@ -44,6 +45,8 @@ def cancel_action(
         action = uow.actions.get_visible(principal, action_id)
         if action is None:
             raise ResourceNotFound("MachineAction", command.action_id)
+        if not principal.can_manage:
+            raise DisallowedOperation("The user's role does not allow cancelling actions.")
         now = clock.now()
         won = uow.actions.transition(
             action_id,
@@ -86,12 +89,22 @@ class SweepPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TimedOutAction:
+    """An action a sweep ended as TimeOut."""
+
+    action_id: str
+    type: str
+    previous_status: ActionStatus
+
+
+@dataclass(frozen=True, slots=True)
 class SweepResult:
     """What one sweep changed."""
 
     pending_timed_out: int
     in_progress_timed_out: int
     machines_inactive: int
+    timed_out: tuple[TimedOutAction, ...] = ()
 
 
 def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 500) -> SweepResult:
@@ -102,6 +115,7 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
     """
     now = clock.now()
     counts = {ActionStatus.PENDING: 0, ActionStatus.IN_PROGRESS: 0}
+    timed_out: list[TimedOutAction] = []
     limits = {
         ActionStatus.PENDING: {"created_before": now - policy.pickup_timeout},
         ActionStatus.IN_PROGRESS: {"updated_before": now - policy.in_progress_timeout},
@@ -109,10 +123,11 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
     for status, cutoff in limits.items():
         while True:
             with uow:
-                ids = uow.actions.overdue_ids(status, limit=batch, **cutoff)
-                for action_id in ids:
+                overdue = uow.actions.overdue(status, limit=batch, **cutoff)
+                ended: list[TimedOutAction] = []
+                for action_id, action_type in overdue:
                     if uow.actions.transition(action_id, ActionStatus.TIMEOUT, at=now, only_from=status):
-                        counts[status] += 1
+                        ended.append(TimedOutAction(action_id, action_type, status))
                         audit_event(
                             uow,
                             clock,
@@ -124,9 +139,11 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
                             details={"from": status.value},
                         )
                 uow.commit()
-            if len(ids) < batch:
+            counts[status] += len(ended)
+            timed_out.extend(ended)
+            if len(overdue) < batch:
                 break
     with uow:
         inactive = uow.machines.mark_inactive_offboarded_before(now - policy.inactive_after_offboard)
         uow.commit()
-    return SweepResult(counts[ActionStatus.PENDING], counts[ActionStatus.IN_PROGRESS], inactive)
+    return SweepResult(counts[ActionStatus.PENDING], counts[ActionStatus.IN_PROGRESS], inactive, tuple(timed_out))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bulwark.clock import Clock
-from bulwark.domain.access import Principal
+from bulwark.domain.access import READ_PERMISSIONS, Principal
+from bulwark.domain.errors import Forbidden
 from bulwark.service.ports import UnitOfWork
 
 
@@ -82,7 +84,51 @@ def record_refusal(
         uow.commit()
 
 
-def list_audit_events(uow: UnitOfWork, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest audit events, newest first."""
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit events to list (every field optional); see ``AuditRepository.list``."""
+
+    tenant_id: str | None = None
+    action: str | None = None
+    machine_id: str | None = None
+    caller: str | None = None
+    since: datetime | None = None
+    limit: int | None = 100
+
+
+def list_audit_events(uow: UnitOfWork, query: AuditQuery | None = None) -> list[dict[str, Any]]:
+    """The matching audit events, newest first."""
+    query = query or AuditQuery()
     with uow:
-        return uow.audit.list(tenant_id=tenant_id, limit=limit)
+        return uow.audit.list(
+            tenant_id=query.tenant_id,
+            limit=query.limit,
+            action=query.action,
+            machine_id=query.machine_id,
+            caller=query.caller,
+            since=query.since,
+        )
+
+
+def may_read_audit(principal: Principal) -> bool:
+    """Who may read the audit trail: callers whose role manages security settings and who may read devices.
+
+    The trail holds other people's comments and client addresses, so view-only roles do not see
+    it; and, like every other read, it shows only events on machines the caller may see (plus
+    events on no machine, such as failed sign-ins).
+    """
+    return principal.can_manage and bool(principal.permissions & {p.value for p in READ_PERMISSIONS})
+
+
+def search_audit_events(principal: Principal, uow: UnitOfWork, **filters: Any) -> list[dict[str, Any]]:
+    """Events the caller may read, newest first, filtered (see ``AuditRepository.search``)."""
+    if not may_read_audit(principal):
+        raise Forbidden("Reading the audit trail needs a role that manages security settings.")
+    with uow:
+        return uow.audit.search(principal, **filters)
+
+
+def audit_action_names(principal: Principal, uow: UnitOfWork) -> list[str]:
+    """The event names of the caller's tenant."""
+    with uow:
+        return uow.audit.action_names(principal.tenant_id)

@@ -51,3 +51,18 @@ def list_actions(
                 raise ResourceNotFound("Machine", machine_id_or_name)
             machine_id = machine.id
         return uow.lists.actions(principal, query, machine_id=machine_id)
+
+
+def visible_device_groups(principal: Principal, uow: UnitOfWork) -> list[dict]:
+    """The device groups of the caller's tenant that the caller may see, by name (for filters)."""
+    require_any(principal, READ_PERMISSIONS)
+    with uow:
+        groups = uow.device_groups.list(principal.tenant_id)
+    return sorted((g for g in groups if principal.sees_group(g["id"])), key=lambda g: g["name"].lower())
+
+
+def visible_tags(principal: Principal, uow: UnitOfWork) -> list[str]:
+    """The tags on machines the caller may see (for filters)."""
+    require_any(principal, READ_PERMISSIONS)
+    with uow:
+        return uow.machines.tags(principal)

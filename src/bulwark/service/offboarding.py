@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from bulwark.clock import Clock
@@ -10,6 +9,7 @@ from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Permissi
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
 from bulwark.domain.errors import DisallowedOperation, ResourceNotFound
 from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
+from bulwark.ids import new_uuid
 from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
@@ -49,7 +49,7 @@ def request_offboard(
         ensure_offboard_supported(machine)
         now = clock.now()
         action = MachineAction(
-            id=str(uuid.uuid4()),
+            id=new_uuid(),
             tenant_id=principal.tenant_id,
             type=ActionType.OFFBOARD,
             title=command.title,

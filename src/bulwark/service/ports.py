@@ -7,6 +7,7 @@ a use case starts to call is added here first, then to both implementations.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable
 from datetime import datetime
 from types import TracebackType
@@ -21,6 +22,8 @@ from bulwark.odata import ODataQuery, Page
 __all__ = [
     "ActionRepository",
     "AuditLog",
+    "AuthorizationCodeStore",
+    "ConsoleSessionStore",
     "DeviceGroupRepository",
     "IdentityRepository",
     "ListQueries",
@@ -74,6 +77,10 @@ class MachineRepository(Protocol):
 
     def count(self, tenant_id: str | None = None) -> int: ...
 
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        """The distinct tags of machines ``principal`` may see, alphabetically."""
+        ...
+
     def ids_and_dns_names(self, tenant_id: str, health_status: str) -> list[tuple[str, str]]:
         """(id, DNS name) of the tenant's machines in ``health_status`` that are not offboarded."""
         ...
@@ -115,22 +122,73 @@ class ActionRepository(Protocol):
 
     def active_for_machine(self, machine_id: str) -> list[MachineAction]: ...
 
-    def overdue_ids(
+    def overdue(
         self,
         status: ActionStatus,
         *,
         created_before: datetime | None = None,
         updated_before: datetime | None = None,
         limit: int = 500,
-    ) -> list[str]: ...
+    ) -> list[tuple[str, str]]:
+        """Ids and types of actions in ``status`` created (or last updated) before the given instants."""
+        ...
 
 
 class AuditLog(Protocol):
     def append(self, **event: Any) -> None: ...
 
-    def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest events first."""
+    def list(
+        self,
+        tenant_id: str | None = None,
+        limit: int | None = 100,
+        *,
+        action: str | None = None,
+        machine_id: str | None = None,
+        caller: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest matching events first (see ``bulwark.store.repositories.AuditRepository.list``)."""
         ...
+
+    def search(
+        self,
+        principal: Principal,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        machine_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> builtins.list[dict[str, Any]]:
+        """Events of the caller's tenant on machines the caller may see (or on none), newest first."""
+        ...
+
+    def action_names(self, tenant_id: str) -> builtins.list[str]: ...
+
+
+class AuthorizationCodeStore(Protocol):
+    def add(self, **values: Any) -> None: ...
+
+    def redeem(self, code_hash: str, at: datetime) -> dict[str, Any] | None:
+        """Mark the code redeemed and return it; None if unknown or redeemed before (exactly one racer wins)."""
+        ...
+
+    def was_redeemed(self, code_hash: str) -> bool: ...
+
+    def purge_expired(self, before: datetime) -> int: ...
+
+
+class ConsoleSessionStore(Protocol):
+    def add(self, **values: Any) -> None: ...
+
+    def get(self, id_hash: str) -> dict[str, Any] | None: ...
+
+    def delete(self, id_hash: str) -> bool: ...
+
+    def purge_expired(self, before: datetime) -> int: ...
 
 
 class SensorRepository(Protocol):
@@ -296,6 +354,12 @@ class UnitOfWork(Protocol):
 
     @property
     def signing_keys(self) -> SigningKeyRepository: ...
+
+    @property
+    def authorization_codes(self) -> AuthorizationCodeStore: ...
+
+    @property
+    def console_sessions(self) -> ConsoleSessionStore: ...
 
     def __enter__(self) -> UnitOfWork: ...
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -27,6 +28,17 @@ def write_lock(engine: Engine) -> AbstractContextManager[object]:
     return _WRITE_LOCKS.get(engine) or nullcontext()
 
 
+def _sqlite_module() -> Any:
+    """The SQLite driver: pysqlite3 (a current SQLite built with STAT4 value statistics) where its
+    wheel exists, else Python's own ``sqlite3``. Without STAT4 the planner knows only averages and
+    cannot tell a rare status or a narrow time range from a common one."""
+    try:
+        import pysqlite3.dbapi2 as module
+    except ImportError:
+        import sqlite3 as module
+    return module
+
+
 def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
     """Create the engine for ``url``, tuned for concurrent use by the server's threads.
 
@@ -40,6 +52,7 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
+            module=_sqlite_module(),
             connect_args={"timeout": 30, "check_same_thread": False},
             pool_size=pool_size,
             max_overflow=pool_size,
@@ -66,6 +79,60 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+# Tables whose statistics steer the list queries' plans, and how far their row counts may move
+# before the statistics are taken again.
+_PLANNED_TABLES = ("machines", "machine_actions", "machine_tags", "audit_events")
+STALE_FRACTION = 0.2
+
+
+def _sqlite_row_counts(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """(row counts now, row counts when ANALYZE last ran) of the planned tables."""
+    now = {t: int(conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar_one()) for t in _PLANNED_TABLES}
+    analyzed: dict[str, int] = {}
+    has_stats = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
+    if has_stats:
+        for table, stat in conn.exec_driver_sql("SELECT tbl, stat FROM sqlite_stat1"):
+            if table in now and stat:
+                analyzed[table] = max(analyzed.get(table, 0), int(str(stat).split()[0]))
+    return now, analyzed
+
+
+def refresh_statistics(engine: Engine, *, force: bool = False) -> bool:
+    """Take the planner's statistics again if a table grew or shrank by a fifth since they were
+    taken (or ``force``); return whether they were.
+
+    SQLite's planner knows only what ``ANALYZE`` recorded (``sqlite_stat1``, and the per-value
+    samples of ``sqlite_stat4`` that tell a rare status or a narrow time range from a common one);
+    without them it guesses, and at a million actions a guess costs hundreds of milliseconds per
+    list query. A full ANALYZE reads every index (seconds at a million rows, readers unaffected),
+    so it runs when the data has moved enough to matter: after migrations, after seeding and from
+    the sweeper. PostgreSQL's autovacuum keeps its own statistics; this runs ANALYZE there only
+    when forced (after seeding), since its statistics views answer a different question.
+    """
+    if engine.dialect.name == "postgresql":
+        if force:
+            with engine.connect() as conn:
+                conn.execute(text("ANALYZE"))
+                conn.commit()
+        return force
+    if engine.dialect.name != "sqlite":
+        return False
+    with engine.connect() as conn:
+        now, analyzed = _sqlite_row_counts(conn)
+    stale = force or any(
+        count >= 100 and abs(count - analyzed.get(table, 0)) > STALE_FRACTION * max(analyzed.get(table, 0), 1)
+        for table, count in now.items()
+    )
+    if stale:
+        # A write transaction of its own, queued like any other writer.
+        with write_lock(engine), engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            conn.exec_driver_sql("PRAGMA analysis_limit=0")
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+    return stale
 
 
 def alembic_config(url: str) -> Config:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection, select
 
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import MachineAction
+from bulwark.domain.errors import InvalidODataQuery
 from bulwark.domain.machines import Machine
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery, Page
+from bulwark.store.keyset import SeekOrder, seek_order
 from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
 from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause
 from bulwark.store.tables import machine_actions, machine_tags, machines
@@ -17,16 +21,32 @@ _MACHINE_COLLECTIONS = {"machineTags": CollectionSpec(machine_tags.c.tag, machin
 _ACTION_COLUMNS = snake_case_columns(machine_actions, MACHINE_ACTION_SPEC)
 
 
-def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers):
+# The default orders as seek keys (store/keyset.py); each is the index order that serves it.
+_MACHINE_SEEK = seek_order("machines.v1", [(machines.c.id, False, str)])
+_ACTION_SEEK = seek_order(
+    "machineactions.v1", [(machine_actions.c.creation_date_time_utc, True, datetime), (machine_actions.c.id, True, str)]
+)
+
+
+def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers, seek: SeekOrder):
+    paged_base = base
+    if query.skiptoken is not None:
+        if query.orderby:
+            raise InvalidODataQuery(
+                "Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby."
+            )
+        paged_base = base.where(seek.after(query.skiptoken))
     # One row past the page tells whether a next page exists without a second query.
-    paged = apply_query(base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
+    paged = apply_query(paged_base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
     paged = paged.limit(query.page_size + 1)
     rows = conn.execute(paged).mappings().all()
     total = None
     if query.count:
         filtered = apply_query(base, query, columns, collections)
         total = int(conn.execute(count_rows(filtered)).scalar_one())
-    return rows[: query.page_size], len(rows) > query.page_size, total
+    page, has_more = rows[: query.page_size], len(rows) > query.page_size
+    token = seek.position_of(page[-1]) if has_more and page and not query.orderby else None
+    return page, has_more, total, token
 
 
 class ListQueries:
@@ -48,22 +68,26 @@ def list_machines(conn: Connection, principal: Principal, query: ODataQuery) -> 
     """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
     repo = MachineRepository(conn)
     base = repo.select_with_group().where(visibility_clause(principal))
-    rows, has_more, total = _page(conn, base, query, _MACHINE_COLUMNS, _MACHINE_COLLECTIONS, (), (machines.c.id,))
-    return Page(repo.hydrate(rows), has_more, total)
+    rows, has_more, total, token = _page(
+        conn, base, query, _MACHINE_COLUMNS, _MACHINE_COLLECTIONS, (), (machines.c.id,), _MACHINE_SEEK
+    )
+    return Page(repo.hydrate(rows), has_more, total, token)
 
 
 def list_actions(
     conn: Connection, principal: Principal, query: ODataQuery, *, machine_id: str | None = None
 ) -> Page[MachineAction]:
     """Actions on machines the caller may see, newest first unless $orderby says otherwise."""
-    base = (
-        select(machine_actions)
-        .select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id))
-        .where(machine_actions.c.tenant_id == principal.tenant_id, visibility_clause(principal))
-    )
+    base = select(machine_actions).where(machine_actions.c.tenant_id == principal.tenant_id)
+    if principal.device_group_ids is not None:
+        # Only a caller limited to device groups needs the machines: an action is always in its
+        # machine's tenant, so for everyone else the join would only give the planner a worse order.
+        base = base.select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id)).where(
+            visibility_clause(principal)
+        )
     if machine_id is not None:
         base = base.where(machine_actions.c.machine_id == machine_id)
-    rows, has_more, total = _page(
+    rows, has_more, total, token = _page(
         conn,
         base,
         query,
@@ -72,5 +96,6 @@ def list_actions(
         (machine_actions.c.creation_date_time_utc.desc(),),
         # Descending like the default order, so (tenant_id, creation, id) serves it read backwards.
         (machine_actions.c.id.desc(),),
+        _ACTION_SEEK,
     )
-    return Page([action_from_row(r) for r in rows], has_more, total)
+    return Page([action_from_row(r) for r in rows], has_more, total, token)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, delete, func, insert, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import BindParameter
 
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
@@ -42,6 +44,57 @@ def visibility_clause(principal: Principal) -> ColumnElement[bool]:
     if principal.include_ungrouped:
         allowed.append(machines.c.rbac_group_id.is_(None))
     return and_(clause, or_(*allowed) if allowed else ~true())
+
+
+# The hot point reads are built once per visibility shape, with the caller's tenant and groups as
+# bound parameters: building a Core statement and its cache key per request cost more than running it.
+_VISIBLE_TENANT: BindParameter[str] = bindparam("visible_tenant_id")
+_VISIBLE_GROUPS: BindParameter[list[int]] = bindparam("visible_group_ids", expanding=True)
+
+
+def _visibility_shape(principal: Principal) -> tuple[bool, bool, bool]:
+    restricted = principal.device_group_ids is not None
+    return restricted, bool(principal.device_group_ids), restricted and principal.include_ungrouped
+
+
+def _visibility_params(principal: Principal) -> dict[str, Any]:
+    params: dict[str, Any] = {"visible_tenant_id": principal.tenant_id}
+    if principal.device_group_ids:
+        params["visible_group_ids"] = sorted(principal.device_group_ids)
+    return params
+
+
+def _bound_visibility(shape: tuple[bool, bool, bool]) -> ColumnElement[bool]:
+    """``visibility_clause`` with the caller's values as bound parameters, for one shape of caller."""
+    restricted, has_groups, include_ungrouped = shape
+    clause = machines.c.tenant_id == _VISIBLE_TENANT
+    if not restricted:
+        return clause
+    allowed: list[ColumnElement[bool]] = []
+    if has_groups:
+        allowed.append(machines.c.rbac_group_id.in_(_VISIBLE_GROUPS))
+    if include_ungrouped:
+        allowed.append(machines.c.rbac_group_id.is_(None))
+    return and_(clause, or_(*allowed) if allowed else ~true())
+
+
+@functools.cache
+def _visible_machine_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
+    return (
+        select(machines, device_groups.c.name.label("rbac_group_name"))
+        .select_from(machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id))
+        .where(machines.c.id == bindparam("machine_id"), _bound_visibility(shape))
+    )
+
+
+@functools.cache
+def _visible_action_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
+    return (
+        select(machine_actions)
+        .select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id))
+        .where(machine_actions.c.id == bindparam("action_id"), machine_actions.c.tenant_id == _VISIBLE_TENANT)
+        .where(_bound_visibility(shape))
+    )
 
 
 class TenantRepository:
@@ -117,11 +170,9 @@ class MachineRepository:
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
-        row = (
-            self.conn.execute(self.select_with_group().where(machines.c.id == machine_id, visibility_clause(principal)))
-            .mappings()
-            .first()
-        )
+        params = _visibility_params(principal)
+        params["machine_id"] = machine_id
+        row = self.conn.execute(_visible_machine_by_id(_visibility_shape(principal)), params).mappings().first()
         if row is None:
             return None
         return self.hydrate([row], with_tags=with_tags)[0]
@@ -199,6 +250,18 @@ class MachineRepository:
         )
         return [(r[0], r[1]) for r in self.conn.execute(stmt.order_by(machines.c.computer_dns_name))]
 
+    def tags(self, principal: Principal, limit: int = 200) -> list[str]:
+        """The distinct tags of machines ``principal`` may see, alphabetically (for filters)."""
+        stmt = (
+            select(machine_tags.c.tag)
+            .join(machines, machines.c.id == machine_tags.c.machine_id)
+            .where(visibility_clause(principal))
+            .distinct()
+            .order_by(machine_tags.c.tag)
+            .limit(limit)
+        )
+        return list(self.conn.execute(stmt).scalars())
+
     def count(self, tenant_id: str | None = None) -> int:
         """How many machines there are (in ``tenant_id`` when given)."""
         stmt = select(func.count()).select_from(machines)
@@ -264,13 +327,9 @@ class MachineActionRepository:
 
     def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
         """The action if ``principal`` may see its machine."""
-        stmt = (
-            select(machine_actions)
-            .select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id))
-            .where(machine_actions.c.id == action_id, machine_actions.c.tenant_id == principal.tenant_id)
-            .where(visibility_clause(principal))
-        )
-        row = self.conn.execute(stmt).mappings().first()
+        params = _visibility_params(principal)
+        params["action_id"] = action_id
+        row = self.conn.execute(_visible_action_by_id(_visibility_shape(principal)), params).mappings().first()
         return action_from_row(row) if row else None
 
     def active_for(self, machine_id: str, action_type: ActionType) -> MachineAction | None:
@@ -332,21 +391,21 @@ class MachineActionRepository:
         ).mappings()
         return [action_from_row(r) for r in rows]
 
-    def overdue_ids(
+    def overdue(
         self,
         status: ActionStatus,
         *,
         created_before: datetime | None = None,
         updated_before: datetime | None = None,
         limit: int = 500,
-    ) -> list[str]:
-        """Ids of actions in ``status`` created (or last updated) before the given instants."""
-        stmt = select(machine_actions.c.id).where(machine_actions.c.status == status.value)
+    ) -> list[tuple[str, str]]:
+        """Ids and types of actions in ``status`` created (or last updated) before the given instants."""
+        stmt = select(machine_actions.c.id, machine_actions.c.type).where(machine_actions.c.status == status.value)
         if created_before is not None:
             stmt = stmt.where(machine_actions.c.creation_date_time_utc < created_before)
         if updated_before is not None:
             stmt = stmt.where(machine_actions.c.last_update_date_time_utc < updated_before)
-        return [r[0] for r in self.conn.execute(stmt.limit(limit))]
+        return [(r[0], r[1]) for r in self.conn.execute(stmt.limit(limit))]
 
 
 class OnboardingPackageRepository:
@@ -462,9 +521,89 @@ class AuditRepository:
         """Record one event."""
         self.conn.execute(_INSERT_AUDIT, event)
 
-    def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest ``limit`` events (of ``tenant_id`` when given)."""
-        stmt = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+    def search(
+        self,
+        principal: Principal,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        machine_id: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Events of the caller's tenant, newest first, on machines the caller may see (or on none).
+
+        ``actor`` matches the start of the actor's name, case-insensitively; ``outcome`` is
+        "success" (status below 400) or "refused".
+        """
+        visible = select(machines.c.id).where(visibility_clause(principal))
+        stmt = (
+            select(audit_events)
+            .where(
+                audit_events.c.tenant_id == principal.tenant_id,
+                or_(audit_events.c.machine_id.is_(None), audit_events.c.machine_id.in_(visible)),
+            )
+            .order_by(audit_events.c.id.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        if action:
+            stmt = stmt.where(audit_events.c.action == action)
+        if actor:
+            escaped = actor.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            stmt = stmt.where(func.lower(audit_events.c.actor_name).like(f"{escaped}%", escape="\\"))
+        if machine_id:
+            stmt = stmt.where(audit_events.c.machine_id == machine_id)
+        if outcome == "success":
+            stmt = stmt.where(audit_events.c.outcome_status < 400)
+        elif outcome == "refused":
+            stmt = stmt.where(audit_events.c.outcome_status >= 400)
+        if since:
+            stmt = stmt.where(audit_events.c.occurred_at >= since)
+        if until:
+            stmt = stmt.where(audit_events.c.occurred_at <= until)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def action_names(self, tenant_id: str) -> list[str]:
+        """The distinct event names recorded in a tenant, for filters."""
+        stmt = (
+            select(audit_events.c.action).where(audit_events.c.tenant_id == tenant_id).distinct().order_by(audit_events.c.action)
+        )
+        return list(self.conn.execute(stmt).scalars())
+
+    def list(
+        self,
+        tenant_id: str | None = None,
+        limit: int | None = 100,
+        *,
+        action: str | None = None,
+        machine_id: str | None = None,
+        caller: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest events, newest first, that match every filter given.
+
+        ``action`` matches the action name or a dotted prefix of it (``machine_action.offboard``
+        matches ``machine_action.offboard.requested``); ``machine_id`` and ``caller`` (the actor's
+        name or id) match whole values in any case; ``since`` keeps events at or after that instant.
+        ``limit`` None means every match.
+        """
+        c = audit_events.c
+        stmt = select(audit_events).order_by(c.id.desc())
         if tenant_id:
-            stmt = stmt.where(audit_events.c.tenant_id == tenant_id)
+            stmt = stmt.where(c.tenant_id == tenant_id)
+        if action:
+            prefix = action.rstrip(".").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+            stmt = stmt.where(or_(c.action == action, c.action.like(prefix, escape="\\")))
+        if machine_id:
+            stmt = stmt.where(func.lower(c.machine_id) == machine_id.lower())
+        if caller:
+            stmt = stmt.where(or_(func.lower(c.actor_name) == caller.lower(), func.lower(c.actor_id) == caller.lower()))
+        if since is not None:
+            stmt = stmt.where(c.occurred_at >= since)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]

@@ -264,6 +264,8 @@ applications = Table(
     Column("delegated_permissions", JSON, nullable=False),
     Column("enabled", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # Where the authorization endpoint may send a signed-in user back (exact match); None: nowhere.
+    Column("redirect_uris", JSON, nullable=True),
     # Public clients (migration 0006) may use the password grant without a client secret.
     Column("public_client", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("tenant_id", "display_name", name="uq_applications_tenant_name"),
@@ -328,4 +330,38 @@ device_group_access = Table(
     metadata,
     Column("device_group_id", Integer, ForeignKey("device_groups.id", ondelete="CASCADE"), primary_key=True),
     Column("user_group_id", Integer, ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
+)
+
+
+# Authorization codes of the sign-in flow (authorization code with PKCE): kept only as sha256,
+# redeemable once, for minutes, by the client and redirect URI they were issued to.
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("client_id", String(36), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("redeemed_at", UtcDateTime, nullable=True),
+    Index("ix_authorization_codes_expires_at", "expires_at"),
+)
+
+# Web console sessions: the browser holds a random id (stored here as sha256); the user's access
+# token and the session's CSRF token never leave the server.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("tenant_id", String(36), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("upn", String(320), nullable=False),
+    Column("access_token", Text, nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Index("ix_console_sessions_expires_at", "expires_at"),
 )

@@ -22,6 +22,7 @@ from bulwark.store.repositories import (
     SensorRepository,
     TenantRepository,
 )
+from bulwark.store.web import AuthorizationCodeRepository, ConsoleSessionRepository
 
 
 class SqlUnitOfWork:
@@ -55,6 +56,8 @@ class SqlUnitOfWork:
         self.lists = ListQueries(conn)
         self.identity = IdentityRepository(conn)
         self.signing_keys = SigningKeyRepository(conn)
+        self.authorization_codes = AuthorizationCodeRepository(conn)
+        self.console_sessions = ConsoleSessionRepository(conn)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

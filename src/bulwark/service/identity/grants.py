@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 
-from bulwark.auth.hashing import HashingBusy, SecretVerifier
+from bulwark.auth.hashing import HashingBusy, SecretVerifier, dummy_hash
+from bulwark.auth.secrets import verify_password
 from bulwark.auth.tokens import DEFENDER_APP_ID, DEFENDER_AUDIENCE, IssuedToken, TokenIssuer
 from bulwark.clock import Clock
 from bulwark.ratelimit import RateLimitDecision, RateLimiter
@@ -67,6 +69,17 @@ class TokenRequest:
     request_id: str = ""
     username: str | None = None
     password: str | None = None
+
+
+# For synchronous callers already on a worker thread (the authorization endpoint's sign-in and
+# code redemption): a few checks at a time, each against a dummy hash when nothing is stored.
+# The token endpoint uses the SecretVerifier's own bounded pool instead.
+_SYNC_HASH_SLOTS = threading.BoundedSemaphore(2)
+
+
+def _verify(secret: str, secret_hash: str | None) -> bool:
+    with _SYNC_HASH_SLOTS:
+        return verify_password(secret, secret_hash or dummy_hash()) and secret_hash is not None
 
 
 def _check_scope(scope: str | None) -> None:

@@ -4,7 +4,7 @@ Applications say whether they are public clients (may use the password grant wit
 users may be linked to an external provider's account by its issuer and immutable object id.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -22,6 +22,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("applications") as batch:
         batch.add_column(sa.Column("public_client", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # Applications without a secret (the console's sign-in client) could only ever be public.
+    op.execute(sa.text("UPDATE applications SET public_client = :yes WHERE secret_hash IS NULL").bindparams(yes=True))
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("external_issuer", sa.String(400), nullable=True))
         batch.add_column(sa.Column("external_object_id", sa.String(64), nullable=True))

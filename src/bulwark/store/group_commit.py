@@ -1,0 +1,228 @@
+"""Group commit: one writer thread per process runs queued write use cases in one transaction.
+
+Every write a request makes must be durable before it is answered, and on SQLite that is one
+fsync per commit: with one transaction per request the disk, not the CPU, sets the pace. The
+``GroupCommitter`` keeps the guarantee and shares the fsync. Requests queue a use case; the
+writer thread takes everything queued, opens one transaction, runs each use case inside its own
+SAVEPOINT (so one that fails, such as a duplicate offboard refused by the one-active-action
+index, is rolled back alone and the others stand), commits once, and only then hands each request
+its own outcome. If the commit fails, every request of the batch gets the error: nothing is
+acknowledged that is not on disk.
+
+The use cases are the same plain functions as elsewhere: they receive a unit of work whose
+``with`` opens a savepoint and whose ``commit()`` releases it; the writer commits the batch.
+Waiting requests are coroutines on the event loop, so this also takes the write off the
+threadpool: the loop hands work to one thread that never competes with others for the write lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine
+
+from bulwark.store.db import WRITE_OPTION, write_lock
+from bulwark.store.identity import IdentityRepository, SigningKeyRepository
+from bulwark.store.queries import ListQueries
+from bulwark.store.repositories import (
+    AuditRepository,
+    DeviceGroupRepository,
+    MachineActionRepository,
+    MachineRepository,
+    OnboardingPackageRepository,
+    PackageSigningKeyRepository,
+    SensorRepository,
+    TenantRepository,
+)
+
+log = logging.getLogger("bulwark.store")
+
+T = TypeVar("T")
+# Enough to share one fsync among every request a busy process has in flight, small enough that
+# one batch's transaction stays short.
+MAX_BATCH = 256
+
+
+class _Repositories:
+    """Every repository on one connection, built once per batch and shared by its members."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.tenants = TenantRepository(conn)
+        self.device_groups = DeviceGroupRepository(conn)
+        self.machines = MachineRepository(conn)
+        self.actions = MachineActionRepository(conn)
+        self.audit = AuditRepository(conn)
+        self.sensors = SensorRepository(conn)
+        self.onboarding_packages = OnboardingPackageRepository(conn)
+        self.package_keys = PackageSigningKeyRepository(conn)
+        self.lists = ListQueries(conn)
+        self.identity = IdentityRepository(conn)
+        self.signing_keys = SigningKeyRepository(conn)
+
+
+_SAVEPOINT = "SAVEPOINT bulwark_member"
+_RELEASE = "RELEASE SAVEPOINT bulwark_member"
+_ROLLBACK = "ROLLBACK TO SAVEPOINT bulwark_member"
+
+
+class BatchMemberUnitOfWork:
+    """One use case's share of a batch: ``with`` opens a savepoint, ``commit()`` releases it.
+
+    Leaving without ``commit()`` rolls back to the savepoint, undoing this use case's writes and
+    nothing else. The batch's writer makes the released work durable with one commit. Members run
+    one after the other on the writer's connection, so one fixed savepoint name serves them all,
+    sent as plain SQL (SQLite and PostgreSQL spell it alike) rather than compiled per member.
+    """
+
+    def __init__(self, conn: Connection, repositories: _Repositories) -> None:
+        self.conn = conn
+        self._open = False
+        self.tenants = repositories.tenants
+        self.device_groups = repositories.device_groups
+        self.machines = repositories.machines
+        self.actions = repositories.actions
+        self.audit = repositories.audit
+        self.sensors = repositories.sensors
+        self.onboarding_packages = repositories.onboarding_packages
+        self.package_keys = repositories.package_keys
+        self.lists = repositories.lists
+        self.identity = repositories.identity
+        self.signing_keys = repositories.signing_keys
+
+    def __enter__(self) -> BatchMemberUnitOfWork:
+        self.conn.exec_driver_sql(_SAVEPOINT)
+        self._open = True
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._open:
+            self._open = False
+            self.conn.exec_driver_sql(_ROLLBACK)
+            self.conn.exec_driver_sql(_RELEASE)
+
+    def commit(self) -> None:
+        """Keep this use case's writes in the batch (durable once the batch commits)."""
+        assert self._open
+        self.conn.exec_driver_sql(_RELEASE)
+        self._open = False
+
+
+@dataclass
+class _Job:
+    work: Callable[[BatchMemberUnitOfWork], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    after_commit: Callable[[Any], None] | None = None
+    outcome: tuple[bool, Any] = field(default=(False, None))
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    # Runs on the event loop; the request may have gone away (client disconnected) meanwhile.
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+_STOP = object()
+
+
+class GroupCommitter:
+    """This process's writer thread for ``engine``; ``await run(work)`` returns work's own outcome."""
+
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        # How many batches and members were committed (for benchmarks and tests).
+        self.batches = 0
+        self.members = 0
+
+    async def run(self, work: Callable[[BatchMemberUnitOfWork], T], *, after_commit: Callable[[T], None] | None = None) -> T:
+        """Run ``work`` in the next batch; return its result once the batch is durable, or raise its error.
+
+        ``after_commit`` runs on the writer thread after the commit, for a successful ``work``
+        only (such as waking a sensor); its failures are logged, never reported to the caller.
+        """
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(work, loop, future, after_commit))
+        return await future
+
+    def stop(self, timeout: float = 10) -> None:
+        """Finish what is queued and end the writer thread."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join(timeout)
+        self._thread = None
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._writer, name="bulwark-group-commit", daemon=True)
+                self._thread.start()
+
+    def _writer(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Job] = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._run_batch(batch)
+            if stop:
+                return
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        try:
+            with write_lock(self.engine), self.engine.connect() as conn:
+                conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    repositories = _Repositories(conn)
+                    for job in batch:
+                        try:
+                            job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories)))
+                        except Exception as error:
+                            # The member's savepoint is already rolled back by its ``with``.
+                            job.outcome = (False, error)
+                # Committed: every member that succeeded is durable.
+            self.batches += 1
+            self.members += len(batch)
+        except Exception as error:
+            log.exception("group commit of %d writes failed; none is acknowledged", len(batch))
+            for job in batch:
+                job.outcome = (False, error)
+        for job in batch:
+            job.loop.call_soon_threadsafe(_settle, job.future, *job.outcome)
+        for job in batch:
+            ok, value = job.outcome
+            if ok and job.after_commit is not None:
+                try:
+                    job.after_commit(value)
+                except Exception:
+                    log.exception("after-commit step failed")

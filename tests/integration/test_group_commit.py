@@ -1,0 +1,138 @@
+"""Group commit on a real database: each queued write gets its own outcome, and only durable ones succeed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from functools import partial
+
+import pytest
+
+from bulwark.clock import FrozenClock
+from bulwark.domain.access import Permission, Principal, PrincipalKind
+from bulwark.domain.actions import ActionType, MachineAction
+from bulwark.domain.errors import ActiveRequestAlreadyExists, ResourceNotFound
+from bulwark.ids import new_uuid
+from bulwark.service.audit_trail import RequestContext
+from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, request_offboard
+from bulwark.store.group_commit import GroupCommitter
+from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
+from tests.conftest import TENANT, make_machine, seed
+
+CALLER = Principal(
+    tenant_id=TENANT,
+    kind=PrincipalKind.APPLICATION,
+    id="app-1",
+    name="automation",
+    permissions=frozenset({Permission.MACHINE_OFFBOARD.value}),
+)
+
+
+def _offboard(machine_id: str, clock: FrozenClock, note: str):
+    command = RequestOffboard(machine_id=machine_id, comment=note)
+    return partial(request_offboard, command, CALLER, clock=clock, context=RequestContext(request_id=note))
+
+
+def _audited(uow_factory: UnitOfWorkFactory) -> list[str]:
+    with uow_factory(write=False) as uow:
+        events = uow.audit.list(tenant_id=TENANT, limit=1000)
+    return sorted(e["machine_action_id"] for e in events if e["action"] == OFFBOARD_AUDIT_ACTION)
+
+
+def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    machines = [make_machine(i) for i in range(1, 21)]
+    seed(uow_factory, machines)
+    writer = GroupCommitter(uow_factory.engine)
+    # Hold the writer on its first job so that everything else queues behind it and shares a batch.
+    gate = threading.Event()
+
+    def held(uow):
+        gate.wait(10)
+        return "first"
+
+    async def scenario():
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)
+        jobs = [writer.run(_offboard(m.id, clock, f"req-{m.id}")) for m in machines]
+        jobs.append(writer.run(_offboard(machines[0].id, clock, "duplicate")))
+        jobs.append(writer.run(_offboard("f" * 40, clock, "unknown")))
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        first, outcomes = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    assert first == "first"
+    created, duplicate, unknown = outcomes[:20], outcomes[20], outcomes[21]
+    assert all(isinstance(a, MachineAction) for a in created)
+    assert isinstance(duplicate, ActiveRequestAlreadyExists)
+    assert isinstance(unknown, ResourceNotFound)
+    # 23 writes, far fewer commits: the queued ones shared a transaction.
+    assert writer.members == 23 and writer.batches <= 3
+    # Every acknowledged action is stored with its audit event; the refused ones left nothing.
+    with uow_factory(write=False) as uow:
+        for action in created:
+            assert isinstance(action, MachineAction)
+            stored = uow.actions.active_for(action.machine_id, ActionType.OFFBOARD)
+            assert stored is not None and stored.id == action.id
+    assert _audited(uow_factory) == sorted(a.id for a in created if isinstance(a, MachineAction))
+
+
+def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    machine = make_machine(30)
+    seed(uow_factory, [machine])
+    writer = GroupCommitter(uow_factory.engine)
+
+    def poison(uow):
+        # The connection is lost after both members ran but before the batch commits.
+        uow.conn.connection.dbapi_connection.close()
+        return "never durable"
+
+    async def scenario():
+        return await asyncio.gather(
+            writer.run(_offboard(machine.id, clock, "with poison")), writer.run(poison), return_exceptions=True
+        )
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    assert all(isinstance(o, Exception) for o in outcomes), outcomes
+    with uow_factory(write=False) as uow:
+        assert uow.actions.active_for(machine.id, ActionType.OFFBOARD) is None
+    assert _audited(uow_factory) == []
+
+
+def test_new_uuid_is_a_random_version_4_uuid() -> None:
+    ids = [new_uuid() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize("count", [1, 40])
+def test_one_action_from_concurrent_offboards_of_one_machine(
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock, count: int
+) -> None:
+    machine = make_machine(40)
+    seed(uow_factory, [machine])
+    writer = GroupCommitter(uow_factory.engine)
+
+    async def scenario():
+        return await asyncio.gather(
+            *(writer.run(_offboard(machine.id, clock, f"race-{i}")) for i in range(count)), return_exceptions=True
+        )
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    won = [o for o in outcomes if isinstance(o, MachineAction)]
+    assert len(won) == 1
+    assert all(isinstance(o, ActiveRequestAlreadyExists) for o in outcomes if o is not won[0])
+    assert _audited(uow_factory) == [won[0].id]
