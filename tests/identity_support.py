@@ -41,6 +41,7 @@ def register_app(
     tenant: str = TENANT,
     name: str | None = None,
     enabled: bool = True,
+    public_client: bool = False,
 ) -> str:
     """Register an application whose secret is TEST_SECRET; return its client id."""
     ensure_tenant(uow_factory, tenant)
@@ -55,6 +56,7 @@ def register_app(
             delegated_permissions=delegated,
             created_at=_CREATED,
             enabled=enabled,
+            public_client=public_client,
         )
         uow.commit()
     return client_id
@@ -108,12 +110,23 @@ def app_token(client: httpx.Client, client_id: str, *, tenant: str = TENANT, sec
     return response.json()["access_token"]
 
 
-def user_token(client: httpx.Client, client_id: str, upn: str, *, tenant: str = TENANT, password: str = TEST_PASSWORD) -> str:
-    """A delegated user token from the real token endpoint (password grant)."""
-    response = client.post(
-        token_endpoint(tenant),
-        data={"grant_type": "password", "client_id": client_id, "username": upn, "password": password, "scope": SCOPE},
-    )
+def user_token(
+    client: httpx.Client,
+    client_id: str,
+    upn: str,
+    *,
+    tenant: str = TENANT,
+    password: str = TEST_PASSWORD,
+    client_secret: str | None = TEST_SECRET,
+) -> str:
+    """A delegated user token from the real token endpoint (password grant).
+
+    Confidential applications authenticate with their secret; pass ``client_secret=None`` for a public client.
+    """
+    form = {"grant_type": "password", "client_id": client_id, "username": upn, "password": password, "scope": SCOPE}
+    if client_secret is not None:
+        form["client_secret"] = client_secret
+    response = client.post(token_endpoint(tenant), data=form)
     assert response.status_code == 200, response.text
     return response.json()["access_token"]
 

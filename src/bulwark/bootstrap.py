@@ -277,6 +277,7 @@ def close_runtime(runtime: Runtime) -> None:
     runtime.writer.stop()
     runtime.limiter.close()
     runtime.signin_limiter.close()
+    runtime.auth.close()
     runtime.engine.dispose()
 
 

@@ -157,6 +157,10 @@ class RateLimiter(Protocol):
         """Count the call against every window of `operation` if all allow it; otherwise count nothing."""
         ...
 
+    def peek(self, caller_key: str, operation: str) -> RateLimitDecision:
+        """Whether a call would be allowed now, counting nothing (a refusal carries Retry-After)."""
+        ...
+
     def close(self) -> None:
         """Release connections held by the limiter."""
         ...
@@ -279,6 +283,30 @@ class WindowRateLimiter:
         self.stats.record(decision)
         return decision
 
+    def peek(self, caller_key: str, operation: str) -> RateLimitDecision:
+        """Whether a call would be allowed now, counting nothing (a refusal carries Retry-After).
+
+        For budgets counted only on some outcomes, such as failed sign-ins: peek before the
+        attempt, ``check`` after a failure. A failing store is decided by the fail mode.
+        """
+        windows = self._policy.windows_for(operation)
+        if not windows:
+            return RateLimitDecision(allowed=True)
+        if time.monotonic() < self._storage_retry_at:
+            return self._storage_failure(windows)
+        identifiers = (quote(caller_key, safe=""), quote(operation, safe=""))
+        try:
+            with self._lock_for(identifiers):
+                states = self._read(windows, identifiers)
+        except StorageError as exc:
+            self._storage_retry_at = time.monotonic() + self._storage_retry_interval
+            self._warn_storage_failure(exc)
+            return self._storage_failure(windows)
+        exhausted = [state.window for state in states if state.remaining < 1]
+        if exhausted:
+            return self._refusal(states, exhausted)
+        return RateLimitDecision(allowed=True)
+
     def close(self) -> None:
         """Close the Redis connection pool, if any."""
         if isinstance(self._storage, RedisStorage):
@@ -391,6 +419,10 @@ class UnlimitedRateLimiter:
         decision = RateLimitDecision(allowed=True)
         self.stats.record(decision)
         return decision
+
+    def peek(self, caller_key: str, operation: str) -> RateLimitDecision:
+        """Allow the call."""
+        return RateLimitDecision(allowed=True)
 
     def close(self) -> None:
         """Nothing to release."""

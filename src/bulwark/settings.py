@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -117,6 +118,32 @@ class Settings(BaseSettings):
         default="open", description="When Redis is unreachable: let calls through (open) or answer 503 (closed)."
     )
 
+    # The token endpoint (unauthenticated): budgets per source address, per client id and per user
+    # name; failed sign-ins lock a user name (and a source) for a while; Argon2id runs in a pool of
+    # its own. Budgets are counted whatever rate_limit_enabled says, off only with "off".
+    token_rate_limit_per_source: str = Field(
+        default="60/minute;600/hour", description="Token requests per source address (any client, any user)."
+    )
+    token_rate_limit_per_client: str = Field(default="60/minute;1000/hour", description="Token requests per client id.")
+    token_rate_limit_per_user: str = Field(default="20/minute;200/hour", description="Password-grant requests per user name.")
+    sign_in_failures_per_user: str = Field(
+        default="10/15minutes",
+        description="Failed sign-ins of one user name before it is locked until the oldest failure leaves the window.",
+    )
+    sign_in_failures_per_source: str = Field(
+        default="30/15minutes", description="Failed sign-ins from one source address (any user) before it is locked out."
+    )
+    hashing_workers: int = Field(
+        default_factory=lambda: max(1, (os.cpu_count() or 2) // 2),
+        ge=1,
+        description="Threads that verify secrets and passwords (Argon2id, itself 4 lanes); default half the CPUs.",
+    )
+    hashing_queue: int = Field(
+        default=8, ge=0, description="Verifications that may wait for a hashing thread; beyond them 503 at once."
+    )
+    client_secret_cache_seconds: float = Field(
+        default=300, ge=0, description="How long a verified client secret is remembered (0: verify every time)."
+    )
     signin_rate_limit_per_user: str = Field(
         default="5/minute;30/hour", description="Sign-in attempts on the authorization endpoint per user name."
     )

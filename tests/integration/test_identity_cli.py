@@ -61,7 +61,9 @@ def test_an_application_made_with_the_cli_gets_a_token_and_offboards(run, settin
 
 
 def test_users_roles_and_groups_from_the_cli(run, settings: Settings) -> None:
-    run("apps", "create", "Console", "--delegated", "Machine.Offboard", "--delegated", "Machine.Read")
+    # A console tool cannot keep a secret: registered as a public client, users sign in through it without one.
+    run("apps", "create", "Console", "--delegated", "Machine.Offboard", "--delegated", "Machine.Read", "--public-client")
+    assert next(a for a in _apps(run) if a["display_name"] == "Console")["public_client"] is True
     output = run("users", "create", "pat@contoso.com", "--name", "Pat")
     password = re.search(r"password:\s+(\S+)", output).group(1)
     run("roles", "create", "Responder", "--capability", "ViewData", "--capability", "ManageSecuritySettings")
@@ -114,3 +116,16 @@ def _apps(run) -> list[dict]:
 def _first_app(run) -> str:
     run("apps", "create", "Any", "--role", "Machine.Read.All")
     return "Any"
+
+
+def test_linking_an_external_account_from_the_cli(run) -> None:
+    import json
+
+    run("users", "create", "ext@contoso.com")
+    issuer = "https://login.microsoftonline.com/0f0e0d0c-0b0a-4909-8807-060504030201/v2.0"
+    run("users", "link", "ext@contoso.com", "--issuer", issuer, "--object-id", "7d1c2b3a-0000-4000-8000-000000000001")
+    user = next(u for u in json.loads(run("users", "list", "--json")) if u["upn"] == "ext@contoso.com")
+    assert (user["external_issuer"], user["external_object_id"]) == (issuer, "7d1c2b3a-0000-4000-8000-000000000001")
+    run("users", "link", "ext@contoso.com", "--unlink")
+    user = next(u for u in json.loads(run("users", "list", "--json")) if u["upn"] == "ext@contoso.com")
+    assert user["external_issuer"] is None and user["external_object_id"] is None

@@ -478,6 +478,7 @@ class FakeIdentity(_Repository):
         delegated_permissions: Iterable[str],
         created_at: datetime,
         enabled: bool = True,
+        public_client: bool = False,
     ) -> None:
         if client_id in self.db.applications:
             raise DuplicateName(client_id)
@@ -490,6 +491,7 @@ class FakeIdentity(_Repository):
             "delegated_permissions": sorted(set(delegated_permissions)),
             "enabled": enabled,
             "created_at": created_at,
+            "public_client": public_client,
         }
 
     def get_application(self, client_id: str) -> dict[str, Any] | None:
@@ -533,6 +535,8 @@ class FakeIdentity(_Repository):
             "password_hash": password_hash,
             "enabled": enabled,
             "created_at": created_at,
+            "external_issuer": None,
+            "external_object_id": None,
             "groups": set(),
         }
 
@@ -543,6 +547,12 @@ class FakeIdentity(_Repository):
     def find_user(self, tenant_id: str, upn: str) -> dict[str, Any] | None:
         for user in self.db.users.values():
             if user["tenant_id"] == tenant_id and user["upn"] == upn.lower():
+                return dict(user)
+        return None
+
+    def find_external_user(self, tenant_id: str, issuer: str, object_id: str) -> dict[str, Any] | None:
+        for user in self.db.users.values():
+            if user["tenant_id"] == tenant_id and (user["external_issuer"], user["external_object_id"]) == (issuer, object_id):
                 return dict(user)
         return None
 

@@ -731,3 +731,35 @@ def test_a_rotation_in_another_process_is_seen_on_the_first_token_with_the_new_k
     token = other_process.issue_application_token(TENANT, APP_ID, "A", []).access_token
     assert verifier.verify(token).app_id == APP_ID
     assert shared_store["reads"] == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "kind"),
+    [
+        pytest.param({"idtyp": "app", "roles": ["Machine.Read.All"]}, "application", id="idtyp-app"),
+        pytest.param({"idtyp": "user", "upn": "a@fabrikam.com"}, "user", id="idtyp-user"),
+        pytest.param({"roles": ["Machine.Read.All"]}, "application", id="roles-without-scope"),
+        pytest.param({"scp": "Machine.Read", "roles": ["Reader"]}, "user", id="entra-scp-with-user-roles"),
+        pytest.param({"scope": "Machine.Read"}, "user", id="generic-scope"),
+    ],
+)
+def test_external_token_kind_is_read_from_clear_claims(federation: Federation, extra: dict[str, Any], kind: str) -> None:
+    claims = {k: v for k, v in app_claims(iss=federation.issuer_url, tid=OTHER_TENANT).items() if k not in {"idtyp", "roles"}}
+    claims.update(extra)
+    assert federation.verifier.verify(sign(federation.key, claims)).kind == kind
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({}, id="no-idtyp-roles-or-scope"),
+        pytest.param({"upn": "admin@fabrikam.com"}, id="only-a-name"),
+        pytest.param({"roles": ["Machine.Offboard"], "scope": "profile email"}, id="roles-and-generic-scope"),
+    ],
+)
+def test_external_token_that_is_neither_clearly_app_nor_user_is_refused(federation: Federation, extra: dict[str, Any]) -> None:
+    # Before: such a token counted as an application, which no device group scopes.
+    claims = {k: v for k, v in app_claims(iss=federation.issuer_url, tid=OTHER_TENANT).items() if k not in {"idtyp", "roles"}}
+    claims.update(extra)
+    with pytest.raises(InvalidToken, match="does not say whether it is an application's or a user's"):
+        federation.verifier.verify(sign(federation.key, claims))

@@ -406,3 +406,15 @@ def test_caller_key_needs_exactly_one_principal() -> None:
         caller_key_for("t")
     with pytest.raises(ValueError):
         caller_key_for("t", application_id="a", user_id="u")
+
+
+def test_peek_counts_nothing_and_refuses_once_the_budget_is_spent(clock: FrozenClock) -> None:
+    # Budgets counted only on some outcomes (failed sign-ins): peek before, check after a failure.
+    limiter = make_limiter(clock, "3/minute")
+    assert all(limiter.peek(APP, OFFBOARD).allowed for _ in range(10))
+    assert call_many(limiter, 3) == [True, True, True]
+    refused = limiter.peek(APP, OFFBOARD)
+    assert not refused.allowed and refused.retry_after == 61
+    clock.advance(61)
+    assert limiter.peek(APP, OFFBOARD).allowed
+    assert create_rate_limiter(None, RateLimitPolicy.parse("1/minute"), enabled=False).peek(APP, OFFBOARD).allowed

@@ -12,10 +12,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from bulwark.api.deps import RuntimeDep
+from bulwark.api.request_state import request_state
 from bulwark.api.schemas import OAUTH_RESPONSES
 from bulwark.api.wire import json_response
 from bulwark.auth.tokens import DEFENDER_AUDIENCE, openid_configuration
-from bulwark.service.identity import TokenRequestError
+from bulwark.service.identity import TokenRequest, TokenRequestError
 from bulwark.service.signin import redeem_authorization_code
 
 router = APIRouter(tags=["Authority"])
@@ -34,7 +35,10 @@ def _oauth_error(runtime: RuntimeDep, error: TokenRequestError) -> Response:
         "trace_id": trace,
         "correlation_id": str(uuid.uuid4()),
     }
-    return json_response(body, error.status, headers=_NO_STORE)
+    headers = dict(_NO_STORE)
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    return json_response(body, error.status, headers=headers)
 
 
 def _unknown_tenant(tenant: str) -> TokenRequestError:
@@ -129,20 +133,22 @@ async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
     client_secret = fields.get("client_secret") or basic_secret
     grant = fields.get("grant_type")
     tokens = runtime.auth.tokens
+    token_request = TokenRequest(
+        tenant_id=tenant,
+        client_id=client_id,
+        client_secret=client_secret,
+        scope=fields.get("scope"),
+        source=request.client.host if request.client else "unknown",
+        request_id=request_state(request).request_id,
+        username=fields.get("username"),
+        password=fields.get("password"),
+    )
     try:
         if grant == "client_credentials":
-            issued = await run_in_threadpool(tokens.client_credentials, tenant, client_id, client_secret, fields.get("scope"))
+            issued = await tokens.client_credentials(token_request)
             extra: dict[str, str] = {}
         elif grant == "password":
-            issued = await run_in_threadpool(
-                tokens.password,
-                tenant,
-                client_id,
-                client_secret,
-                fields.get("username"),
-                fields.get("password"),
-                fields.get("scope"),
-            )
+            issued = await tokens.password(token_request)
             extra = {"scope": f"{DEFENDER_AUDIENCE}/.default"}
         elif grant == "authorization_code":
             redeemed = await run_in_threadpool(

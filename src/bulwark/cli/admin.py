@@ -118,6 +118,14 @@ def apps_create(
     scope: Annotated[
         list[str], typer.Option("--delegated", help="Delegated permission for user sign-ins, e.g. Machine.Read.")
     ] = [],  # noqa: B006
+    public_client: Annotated[
+        bool,
+        typer.Option(
+            "--public-client",
+            help="Users may sign in through it with the password grant without the client secret "
+            "(a script or tool that cannot keep a secret). Default: confidential, the secret is required.",
+        ),
+    ] = False,
     tenant: TenantOpt = None,
 ) -> None:
     """Register an application; its client secret is shown once and stored only as a hash."""
@@ -125,7 +133,13 @@ def apps_create(
 
     with _session() as store:
         created = identity.create_application(
-            store.uow(), store.clock, tenant or store.settings.default_tenant_id, name, roles=role, delegated_permissions=scope
+            store.uow(),
+            store.clock,
+            tenant or store.settings.default_tenant_id,
+            name,
+            roles=role,
+            delegated_permissions=scope,
+            public_client=public_client,
         )
     console.print(f"client_id:     {created.id}")
     console.print(f"client_secret: {created.secret}")
@@ -139,7 +153,7 @@ def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         rows = u.identity.list_applications(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("secret_hash", None)
-    _print(rows, ["client_id", "display_name", "enabled", "roles", "delegated_permissions"], as_json)
+    _print(rows, ["client_id", "display_name", "enabled", "public_client", "roles", "delegated_permissions"], as_json)
 
 
 @apps_app.command("disable")
@@ -220,7 +234,31 @@ def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
         rows = u.identity.list_users(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("password_hash", None)
-    _print(rows, ["id", "upn", "display_name", "enabled"], as_json)
+    _print(rows, ["id", "upn", "display_name", "enabled", "external_issuer", "external_object_id"], as_json)
+
+
+@users_app.command("link")
+def users_link(
+    upn: str,
+    issuer: Annotated[
+        str | None, typer.Option("--issuer", help="The external provider's issuer URL, exactly as its tokens' iss.")
+    ] = None,
+    object_id: Annotated[
+        str | None, typer.Option("--object-id", help="The account's immutable object id (its tokens' oid claim).")
+    ] = None,
+    unlink: Annotated[bool, typer.Option("--unlink", help="Remove the link instead.")] = False,
+    tenant: TenantOpt = None,
+) -> None:
+    """Link a user to an external provider's account: its tokens then act as this user (matched by issuer and oid)."""
+    from bulwark.service import identity
+
+    if unlink:
+        issuer = object_id = None
+    elif issuer is None or object_id is None:
+        raise typer.BadParameter("give --issuer and --object-id (or --unlink)")
+    with _session() as store:
+        identity.link_external_user(store.uow(), tenant or store.settings.default_tenant_id, upn, issuer, object_id)
+    console.print(f"Unlinked {upn}" if unlink else f"Linked {upn} to {object_id} of {issuer}")
 
 
 @users_app.command("disable")

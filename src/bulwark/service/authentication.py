@@ -10,13 +10,22 @@ import logging
 import string
 from datetime import timedelta
 
+from bulwark.auth.hashing import SecretVerifier
 from bulwark.auth.keys import KeyRingCache
 from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier, VerifiedClaims
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.control import CONTROL_ROLE
 from bulwark.domain.errors import Forbidden, Unauthorized
+from bulwark.ratelimit import RateLimiter, RateLimitPolicy, create_rate_limiter
 from bulwark.service.identity import PrincipalResolver, TokenService, TtlCache, signing_keys_loader
+from bulwark.service.identity.grants import (
+    FAILURES_PER_SOURCE,
+    FAILURES_PER_USER,
+    TOKEN_PER_CLIENT,
+    TOKEN_PER_SOURCE,
+    TOKEN_PER_USER,
+)
 from bulwark.service.ports import UnitOfWorkFactory
 from bulwark.settings import Settings
 
@@ -39,6 +48,34 @@ def _header_safe(text: str, limit: int = 300) -> str:
     return "".join(ch if ch in _SAFE else "?" for ch in text)[:limit]
 
 
+def build_token_limiter(settings: Settings) -> RateLimiter:
+    """The token endpoint's budgets, in Redis when configured (shared by every process), else in memory.
+
+    They apply even when API rate limits are turned off (``rate_limit_enabled``): they guard
+    unauthenticated work and sign-in guessing, not fair use. Each one may be set to "off". They fail
+    open when Redis is unreachable.
+    """
+    policy = RateLimitPolicy.parse(
+        "off",
+        {
+            TOKEN_PER_SOURCE: settings.token_rate_limit_per_source,
+            TOKEN_PER_CLIENT: settings.token_rate_limit_per_client,
+            TOKEN_PER_USER: settings.token_rate_limit_per_user,
+            FAILURES_PER_USER: settings.sign_in_failures_per_user,
+            FAILURES_PER_SOURCE: settings.sign_in_failures_per_source,
+        },
+    )
+    return create_rate_limiter(
+        settings.redis_url,
+        policy,
+        # Open whatever rate_limit_fail_mode says: while Redis is unreachable, tokens are still
+        # issued (refusing them would stop every caller), and the hashing pool's bound, which
+        # needs no Redis, still caps what unauthenticated requests cost. The outage is logged.
+        fail_mode="open",
+        key_prefix=f"{settings.rate_limit_key_prefix}:token",
+    )
+
+
 class Authenticator:
     """Everything tokens need, built once per app: keys, issuer, verifier, principal resolution, grants.
 
@@ -46,7 +83,9 @@ class Authenticator:
     (``bootstrap.start_runtime``), and keys are loaded on first use.
     """
 
-    def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock, token_limiter: RateLimiter | None = None
+    ) -> None:
         self.settings = settings
         self.base_url = settings.issuer_base_url()
         self.keyring = KeyRingCache(signing_keys_loader(settings.signing_key_file, uow_factory), clock)
@@ -73,13 +112,32 @@ class Authenticator:
             settings.token_leeway_seconds,
             external,
         )
-        self.tokens = TokenService(uow_factory, self.issuer)
+        # The token endpoint's own budgets (per source, client id and user name, failed sign-ins)
+        # and its own hashing pool, so that unauthenticated token requests cannot starve API calls.
+        # Real time, not the domain clock: these windows are about wall-clock abuse, and the limit store
+        # measures them in real time.
+        self.token_limiter = token_limiter or build_token_limiter(settings)
+        self.hashing = SecretVerifier(settings.hashing_workers, settings.hashing_queue)
+        self.tokens = TokenService(
+            uow_factory,
+            self.issuer,
+            clock,
+            self.hashing,
+            self.token_limiter,
+            limiter_blocks=settings.redis_url is not None,
+            secret_cache_seconds=settings.client_secret_cache_seconds,
+        )
         # Tokens whose signature and claims were checked, so a client reusing its token (as they
         # all do, for an hour) costs one RSA verification a minute rather than one per call. The
         # minute bounds how long a retired key's tokens could still pass, as the key ring's does.
         self._clock = clock
         self._leeway = timedelta(seconds=settings.token_leeway_seconds)
         self._verified: TtlCache[str, VerifiedClaims] = TtlCache(clock, VERIFIED_TOKEN_CACHE_SECONDS)
+
+    def close(self) -> None:
+        """Stop the hashing pool and release the token limiter's connections."""
+        self.hashing.close()
+        self.token_limiter.close()
 
     def authenticate_cached(self, authorization: str | None) -> Principal | None:
         """The caller if this exact token was verified and its caller resolved recently, else None.

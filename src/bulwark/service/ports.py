@@ -287,6 +287,7 @@ class IdentityRepository(Protocol):
         delegated_permissions: Iterable[str],
         created_at: datetime,
         enabled: bool = True,
+        public_client: bool = False,
     ) -> None: ...
 
     def get_application(self, client_id: str) -> dict[str, Any] | None: ...
@@ -315,6 +316,10 @@ class IdentityRepository(Protocol):
 
     def find_user(self, tenant_id: str, upn: str) -> dict[str, Any] | None:
         """A user of the tenant by UPN, case-insensitively."""
+        ...
+
+    def find_external_user(self, tenant_id: str, issuer: str, object_id: str) -> dict[str, Any] | None:
+        """The user of the tenant linked to the external account ``object_id`` (oid) of ``issuer``."""
         ...
 
     def list_users(self, tenant_id: str | None = None) -> list[dict[str, Any]]: ...

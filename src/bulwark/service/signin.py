@@ -77,6 +77,7 @@ def ensure_console_client(
                     tenant_id=tenant_id,
                     display_name=CONSOLE_CLIENT_NAME,
                     secret_hash=None,  # a public client: it proves itself with PKCE, not a secret
+                    public_client=True,
                     roles=[],
                     delegated_permissions=sorted(DELEGATED_PERMISSIONS),
                     created_at=clock.now(),

@@ -96,8 +96,9 @@ class IdentityRepository:
         delegated_permissions: Iterable[str],
         created_at: datetime,
         enabled: bool = True,
+        public_client: bool = False,
     ) -> None:
-        """Register an application."""
+        """Register an application (``public_client``: may use the password grant without a secret)."""
         self.conn.execute(
             insert(applications).values(
                 client_id=client_id,
@@ -108,6 +109,7 @@ class IdentityRepository:
                 delegated_permissions=sorted(set(delegated_permissions)),
                 enabled=enabled,
                 created_at=created_at,
+                public_client=public_client,
             )
         )
 
@@ -177,6 +179,19 @@ class IdentityRepository:
         """A user of the tenant by UPN, case-insensitively."""
         row = (
             self.conn.execute(select(users).where(users.c.tenant_id == tenant_id, users.c.upn == upn.lower())).mappings().first()
+        )
+        return dict(row) if row else None
+
+    def find_external_user(self, tenant_id: str, issuer: str, object_id: str) -> dict[str, Any] | None:
+        """The user of the tenant linked to the external account ``object_id`` (oid) of ``issuer``."""
+        row = (
+            self.conn.execute(
+                select(users).where(
+                    users.c.tenant_id == tenant_id, users.c.external_issuer == issuer, users.c.external_object_id == object_id
+                )
+            )
+            .mappings()
+            .first()
         )
         return dict(row) if row else None
 

@@ -273,6 +273,8 @@ applications = Table(
     Column("created_at", UtcDateTime, nullable=False),
     # Where the authorization endpoint may send a signed-in user back (exact match); None: nowhere.
     Column("redirect_uris", JSON, nullable=True),
+    # Public clients (migration 0006) may use the password grant without a client secret.
+    Column("public_client", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("tenant_id", "display_name", name="uq_applications_tenant_name"),
 )
 
@@ -286,7 +288,12 @@ users = Table(
     Column("password_hash", Text, nullable=True),
     Column("enabled", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # An external provider's account linked to this user (migration 0006): its issuer and its
+    # immutable object id (oid), never a changeable name.
+    Column("external_issuer", String(400), nullable=True),
+    Column("external_object_id", String(64), nullable=True),
     UniqueConstraint("tenant_id", "upn", name="uq_users_tenant_upn"),
+    UniqueConstraint("external_issuer", "external_object_id", name="uq_users_external_identity"),
 )
 
 # Defender RBAC roles: named sets of capabilities (ViewData, ManageSecuritySettings, ...).

@@ -214,6 +214,35 @@ def _first_string(claims: Mapping[str, Any], *names: str) -> str | None:
     return None
 
 
+def _token_kind(claims: Mapping[str, Any], roles: tuple[str, ...]) -> TokenKind:
+    """Whether the token speaks for an application or a user; refused when it does not say clearly.
+
+    ``idtyp`` (Entra ID's optional claim; every token of this server has it) decides when present.
+    Without it: Entra ID's ``scp`` only ever appears in delegated (user) tokens; otherwise roles
+    without a ``scope`` mean an application, a ``scope`` without roles means a user. A token with
+    neither, or with roles and a generic ``scope``, could be either: it is refused rather than
+    treated as an application free of device-group scoping. A name claim (``upn``) decides nothing.
+    """
+    idtyp = claims.get("idtyp")
+    if idtyp == "app":
+        return "application"
+    if idtyp == "user":
+        return "user"
+    if idtyp is not None:
+        raise InvalidToken(f"token identity type {idtyp!r} is not app or user")
+    if "scp" in claims:
+        return "user"
+    has_scope = bool(_string_list(claims, "scope"))
+    if roles and not has_scope:
+        return "application"
+    if has_scope and not roles:
+        return "user"
+    raise InvalidToken(
+        "token does not say whether it is an application's or a user's: no idtyp, and "
+        + ("both roles and scope" if roles else "neither roles nor scp/scope")
+    )
+
+
 def _to_verified_claims(claims: dict[str, Any], tenant_id: str, issuer: str) -> VerifiedClaims:
     # azp/appid are Entra ID's (v2/v1) names for the client; client_id is RFC 9068's.
     app_id = _first_string(claims, "azp", "appid", "client_id")
@@ -227,19 +256,7 @@ def _to_verified_claims(claims: dict[str, Any], tenant_id: str, issuer: str) -> 
     scopes = _string_list(claims, "scp") if "scp" in claims else _string_list(claims, "scope")
     upn = _first_string(claims, "upn", "preferred_username")
 
-    idtyp = claims.get("idtyp")
-    kind: TokenKind
-    if idtyp == "app":
-        kind = "application"
-    elif idtyp == "user":
-        kind = "user"
-    elif idtyp is not None:
-        raise InvalidToken(f"token identity type {idtyp!r} is not app or user")
-    elif "scp" in claims or upn is not None:
-        kind = "user"
-    else:
-        kind = "application"
-
+    kind = _token_kind(claims, roles)
     name = _first_string(claims, "app_displayname" if kind == "application" else "name")
     return VerifiedClaims(
         tenant_id=tenant_id,

@@ -24,13 +24,21 @@ from bulwark.service.identity.directory import (
     create_user,
     create_user_group,
     grant_application_permissions,
+    link_external_user,
     new_password,
     reset_application_secret,
     reset_user_password,
     set_application_enabled,
     set_user_enabled,
 )
-from bulwark.service.identity.grants import DEFENDER_SCOPES, OIDC_SCOPES, TokenRequestError, TokenService
+from bulwark.service.identity.grants import (
+    DEFENDER_SCOPES,
+    OIDC_SCOPES,
+    SIGN_IN_FAILED_AUDIT_ACTION,
+    TokenRequest,
+    TokenRequestError,
+    TokenService,
+)
 from bulwark.service.identity.principals import PrincipalResolver, TtlCache
 from bulwark.service.identity.signing_keys import (
     ensure_signing_key,
@@ -48,11 +56,13 @@ __all__ = [
     "DEMO_FULL_APP",
     "DEMO_READER_APP",
     "OIDC_SCOPES",
+    "SIGN_IN_FAILED_AUDIT_ACTION",
     "Capability",
     "DemoUser",
     "IdentityError",
     "NewCredential",
     "PrincipalResolver",
+    "TokenRequest",
     "TokenRequestError",
     "TokenService",
     "TtlCache",
@@ -64,6 +74,7 @@ __all__ = [
     "create_user_group",
     "ensure_signing_key",
     "grant_application_permissions",
+    "link_external_user",
     "load_signing_keys",
     "new_password",
     "reset_application_secret",

@@ -25,6 +25,9 @@ from bulwark.service.identity.directory import (
 )
 from bulwark.service.ports import UnitOfWorkFactory
 
+# The demo's full application is also a public client ("Allow public client flows" in Entra ID):
+# users sign in through it with the password grant without its secret, as the README shows and
+# as MSAL's PublicClientApplication does. The reader application is confidential.
 DEMO_FULL_APP = "Bulwark Demo Automation"
 DEMO_READER_APP = "Bulwark Demo Reader"
 
@@ -74,6 +77,7 @@ def seed_demo_identities(
                 roles=sorted(APPLICATION_ROLES),
                 delegated_permissions=sorted(DELEGATED_PERMISSIONS),
                 fast_hash=True,
+                public_client=True,
             ),
             create_application(
                 uow_factory(),
@@ -135,6 +139,12 @@ def seed_demo_identities(
         user_rows = {upn: uow.identity.find_user(tenant_id, upn) for upn in descriptions}
     for name, row in app_rows.items():
         assert row is not None
+        if name == DEMO_FULL_APP and not row.get("public_client"):
+            # A demo database from before public clients existed: users sign in through this app.
+            with uow_factory() as uow:
+                uow.identity.update_application(row["client_id"], public_client=True)
+                uow.commit()
+            row["public_client"] = True
         secret = fresh_secrets.get(row["client_id"]) or known_apps.get(row["client_id"])
         if row["client_id"] not in fresh_secrets and (not secret or not verify_password(secret, row["secret_hash"] or "")):
             secret = reset_application_secret(uow_factory(), tenant_id, row["client_id"]).secret
@@ -145,6 +155,7 @@ def seed_demo_identities(
                 "client_secret": secret,
                 "roles": row["roles"],
                 "delegated_permissions": row["delegated_permissions"],
+                "public_client": bool(row.get("public_client")),
             }
         )
     for upn, row in user_rows.items():

@@ -75,10 +75,15 @@ def create_application(
     client_id: str | None = None,
     secret: str | None = None,
     fast_hash: bool = False,
+    public_client: bool = False,
 ) -> NewCredential:
     """Register an application with a new client secret (returned once) and its permissions.
 
     ``fast_hash`` only for a secret kept in clear anyway (the demo's): see ``hash_password``.
+    ``public_client``: the application runs where it cannot keep a secret (a script or tool on a
+    user's machine), so users may sign in through it with the password grant without the client
+    secret, as with an Entra ID app registration that allows public client flows. Confidential
+    applications (the default) must send their secret with every grant.
     """
     role_names = _check_permissions(roles, APPLICATION_ROLES, "application")
     scope_names = _check_permissions(delegated_permissions, DELEGATED_PERMISSIONS, "delegated")
@@ -96,6 +101,7 @@ def create_application(
             roles=role_names,
             delegated_permissions=scope_names,
             created_at=clock.now(),
+            public_client=public_client,
         )
         uow.commit()
     return NewCredential(client_id, secret)
@@ -197,6 +203,34 @@ def set_user_enabled(uow: UnitOfWork, tenant_id: str, upn: str, enabled: bool) -
             raise IdentityError(f"no user {upn} in tenant {tenant_id}")
         uow.identity.update_user(user["id"], enabled=enabled)
         uow.commit()
+
+
+def link_external_user(
+    uow: UnitOfWork, tenant_id: str, upn: str, issuer: str | None, object_id: str | None = None
+) -> dict[str, Any]:
+    """Link a user to an external provider's account (its issuer and immutable ``oid``), or unlink with None.
+
+    Tokens of that issuer carrying that object id then act as this user, with their roles and
+    device groups; names in the token (upn, preferred_username) are never used to match.
+    """
+    if (issuer is None) != (object_id is None):
+        raise IdentityError("give both the issuer and the object id, or neither to unlink")
+    if issuer is not None and object_id is not None:
+        if not issuer.startswith(("https://", "http://")) or len(issuer) > 400:
+            raise IdentityError(f"the issuer is the provider's issuer URL, exactly as in its tokens' iss, got {issuer!r}")
+        if not object_id.strip() or len(object_id) > 64:
+            raise IdentityError("the object id is the account's oid claim (at most 64 characters)")
+    with uow:
+        user = uow.identity.find_user(tenant_id, upn)
+        if user is None:
+            raise IdentityError(f"no user {upn} in tenant {tenant_id}")
+        if issuer is not None and object_id is not None:
+            other = uow.identity.find_external_user(tenant_id, issuer, object_id)
+            if other is not None and other["id"] != user["id"]:
+                raise IdentityError(f"that external account is already linked to {other['upn']}")
+        uow.identity.update_user(user["id"], external_issuer=issuer, external_object_id=object_id)
+        uow.commit()
+    return {**user, "external_issuer": issuer, "external_object_id": object_id}
 
 
 def reset_user_password(uow: UnitOfWork, tenant_id: str, upn: str, password: str | None = None) -> NewCredential:

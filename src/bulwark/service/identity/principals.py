@@ -57,7 +57,8 @@ class PrincipalResolver:
     Applications: the token's roles are their permissions; the application must exist here
     (tokens of external issuers excepted) and be enabled. Users: the token's scopes are their
     permissions; their roles' capabilities and their user groups' device groups come from the
-    directory (external users are matched by UPN). Entries live ``ttl_seconds`` of the clock,
+    directory (external users are matched by their issuer and immutable object id, as linked by
+    ``link_external_user``). Entries live ``ttl_seconds`` of the clock,
     so a disabled caller is refused within that time on every process.
     """
 
@@ -80,7 +81,7 @@ class PrincipalResolver:
 
     def _key(self, claims: VerifiedClaims, local: bool) -> tuple[str, str, str, str]:
         subject = claims.app_id if claims.kind == "application" else claims.object_id
-        return (claims.tenant_id, claims.kind, subject, "local" if local else claims.upn or "")
+        return (claims.tenant_id, claims.kind, subject, "local" if local else claims.issuer)
 
     def resolve_cached(self, claims: VerifiedClaims) -> Principal | None:
         """The caller if its resolution is cached (no database access), else None."""
@@ -123,7 +124,9 @@ class PrincipalResolver:
             if user is None or user["tenant_id"] != claims.tenant_id:
                 return f"user {claims.object_id} does not exist"
         else:
-            user = uow.identity.find_user(claims.tenant_id, claims.upn) if claims.upn else None
+            # By the provider's immutable object id, never by a name the provider lets change
+            # (upn, preferred_username): a renamed or recycled account must not inherit roles.
+            user = uow.identity.find_external_user(claims.tenant_id, claims.issuer, claims.object_id)
         if user is not None and not user["enabled"]:
             return f"user {user['upn']} is disabled"
         if user is None:
