@@ -187,10 +187,18 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
 
 
 def start_runtime(runtime: Runtime) -> None:
-    """What the server writes before it serves: the first signing key (safe when processes race)."""
+    """What the server writes before it serves: the first signing key and the issuer (safe when processes race)."""
     from bulwark.service.identity import ensure_signing_key
 
     ensure_signing_key(runtime.uow(), runtime.clock)
+    runtime.auth.use_issuer_base_url(settle_issuer(runtime.settings, runtime.uow))
+
+
+def settle_issuer(settings: Settings, uow: UnitOfWorkFactory) -> str:
+    """The issuer base recorded with the data: BULWARK_PUBLIC_BASE_URL when set, else the first server's base."""
+    from bulwark.service.identity import settle_issuer_base_url
+
+    return settle_issuer_base_url(uow(), settings.public_base_url, settings.issuer_base_url())
 
 
 def close_runtime(runtime: Runtime) -> None:

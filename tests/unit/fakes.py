@@ -42,6 +42,7 @@ class FakeDatabase:
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
     roles: dict[int, dict[str, Any]] = field(default_factory=dict)
     user_groups: dict[int, dict[str, Any]] = field(default_factory=dict)
+    authority_settings: dict[str, str] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -306,6 +307,14 @@ class FakeSigningKeys(_Repository):
             return False
         self.db.signing_keys[kid] = dataclasses.replace(key, retired_at=at)
         return True
+
+    def setting(self, name: str) -> str | None:
+        return self.db.authority_settings.get(name)
+
+    def record_setting(self, name: str, value: str, *, replace: bool) -> str:
+        if replace or name not in self.db.authority_settings:
+            self.db.authority_settings[name] = value
+        return self.db.authority_settings[name]
 
 
 class DuplicateName(Exception):

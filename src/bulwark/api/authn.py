@@ -46,8 +46,21 @@ class Authenticator:
 
     def __init__(self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
         self.settings = settings
-        self.base_url = settings.issuer_base_url()
+        self._uow_factory = uow_factory
+        self._clock = clock
         self.keyring = KeyRingCache(lambda: load_signing_keys(uow_factory(write=False)), clock)
+        # Until the server starts and reads the recorded issuer (``use_issuer_base_url``).
+        self.use_issuer_base_url(settings.issuer_base_url())
+        # Tokens whose signature and claims were checked, so a client reusing its token (as they
+        # all do, for an hour) costs one RSA verification a minute rather than one per call. The
+        # minute bounds how long a retired key's tokens could still pass, as the key ring's does.
+        self._leeway = timedelta(seconds=settings.token_leeway_seconds)
+        self._verified: TtlCache[str, VerifiedClaims] = TtlCache(clock, VERIFIED_TOKEN_CACHE_SECONDS)
+
+    def use_issuer_base_url(self, base_url: str) -> None:
+        """Issue and verify tokens for ``{base_url}/{tenant}/v2.0`` (the issuer recorded with the data)."""
+        settings, clock, uow_factory = self.settings, self._clock, self._uow_factory
+        self.base_url = base_url
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"
         self.resolver = PrincipalResolver(
@@ -72,12 +85,6 @@ class Authenticator:
             external,
         )
         self.tokens = TokenService(uow_factory, self.issuer)
-        # Tokens whose signature and claims were checked, so a client reusing its token (as they
-        # all do, for an hour) costs one RSA verification a minute rather than one per call. The
-        # minute bounds how long a retired key's tokens could still pass, as the key ring's does.
-        self._clock = clock
-        self._leeway = timedelta(seconds=settings.token_leeway_seconds)
-        self._verified: TtlCache[str, VerifiedClaims] = TtlCache(clock, VERIFIED_TOKEN_CACHE_SECONDS)
 
     def authenticate_cached(self, authorization: str | None) -> Principal | None:
         """The caller if this exact token was verified and its caller resolved recently, else None.

@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bulwark.cli.database import command_settings, with_database_options
+
 if TYPE_CHECKING:
     from bulwark.bootstrap import Store
 
@@ -48,25 +50,35 @@ def register(app: typer.Typer, sensor_app: typer.Typer) -> None:
     app.add_typer(groups_app, name="groups")
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
-    app.command("token")(token)
+    app.command("token")(with_database_options(token))
     sensor_app.add_typer(package_app, name="package")
 
 
 @contextmanager
-def _session(*, migrate: bool = True) -> Iterator[Store]:
-    """The database for one command, and its refusals as a one-line error.
+def _session() -> Iterator[Store]:
+    """The database for one command, and every refusal or failure as a one-line error.
 
-    Commands that create or change identities migrate it first (a fresh server can be administered
-    before it ever ran); read-only commands and package issuing change no schema and need it ready.
+    No administration command creates or migrates a database: one that is missing or outdated is
+    refused, naming where it was looked for (``bulwark db upgrade`` or ``bulwark serve`` makes it).
+    A database error is reported by its kind only, never with the statement or its parameters
+    (which may hold a secret's hash).
     """
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
     from bulwark.bootstrap import DatabaseNotReady, open_store
     from bulwark.service.identity import IdentityError
 
     try:
-        with open_store(migrate=migrate) as store:
+        with open_store(command_settings(), migrate=False) as store:
             yield store
     except (IdentityError, DatabaseNotReady) as error:
         err.print(f"[bold red]Error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except IntegrityError:
+        err.print("[bold red]Error:[/] refused by the database: a name or id that must be unique already exists", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except SQLAlchemyError as error:
+        err.print(f"[bold red]Error:[/] database error ({type(error).__name__}); nothing was changed", soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 
@@ -84,6 +96,7 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
 
 
 @tenants_app.command("create")
+@with_database_options
 def tenants_create(
     name: str, tenant_id: Annotated[str | None, typer.Option("--id", help="Tenant id (default: a new GUID).")] = None
 ) -> None:
@@ -95,9 +108,10 @@ def tenants_create(
 
 
 @tenants_app.command("list")
+@with_database_options
 def tenants_list(as_json: JsonOpt = False) -> None:
     """List tenants."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.tenants.list()
     _print(rows, ["id", "name", "created_at"], as_json)
 
@@ -106,6 +120,7 @@ def tenants_list(as_json: JsonOpt = False) -> None:
 
 
 @apps_app.command("create")
+@with_database_options
 def apps_create(
     name: str,
     role: Annotated[list[str], typer.Option("--role", help="Application permission, e.g. Machine.Offboard (repeatable).")] = [],  # noqa: B006
@@ -127,9 +142,10 @@ def apps_create(
 
 
 @apps_app.command("list")
+@with_database_options
 def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List applications with their permissions."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_applications(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("secret_hash", None)
@@ -137,6 +153,7 @@ def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @apps_app.command("disable")
+@with_database_options
 def apps_disable(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Disable an application: no new tokens, and its current tokens stop working within seconds."""
     from bulwark.service import identity
@@ -147,6 +164,7 @@ def apps_disable(app: Annotated[str, typer.Argument(help="Client id or display n
 
 
 @apps_app.command("enable")
+@with_database_options
 def apps_enable(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Enable a disabled application."""
     from bulwark.service import identity
@@ -157,6 +175,7 @@ def apps_enable(app: Annotated[str, typer.Argument(help="Client id or display na
 
 
 @apps_app.command("grant")
+@with_database_options
 def apps_grant(
     app: Annotated[str, typer.Argument(help="Client id or display name.")],
     role: Annotated[list[str], typer.Option("--role", help="Application permission (repeatable).")] = [],  # noqa: B006
@@ -175,6 +194,7 @@ def apps_grant(
 
 
 @apps_app.command("reset-secret")
+@with_database_options
 def apps_reset_secret(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Replace an application's client secret (shown once)."""
     from bulwark.service import identity
@@ -188,6 +208,7 @@ def apps_reset_secret(app: Annotated[str, typer.Argument(help="Client id or disp
 
 
 @users_app.command("create")
+@with_database_options
 def users_create(
     upn: str,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
@@ -206,9 +227,10 @@ def users_create(
 
 
 @users_app.command("list")
+@with_database_options
 def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List users."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_users(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("password_hash", None)
@@ -216,6 +238,7 @@ def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @users_app.command("disable")
+@with_database_options
 def users_disable(upn: str, tenant: TenantOpt = None) -> None:
     """Disable a user."""
     from bulwark.service import identity
@@ -229,6 +252,7 @@ def users_disable(upn: str, tenant: TenantOpt = None) -> None:
 
 
 @roles_app.command("create")
+@with_database_options
 def roles_create(
     name: str,
     capability: Annotated[
@@ -245,9 +269,10 @@ def roles_create(
 
 
 @roles_app.command("list")
+@with_database_options
 def roles_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List roles."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_roles(tenant or store.settings.default_tenant_id)
     _print(rows, ["id", "name", "capabilities"], as_json)
 
@@ -260,6 +285,7 @@ _DeviceGroups = Annotated[
 
 
 @groups_app.command("create")
+@with_database_options
 def groups_create(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
@@ -279,6 +305,7 @@ def groups_create(
 
 
 @groups_app.command("assign")
+@with_database_options
 def groups_assign(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
@@ -298,9 +325,10 @@ def groups_assign(
 
 
 @groups_app.command("list")
+@with_database_options
 def groups_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List user groups with members, roles and device groups."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_user_groups(tenant or store.settings.default_tenant_id)
     _print(rows, ["name", "members", "roles", "device_groups"], as_json)
 
@@ -309,11 +337,12 @@ def groups_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("list")
+@with_database_options
 def keys_list(as_json: JsonOpt = False) -> None:
     """List signing keys (the active one signs; unretired ones verify)."""
     from bulwark.service import identity
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         rows = [
             {"kid": k.kid, "active": k.active, "created_at": k.created_at, "retired_at": k.retired_at}
             for k in identity.load_signing_keys(store.uow(write=False))
@@ -322,6 +351,7 @@ def keys_list(as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("rotate")
+@with_database_options
 def keys_rotate() -> None:
     """Sign new tokens with a new key; the old key keeps verifying until retired."""
     from bulwark.service import identity
@@ -332,6 +362,7 @@ def keys_rotate() -> None:
 
 
 @keys_app.command("retire")
+@with_database_options
 def keys_retire(kid: str) -> None:
     """Stop a rotated-out key from verifying tokens (wait an hour after rotating, so its tokens expire)."""
     from bulwark.service import identity
@@ -357,8 +388,16 @@ def token(
     with _session() as store:
         tenant_id = tenant or store.settings.default_tenant_id
         clock = store.clock
-        identity.ensure_signing_key(store.uow(), clock)
-        issuer = TokenIssuer(KeyRing(identity.load_signing_keys(store.uow(write=False))), store.settings.issuer_base_url(), clock)
+        base = identity.recorded_issuer_base_url(store.uow(write=False)) or store.settings.public_base_url
+        if base is None:
+            raise identity.IdentityError(
+                "no token issuer is recorded for this database yet: start 'bulwark serve' once "
+                "(or set BULWARK_PUBLIC_BASE_URL), so that tokens name the issuer the server verifies"
+            )
+        keys = identity.load_signing_keys(store.uow(write=False))
+        if not any(key.active for key in keys):
+            raise identity.IdentityError("no signing key yet: start 'bulwark serve' once")
+        issuer = TokenIssuer(KeyRing(keys), base, clock)
         with store.uow(write=False) as u:
             row = u.identity.find_application(tenant_id, app)
             person = u.identity.find_user(tenant_id, user) if user else None
@@ -367,10 +406,20 @@ def token(
         if user and (person is None or not person["enabled"]):
             raise identity.IdentityError(f"no enabled user {user} in tenant {tenant_id}")
         if person is not None:
+            if not row["delegated_permissions"]:
+                raise identity.IdentityError(
+                    f"application {row['display_name']} has no delegated permissions, so a token for {user} would "
+                    f"allow nothing: grant some with 'bulwark apps grant {row['display_name']!r} --delegated Machine.Read'"
+                )
             issued = issuer.issue_user_token(
                 tenant_id, row["client_id"], person["id"], person["upn"], person["display_name"], row["delegated_permissions"]
             )
         else:
+            if not row["roles"]:
+                raise identity.IdentityError(
+                    f"application {row['display_name']} has no application permissions, so its token would allow nothing: "
+                    f"grant some with 'bulwark apps grant {row['display_name']!r} --role Machine.Read.All'"
+                )
             issued = issuer.issue_application_token(tenant_id, row["client_id"], row["display_name"], row["roles"])
     print(issued.access_token)
 
@@ -379,6 +428,7 @@ def token(
 
 
 @audit_app.command("list")
+@with_database_options
 def audit_list(
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Only this tenant (default: all, unauthenticated refusals included).")
@@ -389,7 +439,7 @@ def audit_list(
     """List the newest audit events: who asked to offboard what, why, and the outcome."""
     from bulwark.service.audit_trail import list_audit_events
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         rows = list_audit_events(store.uow(write=False), tenant_id=tenant, limit=limit)
     _print(
         rows,
@@ -423,6 +473,7 @@ def _write(package: dict, out: Path | None) -> None:
 
 
 @package_app.command("onboarding")
+@with_database_options
 def onboarding_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
     server_url: Annotated[str | None, typer.Option(help="URL devices reach the server on.")] = None,
@@ -431,7 +482,7 @@ def onboarding_package(
     """Issue an onboarding package: devices use it once to enrol."""
     from bulwark.service.sensors import issue_onboarding_package
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         settings = store.settings
         url = server_url or settings.public_base_url or f"http://{settings.host}:{settings.port}"
         package = issue_onboarding_package(tenant or settings.default_tenant_id, url, None, store.uow(), store.clock)
@@ -439,6 +490,7 @@ def onboarding_package(
 
 
 @package_app.command("offboarding")
+@with_database_options
 def offboarding_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
@@ -446,7 +498,7 @@ def offboarding_package(
     """Issue an offboarding package (valid for BULWARK_OFFBOARDING_PACKAGE_VALID_DAYS, seven by default)."""
     from bulwark.service.sensors import issue_offboarding_package
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         settings = store.settings
         valid_for = timedelta(days=settings.offboarding_package_valid_days)
         package = issue_offboarding_package(tenant or settings.default_tenant_id, valid_for, None, store.uow(), store.clock)

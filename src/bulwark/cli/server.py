@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from bulwark.cli.database import command_settings, with_database_options
 from bulwark.settings import Settings
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def serve(
     """Migrate the database and serve the API."""
     import uvicorn
 
-    from bulwark.bootstrap import open_store
+    from bulwark.bootstrap import open_store, settle_issuer
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
@@ -65,6 +66,13 @@ def serve(
         if settings.tls:
             ssl_options, ca_hint = _prepare_tls(settings)
         ensure_signing_key(store.uow(), store.clock)
+        issuer_base = settle_issuer(settings, store.uow)
+        if issuer_base != base:
+            console.print(
+                f"Token issuer: {issuer_base}/<tenant>/v2.0, as recorded with the data (set BULWARK_PUBLIC_BASE_URL "
+                "to change it; tokens issued for the old issuer then stop working).",
+                soft_wrap=True,
+            )
         if demo:
             fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id)
             verb = "Seeded" if fleet.created else "Serving the existing"
@@ -198,30 +206,33 @@ def _print_demo_credentials(store: Store, base: str, machine_id: str, ca_hint: s
 
 
 @db_app.command("upgrade")
+@with_database_options
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from bulwark.bootstrap import migrate_database
 
-    migrate_database(_settings(), revision)
+    migrate_database(command_settings(), revision)
     console.print(f"Database at revision {revision}.")
 
 
 @db_app.command("downgrade")
+@with_database_options
 def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base.")) -> None:
     """Revert migrations down to REVISION."""
     from bulwark.store.db import downgrade_database
 
-    downgrade_database(_settings().resolved_database_url(), revision)
+    downgrade_database(command_settings().resolved_database_url(), revision)
     console.print(f"Database at revision {revision}.")
 
 
+@with_database_options
 def sweep() -> None:
     """Time out overdue actions and turn long-offboarded machines Inactive, once."""
     from bulwark.bootstrap import DatabaseNotReady, open_store, sweep_policy
     from bulwark.service.actions import sweep as sweep_once
 
     try:
-        with open_store(migrate=False) as store:
+        with open_store(command_settings(), migrate=False) as store:
             result = sweep_once(sweep_policy(store.settings), store.uow(), store.clock)
     except DatabaseNotReady as error:
         Console(stderr=True).print(f"[bold red]Error:[/] {error}", soft_wrap=True)

@@ -31,7 +31,14 @@ from bulwark.service.identity.directory import (
 )
 from bulwark.service.identity.grants import DEFENDER_SCOPES, OIDC_SCOPES, TokenRequestError, TokenService
 from bulwark.service.identity.principals import PrincipalResolver, TtlCache
-from bulwark.service.identity.signing_keys import ensure_signing_key, load_signing_keys, retire_signing_key, rotate_signing_key
+from bulwark.service.identity.signing_keys import (
+    ensure_signing_key,
+    load_signing_keys,
+    recorded_issuer_base_url,
+    retire_signing_key,
+    rotate_signing_key,
+    settle_issuer_base_url,
+)
 
 __all__ = [
     "APPLICATION_PERMISSIONS",
@@ -58,6 +65,7 @@ __all__ = [
     "grant_application_permissions",
     "load_signing_keys",
     "new_password",
+    "recorded_issuer_base_url",
     "reset_application_secret",
     "reset_user_password",
     "retire_signing_key",
@@ -65,4 +73,5 @@ __all__ = [
     "seed_demo_identities",
     "set_application_enabled",
     "set_user_enabled",
+    "settle_issuer_base_url",
 ]
