@@ -9,7 +9,7 @@ from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, READ_PERMISSIONS, Permission, Principal, require_any
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
 from bulwark.domain.errors import DisallowedOperation, ResourceNotFound
-from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
+from bulwark.domain.machines import ensure_not_offboarded, ensure_offboard_supported, normalize_machine_id
 from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
 
@@ -47,6 +47,7 @@ def request_offboard(
         if not principal.can_manage:
             raise DisallowedOperation("The user's role does not allow offboarding devices.")
         ensure_offboard_supported(machine)
+        ensure_not_offboarded(machine)
         now = clock.now()
         action = MachineAction(
             id=str(uuid.uuid4()),
