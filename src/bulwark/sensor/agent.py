@@ -68,6 +68,36 @@ class DeviceProfile:
         }
 
 
+# What `bulwark sensor run` simulates unless told otherwise: a device the API can offboard.
+SIMULATED_PLATFORM = "Windows11"
+SIMULATED_VERSION = "23H2"
+SIMULATED_BUILD = 22631
+SIMULATED_DOMAIN = "contoso.com"
+
+
+def simulated_profile(device_identity: str) -> DeviceProfile:
+    """A Windows 11 workstation named after the device identity (stable across restarts)."""
+    return DeviceProfile(
+        computer_dns_name=f"sim-{device_identity.replace('-', '')[:8].lower()}.{SIMULATED_DOMAIN}",
+        os_platform=SIMULATED_PLATFORM,
+        version=SIMULATED_VERSION,
+        os_build=SIMULATED_BUILD,
+        ip_addresses=["10.0.0.10"],
+    )
+
+
+def profile_from_wire(values: dict[str, Any]) -> DeviceProfile:
+    """A profile as ``DeviceProfile.to_wire`` wrote it."""
+    return DeviceProfile(
+        computer_dns_name=values["computerDnsName"],
+        os_platform=values["osPlatform"],
+        version=values.get("version"),
+        os_build=values.get("osBuild"),
+        ip_addresses=list(values.get("ipAddresses") or []),
+        os_processor=values.get("osProcessor"),
+    )
+
+
 def detect_profile() -> DeviceProfile:
     """This host's own properties, named the way the inventory names them."""
     system = platform.system()

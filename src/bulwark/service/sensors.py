@@ -131,13 +131,19 @@ class Enrolment:
     closed_action_ids: list[str]
 
 
-def _apply_properties(machine: Machine, properties: DeviceProperties) -> dict[str, Any]:
-    """Column values for the reported properties (only those reported)."""
+def _apply_properties(machine: Machine, properties: DeviceProperties, *, complete: bool = False) -> dict[str, Any]:
+    """Column values for the reported properties.
+
+    A check-in updates only what it reports. An enrolment (``complete``) describes the device as it
+    now is, so what it leaves out (a build, a version) is cleared rather than kept from before.
+    """
     values: dict[str, Any] = {}
     for name in ("computer_dns_name", "os_platform", "version", "os_build", "agent_version", "os_processor"):
         value = getattr(properties, name)
-        if value is not None:
+        if value is not None or (complete and name not in ("computer_dns_name", "os_platform")):
             values[name] = value
+    if complete and properties.ip_addresses is None:
+        values["ip_addresses"] = []
     if properties.ip_addresses is not None:
         addresses = [a for a in properties.ip_addresses if a]
         values["ip_addresses"] = [
@@ -181,7 +187,7 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
                 os_platform=props.os_platform,
             )
             uow.machines.add_many([machine])
-        values = _apply_properties(machine, props)
+        values = _apply_properties(machine, props, complete=True)
         values.update(
             last_seen=now,
             health_status=HealthStatus.ACTIVE.value,
