@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bulwark.cli.database import command_settings, with_database_options
+from bulwark.cli.tables import emit
 
 if TYPE_CHECKING:
     from bulwark.bootstrap import Store
@@ -89,7 +90,7 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
     table = Table(*columns)
     for row in rows:
         table.add_row(*(", ".join(v) if isinstance(v := row.get(c), list) else "" if v is None else str(v) for c in columns))
-    console.print(table)
+    emit(table, console)
 
 
 # Tenants

@@ -160,7 +160,10 @@ def offboard(
 def fleet(
     count: Annotated[int, typer.Option(help="How many simulated sensors.", min=1)],
     onboarding_package: Annotated[Path, typer.Option(help="The tenant's onboarding package.")],
-    prefix: Annotated[str, typer.Option(help="Device names are PREFIX-NNNNN (and so are their identities).")] = "fleet",
+    prefix: Annotated[
+        str,
+        typer.Option(help="Devices are named PREFIX-NNNNN.fleet.example (their identities are PREFIX-NNNNN)."),
+    ] = "fleet",
     check_in_interval: Annotated[float, typer.Option(help="Seconds between check-ins.")] = 300.0,
     poll_wait: Annotated[float, typer.Option(help="Longest wait for an action per request, in seconds.")] = 25.0,
     action_delay: Annotated[float, typer.Option(help="Simulated seconds of work per action.")] = 0.0,
@@ -168,14 +171,18 @@ def fleet(
 ) -> None:
     """Run COUNT lightweight simulated sensors in this process until each is offboarded (Ctrl-C stops)."""
     from bulwark.logs import configure_logging
-    from bulwark.sensor.fleet import run_fleet
+    from bulwark.sensor.fleet import FLEET_DOMAIN, run_fleet
 
     configure_logging("WARNING")
     options = SensorOptions(
         check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay, fail_offboard=fail_offboard
     )
     names = [f"{prefix}-{i:05d}" for i in range(count)]
-    console.print(f"Running {count} simulated sensors ({names[0]} .. {names[-1]}).")
+    console.print(
+        f"Running {count} simulated sensors: {names[0]}.{FLEET_DOMAIN} .. {names[-1]}.{FLEET_DOMAIN} "
+        f"('bulwark offboard {names[-1]}' finds one by its short name).",
+        soft_wrap=True,
+    )
     try:
         report = asyncio.run(run_fleet(_read_json(onboarding_package), count, names=names, options=options))
     except KeyboardInterrupt:
