@@ -65,6 +65,8 @@ OrderByOption = Annotated[str | None, typer.Option("--orderby", metavar="ODATA",
 
 def exit_code_for(error: BaseException) -> int:
     """The exit code for an error (see the EXIT_* constants)."""
+    if isinstance(error, TransportError):  # a token endpoint out of reach included
+        return EXIT_UNREACHABLE
     if isinstance(error, (AuthenticationError, Unauthorized, Forbidden)):
         return EXIT_AUTH_ERROR
     if isinstance(error, ActionWaitTimeout):
@@ -82,7 +84,7 @@ def error_document(error: BaseException) -> dict[str, Any]:
         return {"code": error.code, "message": error.message, "status": error.status, "requestId": error.request_id}
     if isinstance(error, AuthenticationError):
         return {
-            "code": error.error or "AuthenticationError",
+            "code": error.error or type(error).__name__,
             "message": str(error),
             "status": error.status,
             "requestId": error.request_id,
