@@ -207,6 +207,35 @@ def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_facto
             stop(restarted)
 
 
+def test_a_sensor_killed_between_the_servers_claim_and_its_own_record_finishes_the_action(
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    log, state = tmp_path / "sensor.log", tmp_path / "state.json"
+    with server_process(env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
+        package = write_package(uow_factory, base, tmp_path / "onboarding.json")
+        first = sensor(state, "--onboarding-package", str(package), log=log)
+        try:
+            machine_id = wait_enrolled(state)
+        finally:
+            first.kill()
+            first.wait()
+        # The claim the dead sensor's long poll would have made: recorded by the server, never
+        # seen by the device (its state has no current action).
+        created = offboard(base, machine_id)
+        credential = read_state(state)["enrolment"]["credential"]
+        claimed = httpx.get(f"{base}/sensor/v1/actions/next", headers={"Authorization": f"Bearer {credential}"})
+        assert claimed.status_code == 200 and claimed.json()["id"] == created["id"]
+        assert action(base, created["id"])["status"] == "InProgress" and not read_state(state).get("currentAction")
+
+        restarted = sensor(state, log=log)
+        try:
+            assert restarted.wait(30) == 0, log.read_text()  # it learnt the action, carried it out, stopped
+        finally:
+            stop(restarted)
+        assert action(base, created["id"])["status"] == "Succeeded"
+        assert read_state(state)["service"] == "stopped"
+
+
 def test_a_sensor_told_to_fail_offboards_reports_them_failed_and_keeps_running(
     database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path
 ) -> None:

@@ -175,6 +175,19 @@ def test_a_sensor_cannot_touch_another_machines_action(client: TestClient, packa
     assert status_of(client, action["id"]) == "Pending"
 
 
+def test_a_sensor_learns_its_claimed_action_and_only_its_own(client: TestClient, package: dict) -> None:
+    mine, other = enrol(client, package, "device-a"), enrol(client, package, "device-b")
+    assert client.get("/sensor/v1/actions/current", headers=auth(mine)).status_code == 204
+    action = offboard(client, mine["machineId"])
+    offboard(client, other["machineId"])
+    assert client.get("/sensor/v1/actions/current", headers=auth(mine)).status_code == 204  # Pending: not claimed
+    assert client.get("/sensor/v1/actions/next", headers=auth(mine)).json()["id"] == action["id"]
+    current = client.get("/sensor/v1/actions/current", headers=auth(mine))
+    assert current.status_code == 200 and current.json()["id"] == action["id"] and current.json()["status"] == "InProgress"
+    assert client.get("/sensor/v1/actions/current", headers=auth(other)).status_code == 204
+    assert client.get("/sensor/v1/actions/current").status_code == 401
+
+
 def test_long_poll_wakes_when_an_action_is_created(client: TestClient, package: dict) -> None:
     enrolment = enrol(client, package)
     answer: dict = {}

@@ -260,6 +260,14 @@ class Sensor:
         if response.status_code >= 400 and response.status_code != 403:
             raise SensorError(f"server refused: {response.status_code} {response.text}")
 
+    async def claimed_action(self) -> dict[str, Any] | None:
+        """The action the server says this device claimed and has not reported (after a crash), or None."""
+        response = await self._request("GET", "/sensor/v1/actions/current", headers=self._headers())
+        if response.status_code in (204, 404):  # 404: a server without this endpoint
+            return None
+        self._raise_for_auth(response)
+        return response.json() if response.status_code == 200 else None
+
     async def next_action(self, wait: float) -> dict[str, Any] | None:
         """Claim the next action, waiting up to ``wait`` seconds for one."""
         response = await self._request(
@@ -356,6 +364,14 @@ class Sensor:
             await self.enrol()
         elif await self._finish_interrupted():
             return Outcome.OFFBOARDED
+        else:
+            # Killed after the server recorded a claim but before this device noted it: the
+            # server remembers the action, so carry it out now rather than leave it InProgress.
+            claimed = await self.claimed_action()
+            if claimed is not None:
+                log.info("resuming action %s claimed before a restart", claimed["id"])
+                if await self.carry_out(claimed):
+                    return Outcome.OFFBOARDED
         watcher = asyncio.ensure_future(self._watch_for_removal()) if watch_state else asyncio.get_running_loop().create_future()
         poll: asyncio.Future | None = None
         try:

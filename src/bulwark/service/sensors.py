@@ -309,6 +309,20 @@ def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> 
     return None
 
 
+def current_action(sensor: SensorIdentity, uow: UnitOfWork) -> MachineAction | None:
+    """The action the machine's sensor claimed and has not reported yet (the oldest), or None.
+
+    A sensor that crashed after the server recorded its claim but before it noted the action
+    locally asks for it on restart, and finishes or fails it instead of leaving it InProgress
+    until the in-progress timeout.
+    """
+    with uow:
+        if not uow.sensors.is_current(sensor.sensor_id):
+            raise Unauthorized()
+        claimed = [a for a in uow.actions.active_for_machine(sensor.machine_id) if a.status is ActionStatus.IN_PROGRESS]
+    return min(claimed, key=lambda a: a.creation_date_time_utc) if claimed else None
+
+
 @dataclass(frozen=True, slots=True)
 class ReportOutcome:
     """A sensor's report that it finished (or failed) an action it claimed."""
