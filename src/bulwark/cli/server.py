@@ -13,7 +13,8 @@ from bulwark.cli.database import command_settings, with_database_options
 from bulwark.settings import Settings
 
 if TYPE_CHECKING:
-    from bulwark.bootstrap import Store
+    from bulwark.bootstrap import Runtime, Store
+    from bulwark.sensor.demo import DemoSensors
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 console = Console()
@@ -54,6 +55,7 @@ def serve(
     from bulwark.service.identity import ensure_signing_key
 
     settings = _settings(host=host, port=port, workers=workers, data_dir=data_dir, tls=tls)
+    demo_sensors: DemoSensors | None = None
     configure_logging(settings.log_level, settings.log_json)
     problem = settings.multi_process_problem()
     if problem:
@@ -79,7 +81,8 @@ def serve(
             console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
             _print_demo_credentials(store, base, fleet.example_machine_id, ca_hint)
             if settings.demo_sensors:
-                started = _start_demo_sensors(store, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
+                demo_sensors = _start_demo_sensors(store, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
+                started = demo_sensors.count if demo_sensors else 0
                 console.print(f"Simulated sensors for {started} active demo machines carry out offboards.")
     if not settings.auth_enabled:
         console.print(
@@ -87,7 +90,9 @@ def serve(
             f"{settings.default_requestor} with every permission. Never expose this server.",
             soft_wrap=True,
         )
-    console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
+    console.print(
+        f"Bulwark listening on {base}  (interactive API docs: {base}/docs, OpenAPI: {base}/openapi.json)", soft_wrap=True
+    )
     _export(settings)
     if settings.workers > 1:
         uvicorn.run(
@@ -103,14 +108,49 @@ def serve(
     else:
         from bulwark.api.app import create_app
 
-        uvicorn.run(
-            create_app(settings),
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app,
             host=settings.host,
             port=settings.port,
             log_level="warning",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )
+        _QuickStopServer(config, app.state.runtime, demo_sensors).run()
+        if demo_sensors is not None:
+            demo_sensors.join(timeout=1.0)
+
+
+def _quick_stop_server_class() -> type:
+    import uvicorn
+
+    class QuickStopServer(uvicorn.Server):
+        """uvicorn's server, ending long polls (and the demo's sensors) the moment it is asked to stop.
+
+        uvicorn waits for open requests before the app's shutdown runs; sensors' long polls would
+        hold it for the whole graceful period and then be cancelled mid-request (a traceback each).
+        """
+
+        def __init__(self, config: uvicorn.Config, runtime: Runtime, demo_sensors: DemoSensors | None) -> None:
+            super().__init__(config)
+            self._runtime = runtime
+            self._demo_sensors = demo_sensors
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            from bulwark.notifier import EVERYONE
+
+            if self._demo_sensors is not None:
+                self._demo_sensors.stop()
+            self._runtime.stopping.set()
+            self._runtime.notifier.publish(EVERYONE)
+            super().handle_exit(sig, frame)
+
+    return QuickStopServer
+
+
+def _QuickStopServer(config: Any, runtime: Runtime, demo_sensors: DemoSensors | None) -> Any:
+    return _quick_stop_server_class()(config, runtime, demo_sensors)
 
 
 def _prepare_tls(settings: Settings) -> tuple[dict[str, Any], str]:
@@ -138,8 +178,8 @@ def _prepare_tls(settings: Settings) -> tuple[dict[str, Any], str]:
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 
 
-def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
-    """Issue an onboarding package and start a simulated sensor for each active demo machine; return how many."""
+def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> DemoSensors | None:
+    """Issue an onboarding package and start a simulated sensor for each active demo machine."""
     from bulwark.sensor.demo import start_demo_sensors
     from bulwark.service.demo import demo_sensor_names
     from bulwark.service.sensors import issue_onboarding_package
@@ -147,7 +187,7 @@ def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
     tenant = store.settings.default_tenant_id
     names = demo_sensor_names(store.uow(write=False), tenant)
     if not names:
-        return 0
+        return None
     package = issue_onboarding_package(tenant, base, None, store.uow(), store.clock)
     return start_demo_sensors(package, names, base, ca_file=ca_file)
 
