@@ -187,7 +187,10 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
                 os_platform=props.os_platform,
             )
             uow.machines.add_many([machine])
-        values = _apply_properties(machine, props, complete=True)
+        # An enrolment that reports the device describes it anew; one that reports nothing (the
+        # demo's simulated sensors) keeps what the inventory has.
+        reported = props.computer_dns_name is not None or props.os_platform is not None
+        values = _apply_properties(machine, props, complete=reported)
         values.update(
             last_seen=now,
             health_status=HealthStatus.ACTIVE.value,
