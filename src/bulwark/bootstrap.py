@@ -21,10 +21,11 @@ from bulwark.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from bulwark.api.authn import Authenticator
+    from bulwark.metrics import Metrics
     from bulwark.notifier import InProcessNotifier
     from bulwark.ratelimit import RateLimiter
     from bulwark.service.actions import SweepPolicy
+    from bulwark.service.authentication import Authenticator
     from bulwark.service.ports import UnitOfWorkFactory
 
 # A command does one thing at a time; the server's threads share a larger pool (the engine's default).
@@ -56,6 +57,7 @@ class Runtime:
     limiter: RateLimiter
     auth: Authenticator
     notifier: InProcessNotifier
+    metrics: Metrics
     # Set at shutdown so that long polls answer at once.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -147,6 +149,16 @@ def open_store(
         engine.dispose()
 
 
+def database_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """The database's migration revision (None when it has none) and the newest this code knows.
+
+    Raises when the database does not answer.
+    """
+    from bulwark.store.db import schema_revisions
+
+    return schema_revisions(engine)
+
+
 def sweep_policy(settings: Settings) -> SweepPolicy:
     """The sweeper's limits, from the settings."""
     from bulwark.service.actions import SweepPolicy
@@ -160,9 +172,10 @@ def sweep_policy(settings: Settings) -> SweepPolicy:
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     """The server's parts for one process. Writes nothing: call ``start_runtime`` when serving starts."""
-    from bulwark.api.authn import Authenticator
+    from bulwark.metrics import Metrics
     from bulwark.notifier import create_notifier
     from bulwark.ratelimit import RateLimitPolicy, create_rate_limiter
+    from bulwark.service.authentication import Authenticator
 
     clock = clock or SystemClock()
     engine = build_engine(settings)
@@ -183,6 +196,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         limiter=limiter,
         auth=Authenticator(settings, uow, clock),
         notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
+        metrics=Metrics.for_process(),
     )
 
 

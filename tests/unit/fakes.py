@@ -186,16 +186,16 @@ class FakeActions(_Repository):
     def active_for_machine(self, machine_id: str) -> list[MachineAction]:
         return self._by_machine(machine_id, ACTIVE_STATUSES)
 
-    def overdue_ids(
+    def overdue(
         self,
         status: ActionStatus,
         *,
         created_before: datetime | None = None,
         updated_before: datetime | None = None,
         limit: int = 500,
-    ) -> list[str]:
+    ) -> list[tuple[str, str]]:
         found = [
-            a.id
+            (a.id, a.type.value)
             for a in self.db.actions.values()
             if a.status is status
             and (created_before is None or a.creation_date_time_utc < created_before)
@@ -208,9 +208,27 @@ class FakeAuditLog(_Repository):
     def append(self, **event: Any) -> None:
         self.db.audit.append(dict(event))
 
-    def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        events = [e for e in reversed(self.db.audit) if not tenant_id or e["tenant_id"] == tenant_id]
-        return [dict(e) for e in events[:limit]]
+    def list(
+        self,
+        tenant_id: str | None = None,
+        limit: int | None = 100,
+        *,
+        action: str | None = None,
+        machine_id: str | None = None,
+        caller: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        def matches(e: dict[str, Any]) -> bool:
+            return (
+                (not tenant_id or e["tenant_id"] == tenant_id)
+                and (not action or e["action"] == action or e["action"].startswith(action.rstrip(".") + "."))
+                and (not machine_id or (e.get("machine_id") or "").lower() == machine_id.lower())
+                and (not caller or caller.lower() in ((e.get("actor_name") or "").lower(), (e.get("actor_id") or "").lower()))
+                and (since is None or e["occurred_at"] >= since)
+            )
+
+        events = [e for e in reversed(self.db.audit) if matches(e)]
+        return [dict(e) for e in (events if limit is None else events[:limit])]
 
 
 class FakeSensors(_Repository):

@@ -214,6 +214,8 @@ def test_sweep_times_out_actions_no_device_picked_up_in_time(uow: FakeUnitOfWork
     result = sweep(POLICY, uow(), clock)
 
     assert (result.pending_timed_out, result.in_progress_timed_out) == (1, 0)
+    # The result names what it ended, for the log and the finished-actions metric.
+    assert [(t.action_id, t.type, t.previous_status) for t in result.timed_out] == [(old, "Offboard", ActionStatus.PENDING)]
     assert uow.db.actions[old].status is ActionStatus.TIMEOUT
     assert uow.db.actions[young].status is ActionStatus.PENDING
     [event] = [e for e in uow.db.audit if e["action"] == "machine_action.timed_out"]
@@ -242,6 +244,7 @@ def test_sweep_works_through_more_overdue_actions_than_one_batch(uow: FakeUnitOf
     result = sweep(POLICY, uow(), clock, batch=2)
 
     assert result.pending_timed_out == 5
+    assert sorted(t.action_id for t in result.timed_out) == sorted(ids)
     assert {uow.db.actions[i].status for i in ids} == {ActionStatus.TIMEOUT}
 
 

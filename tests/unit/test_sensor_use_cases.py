@@ -269,9 +269,9 @@ def test_a_successful_offboard_report_ends_the_action_and_marks_the_machine_offb
 ) -> None:
     sensor, action = claimed
 
-    accepted, current = report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
+    accepted, current, finished_now = report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
 
-    assert accepted and current.status is ActionStatus.SUCCEEDED
+    assert accepted and finished_now and current.status is ActionStatus.SUCCEEDED
     assert uow.db.machines[sensor.machine_id].offboarded_at == clock.now()
     assert uow.db.audit[-1]["action"] == "machine_action.offboard.succeeded"
 
@@ -281,7 +281,7 @@ def test_a_failed_report_ends_the_action_and_leaves_the_machine_onboarded(
 ) -> None:
     sensor, action = claimed
 
-    accepted, current = report_outcome(ReportOutcome(action, ActionStatus.FAILED, error_h_result=-5), sensor, uow(), clock)
+    accepted, current, _ = report_outcome(ReportOutcome(action, ActionStatus.FAILED, error_h_result=-5), sensor, uow(), clock)
 
     assert accepted and (current.status, current.error_h_result) == (ActionStatus.FAILED, -5)
     assert uow.db.machines[sensor.machine_id].offboarded_at is None
@@ -294,9 +294,10 @@ def test_repeating_a_report_is_accepted_without_a_second_event(
     report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
     events = len(uow.db.audit)
 
-    accepted, current = report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
+    accepted, current, finished_now = report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
 
-    assert accepted and current.status is ActionStatus.SUCCEEDED
+    # Accepted again, but it finishes nothing a second time (no second event, no second count).
+    assert accepted and not finished_now and current.status is ActionStatus.SUCCEEDED
     assert len(uow.db.audit) == events
 
 
@@ -306,7 +307,7 @@ def test_a_report_contradicting_the_final_status_is_not_accepted(
     sensor, action = claimed
     report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
 
-    accepted, current = report_outcome(ReportOutcome(action, ActionStatus.FAILED), sensor, uow(), clock)
+    accepted, current, _ = report_outcome(ReportOutcome(action, ActionStatus.FAILED), sensor, uow(), clock)
 
     assert not accepted and current.status is ActionStatus.SUCCEEDED
 
@@ -317,7 +318,7 @@ def test_a_report_on_an_action_never_claimed_is_not_accepted(
     sensor = enrol(uow, clock, onboarding_key).sensor
     action = offboard(uow, clock, sensor.machine_id)
 
-    accepted, current = report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
+    accepted, current, _ = report_outcome(ReportOutcome(action, ActionStatus.SUCCEEDED), sensor, uow(), clock)
 
     assert not accepted and current.status is ActionStatus.PENDING
 

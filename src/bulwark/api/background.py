@@ -14,6 +14,7 @@ from bulwark.bootstrap import Runtime, sweep_policy
 from bulwark.service.actions import sweep
 
 log = logging.getLogger("bulwark.sweeper")
+actions_log = logging.getLogger("bulwark.actions")
 
 
 async def _sweep_forever(runtime: Runtime) -> None:
@@ -22,6 +23,16 @@ async def _sweep_forever(runtime: Runtime) -> None:
     while True:
         try:
             result = await run_in_threadpool(sweep, policy, runtime.uow(), runtime.clock)
+            runtime.metrics.sweeper_runs.labels("ok").inc()
+            for ended in result.timed_out:
+                runtime.metrics.actions_finished.labels(ended.type, "TimeOut").inc()
+                actions_log.info(
+                    "action finished: %s %s TimeOut (was %s)",
+                    ended.type,
+                    ended.action_id,
+                    ended.previous_status.value,
+                    extra={"action_id": ended.action_id, "status": "TimeOut"},
+                )
             if result.pending_timed_out or result.in_progress_timed_out or result.machines_inactive:
                 log.info(
                     "sweep: %d pending and %d in-progress actions timed out, %d machines inactive",
@@ -30,6 +41,7 @@ async def _sweep_forever(runtime: Runtime) -> None:
                     result.machines_inactive,
                 )
         except Exception:
+            runtime.metrics.sweeper_runs.labels("failed").inc()
             log.exception("sweep failed")
         await asyncio.sleep(runtime.settings.sweep_interval_seconds)
 

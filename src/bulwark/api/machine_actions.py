@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -18,6 +20,7 @@ from bulwark.service.inventory import list_actions
 from bulwark.service.offboarding import RequestOffboard, get_action, request_offboard
 
 router = APIRouter(tags=["MachineAction"])
+log = logging.getLogger("bulwark.actions")
 
 _COMMENT_BODY_SCHEMA = {
     "requestBody": {
@@ -83,6 +86,20 @@ async def offboard_machine(
     action = await run_in_threadpool(request_offboard, command, principal, runtime.uow(), runtime.clock, context)
     # Committed: wake the machine's sensor wherever it is connected.
     await run_in_threadpool(runtime.notifier.publish, action.machine_id)
+    runtime.metrics.actions_created.labels(action.type.value).inc()
+    log.info(
+        "offboard requested: action %s machine %s (%s) by %s",
+        action.id,
+        action.machine_id,
+        action.computer_dns_name,
+        principal.name,
+        extra={
+            "action_id": action.id,
+            "machine_id": action.machine_id,
+            "caller": principal.name,
+            "request_id": context.request_id,
+        },
+    )
     return entity_response(
         f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action), settings.offboard_status_code
     )
@@ -117,6 +134,20 @@ async def cancel_machine_action(
     request_state(request).remember_comment(body.Comment)
     command = CancelAction(action_id=id, comment=body.Comment or "")
     action = await run_in_threadpool(cancel_action, command, principal, runtime.uow(), runtime.clock, context)
+    runtime.metrics.actions_finished.labels(action.type.value, action.status.value).inc()
+    log.info(
+        "action cancelled: %s %s on machine %s by %s",
+        action.type.value,
+        action.id,
+        action.machine_id,
+        principal.name,
+        extra={
+            "action_id": action.id,
+            "machine_id": action.machine_id,
+            "caller": principal.name,
+            "request_id": context.request_id,
+        },
+    )
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))
 
 

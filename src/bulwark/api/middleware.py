@@ -1,4 +1,4 @@
-"""ASGI middleware: a request id on every request and response."""
+"""ASGI middleware: a request id on every request and response; the authentication-off warning."""
 
 from __future__ import annotations
 
@@ -39,3 +39,26 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+AUTH_DISABLED_HEADER = ("Bulwark-Warning", "authentication disabled")
+
+
+class AuthDisabledWarningMiddleware:
+    """Says on every response that authentication is off, so nobody mistakes such a server for a safe one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_warning(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                name, value = AUTH_DISABLED_HEADER
+                message["headers"] = [*message.get("headers", []), (name.lower().encode(), value.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_warning)

@@ -100,6 +100,7 @@ async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _bounded_body(request)
     if content_type != "application/x-www-form-urlencoded" or not body:
+        runtime.metrics.token_failures.labels("other", "invalid_request").inc()
         return _oauth_error(
             runtime,
             TokenRequestError("invalid_request", 900144, "The request body must be form-encoded and contain 'grant_type'."),
@@ -137,7 +138,9 @@ async def token(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
                 "unsupported_grant_type", 70003, f"The app requested an unsupported grant type '{grant[:40]}'."
             )
     except TokenRequestError as error:
+        runtime.metrics.token_failures.labels(runtime.metrics.grant_label(grant), error.error).inc()
         return _oauth_error(runtime, error)
+    runtime.metrics.tokens_issued.labels(runtime.metrics.grant_label(grant)).inc()
     body_out = {
         "token_type": "Bearer",
         **extra,

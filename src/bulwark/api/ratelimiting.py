@@ -34,4 +34,5 @@ async def enforce_rate_limit(request: Request, runtime: RuntimeDep, principal: C
         return
     if decision.storage_failed:
         raise ServiceUnavailable("Rate-limit storage is unavailable and the service is configured to refuse calls.")
+    runtime.metrics.rate_limit_refusals.labels(getattr(route, "operation_id", None) or "other").inc()
     raise TooManyRequests(f"Rate limit is exceeded. Try again in {decision.retry_after} seconds.", headers=decision.headers)

@@ -20,6 +20,7 @@ from bulwark.service.audit_trail import RequestContext, record_refusal
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION
 
 log = logging.getLogger("bulwark.audit")
+actions_log = logging.getLogger("bulwark.actions")
 
 # Operation id -> audit action name. Successful requests are audited by their use case, in the
 # same transaction as their effect; refusals are audited here, whichever layer refused them
@@ -54,13 +55,30 @@ async def audit_refusal(request: Request, error: MdeError) -> None:
     context = RequestContext(request_id=state.request_id, client_ip=request.client.host if request.client else None)
     machine_id = str(request.path_params.get("id", ""))[:64] or None
     comment = state.comment if state.comment_parsed else await _unread_comment(request, runtime.settings)
+    principal = state.principal
+    caller = principal.name if principal else "-"
+    actions_log.info(
+        "%s refused: %s %s for %s by %s",
+        action,
+        error.status,
+        error.code,
+        machine_id or request.path_params.get("id", "-"),
+        caller,
+        extra={
+            "machine_id": machine_id,
+            "status": error.status,
+            "code": error.code,
+            "caller": caller,
+            "request_id": context.request_id,
+        },
+    )
     try:
         await run_in_threadpool(
             record_refusal,
             runtime.uow(),
             runtime.clock,
             action=action,
-            principal=state.principal,
+            principal=principal,
             context=context,
             outcome_status=error.status,
             outcome_code=error.code,

@@ -47,6 +47,12 @@ def start_request_state(scope: Scope, request_id: str) -> RequestState:
     return state
 
 
+def scope_state(scope: Scope) -> RequestState | None:
+    """The state of the request ``scope`` belongs to, for ASGI middleware; None before the request-id middleware ran."""
+    found = scope.get("state", {}).get(_SCOPE_KEY)
+    return found if isinstance(found, RequestState) else None
+
+
 def request_state(request: HTTPConnection) -> RequestState:
     """The request's state; an empty one if the request did not pass through the middleware."""
     state = request.scope.setdefault("state", {})

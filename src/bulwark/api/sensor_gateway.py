@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated, Literal
 
@@ -28,6 +29,7 @@ from bulwark.service.sensors import (
 )
 
 router = APIRouter(prefix="/sensor/v1", tags=["Sensor gateway"])
+log = logging.getLogger("bulwark.actions")
 
 
 class PropertiesIn(BaseModel):
@@ -120,16 +122,21 @@ async def next_action(runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotate
     The waiter subscribes before it looks for work, so an action created in between still wakes it.
     """
     deadline = time.monotonic() + min(wait, runtime.settings.sensor_poll_max_seconds)
-    async with runtime.notifier.subscribe(sensor.machine_id) as subscription:
-        while True:
-            if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
-                action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
-                if action is not None:
-                    return json_response(action_to_wire(action))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or runtime.stopping.is_set():
-                return Response(status_code=204)
-            await subscription.wait(remaining)
+    connected = runtime.metrics.sensors_connected
+    connected.inc()
+    try:
+        async with runtime.notifier.subscribe(sensor.machine_id) as subscription:
+            while True:
+                if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
+                    action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
+                    if action is not None:
+                        return json_response(action_to_wire(action))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or runtime.stopping.is_set():
+                    return Response(status_code=204)
+                await subscription.wait(remaining)
+    finally:
+        connected.dec()
 
 
 @router.get("/actions/current", summary="The action this device claimed and has not reported yet")
@@ -143,5 +150,16 @@ def current(runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
 def outcome(action_id: str, body: OutcomeIn, runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """Finish the action; ``accepted`` is false when it already ended otherwise (e.g. TimeOut)."""
     command = ReportOutcome(action_id, ActionStatus(body.status), body.errorHResult)
-    accepted, action = report_outcome(command, sensor, runtime.uow(), runtime.clock)
+    accepted, action, finished_now = report_outcome(command, sensor, runtime.uow(), runtime.clock)
+    if finished_now:
+        runtime.metrics.actions_finished.labels(action.type.value, action.status.value).inc()
+        log.info(
+            "action finished: %s %s on machine %s %s (errorHResult %s)",
+            action.type.value,
+            action.id,
+            action.machine_id,
+            action.status.value,
+            action.error_h_result,
+            extra={"action_id": action.id, "machine_id": action.machine_id, "status": action.status.value},
+        )
     return json_response({"accepted": accepted, "action": action_to_wire(action)})

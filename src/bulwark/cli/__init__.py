@@ -9,6 +9,8 @@
 Importing this package stays cheap: each command imports what it needs when it runs.
 """
 
+from typing import Annotated
+
 import typer
 import typer.core
 
@@ -26,6 +28,25 @@ if _typer_display_type_rich is not None:
     typer.core.TyperOption.display_type_rich = _flags_without_a_type  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bulwark import __version__
+
+        typer.echo(f"bulwark {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Bulwark: a self-hosted Defender for Endpoint machine-action API."""
+
+
 # Registration order is the order `bulwark --help` lists them in (commands first, then groups).
 app.add_typer(server.db_app, name="db")
 api.register(app)  # offboard; machines, actions, profile

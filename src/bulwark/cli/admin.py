@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -428,20 +428,69 @@ def token(
 # Audit
 
 
+_RELATIVE = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """An instant from ISO 8601 (``2026-03-01``, ``2026-03-01T09:30Z``; UTC without an offset) or an age (``24h``, ``7d``)."""
+    text = value.strip()
+    if len(text) >= 2 and text[-1].lower() in _RELATIVE and text[:-1].isdigit():
+        return (now or datetime.now(UTC)) - timedelta(seconds=int(text[:-1]) * _RELATIVE[text[-1].lower()])
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither an ISO 8601 date or time (2026-03-01, 2026-03-01T09:30:00Z) nor an age (90m, 24h, 7d)."
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def iso8601(value: object) -> object:
+    """Datetimes as ISO 8601 in UTC (``2026-03-01T09:30:00.123456Z``); anything else unchanged."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
 @audit_app.command("list")
 @with_database_options
 def audit_list(
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Only this tenant (default: all, unauthenticated refusals included).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="How many of the newest events.")] = 50,
+    action: Annotated[
+        str | None,
+        typer.Option(help="Only this action, or actions under it: machine_action.offboard matches machine_action.offboard.*"),
+    ] = None,
+    machine: Annotated[str | None, typer.Option(help="Only events about this machine id.")] = None,
+    caller: Annotated[str | None, typer.Option(help="Only events by this caller (application name or id, or user UPN).")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only events from this time on: ISO 8601 (UTC unless it has an offset) or an age (24h, 7d)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many of the newest matching events; 0 for all.")] = 50,
     as_json: JsonOpt = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="Export as JSON lines: one event per line, for log tools.")] = False,
 ) -> None:
-    """List the newest audit events: who asked to offboard what, why, and the outcome."""
-    from bulwark.service.audit_trail import list_audit_events
+    """List audit events, newest first: who asked to offboard what, why, and the outcome."""
+    from bulwark.service.audit_trail import AuditQuery, list_audit_events
 
+    if limit < 0:
+        raise typer.BadParameter("must be 0 (all) or more", param_hint="--limit")
+    query = AuditQuery(
+        tenant_id=tenant,
+        action=action,
+        machine_id=machine,
+        caller=caller,
+        since=parse_since(since) if since else None,
+        limit=limit or None,
+    )
     with _session() as store:
-        rows = list_audit_events(store.uow(write=False), tenant_id=tenant, limit=limit)
+        rows = [{k: iso8601(v) for k, v in row.items()} for row in list_audit_events(store.uow(write=False), query)]
+    if jsonl:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str, separators=(",", ":")))
+        return
     _print(
         rows,
         [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,8 +19,11 @@ if TYPE_CHECKING:
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 console = Console()
+
+
 # Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
 GRACEFUL_SHUTDOWN_SECONDS = 5
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -95,6 +99,16 @@ def serve(
     )
     _export(settings)
     if settings.workers > 1:
+        # Each worker writes its metrics to files here; a scrape of any worker adds them all up.
+        from bulwark.metrics import prepare_multiprocess_directory
+
+        prepare_multiprocess_directory(settings.data_dir / "metrics")
+        # A starting worker imports the whole command before it answers the supervisor's health
+        # check; on a busy host that takes longer than uvicorn's 5 s, and the supervisor would kill
+        # and restart it for ever. Give it time (uvicorn >= 0.33 has the setting).
+        patience: dict[str, Any] = {}
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+            patience["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_SECONDS
         uvicorn.run(
             "bulwark.api.app:create_app_from_environment",
             factory=True,
@@ -102,7 +116,9 @@ def serve(
             port=settings.port,
             workers=settings.workers,
             log_level="warning",
+            access_log=False,  # Bulwark writes its own access log: one line per request
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+            **patience,
             **ssl_options,
         )
     else:
@@ -114,6 +130,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )

@@ -86,12 +86,22 @@ class SweepPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class TimedOutAction:
+    """An action a sweep ended as TimeOut."""
+
+    action_id: str
+    type: str
+    previous_status: ActionStatus
+
+
+@dataclass(frozen=True, slots=True)
 class SweepResult:
     """What one sweep changed."""
 
     pending_timed_out: int
     in_progress_timed_out: int
     machines_inactive: int
+    timed_out: tuple[TimedOutAction, ...] = ()
 
 
 def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 500) -> SweepResult:
@@ -102,6 +112,7 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
     """
     now = clock.now()
     counts = {ActionStatus.PENDING: 0, ActionStatus.IN_PROGRESS: 0}
+    timed_out: list[TimedOutAction] = []
     limits = {
         ActionStatus.PENDING: {"created_before": now - policy.pickup_timeout},
         ActionStatus.IN_PROGRESS: {"updated_before": now - policy.in_progress_timeout},
@@ -109,10 +120,11 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
     for status, cutoff in limits.items():
         while True:
             with uow:
-                ids = uow.actions.overdue_ids(status, limit=batch, **cutoff)
-                for action_id in ids:
+                overdue = uow.actions.overdue(status, limit=batch, **cutoff)
+                ended: list[TimedOutAction] = []
+                for action_id, action_type in overdue:
                     if uow.actions.transition(action_id, ActionStatus.TIMEOUT, at=now, only_from=status):
-                        counts[status] += 1
+                        ended.append(TimedOutAction(action_id, action_type, status))
                         audit_event(
                             uow,
                             clock,
@@ -124,9 +136,11 @@ def sweep(policy: SweepPolicy, uow: UnitOfWork, clock: Clock, *, batch: int = 50
                             details={"from": status.value},
                         )
                 uow.commit()
-            if len(ids) < batch:
+            counts[status] += len(ended)
+            timed_out.extend(ended)
+            if len(overdue) < batch:
                 break
     with uow:
         inactive = uow.machines.mark_inactive_offboarded_before(now - policy.inactive_after_offboard)
         uow.commit()
-    return SweepResult(counts[ActionStatus.PENDING], counts[ActionStatus.IN_PROGRESS], inactive)
+    return SweepResult(counts[ActionStatus.PENDING], counts[ActionStatus.IN_PROGRESS], inactive, tuple(timed_out))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from bulwark.clock import Clock
@@ -82,7 +83,27 @@ def record_refusal(
         uow.commit()
 
 
-def list_audit_events(uow: UnitOfWork, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest audit events, newest first."""
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit events to list (every field optional); see ``AuditRepository.list``."""
+
+    tenant_id: str | None = None
+    action: str | None = None
+    machine_id: str | None = None
+    caller: str | None = None
+    since: datetime | None = None
+    limit: int | None = 100
+
+
+def list_audit_events(uow: UnitOfWork, query: AuditQuery | None = None) -> list[dict[str, Any]]:
+    """The matching audit events, newest first."""
+    query = query or AuditQuery()
     with uow:
-        return uow.audit.list(tenant_id=tenant_id, limit=limit)
+        return uow.audit.list(
+            tenant_id=query.tenant_id,
+            limit=query.limit,
+            action=query.action,
+            machine_id=query.machine_id,
+            caller=query.caller,
+            since=query.since,
+        )

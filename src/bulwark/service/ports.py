@@ -115,21 +115,32 @@ class ActionRepository(Protocol):
 
     def active_for_machine(self, machine_id: str) -> list[MachineAction]: ...
 
-    def overdue_ids(
+    def overdue(
         self,
         status: ActionStatus,
         *,
         created_before: datetime | None = None,
         updated_before: datetime | None = None,
         limit: int = 500,
-    ) -> list[str]: ...
+    ) -> list[tuple[str, str]]:
+        """Ids and types of actions in ``status`` created (or last updated) before the given instants."""
+        ...
 
 
 class AuditLog(Protocol):
     def append(self, **event: Any) -> None: ...
 
-    def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest events first."""
+    def list(
+        self,
+        tenant_id: str | None = None,
+        limit: int | None = 100,
+        *,
+        action: str | None = None,
+        machine_id: str | None = None,
+        caller: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest matching events first (see ``bulwark.store.repositories.AuditRepository.list``)."""
         ...
 
 

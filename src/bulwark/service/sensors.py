@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from bulwark.clock import Clock
 from bulwark.domain.access import Permission, Principal, require_any
@@ -335,12 +335,21 @@ class ReportOutcome:
     error_h_result: int = 0
 
 
-def report_outcome(command: ReportOutcome, sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> tuple[bool, MachineAction]:
-    """Finish an InProgress action of the sensor's machine; return (accepted, the action as it now is).
+class OutcomeReport(NamedTuple):
+    """What became of a sensor's report."""
+
+    accepted: bool
+    action: MachineAction
+    finished_now: bool
+    """This report moved the action to its final status (false for a repeated report)."""
+
+
+def report_outcome(command: ReportOutcome, sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> OutcomeReport:
+    """Finish an InProgress action of the sensor's machine; say whether it was accepted, and the action as it now is.
 
     Reporting the status the action already has is accepted again (the sensor may retry after a
-    lost answer). A finished offboard marks the machine offboarded; the sweeper turns it Inactive
-    later. The sensor carries out an offboard for good only once its report is accepted.
+    lost answer), but it finishes nothing a second time. A finished offboard marks the machine
+    offboarded; the sweeper turns it Inactive later. The sensor carries out an offboard for good only once its report is accepted.
     """
     if command.status not in (ActionStatus.SUCCEEDED, ActionStatus.FAILED):
         raise InvalidInput("Invalid input status: Succeeded or Failed.")
@@ -371,4 +380,4 @@ def report_outcome(command: ReportOutcome, sensor: SensorIdentity, uow: UnitOfWo
         current = uow.actions.get(sensor.tenant_id, action_id)
         uow.commit()
     assert current is not None
-    return accepted or current.status is command.status, current
+    return OutcomeReport(accepted or current.status is command.status, current, accepted)

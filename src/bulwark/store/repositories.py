@@ -332,21 +332,21 @@ class MachineActionRepository:
         ).mappings()
         return [action_from_row(r) for r in rows]
 
-    def overdue_ids(
+    def overdue(
         self,
         status: ActionStatus,
         *,
         created_before: datetime | None = None,
         updated_before: datetime | None = None,
         limit: int = 500,
-    ) -> list[str]:
-        """Ids of actions in ``status`` created (or last updated) before the given instants."""
-        stmt = select(machine_actions.c.id).where(machine_actions.c.status == status.value)
+    ) -> list[tuple[str, str]]:
+        """Ids and types of actions in ``status`` created (or last updated) before the given instants."""
+        stmt = select(machine_actions.c.id, machine_actions.c.type).where(machine_actions.c.status == status.value)
         if created_before is not None:
             stmt = stmt.where(machine_actions.c.creation_date_time_utc < created_before)
         if updated_before is not None:
             stmt = stmt.where(machine_actions.c.last_update_date_time_utc < updated_before)
-        return [r[0] for r in self.conn.execute(stmt.limit(limit))]
+        return [(r[0], r[1]) for r in self.conn.execute(stmt.limit(limit))]
 
 
 class OnboardingPackageRepository:
@@ -462,9 +462,36 @@ class AuditRepository:
         """Record one event."""
         self.conn.execute(_INSERT_AUDIT, event)
 
-    def list(self, tenant_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        """The newest ``limit`` events (of ``tenant_id`` when given)."""
-        stmt = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+    def list(
+        self,
+        tenant_id: str | None = None,
+        limit: int | None = 100,
+        *,
+        action: str | None = None,
+        machine_id: str | None = None,
+        caller: str | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """The newest events, newest first, that match every filter given.
+
+        ``action`` matches the action name or a dotted prefix of it (``machine_action.offboard``
+        matches ``machine_action.offboard.requested``); ``machine_id`` and ``caller`` (the actor's
+        name or id) match whole values in any case; ``since`` keeps events at or after that instant.
+        ``limit`` None means every match.
+        """
+        c = audit_events.c
+        stmt = select(audit_events).order_by(c.id.desc())
         if tenant_id:
-            stmt = stmt.where(audit_events.c.tenant_id == tenant_id)
+            stmt = stmt.where(c.tenant_id == tenant_id)
+        if action:
+            prefix = action.rstrip(".").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".%"
+            stmt = stmt.where(or_(c.action == action, c.action.like(prefix, escape="\\")))
+        if machine_id:
+            stmt = stmt.where(func.lower(c.machine_id) == machine_id.lower())
+        if caller:
+            stmt = stmt.where(or_(func.lower(c.actor_name) == caller.lower(), func.lower(c.actor_id) == caller.lower()))
+        if since is not None:
+            stmt = stmt.where(c.occurred_at >= since)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         return [dict(r) for r in self.conn.execute(stmt).mappings()]

@@ -1,12 +1,14 @@
-"""Authentication of API calls: bearer tokens verified against Bulwark's keys or a trusted provider."""
+"""Authentication of API calls: bearer tokens verified against Bulwark's keys or a trusted provider.
+
+A service of its own (no HTTP here): the API layer hands it the ``Authorization`` header and gets
+the caller back, or ``Unauthorized``.
+"""
 
 from __future__ import annotations
 
 import logging
 import string
 from datetime import timedelta
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bulwark.auth.keys import KeyRingCache
 from bulwark.auth.tokens import ExternalIssuer, InvalidToken, TokenIssuer, TokenVerifier, VerifiedClaims
@@ -19,7 +21,6 @@ from bulwark.settings import Settings
 
 log = logging.getLogger("bulwark.auth")
 
-AUTH_DISABLED_HEADER = ("Bulwark-Warning", "authentication disabled")
 _SAFE = set(string.ascii_letters + string.digits + " .,:;()[]{}'_-/+=@!?<>*#&%$~^|")
 
 
@@ -129,23 +130,3 @@ class Authenticator:
             name=self.settings.default_requestor,
             permissions=frozenset(p.value for p in Permission),
         )
-
-
-class AuthDisabledWarningMiddleware:
-    """Says on every response that authentication is off, so nobody mistakes such a server for a safe one."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_warning(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                name, value = AUTH_DISABLED_HEADER
-                message["headers"] = [*message.get("headers", []), (name.lower().encode(), value.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_warning)
