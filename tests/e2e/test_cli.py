@@ -335,7 +335,7 @@ def test_details_show_fields_as_text_without_odata_links(server: LiveServer) -> 
     shown = server.run_cli("machines", "show", dns_name(23))
     fields = dict(line.split("\t", 1) for line in shown.stdout.splitlines())
     assert "@odata.context" not in fields and fields["ipAddresses"] == "10.1.2.3 (operationalStatus=Up)"
-    created = json.loads(server.run_cli("offboard", machine_id(23), "-c", "x", "--json").stdout)
+    created = json.loads(server.run_cli("offboard", machine_id(26), "-c", "x", "--json").stdout)
     action = server.run_cli("actions", "show", created["id"])
     assert "@odata.context" not in action.stdout and created["id"] in action.stdout
 
