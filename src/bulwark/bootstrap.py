@@ -258,18 +258,26 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
 
 def start_runtime(runtime: Runtime) -> None:
     """What the server writes before it serves (safe when processes race): the first signing key,
-    and the web console's client registration with this server's redirect URI."""
+    the issuer, and the web console's client registration with this server's redirect URI."""
     from bulwark.service.identity import ensure_signing_key
     from bulwark.service.signin import CONSOLE_CALLBACK_PATH, ensure_console_client
 
     if runtime.settings.signing_key_file is None:
         ensure_signing_key(runtime.uow(), runtime.clock)
     settings = runtime.settings
+    runtime.auth.use_issuer_base_url(settle_issuer(settings, runtime.uow))
     redirect_uri = settings.issuer_base_url() + CONSOLE_CALLBACK_PATH
     if ensure_console_client(runtime.uow, runtime.clock, settings.default_tenant_id, redirect_uri) is None:
         logging.getLogger("bulwark.console").info(
             "tenant %s does not exist (yet): nobody can sign in to the console", settings.default_tenant_id
         )
+
+
+def settle_issuer(settings: Settings, uow: UnitOfWorkFactory) -> str:
+    """The issuer base recorded with the data: BULWARK_PUBLIC_BASE_URL when set, else the first server's base."""
+    from bulwark.service.identity import settle_issuer_base_url
+
+    return settle_issuer_base_url(uow(), settings.public_base_url, settings.issuer_base_url())
 
 
 def close_runtime(runtime: Runtime) -> None:

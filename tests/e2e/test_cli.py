@@ -38,7 +38,10 @@ MAC = make_machine(
 )
 OLD_WINDOWS = make_machine(101, os_platform="Windows10", version="1607", os_build=14393, computer_dns_name="old-101.contoso.com")
 SERVERS = [make_machine(i, os_platform="WindowsServer2022", version="21H2", os_build=20348) for i in (200, 201, 202)]
-FLEET = [make_machine(i) for i in range(1, 41)] + [MAC, OLD_WINDOWS] + SERVERS
+NETWORKED = make_machine(
+    23, ip_addresses=[{"ipAddress": "10.1.2.3", "macAddress": None, "type": None, "operationalStatus": "Up"}]
+)
+FLEET = [make_machine(i) for i in range(1, 41) if i != 23] + [NETWORKED, MAC, OLD_WINDOWS] + SERVERS
 
 
 def machine_id(index: int) -> str:
@@ -229,7 +232,8 @@ def test_bulk_table_lists_every_machine(server: LiveServer, tmp_path: Path) -> N
     [action] = actions_of(server, machine_id(12))
     assert action["id"] in result.stdout
     assert "ClientVersionNotSupported" in result.stdout and OLD_WINDOWS.id in result.stdout
-    assert "1 of 2 machines offboarded" in result.stderr
+    # Accepted is not done: the summary tells requested from completed.
+    assert "1 of 2 offboards requested (1 Pending); 0 completed so far" in result.stderr
 
 
 def test_bulk_asks_first_and_does_nothing_when_refused(server: LiveServer, tmp_path: Path) -> None:
@@ -318,6 +322,43 @@ def test_actions_cancel(server: LiveServer) -> None:
     assert again.exit_code == EXIT_NOT_SUCCEEDED
 
 
+def test_piped_tables_are_tab_separated_with_full_values(server: LiveServer) -> None:
+    result = server.run_cli("machines", "list", "--filter", "osPlatform eq 'WindowsServer2022'")
+    assert result.exit_code == EXIT_OK, result.stderr
+    header, *rows = result.stdout.splitlines()
+    assert header.split("\t")[:3] == ["Id", "Computer", "OS"]
+    assert sorted(row.split("\t")[0] for row in rows) == sorted(m.id for m in SERVERS)
+    assert "…" not in result.stdout
+
+
+def test_details_show_fields_as_text_without_odata_links(server: LiveServer) -> None:
+    shown = server.run_cli("machines", "show", dns_name(23))
+    fields = dict(line.split("\t", 1) for line in shown.stdout.splitlines())
+    assert "@odata.context" not in fields and fields["ipAddresses"] == "10.1.2.3 (operationalStatus=Up)"
+    created = json.loads(server.run_cli("offboard", machine_id(26), "-c", "x", "--json").stdout)
+    action = server.run_cli("actions", "show", created["id"])
+    assert "@odata.context" not in action.stdout and created["id"] in action.stdout
+
+
+def test_a_machine_is_found_by_its_short_host_name(server: LiveServer) -> None:
+    short = dns_name(24).split(".")[0]
+    result = server.run_cli("offboard", short, "-c", "by short name", "--json")
+    assert result.exit_code == EXIT_OK, result.stderr
+    assert json.loads(result.stdout)["machineId"] == machine_id(24)
+    shown = server.run_cli("machines", "show", short, "--json")
+    assert json.loads(shown.stdout)["id"] == machine_id(24)
+
+
+def test_sensor_fleet_names_the_dns_names_it_uses(sensor_server: LiveServer, devices: Devices) -> None:
+    log = (sensor_server.data_dir / "sensor-complies.log").read_text()
+    assert "complies-00000.fleet.example .. complies-00002.fleet.example" in log
+
+
+def test_flags_take_no_value_in_help(server: LiveServer) -> None:
+    result = server.run_cli("offboard", "--help")
+    assert "--yes" in result.stdout and "<bool>" not in result.stdout
+
+
 # errors -------------------------------------------------------------------------------------
 
 
@@ -329,7 +370,6 @@ def test_actions_cancel(server: LiveServer) -> None:
         (("actions", "show", "not-a-guid"), "InvalidInput"),
         (("offboard", MAC.id, "-c", "x"), "OsPlatformNotSupported"),
         (("offboard", OLD_WINDOWS.id, "-c", "x"), "ClientVersionNotSupported"),
-        (("offboard", make_machine(20).id, "-c", ""), "MissingRequiredParameter"),
         (("offboard", make_machine(20).id, "-c", "x" * 5000), "InvalidInput"),
     ],
 )
@@ -352,7 +392,15 @@ def test_a_second_offboard_is_refused_while_the_first_is_active(server: LiveServ
 
 
 def test_usage_errors_exit_2(server: LiveServer) -> None:
-    assert server.run_cli("offboard", machine_id(22)).exit_code == EXIT_USAGE  # no --comment
+    no_comment = server.run_cli("offboard", machine_id(22))
+    assert no_comment.exit_code == EXIT_USAGE and "--comment is required" in no_comment.stderr
+    # Nothing named: that is what is missing first, not the comment.
+    nothing = server.run_cli("offboard")
+    assert nothing.exit_code == EXIT_USAGE and "give the machines" in nothing.stderr
+    # An empty comment is refused before anything is sent.
+    empty = server.run_cli("offboard", machine_id(20), "-c", "  ")
+    assert empty.exit_code == EXIT_USAGE and "--comment must not be empty" in empty.stderr
+    assert actions_of(server, machine_id(20)) == [] and actions_of(server, machine_id(22)) == []
     both = server.run_cli("offboard", machine_id(22), "--filter", "osPlatform eq 'macOS'", "-c", "x")
     assert both.exit_code == EXIT_USAGE and "exactly one" in both.stderr
     unsigned = server.run_cli("machines", "list", BULWARK_TOKEN="", BULWARK_CLIENT_SECRET="")

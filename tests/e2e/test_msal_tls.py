@@ -80,3 +80,32 @@ def test_msal_acquires_tokens_from_bulwark_over_https(tmp_path: Path, monkeypatc
         )
         assert action.status_code == 200
         assert action.json()["requestorComment"] == "Offboarded with an MSAL token"
+
+
+def test_the_cli_trusts_the_ca_named_in_the_credentials_file(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bulwark.cli import app
+
+    data = tmp_path / "data"
+    with server_process("--demo", "--tls", "--data-dir", str(data), env={"BULWARK_DATABASE_URL": ""}):
+        credentials = data / "demo-credentials.json"
+        unset = {
+            name: None
+            for name in ("BULWARK_API_URL", "BULWARK_TOKEN", "BULWARK_CLIENT_ID", "BULWARK_CLIENT_SECRET", "BULWARK_CA_FILE")
+        }
+        env = {**unset, "BULWARK_CREDENTIALS_FILE": str(credentials), "BULWARK_CONFIG": str(tmp_path / "none.json")}
+        trusted = CliRunner().invoke(app, ["machines", "list", "--top", "1", "--json"], env=env)
+        assert trusted.exit_code == 0, trusted.output
+        assert len(json.loads(trusted.stdout)) == 1
+
+        # Without the CA: unreachable (exit 6) with a hint, not an authentication failure (exit 4).
+        document = json.loads(credentials.read_text())
+        document["ca_certificate"] = None
+        bare = tmp_path / "no-ca.json"
+        bare.write_text(json.dumps(document))
+        untrusted = CliRunner().invoke(
+            app, ["machines", "list", "--top", "1"], env={**env, "BULWARK_CREDENTIALS_FILE": str(bare)}
+        )
+        assert untrusted.exit_code == 6, untrusted.output
+        assert "not trusted" in untrusted.stderr and "--ca-file" in untrusted.stderr

@@ -121,17 +121,56 @@ def test_offboard_stops_the_sensor_and_reonboard_restores_the_id(
         again = sensor(state, log=log)
         assert again.wait(20) == 3, log.read_text()
 
-        # Queued while the device is offboarded: never runs after the re-onboard.
-        queued = offboard(base, machine_id)
+        # Offboarding it again is refused: nobody would carry the action out.
+        refused = httpx.post(f"{base}/api/machines/{machine_id}/offboard", json={"Comment": "again"}, headers=HEADERS)
+        assert refused.status_code == 400 and "already offboarded" in refused.json()["error"]["message"]
         reonboarded = sensor(state, "--reonboard", log=log)
         try:
             assert wait_enrolled(state, generation=2) == machine_id
-            assert action(base, queued["id"])["status"] == "Cancelled"
             second = offboard(base, machine_id)
             assert reonboarded.wait(20) == 0, log.read_text()
             assert action(base, second["id"])["status"] == "Succeeded"
         finally:
             stop(reonboarded)
+
+
+def test_sensor_run_simulates_a_windows_11_device_it_names_and_reonboard_refreshes_it(
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    log, state = tmp_path / "sensor.log", tmp_path / "device" / "sensor-state.json"
+
+    def run(*args: str) -> subprocess.Popen:
+        return bulwark("sensor", "run", "--state", str(state), "--check-in-interval", "1", "--poll-wait", "20", *args, log=log)
+
+    def machine(base: str, machine_id: str) -> dict:
+        return httpx.get(f"{base}/api/machines/{machine_id}", headers=HEADERS).json()
+
+    with server_process(env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
+        package = write_package(uow_factory, base, tmp_path / "onboarding.json")
+        proc = run("--onboarding-package", str(package))  # no profile flags
+        try:
+            machine_id = wait_enrolled(state)
+            seen = machine(base, machine_id)
+            assert seen["osPlatform"] == "Windows11" and seen["osBuild"] == 22631
+            assert seen["computerDnsName"].startswith("sim-") and seen["computerDnsName"] != "localhost"
+            assert f"Simulating: {seen['computerDnsName']}, Windows11" in log.read_text()
+            created = offboard(base, machine_id)  # the walkthrough's offboard works on it
+            assert proc.wait(20) == 0, log.read_text()
+        finally:
+            stop(proc)
+        assert action(base, created["id"])["status"] == "Succeeded"
+        again = run("--reonboard", "--dns-name", "rebuilt.contoso.com", "--os-platform", "Windows10", "--os-build", "19045")
+        try:
+            assert wait_enrolled(state, generation=2) == machine_id
+            assert "Starting from the existing state" in log.read_text()
+            refreshed = machine(base, machine_id)
+            assert (refreshed["computerDnsName"], refreshed["osPlatform"], refreshed["osBuild"]) == (
+                "rebuilt.contoso.com",
+                "Windows10",
+                19045,
+            )
+        finally:
+            stop(again)
 
 
 def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path) -> None:
@@ -166,6 +205,35 @@ def test_a_sensor_crashing_mid_action_still_ends_it(database_url: str, uow_facto
             assert action(base, again["id"])["status"] == "Succeeded"
         finally:
             stop(restarted)
+
+
+def test_a_sensor_killed_between_the_servers_claim_and_its_own_record_finishes_the_action(
+    database_url: str, uow_factory: SqlUnitOfWorkFactory, tmp_path: Path
+) -> None:
+    log, state = tmp_path / "sensor.log", tmp_path / "state.json"
+    with server_process(env=_env(database_url, tmp_path), log=tmp_path / "server.log") as base:
+        package = write_package(uow_factory, base, tmp_path / "onboarding.json")
+        first = sensor(state, "--onboarding-package", str(package), log=log)
+        try:
+            machine_id = wait_enrolled(state)
+        finally:
+            first.kill()
+            first.wait()
+        # The claim the dead sensor's long poll would have made: recorded by the server, never
+        # seen by the device (its state has no current action).
+        created = offboard(base, machine_id)
+        credential = read_state(state)["enrolment"]["credential"]
+        claimed = httpx.get(f"{base}/sensor/v1/actions/next", headers={"Authorization": f"Bearer {credential}"})
+        assert claimed.status_code == 200 and claimed.json()["id"] == created["id"]
+        assert action(base, created["id"])["status"] == "InProgress" and not read_state(state).get("currentAction")
+
+        restarted = sensor(state, log=log)
+        try:
+            assert restarted.wait(30) == 0, log.read_text()  # it learnt the action, carried it out, stopped
+        finally:
+            stop(restarted)
+        assert action(base, created["id"])["status"] == "Succeeded"
+        assert read_state(state)["service"] == "stopped"
 
 
 def test_a_sensor_told_to_fail_offboards_reports_them_failed_and_keeps_running(

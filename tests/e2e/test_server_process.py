@@ -125,3 +125,38 @@ def test_demo_server_from_nothing(tmp_path: Path) -> None:
         assert refused.json()["error"]["message"] == (
             "Missing application roles. API required roles: Machine.Offboard, application roles: Machine.Read.All."
         )
+
+
+def test_demo_server_stops_quietly_ending_long_polls(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import child_env
+
+    log = tmp_path / "demo.log"
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bulwark.cli", "serve", "--demo", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+            env=child_env({"BULWARK_DATABASE_URL": ""}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            time.sleep(3)  # the demo sensors are in their long polls
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) in (0, 130), log.read_text()[-3000:]  # 130: stopped by Ctrl-C
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    printed = log.read_text()
+    assert "Traceback" not in printed and "CancelledError" not in printed, printed[-3000:]

@@ -53,6 +53,13 @@ def fresh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ["audit", "list"],
         ["sweep"],
         ["sensor", "package", "offboarding"],
+        ["tenants", "create", "Fabrikam"],
+        ["apps", "create", "Playbook", "--role", "Machine.Read.All"],
+        ["users", "create", "pat@contoso.com"],
+        ["roles", "create", "Responder", "--capability", "ViewData"],
+        ["groups", "create", "Responders"],
+        ["keys", "rotate"],
+        ["token", "--app", "Playbook"],
     ],
 )
 def test_commands_that_do_not_migrate_refuse_a_missing_database_and_create_none(fresh_env: Path, command: list[str]) -> None:
@@ -62,13 +69,28 @@ def test_commands_that_do_not_migrate_refuse_a_missing_database_and_create_none(
     assert not (fresh_env / "bulwark.db").exists()
 
 
-def test_a_command_that_creates_migrates_first_then_read_only_ones_work(fresh_env: Path) -> None:
+def test_administration_works_once_the_database_is_made(fresh_env: Path) -> None:
     runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
     created = runner.invoke(cli, ["tenants", "create", "Fabrikam", "--id", "11111111-2222-3333-4444-555555555555"])
     assert created.exit_code == 0, created.output
     listed = runner.invoke(cli, ["tenants", "list", "--json"])
     assert listed.exit_code == 0, listed.output
     assert "Fabrikam" in listed.output
+
+
+def test_data_dir_and_database_url_options_name_the_database(fresh_env: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade", "--data-dir", str(elsewhere)]).exit_code == 0
+    created = runner.invoke(cli, ["tenants", "create", "Fabrikam", "--data-dir", str(elsewhere)])
+    assert created.exit_code == 0, created.output
+    by_url = runner.invoke(cli, ["tenants", "list", "--json", "--database-url", f"sqlite:///{elsewhere / 'bulwark.db'}"])
+    assert by_url.exit_code == 0 and "Fabrikam" in by_url.output
+    # The default data directory was neither used nor created.
+    refused = runner.invoke(cli, ["tenants", "list"])
+    assert refused.exit_code == 1 and str(fresh_env / "bulwark.db") in refused.output
+    assert not (fresh_env / "bulwark.db").exists()
 
 
 def test_read_only_commands_refuse_an_outdated_schema_and_leave_it(fresh_env: Path) -> None:

@@ -99,7 +99,9 @@ def test_users_roles_and_groups_from_the_cli(run, settings: Settings) -> None:
         assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
 
 
-def test_key_rotation_from_the_cli(run) -> None:
+def test_key_rotation_from_the_cli(run, settings: Settings) -> None:
+    with TestClient(create_app(settings)):  # the server records the issuer and the first key
+        pass
     run("token", "--app", _first_app(run))
     before = run("keys", "list", "--json")
     run("keys", "rotate")
@@ -129,3 +131,55 @@ def test_linking_an_external_account_from_the_cli(run) -> None:
     run("users", "link", "ext@contoso.com", "--unlink")
     user = next(u for u in json.loads(run("users", "list", "--json")) if u["upn"] == "ext@contoso.com")
     assert user["external_issuer"] is None and user["external_object_id"] is None
+
+
+def test_the_issuer_is_recorded_with_the_data_so_every_process_and_command_agrees(run, settings: Settings) -> None:
+    run("apps", "create", "Playbook", "--role", "Machine.Read.All")
+    first = settings.model_copy(update={"port": 8123})
+    with TestClient(create_app(first)) as client:
+        # The command was started with none of the server's flags (port 8000 by default).
+        token = run("token", "--app", "Playbook").strip()
+        assert client.get(f"/api/machines/{MACHINE.id}", headers=bearer(token)).status_code == 200
+        discovery = client.get(f"/{TENANT}/v2.0/.well-known/openid-configuration").json()
+        assert discovery["issuer"] == f"http://127.0.0.1:8123/{TENANT}/v2.0"
+    # Another process on another port keeps the recorded issuer, so the token stays valid.
+    with TestClient(create_app(settings.model_copy(update={"port": 9001}))) as client:
+        assert client.get(f"/api/machines/{MACHINE.id}", headers=bearer(token)).status_code == 200
+    # BULWARK_PUBLIC_BASE_URL names it explicitly, and is recorded for the commands too.
+    public = settings.model_copy(update={"public_base_url": "https://bulwark.contoso.com"})
+    with TestClient(create_app(public)) as client:
+        assert client.get(f"/api/machines/{MACHINE.id}", headers=bearer(token)).status_code == 401
+        renewed = run("token", "--app", "Playbook").strip()
+        assert client.get(f"/api/machines/{MACHINE.id}", headers=bearer(renewed)).status_code == 200
+
+
+def test_token_needs_a_recorded_issuer(run) -> None:
+    run("apps", "create", "Playbook", "--role", "Machine.Read.All")
+    result = CliRunner().invoke(cli, ["token", "--app", "Playbook"])
+    assert result.exit_code == 1 and "no token issuer is recorded" in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["apps", "create", "Twice", "--role", "Machine.Read.All"],
+        ["roles", "create", "Twice", "--capability", "ViewData"],
+        ["groups", "create", "Twice"],
+        ["users", "create", "twice@contoso.com"],
+    ],
+)
+def test_an_existing_name_ends_in_a_one_line_error(run, command: list[str]) -> None:
+    run(*command)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "already exists" in result.output, result.output
+    assert "Traceback" not in result.output and "argon2" not in result.output
+
+
+def test_a_user_token_for_an_app_without_delegated_permissions_is_refused(run, settings: Settings) -> None:
+    run("apps", "create", "Daemon", "--role", "Machine.Read.All")
+    run("users", "create", "pat@contoso.com")
+    with TestClient(create_app(settings)):
+        pass
+    result = CliRunner().invoke(cli, ["token", "--app", "Daemon", "--user", "pat@contoso.com"])
+    assert result.exit_code == 1 and "has no delegated permissions" in result.output and "eyJ" not in result.output

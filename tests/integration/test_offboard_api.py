@@ -219,6 +219,17 @@ def test_second_offboard_while_pending_is_refused(client: TestClient, uow_factor
     assert action_count(uow_factory) == 1
 
 
+def test_offboard_of_an_already_offboarded_machine_is_a_bad_request(
+    client: TestClient, uow_factory: SqlUnitOfWorkFactory, clock: FrozenClock
+) -> None:
+    with uow_factory() as uow:
+        uow.machines.update_fields(WIN11.id, offboarded_at=clock.now())
+        uow.commit()
+    error = assert_error(offboard(client, WIN11.id), 400, "BadRequest")
+    assert "already offboarded" in error["message"] and "sensor has stopped" in error["message"]
+    assert action_count(uow_factory) == 0
+
+
 def test_get_action_errors(client: TestClient) -> None:
     assert_error(client.get("/api/machineactions/not-a-guid"), 400, "InvalidInput")
     missing = "f123cb8d-1cee-4da9-8cd1-74b4d14f5dc2"

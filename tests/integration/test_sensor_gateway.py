@@ -177,6 +177,19 @@ def test_a_sensor_cannot_touch_another_machines_action(client: TestClient, packa
     assert status_of(client, action["id"]) == "Pending"
 
 
+def test_a_sensor_learns_its_claimed_action_and_only_its_own(client: TestClient, package: dict) -> None:
+    mine, other = enrol(client, package, "device-a"), enrol(client, package, "device-b")
+    assert client.get("/sensor/v1/actions/current", headers=auth(mine)).status_code == 204
+    action = offboard(client, mine["machineId"])
+    offboard(client, other["machineId"])
+    assert client.get("/sensor/v1/actions/current", headers=auth(mine)).status_code == 204  # Pending: not claimed
+    assert client.get("/sensor/v1/actions/next", headers=auth(mine)).json()["id"] == action["id"]
+    current = client.get("/sensor/v1/actions/current", headers=auth(mine))
+    assert current.status_code == 200 and current.json()["id"] == action["id"] and current.json()["status"] == "InProgress"
+    assert client.get("/sensor/v1/actions/current", headers=auth(other)).status_code == 204
+    assert client.get("/sensor/v1/actions/current").status_code == 401
+
+
 def test_long_poll_wakes_when_an_action_is_created(client: TestClient, package: dict) -> None:
     enrolment = enrol(client, package)
     answer: dict = {}
@@ -196,20 +209,19 @@ def test_long_poll_wakes_when_an_action_is_created(client: TestClient, package: 
     assert answer["waited"] < 10
 
 
-def test_reonboard_closes_actions_queued_for_the_earlier_onboarding(client: TestClient, package: dict) -> None:
+def test_reonboard_keeps_the_machine_id_and_nothing_is_queued_while_offboarded(client: TestClient, package: dict) -> None:
     first = enrol(client, package)
     action = offboard(client, first["machineId"])
     client.get("/sensor/v1/actions/next", headers=auth(first))
     client.post(f"/sensor/v1/actions/{action['id']}/outcome", json={"status": "Succeeded"}, headers=auth(first))
-    # Queued while the device is offboarded: it must never run after the device comes back.
-    queued = offboard(client, first["machineId"])
+    # Nothing can be queued while the device is offboarded: the API refuses (nobody would carry it
+    # out); actions queued some other way are closed at re-onboarding (the use-case tests).
+    refused = client.post(f"/api/machines/{first['machineId']}/offboard", json={"Comment": "again"})
+    assert refused.status_code == 400 and "already offboarded" in refused.json()["error"]["message"]
 
     second = enrol(client, package)
     assert second["machineId"] == first["machineId"]
-    assert second["closedActions"] == [queued["id"]]
-    closed = client.get(f"/api/machineactions/{queued['id']}").json()
-    assert closed["status"] == "Cancelled"
-    assert closed["cancellationRequestor"] == "Bulwark" and closed["cancellationComment"]
+    assert second["closedActions"] == []
     assert client.get("/sensor/v1/actions/next", headers=auth(second)).status_code == 204
     assert status_of(client, action["id"]) == "Succeeded"
 

@@ -51,6 +51,7 @@ class FakeDatabase:
     behaviors: dict[str, Behavior] = field(default_factory=dict)
     faults: dict[str, Fault] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    authority_settings: dict[str, str] = field(default_factory=dict)
     next_id: int = 1
 
     def new_id(self) -> int:
@@ -460,6 +461,14 @@ class FakeSigningKeys(_Repository):
             return False
         self.db.signing_keys[kid] = dataclasses.replace(key, retired_at=at)
         return True
+
+    def setting(self, name: str) -> str | None:
+        return self.db.authority_settings.get(name)
+
+    def record_setting(self, name: str, value: str, *, replace: bool) -> str:
+        if replace or name not in self.db.authority_settings:
+            self.db.authority_settings[name] = value
+        return self.db.authority_settings[name]
 
 
 class DuplicateName(Exception):

@@ -11,6 +11,7 @@ from bulwark.clock import FrozenClock
 from bulwark.domain.actions import ActionStatus, ActionType
 from bulwark.domain.errors import (
     ActiveRequestAlreadyExists,
+    BadRequest,
     DisallowedOperation,
     Forbidden,
     InvalidInput,
@@ -110,6 +111,15 @@ def test_offboard_of_an_unsupported_platform_is_refused_and_changes_nothing(cloc
     uow = with_tenant(FakeUnitOfWorkFactory(), mac)
     with pytest.raises(OsPlatformNotSupported):
         request_offboard(RequestOffboard(mac.id, "c"), APP, uow(), clock, CONTEXT)
+    assert uow.db.actions == {} and uow.db.audit == []
+
+
+def test_offboard_of_an_already_offboarded_machine_is_refused_and_changes_nothing(clock: FrozenClock) -> None:
+    gone = make_machine(2, offboarded_at=clock.now() - timedelta(hours=1))
+    uow = with_tenant(FakeUnitOfWorkFactory(), gone)
+    with pytest.raises(BadRequest, match="already offboarded") as refused:
+        request_offboard(RequestOffboard(gone.id, "again"), APP, uow(), clock, CONTEXT)
+    assert refused.value.status == 400 and refused.value.code == "BadRequest"
     assert uow.db.actions == {} and uow.db.audit == []
 
 

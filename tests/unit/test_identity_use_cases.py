@@ -185,11 +185,6 @@ def test_assigning_to_an_unknown_user_group_is_refused(uow: FakeUnitOfWorkFactor
         identity.assign_to_user_group(uow(), TENANT, "Ghosts")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the use cases leave duplicate application, role and user-group names to the database's unique "
-    "constraints, so the caller gets an IntegrityError instead of an IdentityError naming the duplicate",
-)
 @pytest.mark.parametrize("kind", ["application", "role", "user group"])
 def test_a_duplicate_name_is_refused_with_a_clear_error(uow: FakeUnitOfWorkFactory, clock: FrozenClock, kind: str) -> None:
     create = {

@@ -207,6 +207,24 @@ def test_re_onboarding_an_offboarded_device_closes_the_actions_queued_before(
     assert machine.offboarded_at is None and machine.health_status == HealthStatus.ACTIVE.value
 
 
+def test_reonboarding_refreshes_the_machine_from_the_new_enrolment(
+    uow: FakeUnitOfWorkFactory, clock: FrozenClock, onboarding_key: str
+) -> None:
+    machine_id = enrol(uow, clock, onboarding_key).sensor.machine_id
+    with uow() as work:
+        work.machines.update_fields(machine_id, offboarded_at=clock.now())
+        work.commit()
+    rebuilt = DeviceProperties(computer_dns_name="laptop-7b.contoso.com", os_platform="Windows10", version="22H2", os_build=None)
+    enrol_sensor(EnrolSensor(TENANT, onboarding_key, "laptop-7", rebuilt), uow(), clock)
+    machine = uow.db.machines[machine_id]
+    assert (machine.computer_dns_name, machine.os_platform, machine.version, machine.os_build) == (
+        "laptop-7b.contoso.com",
+        "Windows10",
+        "22H2",
+        None,
+    )
+
+
 # --------------------------------------------------------------------------- claim_next_action
 
 

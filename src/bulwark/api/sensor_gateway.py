@@ -26,6 +26,7 @@ from bulwark.service.sensors import (
     authenticate_sensor,
     check_in,
     claim_next_action,
+    current_action,
     enrol_sensor,
     has_waiting_action,
     report_outcome,
@@ -204,6 +205,13 @@ async def next_action(
                 await subscription.wait(remaining)
     finally:
         connected.dec()
+
+
+@router.get("/actions/current", summary="The action this device claimed and has not reported yet")
+def current(runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
+    """200 with the InProgress action claimed for this device (a restarted sensor finishes it), else 204."""
+    action = current_action(sensor, runtime.uow(write=False))
+    return Response(status_code=204) if action is None else json_response(action_to_wire(action))
 
 
 @router.post(

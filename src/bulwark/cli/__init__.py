@@ -12,8 +12,20 @@ Importing this package stays cheap: each command imports what it needs when it r
 from typing import Annotated
 
 import typer
+import typer.core
 
 from bulwark.cli import admin, api, device, server
+
+
+def _flags_without_a_type(option: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    # Typer's help shows a type for every option, so flags (--json, --yes, --help) read "<bool>" as if
+    # they took a value; a flag takes none, so its type column stays empty.
+    return None if option.is_flag or _typer_display_type_rich is None else _typer_display_type_rich(option, ctx)
+
+
+_typer_display_type_rich = getattr(typer.core.TyperOption, "display_type_rich", None)
+if _typer_display_type_rich is not None:
+    typer.core.TyperOption.display_type_rich = _flags_without_a_type  # type: ignore[method-assign,assignment]
 
 app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
 

@@ -17,6 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bulwark.cli.database import command_settings, with_database_options
+from bulwark.cli.tables import emit
+
 if TYPE_CHECKING:
     from bulwark.bootstrap import Store
 
@@ -48,25 +51,35 @@ def register(app: typer.Typer, sensor_app: typer.Typer) -> None:
     app.add_typer(groups_app, name="groups")
     app.add_typer(keys_app, name="keys")
     app.add_typer(audit_app, name="audit")
-    app.command("token")(token)
+    app.command("token")(with_database_options(token))
     sensor_app.add_typer(package_app, name="package")
 
 
 @contextmanager
-def _session(*, migrate: bool = True) -> Iterator[Store]:
-    """The database for one command, and its refusals as a one-line error.
+def _session() -> Iterator[Store]:
+    """The database for one command, and every refusal or failure as a one-line error.
 
-    Commands that create or change identities migrate it first (a fresh server can be administered
-    before it ever ran); read-only commands and package issuing change no schema and need it ready.
+    No administration command creates or migrates a database: one that is missing or outdated is
+    refused, naming where it was looked for (``bulwark db upgrade`` or ``bulwark serve`` makes it).
+    A database error is reported by its kind only, never with the statement or its parameters
+    (which may hold a secret's hash).
     """
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
     from bulwark.bootstrap import DatabaseNotReady, open_store
     from bulwark.service.identity import IdentityError
 
     try:
-        with open_store(migrate=migrate) as store:
+        with open_store(command_settings(), migrate=False) as store:
             yield store
     except (IdentityError, DatabaseNotReady) as error:
         err.print(f"[bold red]Error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except IntegrityError:
+        err.print("[bold red]Error:[/] refused by the database: a name or id that must be unique already exists", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except SQLAlchemyError as error:
+        err.print(f"[bold red]Error:[/] database error ({type(error).__name__}); nothing was changed", soft_wrap=True)
         raise typer.Exit(code=1) from None
 
 
@@ -77,13 +90,14 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
     table = Table(*columns)
     for row in rows:
         table.add_row(*(", ".join(v) if isinstance(v := row.get(c), list) else "" if v is None else str(v) for c in columns))
-    console.print(table)
+    emit(table, console)
 
 
 # Tenants
 
 
 @tenants_app.command("create")
+@with_database_options
 def tenants_create(
     name: str, tenant_id: Annotated[str | None, typer.Option("--id", help="Tenant id (default: a new GUID).")] = None
 ) -> None:
@@ -95,9 +109,10 @@ def tenants_create(
 
 
 @tenants_app.command("list")
+@with_database_options
 def tenants_list(as_json: JsonOpt = False) -> None:
     """List tenants."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.tenants.list()
     _print(rows, ["id", "name", "created_at"], as_json)
 
@@ -106,6 +121,7 @@ def tenants_list(as_json: JsonOpt = False) -> None:
 
 
 @apps_app.command("create")
+@with_database_options
 def apps_create(
     name: str,
     role: Annotated[
@@ -147,9 +163,10 @@ def apps_create(
 
 
 @apps_app.command("list")
+@with_database_options
 def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List applications with their permissions."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_applications(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("secret_hash", None)
@@ -157,6 +174,7 @@ def apps_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @apps_app.command("disable")
+@with_database_options
 def apps_disable(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Disable an application: no new tokens, and its current tokens stop working within seconds."""
     from bulwark.service import identity
@@ -167,6 +185,7 @@ def apps_disable(app: Annotated[str, typer.Argument(help="Client id or display n
 
 
 @apps_app.command("enable")
+@with_database_options
 def apps_enable(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Enable a disabled application."""
     from bulwark.service import identity
@@ -177,6 +196,7 @@ def apps_enable(app: Annotated[str, typer.Argument(help="Client id or display na
 
 
 @apps_app.command("grant")
+@with_database_options
 def apps_grant(
     app: Annotated[str, typer.Argument(help="Client id or display name.")],
     role: Annotated[
@@ -197,6 +217,7 @@ def apps_grant(
 
 
 @apps_app.command("reset-secret")
+@with_database_options
 def apps_reset_secret(app: Annotated[str, typer.Argument(help="Client id or display name.")], tenant: TenantOpt = None) -> None:
     """Replace an application's client secret (shown once)."""
     from bulwark.service import identity
@@ -210,6 +231,7 @@ def apps_reset_secret(app: Annotated[str, typer.Argument(help="Client id or disp
 
 
 @users_app.command("create")
+@with_database_options
 def users_create(
     upn: str,
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
@@ -228,9 +250,10 @@ def users_create(
 
 
 @users_app.command("list")
+@with_database_options
 def users_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List users."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_users(tenant or store.settings.default_tenant_id)
     for row in rows:
         row.pop("password_hash", None)
@@ -262,6 +285,7 @@ def users_link(
 
 
 @users_app.command("disable")
+@with_database_options
 def users_disable(upn: str, tenant: TenantOpt = None) -> None:
     """Disable a user."""
     from bulwark.service import identity
@@ -275,6 +299,7 @@ def users_disable(upn: str, tenant: TenantOpt = None) -> None:
 
 
 @roles_app.command("create")
+@with_database_options
 def roles_create(
     name: str,
     capability: Annotated[
@@ -291,9 +316,10 @@ def roles_create(
 
 
 @roles_app.command("list")
+@with_database_options
 def roles_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List roles."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_roles(tenant or store.settings.default_tenant_id)
     _print(rows, ["id", "name", "capabilities"], as_json)
 
@@ -306,6 +332,7 @@ _DeviceGroups = Annotated[
 
 
 @groups_app.command("create")
+@with_database_options
 def groups_create(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
@@ -325,6 +352,7 @@ def groups_create(
 
 
 @groups_app.command("assign")
+@with_database_options
 def groups_assign(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
@@ -344,9 +372,10 @@ def groups_assign(
 
 
 @groups_app.command("list")
+@with_database_options
 def groups_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List user groups with members, roles and device groups."""
-    with _session(migrate=False) as store, store.uow(write=False) as u:
+    with _session() as store, store.uow(write=False) as u:
         rows = u.identity.list_user_groups(tenant or store.settings.default_tenant_id)
     _print(rows, ["name", "members", "roles", "device_groups"], as_json)
 
@@ -355,11 +384,12 @@ def groups_list(tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("list")
+@with_database_options
 def keys_list(as_json: JsonOpt = False) -> None:
     """List signing keys (the active one signs; unretired ones verify)."""
     from bulwark.service import identity
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         rows = [
             {"kid": k.kid, "active": k.active, "created_at": k.created_at, "retired_at": k.retired_at}
             for k in identity.load_signing_keys(store.uow(write=False))
@@ -368,6 +398,7 @@ def keys_list(as_json: JsonOpt = False) -> None:
 
 
 @keys_app.command("rotate")
+@with_database_options
 def keys_rotate() -> None:
     """Sign new tokens with a new key; the old key keeps verifying until retired."""
     from bulwark.service import identity
@@ -378,6 +409,7 @@ def keys_rotate() -> None:
 
 
 @keys_app.command("retire")
+@with_database_options
 def keys_retire(kid: str) -> None:
     """Stop a rotated-out key from verifying tokens (wait an hour after rotating, so its tokens expire)."""
     from bulwark.service import identity
@@ -403,10 +435,16 @@ def token(
     with _session() as store:
         tenant_id = tenant or store.settings.default_tenant_id
         clock = store.clock
-        if store.settings.signing_key_file is None:
-            identity.ensure_signing_key(store.uow(), clock)
+        base = identity.recorded_issuer_base_url(store.uow(write=False)) or store.settings.public_base_url
+        if base is None:
+            raise identity.IdentityError(
+                "no token issuer is recorded for this database yet: start 'bulwark serve' once "
+                "(or set BULWARK_PUBLIC_BASE_URL), so that tokens name the issuer the server verifies"
+            )
         keys = identity.signing_keys_loader(store.settings.signing_key_file, store.uow)()
-        issuer = TokenIssuer(KeyRing(keys), store.settings.issuer_base_url(), clock)
+        if not any(key.active for key in keys):
+            raise identity.IdentityError("no signing key yet: start 'bulwark serve' once")
+        issuer = TokenIssuer(KeyRing(keys), base, clock)
         with store.uow(write=False) as u:
             row = u.identity.find_application(tenant_id, app)
             person = u.identity.find_user(tenant_id, user) if user else None
@@ -415,10 +453,20 @@ def token(
         if user and (person is None or not person["enabled"]):
             raise identity.IdentityError(f"no enabled user {user} in tenant {tenant_id}")
         if person is not None:
+            if not row["delegated_permissions"]:
+                raise identity.IdentityError(
+                    f"application {row['display_name']} has no delegated permissions, so a token for {user} would "
+                    f"allow nothing: grant some with 'bulwark apps grant {row['display_name']!r} --delegated Machine.Read'"
+                )
             issued = issuer.issue_user_token(
                 tenant_id, row["client_id"], person["id"], person["upn"], person["display_name"], row["delegated_permissions"]
             )
         else:
+            if not row["roles"]:
+                raise identity.IdentityError(
+                    f"application {row['display_name']} has no application permissions, so its token would allow nothing: "
+                    f"grant some with 'bulwark apps grant {row['display_name']!r} --role Machine.Read.All'"
+                )
             issued = issuer.issue_application_token(tenant_id, row["client_id"], row["display_name"], row["roles"])
     print(issued.access_token)
 
@@ -451,6 +499,7 @@ def iso8601(value: object) -> object:
 
 
 @audit_app.command("list")
+@with_database_options
 def audit_list(
     tenant: Annotated[
         str | None, typer.Option("--tenant", help="Only this tenant (default: all, unauthenticated refusals included).")
@@ -482,7 +531,7 @@ def audit_list(
         since=parse_since(since) if since else None,
         limit=limit or None,
     )
-    with _session(migrate=False) as store:
+    with _session() as store:
         rows = [{k: iso8601(v) for k, v in row.items()} for row in list_audit_events(store.uow(write=False), query)]
     if jsonl:
         for row in rows:
@@ -520,6 +569,7 @@ def _write(package: dict, out: Path | None) -> None:
 
 
 @package_app.command("onboarding")
+@with_database_options
 def onboarding_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
     server_url: Annotated[str | None, typer.Option(help="URL devices reach the server on.")] = None,
@@ -537,7 +587,7 @@ def onboarding_package(
     """Issue an onboarding package: devices use it to enrol until it expires or is revoked."""
     from bulwark.service.sensors import issue_onboarding_package
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         settings = store.settings
         url = server_url or settings.public_base_url or f"http://{settings.host}:{settings.port}"
         package = issue_onboarding_package(
@@ -553,6 +603,7 @@ def onboarding_package(
 
 
 @package_app.command("revoke")
+@with_database_options
 def revoke_package(
     package_id: Annotated[str, typer.Argument(help="The packageId written in the onboarding package.")],
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
@@ -561,7 +612,7 @@ def revoke_package(
     from bulwark.domain.errors import MdeError
     from bulwark.service.sensors import revoke_onboarding_package
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         try:
             revoke_onboarding_package(tenant or store.settings.default_tenant_id, package_id, store.uow(), store.clock)
         except MdeError as error:
@@ -571,6 +622,7 @@ def revoke_package(
 
 
 @package_app.command("offboarding")
+@with_database_options
 def offboarding_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the package here (default: stdout).")] = None,
@@ -578,7 +630,7 @@ def offboarding_package(
     """Issue an offboarding package (valid for BULWARK_OFFBOARDING_PACKAGE_VALID_DAYS, seven by default)."""
     from bulwark.service.sensors import issue_offboarding_package
 
-    with _session(migrate=False) as store:
+    with _session() as store:
         settings = store.settings
         valid_for = timedelta(days=settings.offboarding_package_valid_days)
         package = issue_offboarding_package(tenant or settings.default_tenant_id, valid_for, None, store.uow(), store.clock)

@@ -15,7 +15,16 @@ import typer
 from rich.console import Console
 
 from bulwark.domain.sensors import InvalidPackage
-from bulwark.sensor.agent import Outcome, Sensor, SensorError, SensorOptions, apply_offboarding_package, detect_profile
+from bulwark.sensor.agent import (
+    Outcome,
+    Sensor,
+    SensorError,
+    SensorOptions,
+    apply_offboarding_package,
+    detect_profile,
+    profile_from_wire,
+    simulated_profile,
+)
 from bulwark.sensor.state import FileState
 
 sensor_app = typer.Typer(help="The device sensor: onboarding, running, offboarding, simulated fleets.", no_args_is_help=True)
@@ -48,10 +57,18 @@ def run(
     device_identity: Annotated[
         str | None, typer.Option(help="The device's identity (default: generated once, kept in the state).")
     ] = None,
-    dns_name: Annotated[str | None, typer.Option(help="Report this DNS name instead of the host's.")] = None,
-    os_platform: Annotated[str | None, typer.Option(help="Report this OS platform (e.g. Windows11).")] = None,
-    os_version: Annotated[str | None, typer.Option(help="Report this OS version (e.g. 23H2).")] = None,
-    os_build: Annotated[int | None, typer.Option(help="Report this OS build (e.g. 22631).")] = None,
+    host_profile: Annotated[
+        bool,
+        typer.Option(
+            "--host-profile", help="Report this host's own name, platform and build instead of a simulated Windows 11 device."
+        ),
+    ] = False,
+    dns_name: Annotated[
+        str | None, typer.Option(help="Report this DNS name (default: sim-<identity>.contoso.com, kept in the state).")
+    ] = None,
+    os_platform: Annotated[str | None, typer.Option(help="Report this OS platform (default: Windows11).")] = None,
+    os_version: Annotated[str | None, typer.Option(help="Report this OS version (default: 23H2).")] = None,
+    os_build: Annotated[int | None, typer.Option(help="Report this OS build (default: 22631).")] = None,
     ip: Annotated[list[str] | None, typer.Option(help="Report these IP addresses (repeatable).")] = None,
     check_in_interval: Annotated[float, typer.Option(help="Seconds between check-ins.")] = 60.0,
     poll_wait: Annotated[float, typer.Option(help="Longest wait for an action per request, in seconds.")] = 25.0,
@@ -66,9 +83,25 @@ def run(
     store = FileState(state)
     if not store.exists():
         store.save(new_state(device_identity))
-    elif device_identity and store.load()["deviceIdentity"] != device_identity:
-        raise typer.BadParameter("the state file belongs to another device identity")
-    profile = detect_profile()
+        console.print(f"New device state in {state}.")
+    else:
+        current = store.load()
+        if device_identity and current["deviceIdentity"] != device_identity:
+            raise typer.BadParameter("the state file belongs to another device identity")
+        enrolment = current.get("enrolment") or {}
+        console.print(
+            f"Starting from the existing state in {state}: device {current['deviceIdentity']}, "
+            + (f"machine {enrolment['machineId']}, " if enrolment.get("machineId") else "not enrolled yet, ")
+            + f"service {current.get('service')}."
+        )
+    current = store.load()
+    # The profile is kept in the state, so a restart reports the same device unless flags change it.
+    if host_profile:
+        profile = detect_profile()
+    elif current.get("profile"):
+        profile = profile_from_wire(current["profile"])
+    else:
+        profile = simulated_profile(current["deviceIdentity"])
     for name, value in (
         ("computer_dns_name", dns_name),
         ("os_platform", os_platform),
@@ -78,6 +111,13 @@ def run(
     ):
         if value is not None:
             setattr(profile, name, value)
+    store.save({**store.load(), "profile": profile.to_wire()})
+    console.print(
+        f"{'This host' if host_profile else 'Simulating'}: {profile.computer_dns_name}, {profile.os_platform} "
+        f"{profile.version or ''} (build {profile.os_build}); --dns-name, --os-platform, --os-version, --os-build "
+        "change it" + ("." if host_profile else ", --host-profile reports this host instead."),
+        soft_wrap=True,
+    )
     options = SensorOptions(
         check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay, fail_offboard=fail_offboard
     )
@@ -120,7 +160,10 @@ def offboard(
 def fleet(
     count: Annotated[int, typer.Option(help="How many simulated sensors.", min=1)],
     onboarding_package: Annotated[Path, typer.Option(help="The tenant's onboarding package.")],
-    prefix: Annotated[str, typer.Option(help="Device names are PREFIX-NNNNN (and so are their identities).")] = "fleet",
+    prefix: Annotated[
+        str,
+        typer.Option(help="Devices are named PREFIX-NNNNN.fleet.example (their identities are PREFIX-NNNNN)."),
+    ] = "fleet",
     check_in_interval: Annotated[float, typer.Option(help="Seconds between check-ins.")] = 300.0,
     poll_wait: Annotated[float, typer.Option(help="Longest wait for an action per request, in seconds.")] = 25.0,
     action_delay: Annotated[float, typer.Option(help="Simulated seconds of work per action.")] = 0.0,
@@ -128,14 +171,18 @@ def fleet(
 ) -> None:
     """Run COUNT lightweight simulated sensors in this process until each is offboarded (Ctrl-C stops)."""
     from bulwark.logs import configure_logging
-    from bulwark.sensor.fleet import run_fleet
+    from bulwark.sensor.fleet import FLEET_DOMAIN, run_fleet
 
     configure_logging("WARNING")
     options = SensorOptions(
         check_in_interval=check_in_interval, poll_wait=poll_wait, action_delay=action_delay, fail_offboard=fail_offboard
     )
     names = [f"{prefix}-{i:05d}" for i in range(count)]
-    console.print(f"Running {count} simulated sensors ({names[0]} .. {names[-1]}).")
+    console.print(
+        f"Running {count} simulated sensors: {names[0]}.{FLEET_DOMAIN} .. {names[-1]}.{FLEET_DOMAIN} "
+        f"('bulwark offboard {names[-1]}' finds one by its short name).",
+        soft_wrap=True,
+    )
     try:
         report = asyncio.run(run_fleet(_read_json(onboarding_package), count, names=names, options=options))
     except KeyboardInterrupt:

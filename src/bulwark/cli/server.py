@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from bulwark.cli.database import command_settings, with_database_options
 from bulwark.settings import Settings
 
 if TYPE_CHECKING:
-    from bulwark.bootstrap import Store
+    from bulwark.bootstrap import Runtime, Store
+    from bulwark.sensor.demo import DemoSensors
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 console = Console()
@@ -58,7 +60,7 @@ def serve(
     """Migrate the database and serve the API."""
     import uvicorn
 
-    from bulwark.bootstrap import open_store
+    from bulwark.bootstrap import open_store, settle_issuer
     from bulwark.logs import configure_logging
     from bulwark.service.demo import seed_demo_fleet
     from bulwark.service.identity import ensure_signing_key
@@ -73,6 +75,7 @@ def serve(
     if demo and settings.control_api is None:
         # A demo server is a test server: it serves the control API unless told not to.
         settings = settings.model_copy(update={"control_api": True})
+    demo_sensors: DemoSensors | None = None
     configure_logging(settings.log_level, settings.log_json)
     problem = settings.multi_process_problem()
     if problem:
@@ -86,6 +89,13 @@ def serve(
             ssl_options, ca_hint = _prepare_tls(settings)
         if settings.signing_key_file is None:
             ensure_signing_key(store.uow(), store.clock)
+        issuer_base = settle_issuer(settings, store.uow)
+        if issuer_base != base:
+            console.print(
+                f"Token issuer: {issuer_base}/<tenant>/v2.0, as recorded with the data (set BULWARK_PUBLIC_BASE_URL "
+                "to change it; tokens issued for the old issuer then stop working).",
+                soft_wrap=True,
+            )
         if demo:
             fleet = seed_demo_fleet(store.uow(), store.clock, settings.default_tenant_id, count=settings.demo_machine_count)
             refresh_statistics(store.engine, force=fleet.created)
@@ -93,7 +103,8 @@ def serve(
             console.print(f"[bold green]{verb} demo fleet:[/] {fleet.machine_count} machines in tenant {fleet.tenant_id}")
             _print_demo_credentials(store, base, fleet.example_machine_id, ca_hint)
             if settings.demo_sensors:
-                started = _start_demo_sensors(store, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
+                demo_sensors = _start_demo_sensors(store, base, ca_file=ca_hint.removeprefix("--cacert ").strip() or None)
+                started = demo_sensors.count if demo_sensors else 0
                 console.print(f"Simulated sensors for {started} active demo machines carry out offboards.")
     if not settings.auth_enabled:
         console.print(
@@ -108,7 +119,9 @@ def serve(
             "Test servers only: never expose this server (BULWARK_CONTROL_API=false turns it off).",
             soft_wrap=True,
         )
-    console.print(f"Bulwark listening on {base}  (OpenAPI: {base}/docs)", soft_wrap=True)
+    console.print(
+        f"Bulwark listening on {base}  (interactive API docs: {base}/docs, OpenAPI: {base}/openapi.json)", soft_wrap=True
+    )
     hint = "  (sign in as one of the demo users above)" if demo else ""
     console.print(f"Console: {base}/console/{hint}", soft_wrap=True)
     _export(settings)
@@ -138,8 +151,9 @@ def serve(
     else:
         from bulwark.api.app import create_app
 
-        uvicorn.run(
-            create_app(settings),
+        app = create_app(settings)
+        config = uvicorn.Config(
+            app,
             host=settings.host,
             port=settings.port,
             log_level="warning",
@@ -147,6 +161,40 @@ def serve(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )
+        _QuickStopServer(config, app.state.runtime, demo_sensors).run()
+        if demo_sensors is not None:
+            demo_sensors.join(timeout=1.0)
+
+
+def _quick_stop_server_class() -> type:
+    import uvicorn
+
+    class QuickStopServer(uvicorn.Server):
+        """uvicorn's server, ending long polls (and the demo's sensors) the moment it is asked to stop.
+
+        uvicorn waits for open requests before the app's shutdown runs; sensors' long polls would
+        hold it for the whole graceful period and then be cancelled mid-request (a traceback each).
+        """
+
+        def __init__(self, config: uvicorn.Config, runtime: Runtime, demo_sensors: DemoSensors | None) -> None:
+            super().__init__(config)
+            self._runtime = runtime
+            self._demo_sensors = demo_sensors
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            from bulwark.notifier import EVERYONE
+
+            if self._demo_sensors is not None:
+                self._demo_sensors.stop()
+            self._runtime.stopping.set()
+            self._runtime.notifier.publish(EVERYONE)
+            super().handle_exit(sig, frame)
+
+    return QuickStopServer
+
+
+def _QuickStopServer(config: Any, runtime: Runtime, demo_sensors: DemoSensors | None) -> Any:
+    return _quick_stop_server_class()(config, runtime, demo_sensors)
 
 
 def _prepare_tls(settings: Settings) -> tuple[dict[str, Any], str]:
@@ -174,8 +222,8 @@ def _prepare_tls(settings: Settings) -> tuple[dict[str, Any], str]:
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
 
 
-def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
-    """Issue an onboarding package and start a simulated sensor for each active demo machine; return how many."""
+def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> DemoSensors | None:
+    """Issue an onboarding package and start a simulated sensor for each active demo machine."""
     from bulwark.bootstrap import reset_epoch_reader
     from bulwark.sensor.demo import start_demo_sensors
     from bulwark.service.demo import demo_sensor_names
@@ -184,7 +232,7 @@ def _start_demo_sensors(store: Store, base: str, *, ca_file: str | None) -> int:
     tenant = store.settings.default_tenant_id
     names = demo_sensor_names(store.uow(write=False), tenant)
     if not names:
-        return 0
+        return None
     # The simulated fleet keeps no state across restarts: as the operator starting the demo, this
     # server lets its package replace the demo machines' earlier (simulated) sensors.
     package = issue_onboarding_package(tenant, base, None, store.uow(), store.clock, replaces_sensors=True)
@@ -251,30 +299,33 @@ def _print_demo_credentials(store: Store, base: str, machine_id: str, ca_hint: s
 
 
 @db_app.command("upgrade")
+@with_database_options
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from bulwark.bootstrap import migrate_database
 
-    migrate_database(_settings(), revision)
+    migrate_database(command_settings(), revision)
     console.print(f"Database at revision {revision}.")
 
 
 @db_app.command("downgrade")
+@with_database_options
 def db_downgrade(revision: str = typer.Argument(..., help="Target revision, e.g. base.")) -> None:
     """Revert migrations down to REVISION."""
     from bulwark.store.db import downgrade_database
 
-    downgrade_database(_settings().resolved_database_url(), revision)
+    downgrade_database(command_settings().resolved_database_url(), revision)
     console.print(f"Database at revision {revision}.")
 
 
+@with_database_options
 def sweep() -> None:
     """Time out overdue actions and turn long-offboarded machines Inactive, once."""
     from bulwark.bootstrap import DatabaseNotReady, open_store, sweep_policy
     from bulwark.service.actions import sweep as sweep_once
 
     try:
-        with open_store(migrate=False) as store:
+        with open_store(command_settings(), migrate=False) as store:
             result = sweep_once(sweep_policy(store.settings), store.uow(), store.clock)
     except DatabaseNotReady as error:
         Console(stderr=True).print(f"[bold red]Error:[/] {error}", soft_wrap=True)

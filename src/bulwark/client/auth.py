@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from bulwark.client.errors import AuthenticationError
+from bulwark.client.errors import AuthenticationError, TokenEndpointUnreachable
 
 DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 DEFAULT_SCOPE = "https://api.securitycenter.microsoft.com/.default"
@@ -179,13 +179,13 @@ class ClientCredentials:
         try:
             return http.post(self.token_url, data=self._form(), headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise AuthenticationError(f"Could not reach the token endpoint {self.token_url}: {exc}") from exc
+            raise _unreachable(self.token_url, exc) from exc
 
     async def _post_async(self, http: httpx.AsyncClient) -> httpx.Response:
         try:
             return await http.post(self.token_url, data=self._form(), headers={"Accept": "application/json"})
         except httpx.HTTPError as exc:
-            raise AuthenticationError(f"Could not reach the token endpoint {self.token_url}: {exc}") from exc
+            raise _unreachable(self.token_url, exc) from exc
 
     def _accept(self, response: httpx.Response) -> str:
         issued_at = self._clock()
@@ -226,3 +226,13 @@ def parse_token_response(response: httpx.Response) -> tuple[str, float]:
     except (TypeError, ValueError):
         expires_in = 3600.0
     return str(body["access_token"]), expires_in
+
+
+def _unreachable(token_url: str, exc: httpx.HTTPError) -> TokenEndpointUnreachable:
+    hint = ""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+        hint = (
+            " (the server's TLS certificate is not trusted: give its CA with --ca-file or BULWARK_CA_FILE, "
+            "e.g. the ca.pem in the server's data directory, or use a credentials file that names it)"
+        )
+    return TokenEndpointUnreachable(f"Could not reach the token endpoint {token_url}: {type(exc).__name__}: {exc}{hint}")

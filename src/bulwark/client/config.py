@@ -233,6 +233,7 @@ _CLIENT_ID_KEYS = ("clientid", "appid", "applicationid", "id")
 _CLIENT_SECRET_KEYS = ("clientsecret", "secret", "secretvalue", "password")
 _ROLE_KEYS = ("roles", "permissions", "scopes", "approles")
 _SCOPE_KEYS = ("scope",)
+_CA_KEYS = ("cacertificate", "cafile", "cacert", "cabundle")
 # A client allowed to offboard is preferred when the file lists several.
 _PREFERRED_ROLE = "machine.offboard"
 _TOKEN_PATH = re.compile(r"/oauth2(/v2\.0)?/(token|authorize)/?$", re.IGNORECASE)
@@ -295,7 +296,16 @@ def read_credentials_file(path: Path, *, client_id: str | None = None) -> Connec
         client_id=_text(_first(client, _CLIENT_ID_KEYS)) if client else None,
         client_secret=_text(_first(client, _CLIENT_SECRET_KEYS)) if client else None,
         scope=_text(_first(top, _SCOPE_KEYS)),
+        ca_file=_ca_file(path, _text(_first(top, _CA_KEYS))),
     )
+
+
+def _ca_file(credentials_file: Path, named: str | None) -> str | None:
+    # `serve --demo --tls` writes the CA it made; a relative path is relative to the file.
+    if not named:
+        return None
+    path = Path(named)
+    return str(path if path.is_absolute() else credentials_file.parent / path)
 
 
 def _choose_client(top: Mapping[str, Any], client_id: str | None) -> dict[str, Any] | None:

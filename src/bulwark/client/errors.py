@@ -49,6 +49,17 @@ class AuthenticationError(BulwarkError):
         self.request_id = request_id
 
 
+class TokenEndpointUnreachable(TransportError, AuthenticationError):
+    """The token endpoint could not be reached (connection refused, TLS verification failed, timeout).
+
+    A transport failure, not a refusal: the CLI reports it as unreachable (exit 6). It is also an
+    AuthenticationError, as it always was, for code that catches that.
+    """
+
+    def __init__(self, message: str) -> None:
+        AuthenticationError.__init__(self, message)
+
+
 class ActionWaitTimeout(BulwarkError):
     """An action did not reach a final state within the time allowed for waiting."""
 

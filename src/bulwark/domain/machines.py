@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from bulwark.domain.errors import ClientVersionNotSupported, InvalidInput, OsPlatformNotSupported
+from bulwark.domain.errors import BadRequest, ClientVersionNotSupported, InvalidInput, OsPlatformNotSupported
 
 MACHINE_ID_PATTERN = re.compile(r"^[0-9A-Za-z]{40}$")
 
@@ -129,3 +129,16 @@ def ensure_offboard_supported(machine: Machine) -> None:
             raise ClientVersionNotSupported("Offboard", "10.8000 (the unified agent)")
         return
     raise OsPlatformNotSupported(platform)
+
+
+def ensure_not_offboarded(machine: Machine) -> None:
+    """Refuse to offboard a machine that already is: its sensor has stopped and nobody would carry the action out.
+
+    The live service has no code for it; the general ``BadRequest`` is used, with a message saying why.
+    """
+    if machine.offboarded_at is not None:
+        when = machine.offboarded_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise BadRequest(
+            f"Machine {machine.id} was already offboarded at {when}; its sensor has stopped, so no action would be "
+            "carried out. Onboard the device again first."
+        )

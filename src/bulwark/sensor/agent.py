@@ -68,6 +68,36 @@ class DeviceProfile:
         }
 
 
+# What `bulwark sensor run` simulates unless told otherwise: a device the API can offboard.
+SIMULATED_PLATFORM = "Windows11"
+SIMULATED_VERSION = "23H2"
+SIMULATED_BUILD = 22631
+SIMULATED_DOMAIN = "contoso.com"
+
+
+def simulated_profile(device_identity: str) -> DeviceProfile:
+    """A Windows 11 workstation named after the device identity (stable across restarts)."""
+    return DeviceProfile(
+        computer_dns_name=f"sim-{device_identity.replace('-', '')[:8].lower()}.{SIMULATED_DOMAIN}",
+        os_platform=SIMULATED_PLATFORM,
+        version=SIMULATED_VERSION,
+        os_build=SIMULATED_BUILD,
+        ip_addresses=["10.0.0.10"],
+    )
+
+
+def profile_from_wire(values: dict[str, Any]) -> DeviceProfile:
+    """A profile as ``DeviceProfile.to_wire`` wrote it."""
+    return DeviceProfile(
+        computer_dns_name=values["computerDnsName"],
+        os_platform=values["osPlatform"],
+        version=values.get("version"),
+        os_build=values.get("osBuild"),
+        ip_addresses=list(values.get("ipAddresses") or []),
+        os_processor=values.get("osProcessor"),
+    )
+
+
 def detect_profile() -> DeviceProfile:
     """This host's own properties, named the way the inventory names them."""
     system = platform.system()
@@ -238,6 +268,14 @@ class Sensor:
         if response.status_code >= 400 and response.status_code != 403:
             raise SensorError(f"server refused: {response.status_code} {response.text}")
 
+    async def claimed_action(self) -> dict[str, Any] | None:
+        """The action the server says this device claimed and has not reported (after a crash), or None."""
+        response = await self._request("GET", "/sensor/v1/actions/current", headers=self._headers())
+        if response.status_code in (204, 404):  # 404: a server without this endpoint
+            return None
+        self._raise_for_auth(response)
+        return response.json() if response.status_code == 200 else None
+
     async def next_action(self, wait: float) -> dict[str, Any] | None:
         """Claim the next action, waiting up to ``wait`` seconds for one."""
         response = await self._request(
@@ -346,6 +384,14 @@ class Sensor:
             await self.enrol()
         elif await self._finish_interrupted():
             return Outcome.OFFBOARDED
+        else:
+            # Killed after the server recorded a claim but before this device noted it: the
+            # server remembers the action, so carry it out now rather than leave it InProgress.
+            claimed = await self.claimed_action()
+            if claimed is not None:
+                log.info("resuming action %s claimed before a restart", claimed["id"])
+                if await self.carry_out(claimed):
+                    return Outcome.OFFBOARDED
         watcher = asyncio.ensure_future(self._watch_for_removal()) if watch_state else asyncio.get_running_loop().create_future()
         poll: asyncio.Future | None = None
         try:

@@ -74,6 +74,26 @@ class ResetEpochs:
             await asyncio.sleep(self._interval)
 
 
+class DemoSensors:
+    """The simulated sensors running in their background thread; ``stop`` ends them quickly and quietly."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def stop(self) -> None:
+        """Ask every simulated sensor to end its long poll and stop (callable from any thread, signal handlers too)."""
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the sensors to have stopped."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
 def start_demo_sensors(
     package: dict[str, Any],
     names: list[str],
@@ -82,16 +102,17 @@ def start_demo_sensors(
     ca_file: str | None = None,
     action_seconds: float = DEMO_ACTION_SECONDS,
     reset_epoch: Callable[[], int] | None = None,
-) -> int:
-    """Start, in a background thread, one simulated sensor per name; return how many.
+) -> DemoSensors:
+    """Start, in a background thread, one simulated sensor per name.
 
     Each keeps the inventory properties of the machine it enrols as. ``ca_file`` is the CA to
     trust when the server serves HTTPS. With ``reset_epoch`` (a test server's control API), the
     sensors follow the behaviour the control API sets for their machines, and start again after
     each reset.
     """
+    sensors = DemoSensors(len(names))
     if not names:
-        return 0
+        return sensors
     control = reset_epoch is not None
     options = SensorOptions(
         check_in_interval=DEMO_CHECK_IN_SECONDS,
@@ -103,15 +124,25 @@ def start_demo_sensors(
     # A few hundred simulated sensors would drown the server's own log lines.
     logging.getLogger("bulwark.sensor").setLevel(logging.WARNING)
 
-    def run() -> None:
-        _wait_until_serving(server_url, ca_file)
-        asyncio.run(
-            run_fleet(package, len(names), names=names, keep_properties=True, options=options, verify=ca_file, restart=restart)
-        )
+    async def main() -> None:
+        sensors._loop = asyncio.get_running_loop()
+        sensors._stop = asyncio.Event()
+        await asyncio.to_thread(_wait_until_serving, server_url, ca_file)
+        if not sensors._stop.is_set():
+            await run_fleet(
+                package,
+                len(names),
+                names=names,
+                keep_properties=True,
+                options=options,
+                verify=ca_file,
+                stop=sensors._stop,
+                restart=restart,
+            )
 
-    thread = threading.Thread(target=run, name="demo-sensors", daemon=True)
-    thread.start()
-    return len(names)
+    sensors._thread = threading.Thread(target=asyncio.run, args=(main(),), name="demo-sensors", daemon=True)
+    sensors._thread.start()
+    return sensors
 
 
 def _wait_until_serving(server_url: str, ca_file: str | None, timeout: float = 60.0) -> None:

@@ -28,7 +28,10 @@ _PROFILES = [
 ]
 
 
-def simulated_profile(name: str, domain: str = "fleet.example") -> DeviceProfile:
+FLEET_DOMAIN = "fleet.example"
+
+
+def simulated_profile(name: str, domain: str = FLEET_DOMAIN) -> DeviceProfile:
     """A plausible, stable device profile for the simulated device called ``name``."""
     digest = hashlib.sha1(name.encode()).digest()
     platform_name, version, build = _PROFILES[digest[0] % len(_PROFILES)]

@@ -87,8 +87,27 @@ class Authenticator:
         self, settings: Settings, uow_factory: UnitOfWorkFactory, clock: Clock, token_limiter: RateLimiter | None = None
     ) -> None:
         self.settings = settings
-        self.base_url = settings.issuer_base_url()
+        self._uow_factory = uow_factory
+        self._clock = clock
         self.keyring = KeyRingCache(signing_keys_loader(settings.signing_key_file, uow_factory), clock)
+        # The token endpoint's own budgets (per source, client id and user name, failed sign-ins)
+        # and its own hashing pool, so that unauthenticated token requests cannot starve API calls.
+        # Real time, not the domain clock: these windows are about wall-clock abuse, and the limit store
+        # measures them in real time.
+        self.token_limiter = token_limiter or build_token_limiter(settings)
+        self.hashing = SecretVerifier(settings.hashing_workers, settings.hashing_queue)
+        # Until the server starts and reads the recorded issuer (``use_issuer_base_url``).
+        self.use_issuer_base_url(settings.issuer_base_url())
+        # Tokens whose signature and claims were checked, so a client reusing its token (as they
+        # all do, for an hour) costs one RSA verification a minute rather than one per call. The
+        # minute bounds how long a retired key's tokens could still pass, as the key ring's does.
+        self._leeway = timedelta(seconds=settings.token_leeway_seconds)
+        self._verified: TtlCache[str, VerifiedClaims] = TtlCache(clock, VERIFIED_TOKEN_CACHE_SECONDS)
+
+    def use_issuer_base_url(self, base_url: str) -> None:
+        """Issue and verify tokens for ``{base_url}/{tenant}/v2.0`` (the issuer recorded with the data)."""
+        settings, clock, uow_factory = self.settings, self._clock, self._uow_factory
+        self.base_url = base_url
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"
         self.resolver = PrincipalResolver(
@@ -112,12 +131,6 @@ class Authenticator:
             settings.token_leeway_seconds,
             external,
         )
-        # The token endpoint's own budgets (per source, client id and user name, failed sign-ins)
-        # and its own hashing pool, so that unauthenticated token requests cannot starve API calls.
-        # Real time, not the domain clock: these windows are about wall-clock abuse, and the limit store
-        # measures them in real time.
-        self.token_limiter = token_limiter or build_token_limiter(settings)
-        self.hashing = SecretVerifier(settings.hashing_workers, settings.hashing_queue)
         self.tokens = TokenService(
             uow_factory,
             self.issuer,
@@ -127,12 +140,6 @@ class Authenticator:
             limiter_blocks=settings.redis_url is not None,
             secret_cache_seconds=settings.client_secret_cache_seconds,
         )
-        # Tokens whose signature and claims were checked, so a client reusing its token (as they
-        # all do, for an hour) costs one RSA verification a minute rather than one per call. The
-        # minute bounds how long a retired key's tokens could still pass, as the key ring's does.
-        self._clock = clock
-        self._leeway = timedelta(seconds=settings.token_leeway_seconds)
-        self._verified: TtlCache[str, VerifiedClaims] = TtlCache(clock, VERIFIED_TOKEN_CACHE_SECONDS)
 
     def close(self) -> None:
         """Stop the hashing pool and release the token limiter's connections."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -137,5 +138,15 @@ def demo_sensor_names(uow: UnitOfWork, tenant_id: str) -> list[str]:
     """
     with uow:
         machines = uow.machines.ids_and_dns_names(tenant_id, HealthStatus.ACTIVE.value)
-    names = [(machine_id, dns.split(".")[0]) for machine_id, dns in machines]
+    # Devices enrolled by `bulwark sensor run` or `sensor fleet` also have ids derived from their
+    # names; only the demo fleet's naming (ws-0000.contoso.com, ...) marks a demo machine.
+    names = [(machine_id, name) for machine_id, dns in machines if (name := _demo_name(dns)) is not None]
     return [name for machine_id, name in names if derive_machine_id(tenant_id, name) == machine_id]
+
+
+_DEMO_NAME = re.compile(rf"^((?:{'|'.join(sorted(set(_PREFIXES.values()) | {'srv'}))})-\d{{4}})\.{re.escape(DEMO_DOMAIN)}$")
+
+
+def _demo_name(dns_name: str) -> str | None:
+    match = _DEMO_NAME.match(dns_name)
+    return match.group(1) if match else None

@@ -8,7 +8,7 @@ from bulwark.clock import Clock
 from bulwark.domain.access import ACTION_PERMISSIONS, OFFBOARD_RULE, READ_PERMISSIONS, Principal, require_any
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource, normalize_action_id
 from bulwark.domain.errors import MdeError, ResourceNotFound
-from bulwark.domain.machines import ensure_offboard_supported, normalize_machine_id
+from bulwark.domain.machines import ensure_not_offboarded, ensure_offboard_supported, normalize_machine_id
 from bulwark.ids import new_uuid
 from bulwark.service.audit_trail import RequestContext, audit_event
 from bulwark.service.ports import UnitOfWork
@@ -47,6 +47,7 @@ def request_offboard(
         try:
             OFFBOARD_RULE.check_role(principal)
             ensure_offboard_supported(machine)
+            ensure_not_offboarded(machine)
         except MdeError as refused:
             raise refused.about(machine.id) from None
         now = clock.now()

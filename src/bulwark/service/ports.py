@@ -274,6 +274,14 @@ class SigningKeyRepository(Protocol):
 
     def retire(self, kid: str, at: datetime) -> bool: ...
 
+    def setting(self, name: str) -> str | None:
+        """A recorded setting of the token authority (e.g. ``issuer_base_url``), or None."""
+        ...
+
+    def record_setting(self, name: str, value: str, *, replace: bool) -> str:
+        """Record a setting (a concurrent first record wins unless ``replace``); return what is recorded."""
+        ...
+
 
 class IdentityRepository(Protocol):
     def add_application(

@@ -216,13 +216,19 @@ def _proves_device(command: EnrolSensor, current: dict[str, Any]) -> bool:
     return any(hmac.compare_digest(a, b) for a in offered for b in known)
 
 
-def _apply_properties(machine: Machine, properties: DeviceProperties) -> dict[str, Any]:
-    """Column values for the reported properties (only those reported)."""
+def _apply_properties(machine: Machine, properties: DeviceProperties, *, complete: bool = False) -> dict[str, Any]:
+    """Column values for the reported properties.
+
+    A check-in updates only what it reports. An enrolment (``complete``) describes the device as it
+    now is, so what it leaves out (a build, a version) is cleared rather than kept from before.
+    """
     values: dict[str, Any] = {}
     for name in ("computer_dns_name", "os_platform", "version", "os_build", "agent_version", "os_processor"):
         value = getattr(properties, name)
-        if value is not None:
+        if value is not None or (complete and name not in ("computer_dns_name", "os_platform")):
             values[name] = value
+    if complete and properties.ip_addresses is None:
+        values["ip_addresses"] = []
     if properties.ip_addresses is not None:
         addresses = [a for a in properties.ip_addresses if a]
         values["ip_addresses"] = [
@@ -274,7 +280,10 @@ def enrol_sensor(command: EnrolSensor, uow: UnitOfWork, clock: Clock, client_ip:
                 os_platform=props.os_platform,
             )
             uow.machines.add_many([machine])
-        values = _apply_properties(machine, props)
+        # An enrolment that reports the device describes it anew; one that reports nothing (the
+        # demo's simulated sensors) keeps what the inventory has.
+        reported = props.computer_dns_name is not None or props.os_platform is not None
+        values = _apply_properties(machine, props, complete=reported)
         values.update(
             last_seen=now,
             health_status=HealthStatus.ACTIVE.value,
@@ -395,6 +404,20 @@ def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> 
                 action.last_update_date_time_utc = now
                 return action
     return None
+
+
+def current_action(sensor: SensorIdentity, uow: UnitOfWork) -> MachineAction | None:
+    """The action the machine's sensor claimed and has not reported yet (the oldest), or None.
+
+    A sensor that crashed after the server recorded its claim but before it noted the action
+    locally asks for it on restart, and finishes or fails it instead of leaving it InProgress
+    until the in-progress timeout.
+    """
+    with uow:
+        if not uow.sensors.is_current(sensor.sensor_id):
+            raise Unauthorized()
+        claimed = [a for a in uow.actions.active_for_machine(sensor.machine_id) if a.status is ActionStatus.IN_PROGRESS]
+    return min(claimed, key=lambda a: a.creation_date_time_utc) if claimed else None
 
 
 @dataclass(frozen=True, slots=True)

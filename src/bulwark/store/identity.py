@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from bulwark.auth.keys import SigningKey
 from bulwark.store.tables import (
     applications,
+    authority_settings,
     device_group_access,
     device_groups,
     roles,
@@ -65,6 +66,22 @@ class SigningKeyRepository:
             .values(retired_at=at)
         )
         return result.rowcount == 1
+
+    def setting(self, name: str) -> str | None:
+        """A recorded authority setting (e.g. ``issuer_base_url``), or None."""
+        return self.conn.execute(select(authority_settings.c.value).where(authority_settings.c.name == name)).scalar()
+
+    def record_setting(self, name: str, value: str, *, replace: bool) -> str:
+        """Record ``value`` (keeping another process's if it won the race, unless ``replace``); return what is recorded."""
+        if replace and self.setting(name) is not None:
+            self.conn.execute(update(authority_settings).where(authority_settings.c.name == name).values(value=value))
+            return value
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(authority_settings).values(name=name, value=value))
+        except IntegrityError:
+            pass
+        return self.setting(name) or value
 
 
 def _key_values(key: SigningKey) -> dict[str, Any]:

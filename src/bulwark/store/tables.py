@@ -259,6 +259,15 @@ signing_keys = Table(
     ),
 )
 
+# The token authority's own settings, one value per name, shared by every process (migration 0005):
+# "issuer_base_url" is the base of every tenant's issuer, recorded once so that all agree on it.
+authority_settings = Table(
+    "authority_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 # App registrations: client id, hashed secret, application roles and delegated permissions.
 applications = Table(
     "applications",

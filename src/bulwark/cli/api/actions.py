@@ -20,6 +20,7 @@ from bulwark.cli.api.output import (
     is_machine_id,
     print_actions,
     print_json,
+    resolve_machine,
     stderr,
     wait_and_finish,
     wire,
@@ -45,7 +46,7 @@ def actions_list(
     """List machine actions, newest first (e.g. --filter "status eq 'Pending'")."""
     with open_client(connection) as client:
         if machine is not None:
-            machine_id = machine if is_machine_id(machine) else client.get_machine(machine).id
+            machine_id = machine if is_machine_id(machine) else resolve_machine(client, machine).id
             clause = f"machineId eq '{machine_id}'"
             odata_filter = f"({odata_filter}) and {clause}" if odata_filter else clause
         found = client.list_actions(filter=odata_filter, top=top, orderby=orderby, skip=skip)
@@ -89,7 +90,7 @@ def actions_cancel(
     *,
     connection: ConnectionOptions,
 ) -> None:
-    """Cancel an action that has not finished."""
+    """Cancel a Pending action (one a device has not picked up yet; InProgress ones are refused)."""
     with open_client(connection) as client:
         action = client.cancel_action(action_id, comment)
     finish_with_action(action, json_output=json_output, waited=False)

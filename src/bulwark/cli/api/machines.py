@@ -17,10 +17,12 @@ from bulwark.cli.api.output import (
     details_table,
     print_json,
     print_machines,
+    resolve_machine,
     stderr,
     stdout,
     wire,
 )
+from bulwark.cli.tables import emit
 
 machines_app = typer.Typer(help="Read the machine inventory.", no_args_is_help=True)
 
@@ -56,8 +58,8 @@ def machines_show(
 ) -> None:
     """Show one machine."""
     with open_client(connection) as client:
-        found = client.get_machine(machine)
+        found = resolve_machine(client, machine)
     if json_output:
         print_json(wire(found))
     else:
-        stdout.print(details_table(wire(found)))
+        emit(details_table(wire(found)), stdout)

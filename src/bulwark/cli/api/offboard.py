@@ -27,6 +27,8 @@ from bulwark.cli.api.output import (
     finish_with_action,
     is_machine_id,
     print_json,
+    resolve_machine,
+    resolve_machine_async,
     status_text,
     stderr,
     stdout,
@@ -34,12 +36,14 @@ from bulwark.cli.api.output import (
     wait_and_finish,
     wire,
 )
+from bulwark.cli.tables import emit
 from bulwark.client._protocol import USER_AGENT
 from bulwark.client.client import DEFAULT_TIMEOUT, AsyncBulwarkClient
 from bulwark.client.errors import (
     ActionWaitTimeout,
     ApiError,
     BulwarkError,
+    ConfigurationError,
     ResponseFormatError,
     TransportError,
 )
@@ -115,7 +119,7 @@ async def _offboard_one(
         elif is_machine_id(target):
             machine_id = target
         else:
-            machine = await client.get_machine(target)
+            machine = await resolve_machine_async(client, target)
             machine_id, result.computer_dns_name = machine.id, machine.computer_dns_name
         result.machine_id = machine_id
         result.action = await client.offboard(machine_id, comment, external_id=external_id, title=title)
@@ -127,7 +131,7 @@ async def _offboard_one(
                 poll_interval=poll_interval,
                 max_poll_interval=max(MAX_POLL_INTERVAL, poll_interval),
             )
-    except (ActionWaitTimeout, ApiError, TransportError, ResponseFormatError) as error:
+    except (ActionWaitTimeout, ApiError, TransportError, ResponseFormatError, ConfigurationError) as error:
         if isinstance(error, ActionWaitTimeout) and error.last_seen is not None:
             result.action = error.last_seen
         result.error = error
@@ -201,6 +205,23 @@ async def offboard_many(
     return [result for result in results if result is not None]
 
 
+def bulk_summary(results: list[OffboardResult], *, waited: bool) -> str:
+    """Requested versus completed: an accepted offboard is only Pending until the device carries it out."""
+    accepted = [r.action for r in results if r.action is not None and r.error is None]
+    completed = sum(action.status is ActionStatus.SUCCEEDED for action in accepted)
+    if waited:
+        return f"{completed} of {len(results)} machines offboarded (Succeeded)"
+    counts: dict[str, int] = {}
+    for action in accepted:
+        counts[action.status.value] = counts.get(action.status.value, 0) + 1
+    states = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return (
+        f"{len(accepted)} of {len(results)} offboards requested"
+        + (f" ({states})" if states else "")
+        + f"; {completed} completed so far (--wait waits for the devices)"
+    )
+
+
 def print_offboard_results(results: list[OffboardResult]) -> None:
     """The per-machine result table."""
     table = Table(box=box.SIMPLE_HEAVY)
@@ -221,12 +242,14 @@ def print_offboard_results(results: list[OffboardResult]) -> None:
             status_text(result.action.status) if result.action else "",
             outcome,
         )
-    stdout.print(table)
+    emit(table, stdout)
 
 
 @with_connection
 def offboard(
-    comment: Annotated[str, typer.Option("--comment", "-c", help="Why the machines are offboarded.")],
+    comment: Annotated[
+        str | None, typer.Option("--comment", "-c", help="Why the machines are offboarded (required, not empty).")
+    ] = None,
     machines: Annotated[
         list[str] | None,
         typer.Argument(metavar="MACHINE...", help="Machine id or computer DNS name (several for a bulk offboarding)."),
@@ -262,10 +285,14 @@ def offboard(
     sources = sum(bool(source) for source in (machines, from_file, odata_filter))
     if sources != 1:
         usage_error("give the machines as arguments, with --from-file, or with --filter (exactly one of them)")
+    if comment is None:
+        usage_error("--comment is required: say why the machines are offboarded (it is kept with the action)")
+    if not comment.strip():
+        usage_error("--comment must not be empty: say why the machines are offboarded")
     if len(machines) == 1:
         with open_client(connection) as client:
             target = machines[0]
-            machine_id = target if is_machine_id(target) else client.get_machine(target).id
+            machine_id = target if is_machine_id(target) else resolve_machine(client, target).id
             action = client.offboard(machine_id, comment, external_id=external_id, title=title)
             if not json_output:
                 stderr.print(f"Offboarding requested: action {action.id} is {status_text(action.status)}")
@@ -316,7 +343,7 @@ def offboard(
         print_json([result.document() for result in results])
     else:
         print_offboard_results(results)
-        summary = f"{len(results) - failed} of {len(results)} machines offboarded" + (" (final: Succeeded)" if wait else "")
+        summary = bulk_summary(results, waited=wait)
         stderr.print(summary if not failed else f"[bold red]{summary}; {failed} failed.[/]")
     if failed:
         raise typer.Exit(EXIT_NOT_SUCCEEDED)

@@ -18,6 +18,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from bulwark.cli.tables import emit
 from bulwark.client._protocol import WaitSchedule
 from bulwark.client.client import BulwarkClient
 from bulwark.client.errors import (
@@ -27,6 +28,7 @@ from bulwark.client.errors import (
     BulwarkError,
     ConfigurationError,
     Forbidden,
+    ResourceNotFound,
     ResponseFormatError,
     TransportError,
     Unauthorized,
@@ -63,6 +65,8 @@ OrderByOption = Annotated[str | None, typer.Option("--orderby", metavar="ODATA",
 
 def exit_code_for(error: BaseException) -> int:
     """The exit code for an error (see the EXIT_* constants)."""
+    if isinstance(error, TransportError):  # a token endpoint out of reach included
+        return EXIT_UNREACHABLE
     if isinstance(error, (AuthenticationError, Unauthorized, Forbidden)):
         return EXIT_AUTH_ERROR
     if isinstance(error, ActionWaitTimeout):
@@ -80,7 +84,7 @@ def error_document(error: BaseException) -> dict[str, Any]:
         return {"code": error.code, "message": error.message, "status": error.status, "requestId": error.request_id}
     if isinstance(error, AuthenticationError):
         return {
-            "code": error.error or "AuthenticationError",
+            "code": error.error or type(error).__name__,
             "message": str(error),
             "status": error.status,
             "requestId": error.request_id,
@@ -154,21 +158,38 @@ def status_text(status: ActionStatus) -> str:
     return f"[{_STATUS_STYLE[status]}]{status.value}[/]"
 
 
+def _cell(value: Any) -> str:
+    """A field's value as text: lists joined, objects (an IP address entry) as their non-empty parts."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(_cell(item) for item in value)
+    if isinstance(value, dict):
+        address = value.get("ipAddress")
+        rest = [f"{k}={v}" for k, v in value.items() if k != "ipAddress" and v not in (None, "")]
+        if address is not None:
+            return f"{address} ({', '.join(rest)})" if rest else str(address)
+        return " ".join(rest)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def details_table(values: dict[str, Any]) -> Table:
     table = Table(box=box.SIMPLE, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in values.items():
-        if isinstance(value, list):
-            value = ", ".join(str(item) for item in value)
-        table.add_row(key, "" if value is None else str(value))
+        if key.startswith("@odata."):
+            continue  # a link for OData clients, not a field of the entity
+        table.add_row(key, _cell(value))
     return table
 
 
 def print_action(action: MachineAction) -> None:
     """One action as a two-column table."""
     values = wire(action)
-    stdout.print(details_table(values))
+    emit(details_table(values), stdout)
 
 
 def print_actions(actions: Iterable[MachineAction]) -> int:
@@ -188,7 +209,7 @@ def print_actions(actions: Iterable[MachineAction]) -> int:
             format_time(action.creation_date_time_utc),
             format_time(action.last_update_date_time_utc),
         )
-    stdout.print(table)
+    emit(table, stdout)
     return count
 
 
@@ -210,7 +231,7 @@ def print_machines(machines: Iterable[Machine]) -> int:
             machine.rbac_group_name or "",
             format_time(machine.last_seen),
         )
-    stdout.print(table)
+    emit(table, stdout)
     return count
 
 
@@ -291,6 +312,41 @@ def wait_and_finish(
         print_error(error, json_output=json_output)
         raise typer.Exit(EXIT_WAIT_TIMEOUT) from None
     finish_with_action(final, json_output=json_output, waited=True)
+
+
+def _short_name_filter(name: str) -> str:
+    escaped = name.replace("'", "''")
+    return f"startswith(computerDnsName, '{escaped}.')"
+
+
+def _one_short_name_match(name: str, found: list[Machine], error: ResourceNotFound) -> Machine:
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        names = ", ".join(m.computer_dns_name or m.id for m in found[:5])
+        raise ConfigurationError(f"{name} is ambiguous: it names {names}; give the full DNS name or the machine id")
+    raise error
+
+
+def resolve_machine(client: BulwarkClient, target: str) -> Machine:
+    """The machine a user named: its id, its computer DNS name, or a host name without the domain when unique."""
+    try:
+        return client.get_machine(target)
+    except ResourceNotFound as error:
+        if "." in target or is_machine_id(target):
+            raise
+        return _one_short_name_match(target, list(client.list_machines(filter=_short_name_filter(target), top=5)), error)
+
+
+async def resolve_machine_async(client: Any, target: str) -> Machine:
+    """``resolve_machine`` for the asynchronous client."""
+    try:
+        return await client.get_machine(target)
+    except ResourceNotFound as error:
+        if "." in target or is_machine_id(target):
+            raise
+        found = [m async for m in client.list_machines(filter=_short_name_filter(target), top=5)]
+        return _one_short_name_match(target, found, error)
 
 
 def is_machine_id(value: str) -> bool:

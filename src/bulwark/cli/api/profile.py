@@ -19,6 +19,7 @@ from bulwark.cli.api.output import (
     stderr,
     stdout,
 )
+from bulwark.cli.tables import emit
 from bulwark.client.config import (
     ConnectionSettings,
     load_profile,
@@ -89,7 +90,7 @@ def profile_show(
         print_json({"name": name, **shown})
     else:
         stdout.print(f"[bold]{name}[/]" + (" (default)" if stored.get("default_profile") == name else ""))
-        stdout.print(details_table(shown))
+        emit(details_table(shown), stdout)
 
 
 @profile_app.command("list")
@@ -121,5 +122,5 @@ def profile_list(json_output: JsonOption = False, config: ConfigOption = None) -
             else ""
         )
         table.add_row(name, "*" if name == default else "", values.get("api_url", ""), sign_in)
-    stdout.print(table)
+    emit(table, stdout)
     stderr.print(f"Profiles in {path}")

@@ -43,8 +43,10 @@ from bulwark.service.identity.principals import PrincipalResolver, TtlCache
 from bulwark.service.identity.signing_keys import (
     ensure_signing_key,
     load_signing_keys,
+    recorded_issuer_base_url,
     retire_signing_key,
     rotate_signing_key,
+    settle_issuer_base_url,
     signing_keys_loader,
 )
 
@@ -77,6 +79,7 @@ __all__ = [
     "link_external_user",
     "load_signing_keys",
     "new_password",
+    "recorded_issuer_base_url",
     "reset_application_secret",
     "reset_user_password",
     "retire_signing_key",
@@ -84,5 +87,6 @@ __all__ = [
     "seed_demo_identities",
     "set_application_enabled",
     "set_user_enabled",
+    "settle_issuer_base_url",
     "signing_keys_loader",
 ]

@@ -93,6 +93,8 @@ def create_application(
     with uow:
         if not uow.tenants.exists(tenant_id):
             raise IdentityError(f"tenant {tenant_id} does not exist")
+        if any(app["display_name"] == display_name for app in uow.identity.list_applications(tenant_id)):
+            raise IdentityError(f"an application named {display_name!r} already exists in tenant {tenant_id}")
         uow.identity.add_application(
             client_id=client_id,
             tenant_id=tenant_id,
@@ -254,6 +256,10 @@ def create_role(uow: UnitOfWork, tenant_id: str, name: str, capabilities: Iterab
     if unknown:
         raise IdentityError(f"unknown capability(ies): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     with uow:
+        if not uow.tenants.exists(tenant_id):
+            raise IdentityError(f"tenant {tenant_id} does not exist")
+        if uow.identity.id_by_name("role", tenant_id, name) is not None:
+            raise IdentityError(f"a role named {name!r} already exists in tenant {tenant_id}")
         role_id = uow.identity.add_role(tenant_id, name, caps)
         uow.commit()
     return role_id
@@ -270,6 +276,10 @@ def create_user_group(
 ) -> int:
     """Create a user group with member UPNs, role names and the device groups it may reach."""
     with uow:
+        if not uow.tenants.exists(tenant_id):
+            raise IdentityError(f"tenant {tenant_id} does not exist")
+        if uow.identity.id_by_name("user_group", tenant_id, name) is not None:
+            raise IdentityError(f"a user group named {name!r} already exists in tenant {tenant_id}")
         group_id = uow.identity.add_user_group(tenant_id, name)
         _assign(uow, tenant_id, group_id, members, roles, device_groups)
         uow.commit()

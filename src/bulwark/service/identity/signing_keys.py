@@ -20,6 +20,35 @@ def ensure_signing_key(uow: UnitOfWork, clock: Clock) -> None:
         uow.commit()
 
 
+ISSUER_BASE_URL = "issuer_base_url"
+
+
+def settle_issuer_base_url(uow: UnitOfWork, configured: str | None, first: str) -> str:
+    """The base of every tenant's token issuer (``{base}/{tenant}/v2.0``), recorded with the data.
+
+    ``configured`` (BULWARK_PUBLIC_BASE_URL) is recorded and used when given; otherwise the one
+    already recorded is kept, and a database that has none records ``first`` (the first server's
+    own base URL). Every process and command then issues and verifies tokens for the same issuer,
+    whatever port or host name it happened to be started with.
+    """
+    with uow:
+        recorded = uow.signing_keys.setting(ISSUER_BASE_URL)
+        if configured and configured != recorded:
+            value = uow.signing_keys.record_setting(ISSUER_BASE_URL, configured, replace=True)
+        elif recorded:
+            return recorded
+        else:
+            value = uow.signing_keys.record_setting(ISSUER_BASE_URL, first, replace=False)
+        uow.commit()
+    return value
+
+
+def recorded_issuer_base_url(uow: UnitOfWork) -> str | None:
+    """The recorded issuer base, or None before any server has started."""
+    with uow:
+        return uow.signing_keys.setting(ISSUER_BASE_URL)
+
+
 def load_signing_keys(uow: UnitOfWork) -> list[SigningKey]:
     """Every stored signing key."""
     with uow:
