@@ -5,7 +5,7 @@ set -euo pipefail
 VERSION=2.0.11
 INTEGRITY="sha512-Thx/WtpeOQqSrqBCw/A1cwGJGg4UrVa3+sW0GmrM3p4gJgO89ecH4qtbnyzDDWFvBTqjnIMCgELTNt636dtamA=="
 cd "$(dirname "$0")/.."
-target=src/bulwark/console/static/vendor/htmx
+target=src/bulwark/api/console/static/vendor/htmx
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack "htmx.org@$VERSION" --silent >/dev/null)

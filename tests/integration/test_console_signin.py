@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
+from bulwark.api.console.routes import _safe_next
 from bulwark.clock import FrozenClock
-from bulwark.console.routes import _safe_next
 from bulwark.domain.actions import ActionType
 from bulwark.service.signin import s256_challenge
 from bulwark.settings import Settings

@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from bulwark import __version__
 from bulwark.api import control, device_packages, machine_actions, machines, metadata, oauth, sensor_gateway
 from bulwark.api.background import background
+from bulwark.api.console import mount_console
 from bulwark.api.control import ControlMiddleware, apply_faults
 from bulwark.api.docs import install_docs
 from bulwark.api.errors import install_error_handlers
@@ -28,7 +29,6 @@ from bulwark.api.paths import CaseInsensitivePathMiddleware
 from bulwark.api.ratelimiting import enforce_rate_limit
 from bulwark.bootstrap import Runtime, build_runtime, close_runtime, start_runtime
 from bulwark.clock import Clock
-from bulwark.console import mount_console
 from bulwark.domain.control import CONTROL_ROLE
 from bulwark.service.control import ControlPlane
 from bulwark.settings import Settings

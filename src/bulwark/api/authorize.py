@@ -15,10 +15,10 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
+from bulwark.api.console.templating import render, security_headers
 from bulwark.api.deps import RequestContextDep, RuntimeDep
 from bulwark.api.errors import request_id_of
 from bulwark.bootstrap import SIGNIN_PER_SOURCE, SIGNIN_PER_USER
-from bulwark.console.templating import render, security_headers
 from bulwark.service.signin import (
     AuthorizationRequest,
     AuthorizeError,

@@ -28,7 +28,7 @@ class RequestState:
     # The request's Comment once the route parsed its body (None: the body had none).
     comment: str | None = None
     comment_parsed: bool = False
-    # The signed-in console user (``bulwark.console.routes.ConsoleUser``), for its error pages.
+    # The signed-in console user (``bulwark.api.console.routes.ConsoleUser``), for its error pages.
     console_user: object | None = None
     # Headers every response to this request carries, whatever writes it (such as the RateLimit fields).
     response_headers: dict[str, str] = field(default_factory=dict)

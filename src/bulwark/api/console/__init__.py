@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from bulwark.console.templating import STATIC_DIR
+from bulwark.api.console.templating import STATIC_DIR
 
 
 def mount_console(app: FastAPI) -> None:
@@ -17,7 +17,7 @@ def mount_console(app: FastAPI) -> None:
     default tenant.
     """
     from bulwark.api.authorize import router as authorize_router
-    from bulwark.console.routes import router as console_router
+    from bulwark.api.console.routes import router as console_router
 
     app.include_router(authorize_router)
     app.include_router(console_router)

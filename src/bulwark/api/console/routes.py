@@ -22,11 +22,11 @@ from starlette.responses import RedirectResponse, Response
 
 from bulwark import odata
 from bulwark.api.authorize import read_form
+from bulwark.api.console.templating import render
 from bulwark.api.errors import request_id_of
 from bulwark.api.request_state import request_state
 from bulwark.auth.tokens import DEFENDER_AUDIENCE
 from bulwark.bootstrap import Runtime
-from bulwark.console.templating import render
 from bulwark.domain.access import Permission, Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource
 from bulwark.domain.errors import Forbidden, InternalServerError, InvalidInput, MdeError, Unauthorized
