@@ -224,7 +224,11 @@ def test_a_sensor_killed_between_the_servers_claim_and_its_own_record_finishes_t
         created = offboard(base, machine_id)
         credential = read_state(state)["enrolment"]["credential"]
         claimed = httpx.get(f"{base}/sensor/v1/actions/next", headers={"Authorization": f"Bearer {credential}"})
-        assert claimed.status_code == 200 and claimed.json()["id"] == created["id"]
+        # The dead sensor's own long poll may still be held by the server and claim the action first
+        # (204 here): either way the server recorded a claim the device never saw.
+        assert claimed.status_code in (200, 204)
+        if claimed.status_code == 200:
+            assert claimed.json()["id"] == created["id"]
         assert action(base, created["id"])["status"] == "InProgress" and not read_state(state).get("currentAction")
 
         restarted = sensor(state, log=log)
