@@ -38,7 +38,9 @@ def test_ready_on_a_migrated_database(settings: Settings) -> None:
 def test_not_ready_until_migrated_to_head_and_says_so(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'bulwark.db'}"
     upgrade_database(url)
-    with TestClient(create_app(Settings(data_dir=tmp_path, database_url=url, default_tenant_id=TENANT))) as client:
+    with TestClient(
+        create_app(Settings(data_dir=tmp_path, database_url=url, default_tenant_id=TENANT, allowed_hosts=["testserver"]))
+    ) as client:
         assert _ready(client)[0] == 200
         downgrade_database(url, "-1")
         time.sleep(1.1)  # the last answer is reused for a second
@@ -58,7 +60,9 @@ def test_not_ready_when_the_database_is_gone(postgres_database: str, tmp_path: P
     url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     try:
         upgrade_database(url)
-        settings = Settings(data_dir=tmp_path, database_url=url, default_tenant_id=TENANT, notifier="memory")
+        settings = Settings(
+            data_dir=tmp_path, database_url=url, default_tenant_id=TENANT, notifier="memory", allowed_hosts=["testserver"]
+        )
         with TestClient(create_app(settings)) as client:
             assert _ready(client)[0] == 200
             with admin.connect() as conn:

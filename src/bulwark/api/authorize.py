@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from bulwark.api.console.templating import render, security_headers
 from bulwark.api.deps import RequestContextDep, RuntimeDep
@@ -121,7 +121,20 @@ def _form(
     return response
 
 
-@router.get("/{tenant}/oauth2/v2.0/authorize", summary="Authorization endpoint (sign-in form, authorization code with PKCE)")
+@router.get(
+    "/{tenant}/oauth2/v2.0/authorize",
+    summary="Authorization endpoint (sign-in form, authorization code with PKCE)",
+    response_class=HTMLResponse,
+    responses={
+        200: {"description": "The sign-in form", "content": {"text/html": {}}},
+        303: {"description": "Back to the client's registered redirect URI with an OAuth error"},
+        400: {
+            "description": "A request that cannot be redirected (unknown client or redirect URI)",
+            "content": {"text/html": {}},
+        },
+        413: {"description": "Request too large"},
+    },
+)
 async def authorize(tenant: str, request: Request, runtime: RuntimeDep) -> Response:
     """Show the sign-in form for a registered client's authorization request."""
     params = {k: v for k, v in request.query_params.items() if k in _PARAMS}

@@ -207,7 +207,11 @@ async def next_action(
         connected.dec()
 
 
-@router.get("/actions/current", summary="The action this device claimed and has not reported yet")
+@router.get(
+    "/actions/current",
+    summary="The action this device claimed and has not reported yet",
+    responses={**SENSOR_RESPONSES, 204: {"description": "No claimed action"}},
+)
 def current(runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """200 with the InProgress action claimed for this device (a restarted sensor finishes it), else 204."""
     action = current_action(sensor, runtime.uow(write=False))
