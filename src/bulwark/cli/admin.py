@@ -331,23 +331,36 @@ _DeviceGroups = Annotated[
 ]
 
 
+def _change_user_group(
+    create: bool,
+    name: str,
+    members: list[str] | None,
+    roles: list[str] | None,
+    device_groups: list[str] | None,
+    tenant: str | None,
+) -> None:
+    """Create a user group, or add to one, with the command's lists."""
+    from bulwark.service import identity
+
+    use_case = identity.create_user_group if create else identity.assign_to_user_group
+    with _session() as store:
+        use_case(
+            store.uow(),
+            tenant or store.settings.default_tenant_id,
+            name,
+            members=members or [],
+            roles=roles or [],
+            device_groups=device_groups or [],
+        )
+
+
 @groups_app.command("create")
 @with_database_options
 def groups_create(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
     """Create a user group; a device group assigned to any user group is closed to users outside them."""
-    from bulwark.service import identity
-
-    with _session() as store:
-        identity.create_user_group(
-            store.uow(),
-            tenant or store.settings.default_tenant_id,
-            name,
-            members=member or [],
-            roles=role or [],
-            device_groups=device_group or [],
-        )
+    _change_user_group(True, name, member, role, device_group, tenant)
     console.print(f"Created user group {name}")
 
 
@@ -357,17 +370,7 @@ def groups_assign(
     name: str, member: _Members = None, role: _Roles = None, device_group: _DeviceGroups = None, tenant: TenantOpt = None
 ) -> None:
     """Add members, roles or device groups to a user group."""
-    from bulwark.service import identity
-
-    with _session() as store:
-        identity.assign_to_user_group(
-            store.uow(),
-            tenant or store.settings.default_tenant_id,
-            name,
-            members=member or [],
-            roles=role or [],
-            device_groups=device_group or [],
-        )
+    _change_user_group(False, name, member, role, device_group, tenant)
     console.print(f"Updated user group {name}")
 
 
