@@ -18,6 +18,7 @@ from bulwark.api.control import ControlMiddleware, apply_faults
 from bulwark.api.docs import install_docs
 from bulwark.api.errors import install_error_handlers
 from bulwark.api.health import ReadinessProbe, health_router
+from bulwark.api.hotpath import HotRoutes
 from bulwark.api.middleware import (
     AllowedHostsMiddleware,
     AuthDisabledWarningMiddleware,
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    # Innermost: the busiest operations, served without the router (their routes stay declared).
+    app.add_middleware(HotRoutes, runtime=runtime, handlers=app.exception_handlers)
     if runtime.control is not None:
         # Inside the request-id middleware: it reads and fills the request's state.
         app.add_middleware(ControlMiddleware, runtime=runtime)

@@ -1,0 +1,210 @@
+"""Server CPU per request: steadier than requests per second on a shared, noisy host.
+
+Seeds a scratch SQLite fleet, starts ``bulwark serve --demo`` (one worker, rate limits off,
+tokens on) exactly as ``benchmarks/run`` does, and for each scenario reads the server process's
+user+system CPU time (``/proc/<pid>/stat``) before and after a wrk run. The server's idle CPU rate
+(demo sensors, housekeeping), measured first, is subtracted. Prints milliseconds of CPU per request.
+
+    .venv/bin/python benchmarks/cpu_per_request.py                       # this checkout
+    .venv/bin/python benchmarks/cpu_per_request.py --server-python OTHER/.venv/bin/python
+    .venv/bin/python benchmarks/cpu_per_request.py --profile offboard    # py-spy stacks too
+
+``--server-python`` runs the server with another environment's interpreter (another checkout's
+code, same database schema), so two versions can be compared on the same host, back to back.
+Linux only (``/proc``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fleet import seed_machines
+from run import LIST_QUERY, WRK_DIR, free_port, token
+
+from bulwark.store.db import create_db_engine, upgrade_database
+from bulwark.store.tables import machine_actions
+
+SCENARIOS = ("healthz", "offboard", "get-action", "filtered-list")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else "py-spy"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds the process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class Server:
+    """``bulwark serve --demo`` on one worker, rate limits off, with ``python``."""
+
+    def __init__(self, python: str, url: str, data_dir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "BULWARK_DATABASE_URL": url,
+            "BULWARK_RATE_LIMIT_ENABLED": "false",
+            "BULWARK_LOG_LEVEL": "WARNING",
+            "BULWARK_CONTROL_API": "false",
+        }
+        self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (open while the process runs)
+        command = [python, "-m", "bulwark.cli", "serve", "--demo", "--data-dir", str(data_dir), "--port", str(self.port)]
+        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def run_wrk(base: str, script: str, args: argparse.Namespace, seconds: float, **env: str) -> dict:
+    command = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--latency", "-s", str(WRK_DIR / script), f"{base}/"]
+    if script == "ceiling.lua":
+        command[-1] = f"{base}/healthz"
+    full_env = {**os.environ, "BENCH_WRK_DIR": str(WRK_DIR), "BENCH_THREADS": "1", **env}
+    output = subprocess.run(command, env=full_env, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def measure(server: Server, idle_rate: float, script: str, args: argparse.Namespace, profile: Path | None, **env: str) -> dict:
+    """One wrk run; the server's CPU seconds per request, idle rate subtracted."""
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen(
+            [
+                _py_spy(),
+                "record",
+                "-p",
+                str(server.proc.pid),
+                "-o",
+                str(profile),
+                "-f",
+                "raw",
+                "-d",
+                str(args.duration),
+                "-r",
+                "200",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+    before, started = cpu_seconds(server.proc.pid), time.monotonic()
+    figures = run_wrk(server.base, script, args, args.duration, **env)
+    used = cpu_seconds(server.proc.pid) - before - idle_rate * (time.monotonic() - started)
+    if spy is not None:
+        spy.wait()
+    served = max(figures["requests"], 1)
+    return {**figures, "cpu_seconds": round(used, 3), "cpu_ms_per_request": round(1000 * used / served, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server-python", default=sys.executable, help="interpreter whose bulwark serves")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--machines", type=int, default=30_000)
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument(
+        "--profile",
+        nargs="+",
+        choices=SCENARIOS,
+        default=[],
+        help="record py-spy collapsed stacks of this scenario (in the temp directory)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    directory = Path(tempfile.mkdtemp(prefix="bulwark-cpu-"))
+    url = f"sqlite:///{directory / 'bulwark.db'}"
+    upgrade_database(url)
+    ids = seed_machines(url, args.machines)
+    ids_file = directory / "machine-ids.txt"
+    ids_file.write_text("\n".join(ids) + "\n")
+    server = Server(args.server_python, url, directory)
+    results: dict[str, dict] = {}
+    try:
+        bearer = token(server, directory)  # type: ignore[arg-type]
+        time.sleep(3)
+        before = cpu_seconds(server.proc.pid)
+        time.sleep(3)
+        idle_rate = (cpu_seconds(server.proc.pid) - before) / 3
+        results["idle"] = {"cpu_share_of_a_core": round(idle_rate, 4)}
+
+        def profile(name: str) -> Path | None:
+            return directory.parent / f"bulwark-profile-{name}.txt" if name in args.profile else None
+
+        if "healthz" in args.scenarios:
+            run_wrk(server.base, "ceiling.lua", args, args.warmup)
+            results["healthz"] = measure(server, idle_rate, "ceiling.lua", args, profile("healthz"))
+        if "offboard" in args.scenarios:
+            results["offboard"] = measure(
+                server, idle_rate, "offboard.lua", args, profile("offboard"), BENCH_IDS=str(ids_file), BENCH_TOKEN=bearer
+            )
+        if "get-action" in args.scenarios:
+            engine = create_db_engine(url, pool_size=1)
+            with engine.connect() as conn:
+                action_ids = [r[0] for r in conn.execute(select(machine_actions.c.id).limit(5000))]
+            engine.dispose()
+            if not action_ids:
+                sys.exit("no actions to read: run the offboard scenario too")
+            paths = directory / "action-paths.txt"
+            paths.write_text("".join(f"/api/machineactions/{a}\n" for a in action_ids))
+            run_wrk(server.base, "get.lua", args, args.warmup, BENCH_PATHS=str(paths), BENCH_TOKEN=bearer)
+            results["get-action"] = measure(
+                server, idle_rate, "get.lua", args, profile("get-action"), BENCH_PATHS=str(paths), BENCH_TOKEN=bearer
+            )
+        if "filtered-list" in args.scenarios:
+            list_paths = directory / "list-paths.txt"
+            list_paths.write_text(LIST_QUERY + "\n")
+            run_wrk(server.base, "get.lua", args, args.warmup, BENCH_PATHS=str(list_paths), BENCH_TOKEN=bearer)
+            results["filtered-list"] = measure(
+                server, idle_rate, "get.lua", args, profile("filtered-list"), BENCH_PATHS=str(list_paths), BENCH_TOKEN=bearer
+            )
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+    print(f"server: {args.server_python}; idle {results['idle']['cpu_share_of_a_core']:.1%} of a core (subtracted)")
+    print(f"{'scenario':16} {'req/s':>8} {'CPU ms/req':>11} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in results.items():
+        if name != "idle":
+            cpu, p50, p99 = r["cpu_ms_per_request"], r["p50_ms"], r["p99_ms"]
+            print(f"{name:16} {r['rps']:8.0f} {cpu:11.3f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
