@@ -71,12 +71,31 @@ async def point_read(runtime: Runtime, read: Callable[..., T], *args: Any) -> T:
     return await run_in_threadpool(read, *args)
 
 
+# The request bases seen (few: one per name the server is reached by), each built once.
+_BASES: dict[tuple[Any, ...], str] = {}
+_MAX_BASES = 64
+
+
 def public_base(request: Request, runtime: Runtime) -> str:
     """The base of every link Bulwark writes: the public base URL, or the one the request came in on.
 
     The request's base is safe to use: ``AllowedHostsMiddleware`` refused any Host not allowed.
     """
-    return runtime.settings.public_base_url or str(request.base_url).rstrip("/")
+    configured = runtime.settings.public_base_url
+    if configured:
+        return configured
+    scope = request.scope
+    # Everything Starlette builds ``request.base_url`` from.
+    host = [value for name, value in scope["headers"] if name == b"host"]
+    server = scope.get("server")
+    key = (scope.get("scheme"), tuple(server) if server else None, scope.get("app_root_path", scope.get("root_path", "")), *host)
+    base = _BASES.get(key)
+    if base is None:
+        base = str(request.base_url).rstrip("/")
+        if len(_BASES) >= _MAX_BASES:
+            _BASES.clear()
+        _BASES[key] = base
+    return base
 
 
 def odata_base(request: Request, runtime: Runtime) -> str:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
+from starlette.datastructures import QueryParams
 from starlette.responses import Response
 
 from bulwark import odata
@@ -20,9 +22,23 @@ from bulwark.odata import Page
 _LINK_SAFE = "$,()':"
 
 
+# Clients repeat the same queries (a dashboard polling a filter, a script paging): each query
+# string is parsed once. Longer ones than this are parsed every time, so the cache stays small.
+_CACHED_QUERY_BYTES = 2048
+
+
+@lru_cache(maxsize=256)
+def _parse_cached(query_string: bytes, spec: odata.EntitySpec) -> odata.ODataQuery:
+    # The same parameters Starlette gives ``request.query_params`` (parse errors are not cached).
+    return odata.parse_query(QueryParams(query_string), spec)
+
+
 def parse_odata(request: Request, spec: odata.EntitySpec) -> odata.ODataQuery:
     """The request's OData options, validated against ``spec``; invalid ones are 400 with code ODataError."""
+    query_string: bytes = request.scope.get("query_string", b"")
     try:
+        if len(query_string) <= _CACHED_QUERY_BYTES:
+            return _parse_cached(query_string, spec)
         return odata.parse_query(request.query_params, spec)
     except odata.ODataParseError as exc:
         raise InvalidODataQuery(f"Invalid OData URI query: {exc.message}") from None

@@ -16,11 +16,11 @@ def format_timestamp(value: datetime | None) -> str | None:
     """UTC with up to 7 fractional digits, trailing zeros dropped: ``2021-01-26T20:33:59.2Z``."""
     if value is None:
         return None
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += "." + f"{value.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    text = value.replace(tzinfo=None).isoformat()
+    # isoformat writes six fractional digits when there are microseconds, none otherwise.
+    return (text.rstrip("0") if value.microsecond else text) + "Z"
 
 
 def action_to_wire(action: MachineAction) -> dict[str, Any]:

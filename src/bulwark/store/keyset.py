@@ -46,10 +46,10 @@ class SeekOrder:
     keys: tuple[SeekKey, ...]
 
     def position_of(self, row: Mapping[Any, Any]) -> str:
-        """The token for the position just after ``row`` (a result row mapping)."""
+        """The token for the position just after ``row`` (a result row mapping, keyed by column name)."""
         values: list[Any] = [self.name]
         for key in self.keys:
-            value = row[key.column]
+            value = row[key.column.key]
             values.append(_as_utc(value).isoformat() if key.kind is datetime else value)
         raw = json.dumps(values, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, select
 
 from bulwark.domain.access import Principal
 from bulwark.domain.actions import MachineAction
 from bulwark.domain.errors import InvalidODataQuery
 from bulwark.domain.machines import Machine
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery, Page
+from bulwark.store.compiled import CompiledSelect, direct_statements
 from bulwark.store.keyset import SeekOrder, seek_order
 from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
-from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause
+from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause, visibility_key
 from bulwark.store.tables import machine_actions, machine_tags, machines
 
 _MACHINE_COLUMNS = snake_case_columns(machines, MACHINE_SPEC)
@@ -28,22 +31,47 @@ _ACTION_SEEK = seek_order(
 )
 
 
-def _page(conn: Connection, base, query: ODataQuery, columns, collections, default_orderby, tiebreakers, seek: SeekOrder):
-    paged_base = base
-    if query.skiptoken is not None:
-        if query.orderby:
-            raise InvalidODataQuery(
-                "Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby."
-            )
-        paged_base = base.where(seek.after(query.skiptoken))
-    # One row past the page tells whether a next page exists without a second query.
-    paged = apply_query(paged_base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
-    paged = paged.limit(query.page_size + 1)
-    rows = conn.execute(paged).mappings().all()
+def _page(
+    conn: Connection,
+    key: Hashable,
+    make_base: Callable[[], Select[Any]],
+    query: ODataQuery,
+    columns,
+    collections,
+    default_orderby,
+    tiebreakers,
+    seek: SeekOrder,
+):
+    """One page of ``make_base()`` under ``query``: (rows, has_more, total, next token).
+
+    ``key`` names the caller's view of the list (its visibility); with the query it identifies the
+    statements, which on SQLite are compiled once and reused for every request alike.
+    """
+    if query.skiptoken is not None and query.orderby:
+        raise InvalidODataQuery("Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby.")
+
+    def paged() -> Select[Any]:
+        base = make_base()
+        if query.skiptoken is not None:
+            base = base.where(seek.after(query.skiptoken))
+        # One row past the page tells whether a next page exists without a second query.
+        statement = apply_query(base, query, columns, collections, default_orderby=default_orderby, tiebreakers=tiebreakers)
+        return statement.limit(query.page_size + 1)
+
+    def counted() -> Select[Any]:
+        return count_rows(apply_query(make_base(), query, columns, collections))
+
+    direct = direct_statements(conn)
     total = None
-    if query.count:
-        filtered = apply_query(base, query, columns, collections)
-        total = int(conn.execute(count_rows(filtered)).scalar_one())
+    if direct is not None:
+        rows: Sequence[Any] = direct.get(("page", key, query), lambda: CompiledSelect(paged(), conn.dialect, {})).rows(conn)
+        if query.count:
+            counter = direct.get(("count", key, query), lambda: CompiledSelect(counted(), conn.dialect, {}))
+            total = int(next(iter(counter.rows(conn)[0].values())))
+    else:
+        rows = conn.execute(paged()).mappings().all()
+        if query.count:
+            total = int(conn.execute(counted()).scalar_one())
     page, has_more = rows[: query.page_size], len(rows) > query.page_size
     token = seek.position_of(page[-1]) if has_more and page and not query.orderby else None
     return page, has_more, total, token
@@ -67,9 +95,16 @@ class ListQueries:
 def list_machines(conn: Connection, principal: Principal, query: ODataQuery) -> Page[Machine]:
     """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
     repo = MachineRepository(conn)
-    base = repo.select_with_group().where(visibility_clause(principal))
     rows, has_more, total, token = _page(
-        conn, base, query, _MACHINE_COLUMNS, _MACHINE_COLLECTIONS, (), (machines.c.id,), _MACHINE_SEEK
+        conn,
+        ("machines", visibility_key(principal)),
+        lambda: repo.select_with_group().where(visibility_clause(principal)),
+        query,
+        _MACHINE_COLUMNS,
+        _MACHINE_COLLECTIONS,
+        (),
+        (machines.c.id,),
+        _MACHINE_SEEK,
     )
     return Page(repo.hydrate(rows), has_more, total, token)
 
@@ -78,17 +113,22 @@ def list_actions(
     conn: Connection, principal: Principal, query: ODataQuery, *, machine_id: str | None = None
 ) -> Page[MachineAction]:
     """Actions on machines the caller may see, newest first unless $orderby says otherwise."""
-    base = select(machine_actions).where(machine_actions.c.tenant_id == principal.tenant_id)
-    if principal.device_group_ids is not None:
-        # Only a caller limited to device groups needs the machines: an action is always in its
-        # machine's tenant, so for everyone else the join would only give the planner a worse order.
-        base = base.select_from(machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id)).where(
-            visibility_clause(principal)
-        )
-    if machine_id is not None:
-        base = base.where(machine_actions.c.machine_id == machine_id)
+
+    def base() -> Select[Any]:
+        statement = select(machine_actions).where(machine_actions.c.tenant_id == principal.tenant_id)
+        if principal.device_group_ids is not None:
+            # Only a caller limited to device groups needs the machines: an action is always in its
+            # machine's tenant, so for everyone else the join would only give the planner a worse order.
+            statement = statement.select_from(
+                machine_actions.join(machines, machines.c.id == machine_actions.c.machine_id)
+            ).where(visibility_clause(principal))
+        if machine_id is not None:
+            statement = statement.where(machine_actions.c.machine_id == machine_id)
+        return statement
+
     rows, has_more, total, token = _page(
         conn,
+        ("actions", visibility_key(principal), machine_id),
         base,
         query,
         _ACTION_COLUMNS,

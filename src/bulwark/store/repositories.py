@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, bindparam, delete, func, insert, or_, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import BindParameter
 
@@ -16,6 +31,7 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
+from bulwark.store.compiled import CompiledSelect, direct_statements
 from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import (
     audit_events,
@@ -87,6 +103,11 @@ def _visible_machine_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
     )
 
 
+def visibility_key(principal: Principal) -> tuple[str, frozenset[int] | None, bool]:
+    """What decides which machines ``principal`` sees: the statements compiled for one caller serve all alike."""
+    return principal.tenant_id, principal.device_group_ids, principal.include_ungrouped
+
+
 @functools.cache
 def _visible_action_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
     return (
@@ -95,6 +116,18 @@ def _visible_action_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
         .where(machine_actions.c.id == bindparam("action_id"), machine_actions.c.tenant_id == _VISIBLE_TENANT)
         .where(_bound_visibility(shape))
     )
+
+
+# A machine's tags, and those of a page of machines (their ids as one JSON array, so that one
+# compiled statement serves any number of them): SQLite only, run by ``CompiledSelect``.
+_TAGS_OF_MACHINE = (
+    select(machine_tags.c.tag).where(machine_tags.c.machine_id == bindparam("machine_id")).order_by(machine_tags.c.tag)
+)
+_TAGS_OF_MACHINES = (
+    select(machine_tags.c.machine_id, machine_tags.c.tag)
+    .where(machine_tags.c.machine_id.in_(select(column("value")).select_from(func.json_each(bindparam("ids"))).scalar_subquery()))
+    .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
+)
 
 
 class TenantRepository:
@@ -156,23 +189,50 @@ class MachineRepository:
             return []
         ids = [r["id"] for r in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
-        for start in range(0, len(ids) if with_tags else 0, 1000):
+        if with_tags:
+            self._load_tags(ids, tags)
+        # A row of ``select_with_group`` holds exactly the machine's fields but its tags.
+        return [Machine(**r, machine_tags=tags[r["id"]]) for r in rows]
+
+    def _load_tags(self, ids: list[str], tags: dict[str, list[str]]) -> None:
+        direct = direct_statements(self.conn)
+        if direct is not None and len(ids) == 1:
+            one = direct.get(
+                "tags_of_machine",
+                lambda: CompiledSelect(_TAGS_OF_MACHINE, self.conn.dialect, {"machine_id": ""}, ("machine_id",)),
+            )
+            tags[ids[0]].extend(row["tag"] for row in one.rows(self.conn, machine_id=ids[0]))
+            return
+        if direct is not None:
+            many = direct.get(
+                "tags_of_machines", lambda: CompiledSelect(_TAGS_OF_MACHINES, self.conn.dialect, {"ids": "[]"}, ("ids",))
+            )
+            for row in many.rows(self.conn, ids=json.dumps(ids)):
+                tags[row["machine_id"]].append(row["tag"])
+            return
+        for start in range(0, len(ids), 1000):
             for machine_id, tag in self.conn.execute(
                 select(machine_tags.c.machine_id, machine_tags.c.tag)
                 .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
                 .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
             ):
                 tags[machine_id].append(tag)
-        return [
-            Machine(**{k: r[k] for k in _MACHINE_COLUMNS}, rbac_group_name=r["rbac_group_name"], machine_tags=tags[r["id"]])
-            for r in rows
-        ]
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
         params = _visibility_params(principal)
         params["machine_id"] = machine_id
-        row = self.conn.execute(_visible_machine_by_id(_visibility_shape(principal)), params).mappings().first()
+        shape = _visibility_shape(principal)
+        direct = direct_statements(self.conn)
+        row: Mapping[Any, Any] | None
+        if direct is not None:
+            statement = direct.get(
+                ("machine_by_id", visibility_key(principal)),
+                lambda: CompiledSelect(_visible_machine_by_id(shape), self.conn.dialect, params, ("machine_id",)),
+            )
+            row = statement.first(self.conn, machine_id=machine_id)
+        else:
+            row = self.conn.execute(_visible_machine_by_id(shape), params).mappings().first()
         if row is None:
             return None
         return self.hydrate([row], with_tags=with_tags)[0]
@@ -329,7 +389,17 @@ class MachineActionRepository:
         """The action if ``principal`` may see its machine."""
         params = _visibility_params(principal)
         params["action_id"] = action_id
-        row = self.conn.execute(_visible_action_by_id(_visibility_shape(principal)), params).mappings().first()
+        shape = _visibility_shape(principal)
+        direct = direct_statements(self.conn)
+        row: Mapping[Any, Any] | None
+        if direct is not None:
+            statement = direct.get(
+                ("action_by_id", visibility_key(principal)),
+                lambda: CompiledSelect(_visible_action_by_id(shape), self.conn.dialect, params, ("action_id",)),
+            )
+            row = statement.first(self.conn, action_id=action_id)
+        else:
+            row = self.conn.execute(_visible_action_by_id(shape), params).mappings().first()
         return action_from_row(row) if row else None
 
     def active_for(self, machine_id: str, action_type: ActionType) -> MachineAction | None:
