@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -107,6 +107,11 @@ def test_a_guard_may_narrow_the_table_but_never_widen_it() -> None:
 )
 def test_timestamps_drop_trailing_zeros(micro: int, expected: str) -> None:
     assert format_timestamp(datetime(2021, 1, 26, 20, 33, 57, micro, tzinfo=UTC)) == expected
+
+
+def test_timestamps_are_written_in_utc_whatever_their_zone() -> None:
+    east = timezone(timedelta(hours=5, minutes=30))
+    assert format_timestamp(datetime(2021, 1, 27, 2, 3, 57, 200000, tzinfo=east)) == "2021-01-26T20:33:57.2Z"
 
 
 def test_missing_permission_is_worded_like_the_live_service() -> None:

@@ -90,6 +90,9 @@ class CompiledSelect:
         return dict(zip(self.keys, values, strict=True))
 
 
+MAX_CACHED_SQL = 16 * 1024
+
+
 class CompiledCache:
     """Compiled statements by key (a statement's shape and fixed values), the least recently used dropped first."""
 
@@ -106,6 +109,10 @@ class CompiledCache:
                 self._entries.move_to_end(key)
                 return found
         compiled = build()
+        if len(compiled.sql) > MAX_CACHED_SQL:
+            # A statement this long comes from a query no client repeats; keeping it would only
+            # let long query strings fill memory.
+            return compiled
         with self._lock:
             self._entries[key] = compiled
             while len(self._entries) > self._size:

@@ -1,0 +1,204 @@
+"""Statements compiled once and run on SQLite's driver return exactly what SQLAlchemy returns, and
+never serve one caller's view of the fleet to another."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from bulwark.domain.access import Principal, PrincipalKind
+from bulwark.domain.actions import ActionStatus, ActionType, MachineAction
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
+from bulwark.store import queries, repositories
+from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements
+from bulwark.store.db import create_db_engine, upgrade_database
+from bulwark.store.queries import list_actions, list_machines
+from bulwark.store.repositories import MachineRepository, _visible_action_by_id, _visible_machine_by_id
+from bulwark.store.tables import machine_actions, machines
+from bulwark.store.uow import SqlUnitOfWorkFactory
+from tests.conftest import TENANT, make_machine, seed
+
+OTHER_TENANT = "0d9c1a3e-1111-4c7a-9d55-0b6a3c1e8f10"
+WHEN = datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(sqlite_template: Path, tmp_path: Path) -> Iterator[Engine]:
+    path = tmp_path / "bulwark.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    upgrade_database(f"sqlite:///{path}")
+    engine = create_db_engine(f"sqlite:///{path}", pool_size=2)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def fleet(engine: Engine) -> dict[str, int]:
+    """Machines in two groups, ungrouped, tagged and not, with and without nullable values; and their actions."""
+    factory = SqlUnitOfWorkFactory(engine)
+    seed(factory, [], tenant=OTHER_TENANT)
+    open_group, finance = seed(factory, [], groups=["Workstations", "Finance"])
+    seed(
+        factory,
+        [
+            make_machine(1, rbac_group_id=open_group, machine_tags=["b-tag", "a-tag"], is_aad_joined=True),
+            make_machine(2, rbac_group_id=finance, ip_addresses=[{"ipAddress": "10.1.1.1", "type": "Ethernet"}]),
+            make_machine(3, os_build=None, version=None, offboarded_at=WHEN, last_seen=WHEN),
+            make_machine(4, computer_dns_name="other-tenant.contoso.com", tenant_id=OTHER_TENANT),
+        ],
+        groups=[],
+    )
+    with factory() as uow:
+        for index in (1, 2, 3):
+            uow.actions.add(
+                MachineAction(
+                    id=f"00000000-0000-0000-0000-00000000000{index}",
+                    tenant_id=TENANT,
+                    type=ActionType.OFFBOARD,
+                    requestor="someone",
+                    requestor_comment="why",
+                    status=ActionStatus.PENDING if index != 2 else ActionStatus.CANCELLED,
+                    machine_id=f"{index:040x}",
+                    computer_dns_name=f"host-{index}.contoso.com",
+                    creation_date_time_utc=WHEN,
+                    last_update_date_time_utc=WHEN,
+                    cancellation_date_time_utc=WHEN if index == 2 else None,
+                    commands=[{"type": "x"}] if index == 1 else [],
+                )
+            )
+        uow.commit()
+    return {"open": open_group, "finance": finance}
+
+
+APP = Principal(tenant_id=TENANT, kind=PrincipalKind.APPLICATION, id="app", name="app")
+OTHER_APP = Principal(tenant_id=OTHER_TENANT, kind=PrincipalKind.APPLICATION, id="app", name="app")
+
+
+def open_user(groups: dict[str, int]) -> Principal:
+    return Principal(tenant_id=TENANT, kind=PrincipalKind.USER, id="u", name="u", device_group_ids=frozenset({groups["open"]}))
+
+
+def test_rows_equal_sqlalchemys_for_every_column_type(engine: Engine, fleet: dict[str, int]) -> None:
+    shapes = [
+        (_visible_machine_by_id((False, False, False)), {"visible_tenant_id": TENANT}, "machine_id", machines.c.id),
+        (
+            _visible_machine_by_id((True, True, True)),
+            {"visible_tenant_id": TENANT, "visible_group_ids": [fleet["open"]]},
+            "machine_id",
+            machines.c.id,
+        ),
+        (_visible_action_by_id((False, False, False)), {"visible_tenant_id": TENANT}, "action_id", machine_actions.c.id),
+    ]
+    with engine.connect() as conn:
+        for statement, values, variable, key in shapes:
+            ids = [row[0] for row in conn.execute(select(key))]
+            compiled = CompiledSelect(statement, engine.dialect, {**values, variable: ""}, (variable,))
+            found = 0
+            for ident in ids:
+                expected = conn.execute(statement, {**values, variable: ident}).mappings().first()
+                got = compiled.first(conn, **{variable: ident})
+                assert (dict(expected) if expected is not None else None) == got
+                if got is not None:
+                    found += 1
+                    assert [type(value) for value in got.values()] == [type(value) for value in expected.values()]
+            assert found >= 1
+
+
+def test_list_pages_equal_sqlalchemys(engine: Engine, fleet: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    machine_queries = [
+        "$top=2",
+        "$filter=lastSeen ge 2026-03-01T09:30:00.123456Z",
+        "$filter=startswith(computerDnsName,'host-')&$count=true&$orderby=computerDnsName desc",
+        "$filter=machineTags/any(t: t eq 'a-tag')",
+        "$filter=version eq null or aadDeviceId ne null or riskScore eq 'None'",
+        "$filter=rbacGroupId in (1, 2)",
+    ]
+    action_queries = [
+        "$top=1",
+        "$filter=status eq 'Cancelled'",
+        "$filter=creationDateTimeUtc ge 2026-03-01T00:00:00Z&$count=true",
+    ]
+    factory = SqlUnitOfWorkFactory(engine)
+
+    def run_all() -> list[object]:
+        pages: list[object] = []
+        with factory(write=False) as uow:
+            for text in machine_queries:
+                for principal in (APP, open_user(fleet)):
+                    pages.append(list_machines(uow.conn, principal, parse_query(text, MACHINE_SPEC)))
+            for text in action_queries:
+                pages.append(list_actions(uow.conn, APP, parse_query(text, MACHINE_ACTION_SPEC)))
+        return pages
+
+    direct = run_all()
+    # The same queries through SQLAlchemy, as on PostgreSQL.
+    monkeypatch.setattr(queries, "direct_statements", lambda conn: None)
+    monkeypatch.setattr(repositories, "direct_statements", lambda conn: None)
+    expected = run_all()
+    assert direct == expected
+    assert any(page.items for page in expected)  # type: ignore[attr-defined]
+    assert any(page.total for page in expected)  # type: ignore[attr-defined]
+
+
+def test_a_statement_compiled_for_one_caller_never_serves_another(engine: Engine, fleet: dict[str, int]) -> None:
+    factory = SqlUnitOfWorkFactory(engine)
+    finance_machine = f"{2:040x}"
+    with factory(write=False) as uow:
+        # The unrestricted application sees the Finance machine and compiles its statements first.
+        assert uow.machines.get(APP, finance_machine) is not None
+        assert uow.actions.get_visible(APP, "00000000-0000-0000-0000-000000000002") is not None
+        everything = list_machines(uow.conn, APP, parse_query("$top=10", MACHINE_SPEC))
+        # A user of the open group, and an application of another tenant, ask for the same.
+        user = open_user(fleet)
+        assert uow.machines.get(user, finance_machine) is None
+        assert uow.actions.get_visible(user, "00000000-0000-0000-0000-000000000002") is None
+        assert uow.machines.get(OTHER_APP, finance_machine) is None
+        seen = list_machines(uow.conn, user, parse_query("$top=10", MACHINE_SPEC))
+        other = list_machines(uow.conn, OTHER_APP, parse_query("$top=10", MACHINE_SPEC))
+    assert {m.id for m in everything.items} == {f"{i:040x}" for i in (1, 2, 3)}
+    assert {m.id for m in seen.items} == {f"{1:040x}", f"{3:040x}"}
+    assert {m.id for m in other.items} == {f"{4:040x}"}
+
+
+def test_tags_come_in_order_for_one_machine_and_for_a_page(engine: Engine, fleet: dict[str, int]) -> None:
+    factory = SqlUnitOfWorkFactory(engine)
+    with factory(write=False) as uow:
+        one = uow.machines.get(APP, f"{1:040x}")
+        page = list_machines(uow.conn, APP, parse_query("$top=10", MACHINE_SPEC))
+        rows = uow.conn.execute(MachineRepository(uow.conn).select_with_group()).mappings().all()
+        hydrated = MachineRepository(uow.conn).hydrate(rows)
+    assert one is not None and one.machine_tags == ["a-tag", "b-tag"]
+    assert [m.machine_tags for m in page.items] == [["a-tag", "b-tag"], [], []]
+    assert sorted(m.machine_tags for m in hydrated) == [[], [], [], ["a-tag", "b-tag"]]
+
+
+def test_the_cache_keeps_at_most_its_size_and_drops_the_least_recently_used(engine: Engine) -> None:
+    cache = CompiledCache(2)
+    built: list[str] = []
+
+    def build(name: str):
+        def make() -> CompiledSelect:
+            built.append(name)
+            return CompiledSelect(select(machines.c.id).where(machines.c.computer_dns_name == name), engine.dialect, {})
+
+        return make
+
+    for name in ("a", "b", "a", "c", "a", "b"):
+        cache.get(name, build(name))
+    # "b" was the least recently used when "c" came, so it was compiled again; "a" never was.
+    assert built == ["a", "b", "c", "b"]
+
+
+@pytest.mark.postgres
+def test_only_sqlite_runs_statements_directly(engine: Engine, postgres_database: str) -> None:
+    postgres = create_db_engine(postgres_database, pool_size=1)
+    try:
+        with engine.connect() as conn, postgres.connect() as other:
+            assert direct_statements(conn) is direct_statements(conn) is not None
+            assert direct_statements(other) is None
+    finally:
+        postgres.dispose()
