@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from bulwark.service.actions import SweepPolicy
     from bulwark.service.authentication import Authenticator
     from bulwark.service.control import ControlPlane
-    from bulwark.service.ports import UnitOfWorkFactory
+    from bulwark.service.ports import PointReads, UnitOfWorkFactory
     from bulwark.store.group_commit import GroupCommitter
 
 # Operations of the sign-in limiter (see ``signin_limiter``).
@@ -71,6 +71,9 @@ class Runtime:
     signin_limiter: RateLimiter
     # The process's writer for offboards: requests queued meanwhile share one commit (store/group_commit.py).
     writer: GroupCommitter
+    # Reads of one row by key, inline on the event loop: on SQLite a thread's own connection
+    # (store.uow.SqlitePointReads); None elsewhere, where they take a unit of work in the threadpool.
+    point_reads: Callable[[], PointReads] | None = None
     # The control plane of a test server; None (and no /_bulwark routes) unless turned on.
     control: ControlPlane | None = None
     # Set at shutdown so that long polls answer at once.
@@ -89,6 +92,12 @@ def _unit_of_work_factory(engine: Engine) -> UnitOfWorkFactory:
     from bulwark.store.uow import SqlUnitOfWorkFactory
 
     return SqlUnitOfWorkFactory(engine)
+
+
+def _point_reads(engine: Engine) -> Callable[[], PointReads] | None:
+    from bulwark.store.uow import SqlitePointReads
+
+    return SqlitePointReads(engine) if engine.dialect.name == "sqlite" else None
 
 
 def migrate_database(settings: Settings, revision: str = "head") -> None:
@@ -252,6 +261,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         metrics=Metrics.for_process(),
         signin_limiter=signin_limiter,
         writer=GroupCommitter(engine),
+        point_reads=_point_reads(engine),
         control=control,
     )
 
@@ -283,6 +293,9 @@ def settle_issuer(settings: Settings, uow: UnitOfWorkFactory) -> str:
 def close_runtime(runtime: Runtime) -> None:
     """Release what ``build_runtime`` opened."""
     runtime.writer.stop()
+    close_point_reads = getattr(runtime.point_reads, "close", None)
+    if close_point_reads is not None:
+        close_point_reads()
     runtime.limiter.close()
     runtime.signin_limiter.close()
     runtime.auth.close()

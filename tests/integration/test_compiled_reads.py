@@ -14,7 +14,7 @@ from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.store import queries, repositories
-from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements
+from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements, driver_connection
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.queries import list_actions, list_machines
 from bulwark.store.repositories import MachineRepository, _visible_action_by_id, _visible_machine_by_id
@@ -100,7 +100,7 @@ def test_rows_equal_sqlalchemys_for_every_column_type(engine: Engine, fleet: dic
             found = 0
             for ident in ids:
                 expected = conn.execute(statement, {**values, variable: ident}).mappings().first()
-                got = compiled.first(conn, **{variable: ident})
+                got = compiled.first(driver_connection(conn), **{variable: ident})
                 assert (dict(expected) if expected is not None else None) == got
                 if got is not None:
                     found += 1
@@ -136,8 +136,8 @@ def test_list_pages_equal_sqlalchemys(engine: Engine, fleet: dict[str, int], mon
 
     direct = run_all()
     # The same queries through SQLAlchemy, as on PostgreSQL.
-    monkeypatch.setattr(queries, "direct_statements", lambda conn: None)
-    monkeypatch.setattr(repositories, "direct_statements", lambda conn: None)
+    monkeypatch.setattr(queries, "direct_statements", lambda dialect: None)
+    monkeypatch.setattr(repositories, "direct_statements", lambda dialect: None)
     expected = run_all()
     assert direct == expected
     assert any(page.items for page in expected)  # type: ignore[attr-defined]
@@ -197,8 +197,7 @@ def test_the_cache_keeps_at_most_its_size_and_drops_the_least_recently_used(engi
 def test_only_sqlite_runs_statements_directly(engine: Engine, postgres_database: str) -> None:
     postgres = create_db_engine(postgres_database, pool_size=1)
     try:
-        with engine.connect() as conn, postgres.connect() as other:
-            assert direct_statements(conn) is direct_statements(conn) is not None
-            assert direct_statements(other) is None
+        assert direct_statements(engine.dialect) is direct_statements(engine.dialect) is not None
+        assert direct_statements(postgres.dialect) is None
     finally:
         postgres.dispose()

@@ -59,16 +59,17 @@ RequestContextDep = Annotated[RequestContext, Depends(get_request_context)]
 
 
 async def point_read(runtime: Runtime, read: Callable[..., T], *args: Any) -> T:
-    """Run a primary-key read: inline on the event loop on SQLite, in the threadpool elsewhere.
+    """Run a read of one row by key, ``read(*args, uow)``: inline on the event loop on SQLite, in the threadpool elsewhere.
 
     An indexed read of one row from a local SQLite file takes tens of microseconds and never
     waits for a lock (WAL: readers do not block on the writer), less than the hop to a worker
-    thread and back. A network database's round trip must not hold up the event loop. Only for
-    reads bounded by a key: lists and anything that scans stay in the threadpool.
+    thread and back; it runs on this thread's own connection (``Runtime.point_reads``). A network
+    database's round trip must not hold up the event loop. Only for reads bounded by a key: lists
+    and anything that scans stay in the threadpool.
     """
-    if runtime.engine.dialect.name == "sqlite":
-        return read(*args)
-    return await run_in_threadpool(read, *args)
+    if runtime.point_reads is not None:
+        return read(*args, runtime.point_reads())
+    return await run_in_threadpool(read, *args, runtime.uow(write=False))
 
 
 # The request bases seen (few: one per name the server is reached by), each built once.

@@ -1,6 +1,7 @@
 """The busiest operations, dispatched without the framework's per-request machinery.
 
-Offboarding a machine, reading an action and listing machines are what automation calls most.
+Offboarding a machine, following the action, reading and listing machines are what automation
+calls most.
 ``HotRoutes`` serves them directly: it recognises the (already case-folded) path, then runs the
 very functions FastAPI would run, in the order it would run them (the caller from its token, the
 test server's faults, the rate limit, the route itself), and answers errors through the app's own
@@ -50,6 +51,10 @@ async def _get_action(request: Request, runtime: Runtime, principal: Principal, 
     return await machine_actions.get_machine_action(id, request, runtime, principal)
 
 
+async def _get_machine(request: Request, runtime: Runtime, principal: Principal, id: str) -> Response:
+    return await machines.read_machine(id, request, runtime, principal)
+
+
 async def _list_machines(request: Request, runtime: Runtime, principal: Principal, id: str) -> Response:
     # A list may scan: it runs in the threadpool, as the router would run it.
     return await run_in_threadpool(machines.read_machines, request, runtime, principal)
@@ -59,6 +64,7 @@ async def _list_machines(request: Request, runtime: Runtime, principal: Principa
 _OPERATIONS: tuple[tuple[str, tuple[str | None, ...], str, Serve], ...] = (
     ("POST", ("machines", None, "offboard"), "offboardMachine", _offboard),
     ("GET", ("machineactions", None), "getMachineAction", _get_action),
+    ("GET", ("machines", None), "getMachine", _get_machine),
     ("GET", ("machines",), "listMachines", _list_machines),
 )
 

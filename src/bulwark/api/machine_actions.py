@@ -205,5 +205,5 @@ def read_machine_actions(request: Request, runtime: RuntimeDep, principal: Curre
 )
 async def get_machine_action(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """Read one action, to follow an offboard to its final state."""
-    action = await point_read(runtime, get_action, id, principal, runtime.uow(write=False))
+    action = await point_read(runtime, get_action, id, principal)
     return entity_response(f"{odata_base(request, runtime)}#MachineActions/$entity", action_to_wire(action))

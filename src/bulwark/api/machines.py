@@ -50,5 +50,5 @@ def read_machine_actions(id: str, request: Request, runtime: RuntimeDep, princip
 )
 async def read_machine(id: str, request: Request, runtime: RuntimeDep, principal: CurrentPrincipal) -> Response:
     """One machine, by its 40-character id or its computer DNS name."""
-    machine = await point_read(runtime, get_machine, id, principal, runtime.uow(write=False))
+    machine = await point_read(runtime, get_machine, id, principal)
     return entity_response(f"{odata_base(request, runtime)}#Machines/$entity", machine_to_wire(machine))

@@ -7,10 +7,10 @@ from bulwark.domain.actions import MachineAction
 from bulwark.domain.errors import ResourceNotFound
 from bulwark.domain.machines import MACHINE_ID_PATTERN, Machine, check_lookup_name
 from bulwark.odata import ODataQuery, Page
-from bulwark.service.ports import UnitOfWork
+from bulwark.service.ports import PointReads, UnitOfWork
 
 
-def _find_machine(uow: UnitOfWork, principal: Principal, id_or_dns_name: str) -> Machine | None:
+def _find_machine(uow: PointReads, principal: Principal, id_or_dns_name: str) -> Machine | None:
     check_lookup_name(id_or_dns_name)
     machine = None
     if MACHINE_ID_PATTERN.match(id_or_dns_name):
@@ -18,7 +18,7 @@ def _find_machine(uow: UnitOfWork, principal: Principal, id_or_dns_name: str) ->
     return machine or uow.machines.find_by_dns_name(principal, id_or_dns_name)
 
 
-def get_machine(id_or_dns_name: str, principal: Principal, uow: UnitOfWork) -> Machine:
+def get_machine(id_or_dns_name: str, principal: Principal, uow: PointReads) -> Machine:
     """The machine with this id or computer DNS name, if the caller may see it.
 
     A 40-character alphanumeric value is tried as an id first; anything else (or an id that

@@ -11,7 +11,7 @@ from bulwark.domain.errors import MdeError, ResourceNotFound
 from bulwark.domain.machines import ensure_not_offboarded, ensure_offboard_supported, normalize_machine_id
 from bulwark.ids import new_uuid
 from bulwark.service.audit_trail import RequestContext, audit_event
-from bulwark.service.ports import UnitOfWork
+from bulwark.service.ports import PointReads, UnitOfWork
 
 OFFBOARD_AUDIT_ACTION = "machine_action.offboard.requested"
 
@@ -82,7 +82,7 @@ def request_offboard(
     return action
 
 
-def get_action(action_id: str, principal: Principal, uow: UnitOfWork) -> MachineAction:
+def get_action(action_id: str, principal: Principal, uow: PointReads) -> MachineAction:
     """The action with ``action_id`` if the caller may read it (action or read permission)."""
     require_any(principal, READ_PERMISSIONS | ACTION_PERMISSIONS)
     with uow:

@@ -32,6 +32,7 @@ __all__ = [
     "MachineRepository",
     "OnboardingPackageRepository",
     "PackageSigningKeyRepository",
+    "PointReads",
     "SensorRepository",
     "SigningKeyRepository",
     "TenantRepository",
@@ -389,6 +390,31 @@ class ControlStore(Protocol):
     def list_requests(self, operation: str | None, limit: int) -> list[dict[str, Any]]: ...
 
     def wipe_fleet(self) -> int: ...
+
+
+class VisibleActionReads(Protocol):
+    def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None: ...
+
+
+class VisibleMachineReads(Protocol):
+    def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None: ...
+
+    def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None: ...
+
+
+class PointReads(Protocol):
+    """What reading one action or one machine needs: any unit of work has it, and so does the
+    store's lighter one for reads by key on SQLite."""
+
+    @property
+    def actions(self) -> VisibleActionReads: ...
+
+    @property
+    def machines(self) -> VisibleMachineReads: ...
+
+    def __enter__(self) -> PointReads: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None: ...
 
 
 class UnitOfWork(Protocol):

@@ -27,7 +27,7 @@ _Processor = Callable[[Any], Any] | None
 
 
 class CompiledSelect:
-    """One SELECT compiled for one dialect; ``rows(conn, **variables)`` runs it on ``conn``'s driver connection.
+    """One SELECT compiled for one dialect; ``rows(driver, **variables)`` runs it on a DB-API connection.
 
     ``values`` holds the statement's named bound parameters; those named in ``variables`` change per
     call (such as an id), the others are fixed. Expanding (``IN``) parameters must be fixed.
@@ -69,14 +69,17 @@ class CompiledSelect:
             params[position] = processor(value) if processor is not None and value is not None else value
         return tuple(params)
 
-    def rows(self, conn: Connection, **variables: Any) -> list[dict[str, Any]]:
-        """Every row, as dicts keyed like SQLAlchemy's mappings, values converted by their types."""
-        cursor = conn.connection.driver_connection.execute(self.sql, self._params(variables))  # type: ignore[union-attr]
+    def rows(self, driver: Any, **variables: Any) -> list[dict[str, Any]]:
+        """Every row, as dicts keyed like SQLAlchemy's mappings, values converted by their types.
+
+        ``driver`` is a DB-API connection (``driver_connection(conn)`` of a SQLAlchemy one).
+        """
+        cursor = driver.execute(self.sql, self._params(variables))
         return [self._convert(row) for row in cursor.fetchall()]
 
-    def first(self, conn: Connection, **variables: Any) -> dict[str, Any] | None:
+    def first(self, driver: Any, **variables: Any) -> dict[str, Any] | None:
         """The first row, or None."""
-        cursor = conn.connection.driver_connection.execute(self.sql, self._params(variables))  # type: ignore[union-attr]
+        cursor = driver.execute(self.sql, self._params(variables))
         row = cursor.fetchone()
         cursor.close()
         return None if row is None else self._convert(row)
@@ -126,12 +129,16 @@ CACHE_SIZE = 1024
 _CACHES: WeakKeyDictionary[Dialect, CompiledCache] = WeakKeyDictionary()
 
 
-def direct_statements(conn: Connection) -> CompiledCache | None:
-    """The compiled statements of ``conn``'s dialect if it runs them directly (SQLite), else None."""
-    dialect = conn.dialect
+def direct_statements(dialect: Dialect) -> CompiledCache | None:
+    """The compiled statements of ``dialect`` if it runs them directly (SQLite), else None."""
     if dialect.name != "sqlite":
         return None
     cache = _CACHES.get(dialect)
     if cache is None:
         cache = _CACHES[dialect] = CompiledCache(CACHE_SIZE)
     return cache
+
+
+def driver_connection(conn: Connection) -> Any:
+    """The DB-API connection under a SQLAlchemy connection (inside its transaction, if one is open)."""
+    return conn.connection.driver_connection

@@ -13,7 +13,7 @@ from bulwark.domain.actions import MachineAction
 from bulwark.domain.errors import InvalidODataQuery
 from bulwark.domain.machines import Machine
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery, Page
-from bulwark.store.compiled import CompiledSelect, direct_statements
+from bulwark.store.compiled import CompiledSelect, direct_statements, driver_connection
 from bulwark.store.keyset import SeekOrder, seek_order
 from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
 from bulwark.store.repositories import MachineRepository, action_from_row, visibility_clause, visibility_key
@@ -61,13 +61,14 @@ def _page(
     def counted() -> Select[Any]:
         return count_rows(apply_query(make_base(), query, columns, collections))
 
-    direct = direct_statements(conn)
+    direct = direct_statements(conn.dialect)
     total = None
     if direct is not None:
-        rows: Sequence[Any] = direct.get(("page", key, query), lambda: CompiledSelect(paged(), conn.dialect, {})).rows(conn)
+        driver = driver_connection(conn)
+        rows: Sequence[Any] = direct.get(("page", key, query), lambda: CompiledSelect(paged(), conn.dialect, {})).rows(driver)
         if query.count:
             counter = direct.get(("count", key, query), lambda: CompiledSelect(counted(), conn.dialect, {}))
-            total = int(next(iter(counter.rows(conn)[0].values())))
+            total = int(next(iter(counter.rows(driver)[0].values())))
     else:
         rows = conn.execute(paged()).mappings().all()
         if query.count:

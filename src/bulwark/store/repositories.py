@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Dialect,
     Select,
     and_,
     bindparam,
@@ -31,7 +32,7 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
-from bulwark.store.compiled import CompiledSelect, direct_statements
+from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements, driver_connection
 from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import (
     audit_events,
@@ -130,6 +131,114 @@ _TAGS_OF_MACHINES = (
 )
 
 
+def _select_with_group() -> Select[Any]:
+    return select(machines, device_groups.c.name.label("rbac_group_name")).select_from(
+        machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id)
+    )
+
+
+@functools.cache
+def _visible_machine_by_dns_name(shape: tuple[bool, bool, bool]) -> Select[Any]:
+    return (
+        _select_with_group()
+        .where(fold_case(machines.c.computer_dns_name) == bindparam("dns_name"), _bound_visibility(shape))
+        .order_by(machines.c.last_seen.desc())
+        .limit(1)
+    )
+
+
+# Reads straight on SQLite's driver (store/compiled.py), shared by the repositories below and by
+# the point reads of ``store.uow.SqlitePointReads``; ``direct`` holds the dialect's compiled statements.
+
+
+def _direct_by_key(
+    direct: CompiledCache,
+    dialect: Dialect,
+    driver: Any,
+    name: str,
+    statement: Select[Any],
+    principal: Principal,
+    key: str,
+    value: str,
+) -> dict[str, Any] | None:
+    """The first row of ``statement`` (built for the caller's visibility shape), ``key`` given per call."""
+    params = _visibility_params(principal)
+    params[key] = value
+    compiled = direct.get((name, visibility_key(principal)), lambda: CompiledSelect(statement, dialect, params, (key,)))
+    return compiled.first(driver, **{key: value})
+
+
+def _direct_tags(direct: CompiledCache, dialect: Dialect, driver: Any, ids: list[str], tags: dict[str, list[str]]) -> None:
+    """Add the tags of the machines ``ids`` to ``tags``, in tag order."""
+    if len(ids) == 1:
+        one = direct.get(
+            "tags_of_machine", lambda: CompiledSelect(_TAGS_OF_MACHINE, dialect, {"machine_id": ""}, ("machine_id",))
+        )
+        tags[ids[0]].extend(row["tag"] for row in one.rows(driver, machine_id=ids[0]))
+        return
+    many = direct.get("tags_of_machines", lambda: CompiledSelect(_TAGS_OF_MACHINES, dialect, {"ids": "[]"}, ("ids",)))
+    for row in many.rows(driver, ids=json.dumps(ids)):
+        tags[row["machine_id"]].append(row["tag"])
+
+
+def _machines_of_rows(rows: Sequence[Any], tags: dict[str, list[str]]) -> list[Machine]:
+    # A row of ``_select_with_group`` holds exactly the machine's fields but its tags.
+    return [Machine(**r, machine_tags=tags[r["id"]]) for r in rows]
+
+
+class DirectMachineReads:
+    """A visible machine by id or DNS name, straight on SQLite's driver."""
+
+    def __init__(self, direct: CompiledCache, dialect: Dialect, driver: Any) -> None:
+        self._direct, self._dialect, self._driver = direct, dialect, driver
+
+    def _machine(self, row: dict[str, Any] | None, with_tags: bool) -> Machine | None:
+        if row is None:
+            return None
+        tags: dict[str, list[str]] = {row["id"]: []}
+        if with_tags:
+            _direct_tags(self._direct, self._dialect, self._driver, [row["id"]], tags)
+        return _machines_of_rows([row], tags)[0]
+
+    def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
+        """The machine with ``machine_id`` if ``principal`` may see it."""
+        statement = _visible_machine_by_id(_visibility_shape(principal))
+        row = _direct_by_key(
+            self._direct, self._dialect, self._driver, "machine_by_id", statement, principal, "machine_id", machine_id
+        )
+        return self._machine(row, with_tags)
+
+    def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
+        """The visible machine whose DNS name is ``dns_name`` (case-insensitive), most recently seen first."""
+        statement = _visible_machine_by_dns_name(_visibility_shape(principal))
+        row = _direct_by_key(
+            self._direct,
+            self._dialect,
+            self._driver,
+            "machine_by_dns_name",
+            statement,
+            principal,
+            "dns_name",
+            fold_ascii(dns_name),
+        )
+        return self._machine(row, True)
+
+
+class DirectActionReads:
+    """A visible action by id, straight on SQLite's driver."""
+
+    def __init__(self, direct: CompiledCache, dialect: Dialect, driver: Any) -> None:
+        self._direct, self._dialect, self._driver = direct, dialect, driver
+
+    def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
+        """The action if ``principal`` may see its machine."""
+        statement = _visible_action_by_id(_visibility_shape(principal))
+        row = _direct_by_key(
+            self._direct, self._dialect, self._driver, "action_by_id", statement, principal, "action_id", action_id
+        )
+        return action_from_row(row) if row else None
+
+
 class TenantRepository:
     """Tenants (directories) known to this Bulwark."""
 
@@ -179,9 +288,11 @@ class MachineRepository:
 
     def select_with_group(self):
         """A SELECT of machines with their device group's name (``rbac_group_name``)."""
-        return select(machines, device_groups.c.name.label("rbac_group_name")).select_from(
-            machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id)
-        )
+        return _select_with_group()
+
+    def _direct(self) -> DirectMachineReads | None:
+        direct = direct_statements(self.conn.dialect)
+        return None if direct is None else DirectMachineReads(direct, self.conn.dialect, driver_connection(self.conn))
 
     def hydrate(self, rows: Sequence[Any], *, with_tags: bool = True) -> list[Machine]:
         """Machines from rows of ``select_with_group``, with their tags (one query per 1,000 machines)."""
@@ -189,50 +300,27 @@ class MachineRepository:
             return []
         ids = [r["id"] for r in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
-        if with_tags:
-            self._load_tags(ids, tags)
-        # A row of ``select_with_group`` holds exactly the machine's fields but its tags.
-        return [Machine(**r, machine_tags=tags[r["id"]]) for r in rows]
-
-    def _load_tags(self, ids: list[str], tags: dict[str, list[str]]) -> None:
-        direct = direct_statements(self.conn)
-        if direct is not None and len(ids) == 1:
-            one = direct.get(
-                "tags_of_machine",
-                lambda: CompiledSelect(_TAGS_OF_MACHINE, self.conn.dialect, {"machine_id": ""}, ("machine_id",)),
-            )
-            tags[ids[0]].extend(row["tag"] for row in one.rows(self.conn, machine_id=ids[0]))
-            return
-        if direct is not None:
-            many = direct.get(
-                "tags_of_machines", lambda: CompiledSelect(_TAGS_OF_MACHINES, self.conn.dialect, {"ids": "[]"}, ("ids",))
-            )
-            for row in many.rows(self.conn, ids=json.dumps(ids)):
-                tags[row["machine_id"]].append(row["tag"])
-            return
-        for start in range(0, len(ids), 1000):
-            for machine_id, tag in self.conn.execute(
-                select(machine_tags.c.machine_id, machine_tags.c.tag)
-                .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
-                .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
-            ):
-                tags[machine_id].append(tag)
+        direct = direct_statements(self.conn.dialect)
+        if with_tags and direct is not None:
+            _direct_tags(direct, self.conn.dialect, driver_connection(self.conn), ids, tags)
+        elif with_tags:
+            for start in range(0, len(ids), 1000):
+                for machine_id, tag in self.conn.execute(
+                    select(machine_tags.c.machine_id, machine_tags.c.tag)
+                    .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
+                    .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
+                ):
+                    tags[machine_id].append(tag)
+        return _machines_of_rows(rows, tags)
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
+        direct = self._direct()
+        if direct is not None:
+            return direct.get(principal, machine_id, with_tags=with_tags)
         params = _visibility_params(principal)
         params["machine_id"] = machine_id
-        shape = _visibility_shape(principal)
-        direct = direct_statements(self.conn)
-        row: Mapping[Any, Any] | None
-        if direct is not None:
-            statement = direct.get(
-                ("machine_by_id", visibility_key(principal)),
-                lambda: CompiledSelect(_visible_machine_by_id(shape), self.conn.dialect, params, ("machine_id",)),
-            )
-            row = statement.first(self.conn, machine_id=machine_id)
-        else:
-            row = self.conn.execute(_visible_machine_by_id(shape), params).mappings().first()
+        row = self.conn.execute(_visible_machine_by_id(_visibility_shape(principal)), params).mappings().first()
         if row is None:
             return None
         return self.hydrate([row], with_tags=with_tags)[0]
@@ -247,16 +335,12 @@ class MachineRepository:
 
     def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
         """The visible machine whose DNS name is ``dns_name`` (case-insensitive), most recently seen first."""
-        row = (
-            self.conn.execute(
-                self.select_with_group()
-                .where(fold_case(machines.c.computer_dns_name) == fold_ascii(dns_name), visibility_clause(principal))
-                .order_by(machines.c.last_seen.desc())
-                .limit(1)
-            )
-            .mappings()
-            .first()
-        )
+        direct = self._direct()
+        if direct is not None:
+            return direct.find_by_dns_name(principal, dns_name)
+        params = _visibility_params(principal)
+        params["dns_name"] = fold_ascii(dns_name)
+        row = self.conn.execute(_visible_machine_by_dns_name(_visibility_shape(principal)), params).mappings().first()
         return self.hydrate([row])[0] if row else None
 
     def add_many(self, items: Iterable[Machine]) -> None:
@@ -387,19 +471,12 @@ class MachineActionRepository:
 
     def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
         """The action if ``principal`` may see its machine."""
+        direct = direct_statements(self.conn.dialect)
+        if direct is not None:
+            return DirectActionReads(direct, self.conn.dialect, driver_connection(self.conn)).get_visible(principal, action_id)
         params = _visibility_params(principal)
         params["action_id"] = action_id
-        shape = _visibility_shape(principal)
-        direct = direct_statements(self.conn)
-        row: Mapping[Any, Any] | None
-        if direct is not None:
-            statement = direct.get(
-                ("action_by_id", visibility_key(principal)),
-                lambda: CompiledSelect(_visible_action_by_id(shape), self.conn.dialect, params, ("action_id",)),
-            )
-            row = statement.first(self.conn, action_id=action_id)
-        else:
-            row = self.conn.execute(_visible_action_by_id(shape), params).mappings().first()
+        row = self.conn.execute(_visible_action_by_id(_visibility_shape(principal)), params).mappings().first()
         return action_from_row(row) if row else None
 
     def active_for(self, machine_id: str, action_type: ActionType) -> MachineAction | None:

@@ -4,11 +4,14 @@ Implements ``bulwark.service.ports.UnitOfWork``; the composition root builds the
 
 from __future__ import annotations
 
+import threading
 from contextlib import nullcontext
 from types import TracebackType
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 
+from bulwark.store.compiled import CompiledCache, direct_statements
 from bulwark.store.control import ControlRepository
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
@@ -16,6 +19,8 @@ from bulwark.store.queries import ListQueries
 from bulwark.store.repositories import (
     AuditRepository,
     DeviceGroupRepository,
+    DirectActionReads,
+    DirectMachineReads,
     MachineActionRepository,
     MachineRepository,
     OnboardingPackageRepository,
@@ -86,3 +91,61 @@ class SqlUnitOfWorkFactory:
 
     def __call__(self, *, write: bool = True) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, write=write)
+
+
+class PointReadUnitOfWork:
+    """Reads of single rows by key (an action, a machine) on one driver connection, in one read transaction."""
+
+    def __init__(self, direct: CompiledCache, engine: Engine, driver: Any) -> None:
+        self._driver = driver
+        self.actions = DirectActionReads(direct, engine.dialect, driver)
+        self.machines = DirectMachineReads(direct, engine.dialect, driver)
+
+    def __enter__(self) -> PointReadUnitOfWork:
+        # One snapshot for the few statements of a read (a machine and its tags), as any unit of work has.
+        self._driver.execute("BEGIN")
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._driver.execute("ROLLBACK")
+
+
+class SqlitePointReads:
+    """Units of work for reads by key on SQLite, each thread on a connection of its own, kept open.
+
+    Point reads run inline on the event loop (``api.deps.point_read``): a primary-key read of a local
+    file costs tens of microseconds, and taking a pooled connection, opening its transaction through
+    SQLAlchemy and giving it back cost several times that. The connection is taken from the
+    engine's pool once (with the pool's settings applied) and kept for this thread; under WAL a
+    reader never blocks the writer and outside its short transaction holds nothing.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        direct = direct_statements(engine.dialect)
+        if direct is None:
+            raise ValueError("point reads on the driver are for SQLite")
+        self._direct = direct
+        self._engine = engine
+        self._local = threading.local()
+        self._opened: list[Any] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> PointReadUnitOfWork:
+        driver = getattr(self._local, "driver", None)
+        if driver is None:
+            connection = self._engine.raw_connection()
+            driver = connection.driver_connection
+            # Out of the pool for good: this thread keeps it until close().
+            connection.detach()
+            with self._lock:
+                self._opened.append(driver)
+            self._local.driver = driver
+        return PointReadUnitOfWork(self._direct, self._engine, driver)
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            opened, self._opened = self._opened, []
+            self._local = threading.local()
+        for driver in opened:
+            driver.close()
