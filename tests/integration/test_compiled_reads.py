@@ -3,15 +3,18 @@ never serve one caller's view of the fleet to another."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 
 from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction
+from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.store import queries, repositories
 from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements, driver_connection
@@ -201,3 +204,82 @@ def test_only_sqlite_runs_statements_directly(engine: Engine, postgres_database:
         assert direct_statements(postgres.dialect) is None
     finally:
         postgres.dispose()
+
+
+def test_direct_inserts_store_what_sqlalchemy_stores(
+    engine: Engine, fleet: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = SqlUnitOfWorkFactory(engine)
+    machine = f"{4:040x}"
+
+    def write(suffix: str) -> None:
+        with factory() as uow:
+            uow.actions.add(
+                MachineAction(
+                    id=f"00000000-0000-0000-0000-0000000000{suffix}",
+                    tenant_id=OTHER_TENANT,
+                    type=ActionType.OFFBOARD,
+                    requestor="someone",
+                    requestor_comment="why \u00e9",
+                    status=ActionStatus.CANCELLED,
+                    machine_id=machine,
+                    computer_dns_name=None,
+                    creation_date_time_utc=WHEN,
+                    last_update_date_time_utc=WHEN.replace(microsecond=0),
+                    related_file_info={"sha1": None},
+                ),
+                requestor_id=None,
+            )
+            uow.audit.append(
+                occurred_at=WHEN,
+                tenant_id=None,
+                actor_kind=None,
+                actor_id=None,
+                actor_name=None,
+                action=f"test.{suffix}",
+                machine_id=None,
+                machine_action_id=None,
+                outcome_status=201,
+                outcome_code=None,
+                comment=None,
+                request_id=suffix,
+                client_ip=None,
+                details=None,
+            )
+            uow.commit()
+
+    write("a1")
+    monkeypatch.setattr(repositories, "direct_statements", lambda dialect: None)
+    write("b2")
+    with engine.connect() as conn:
+        # The stored values themselves, as text: timestamps' format, JSON null for None, NULLs.
+        actions = conn.exec_driver_sql("SELECT * FROM machine_actions WHERE id LIKE '%a1' OR id LIKE '%b2' ORDER BY id").all()
+        events = conn.exec_driver_sql("SELECT * FROM audit_events WHERE action LIKE 'test.%' ORDER BY id").all()
+    assert len(actions) == 2 and len(events) == 2
+    assert actions[0][1:] == actions[1][1:]
+    # All but the id, the action name and the request id, which differ on purpose.
+    assert events[0][1:6] + events[0][7:12] + events[0][13:] == events[1][1:6] + events[1][7:12] + events[1][13:]
+    # As SQLAlchemy stores them: None in a JSON column is JSON null.
+    assert (actions[0][19], actions[0][20], actions[0][21], events[0][14]) == ('{"sha1": null}', "[]", "null", "null")
+    assert actions[0][10:12] == ("2026-03-01 09:30:00.123456", "2026-03-01 09:30:00.000000")
+
+
+def test_a_refused_duplicate_is_told_apart_from_other_integrity_errors(engine: Engine, fleet: dict[str, int]) -> None:
+    factory = SqlUnitOfWorkFactory(engine)
+    duplicate = MachineAction(
+        id="00000000-0000-0000-0000-0000000000d1",
+        tenant_id=TENANT,
+        type=ActionType.OFFBOARD,
+        requestor="someone",
+        requestor_comment="again",
+        status=ActionStatus.PENDING,
+        machine_id=f"{1:040x}",
+        computer_dns_name=None,
+        creation_date_time_utc=WHEN,
+        last_update_date_time_utc=WHEN,
+    )
+    with factory() as uow, pytest.raises(ActiveRequestAlreadyExists):
+        uow.actions.add(duplicate)
+    unknown_machine = dataclasses.replace(duplicate, id="00000000-0000-0000-0000-0000000000d2", machine_id="f" * 40)
+    with factory() as uow, pytest.raises(IntegrityError):
+        uow.actions.add(unknown_machine)

@@ -200,7 +200,9 @@ def test_hot_routes_answer_audit_count_and_log_exactly_as_the_router(
             assert first.status_code == 201 or first.status_code == 200, first.text
             ids = {"win11": first.json()["id"]}
             for caller, method, path, options in _requests(ids):
-                answers[name].append({"request": (caller, method, _normal(path)), **_answer(_send(server, caller, method, path, options))})
+                answers[name].append(
+                    {"request": (caller, method, _normal(path)), **_answer(_send(server, caller, method, path, options))}
+                )
         logs[name] = [
             _normal(re.sub(r" \d+\.\d+ms ", " <ms> ", record.getMessage()))
             for record in caplog.records

@@ -17,13 +17,28 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from threading import Lock
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, Dialect, Table, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
 _Processor = Callable[[Any], Any] | None
+
+
+def _execute(dialect: Dialect, driver: Any, sql: str, params: Any) -> Any:
+    """``driver.execute``, its errors raised as SQLAlchemy raises them (``IntegrityError`` and so on,
+    parameters hidden as the engines are configured)."""
+    try:
+        return driver.execute(sql, params)
+    except dialect.loaded_dbapi.Error as error:
+        raise DBAPIError.instance(
+            sql, params, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from error
+
+
+T = TypeVar("T", "CompiledSelect", "CompiledInsert")
 
 
 class CompiledSelect:
@@ -33,12 +48,13 @@ class CompiledSelect:
     call (such as an id), the others are fixed. Expanding (``IN``) parameters must be fixed.
     """
 
-    __slots__ = ("_processors", "_slots", "_values", "keys", "sql")
+    __slots__ = ("_dialect", "_processors", "_slots", "_values", "keys", "sql")
 
     def __init__(self, statement: Select[Any], dialect: Dialect, values: Mapping[str, Any], variables: tuple[str, ...] = ()):
         compiled = statement.compile(dialect=dialect)
         if not compiled.positional:
             raise ValueError(f"{dialect.name} does not take positional parameters")
+        self._dialect = dialect
         state = compiled.construct_expanded_state(dict(values))
         self.sql: str = state.statement
         processed: list[Any] = []
@@ -50,7 +66,7 @@ class CompiledSelect:
             processor = processor or state.processors.get(name)
             if name in variables:
                 self._slots.append((position, name, processor))
-            processed.append(processor(value) if processor is not None and value is not None else value)
+            processed.append(processor(value) if processor is not None else value)
         self._values = tuple(processed)
         columns = compiled._result_columns  # (keyname, name, objects, type), in the SELECT's order
         self.keys: tuple[str, ...] = tuple(column.keyname for column in columns)
@@ -66,7 +82,7 @@ class CompiledSelect:
         params = list(self._values)
         for position, name, processor in self._slots:
             value = variables[name]
-            params[position] = processor(value) if processor is not None and value is not None else value
+            params[position] = processor(value) if processor is not None else value
         return tuple(params)
 
     def rows(self, driver: Any, **variables: Any) -> list[dict[str, Any]]:
@@ -74,12 +90,12 @@ class CompiledSelect:
 
         ``driver`` is a DB-API connection (``driver_connection(conn)`` of a SQLAlchemy one).
         """
-        cursor = driver.execute(self.sql, self._params(variables))
+        cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
         return [self._convert(row) for row in cursor.fetchall()]
 
     def first(self, driver: Any, **variables: Any) -> dict[str, Any] | None:
         """The first row, or None."""
-        cursor = driver.execute(self.sql, self._params(variables))
+        cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
         row = cursor.fetchone()
         cursor.close()
         return None if row is None else self._convert(row)
@@ -93,18 +109,45 @@ class CompiledSelect:
         return dict(zip(self.keys, values, strict=True))
 
 
+class CompiledInsert:
+    """``INSERT INTO table (columns...)`` compiled once for one dialect; ``run(driver, values)`` inserts one row.
+
+    The values are converted by their columns' bind processors, as SQLAlchemy would (a JSON column's
+    None is stored as JSON ``null``); errors are raised as SQLAlchemy's (``IntegrityError`` and so on).
+    """
+
+    __slots__ = ("_columns", "_dialect", "sql")
+
+    def __init__(self, table: Table, dialect: Dialect, columns: tuple[str, ...]) -> None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        if not compiled.positional or set(compiled.positiontup or ()) != set(columns):
+            raise ValueError(f"cannot run INSERT INTO {table.name} positionally on {dialect.name}")
+        self.sql: str = compiled.string
+        self._dialect = dialect
+        self._columns: tuple[tuple[str, _Processor], ...] = tuple(
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup or ()
+        )
+
+    def run(self, driver: Any, values: Mapping[str, Any]) -> None:
+        """Insert one row."""
+        params = [values[name] if processor is None else processor(values[name]) for name, processor in self._columns]
+        _execute(self._dialect, driver, self.sql, params)
+
+
 MAX_CACHED_SQL = 16 * 1024
 
 
 class CompiledCache:
     """Compiled statements by key (a statement's shape and fixed values), the least recently used dropped first."""
 
+    # Statements: CompiledSelect, or CompiledInsert (whose key names its table and columns).
+
     def __init__(self, size: int) -> None:
         self._size = size
-        self._entries: OrderedDict[Hashable, CompiledSelect] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = Lock()
 
-    def get(self, key: Hashable, build: Callable[[], CompiledSelect]) -> CompiledSelect:
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
         """The statement compiled for ``key``, compiled with ``build`` on a miss."""
         with self._lock:
             found = self._entries.get(key)

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from bulwark.store.compiled import direct_statements, driver_connection
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.queries import ListQueries
@@ -83,6 +84,8 @@ class BatchMemberUnitOfWork:
 
     def __init__(self, conn: Connection, repositories: _Repositories) -> None:
         self.conn = conn
+        # On SQLite the savepoints go straight to the driver, like the use cases' statements.
+        self._driver = driver_connection(conn) if direct_statements(conn.dialect) is not None else None
         self._open = False
         self.tenants = repositories.tenants
         self.device_groups = repositories.device_groups
@@ -96,21 +99,27 @@ class BatchMemberUnitOfWork:
         self.identity = repositories.identity
         self.signing_keys = repositories.signing_keys
 
+    def _sql(self, statement: str) -> None:
+        if self._driver is not None:
+            self._driver.execute(statement)
+        else:
+            self.conn.exec_driver_sql(statement)
+
     def __enter__(self) -> BatchMemberUnitOfWork:
-        self.conn.exec_driver_sql(_SAVEPOINT)
+        self._sql(_SAVEPOINT)
         self._open = True
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._open:
             self._open = False
-            self.conn.exec_driver_sql(_ROLLBACK)
-            self.conn.exec_driver_sql(_RELEASE)
+            self._sql(_ROLLBACK)
+            self._sql(_RELEASE)
 
     def commit(self) -> None:
         """Keep this use case's writes in the batch (durable once the batch commits)."""
         assert self._open
-        self.conn.exec_driver_sql(_RELEASE)
+        self._sql(_RELEASE)
         self._open = False
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Select,
+    Table,
     and_,
     bindparam,
     column,
@@ -32,7 +33,7 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
-from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements, driver_connection
+from bulwark.store.compiled import CompiledCache, CompiledInsert, CompiledSelect, direct_statements, driver_connection
 from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import (
     audit_events,
@@ -418,6 +419,18 @@ _INSERT_ACTION = insert(machine_actions)
 _INSERT_AUDIT = insert(audit_events)
 
 
+def _insert(conn: Connection, table: Table, statement: Any, values: dict[str, Any]) -> None:
+    """Insert one row: on SQLite straight on the driver (compiled once per set of columns), elsewhere through SQLAlchemy."""
+    direct = direct_statements(conn.dialect)
+    if direct is None:
+        # Parameters go to execute() so the compiled INSERT is cached, not rebuilt per call.
+        conn.execute(statement, values)
+        return
+    columns = tuple(values)
+    compiled = direct.get(("insert", table.name, columns), lambda: CompiledInsert(table, conn.dialect, columns))
+    compiled.run(driver_connection(conn), values)
+
+
 def _is_one_active_violation(exc: IntegrityError) -> bool:
     text = str(exc.orig)
     # PostgreSQL names the index; SQLite names its columns.
@@ -451,8 +464,7 @@ class MachineActionRepository:
         values["status"] = action.status.value
         values["requestor_id"] = requestor_id
         try:
-            # Parameters go to execute() so the compiled INSERT is cached, not rebuilt per call.
-            self.conn.execute(_INSERT_ACTION, values)
+            _insert(self.conn, machine_actions, _INSERT_ACTION, values)
         except IntegrityError as exc:
             if _is_one_active_violation(exc):
                 raise ActiveRequestAlreadyExists() from exc
@@ -722,7 +734,7 @@ class AuditRepository:
 
     def append(self, **event: Any) -> None:
         """Record one event."""
-        self.conn.execute(_INSERT_AUDIT, event)
+        _insert(self.conn, audit_events, _INSERT_AUDIT, event)
 
     def search(
         self,
