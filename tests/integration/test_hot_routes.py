@@ -29,6 +29,8 @@ from tests.conftest import TENANT, make_machine, seed
 from tests.identity_support import ALL_APP_ROLES, app_token, bearer, register_app, register_user, user_token
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+RESET = re.compile(r"\bt=\d+")
+WAIT = re.compile(r"(?<=Try again in )\d+")
 LOOPBACK = ("127.0.0.1", 50000)
 WIN11, MAC, FINANCE = make_machine(1), make_machine(2, os_platform="macOS", agent_version="101.1"), make_machine(3)
 METRICS_TOKEN = "metrics-token-0123456789"
@@ -93,11 +95,18 @@ def servers(sqlite_template: Path, tmp_path: Path, clock: FrozenClock) -> Iterat
 
 
 def _normal(text: str) -> str:
-    return GUID.sub("<guid>", text)
+    # Ids differ between the servers, and so may the seconds until a window resets (the limiter
+    # counts in real time, the servers' clock is frozen), by the second that passed between them.
+    text = GUID.sub("<guid>", text)
+    return WAIT.sub("<seconds>", RESET.sub("t=<seconds>", text))
 
 
 def _answer(response: Any) -> dict[str, Any]:
     headers = {k: _normal(v) for k, v in response.headers.items() if k not in ("date",)}
+    if "retry-after" in headers:
+        # Said in the header and in the message alike.
+        assert f"Try again in {headers['retry-after']} seconds" in response.text
+        headers["retry-after"] = "<seconds>"
     return {"status": response.status_code, "body": _normal(response.text), "headers": headers}
 
 

@@ -250,6 +250,42 @@ def test_disabled_application_gets_no_token_and_its_tokens_stop_working(
     assert refused.status_code == 400 and refused.json()["error_codes"] == [7000112]
 
 
+def test_a_token_answered_from_memory_stops_working_like_any_other(
+    client: TestClient, uow_factory, clock: FrozenClock, settings: Settings
+) -> None:
+    """Repeated calls with one token are answered from memory; disabling its application, retiring
+    its key and its expiry still end it within the same bounds as for a token seen once."""
+    disabled_id, retired_id, expiring_id = (register_app(uow_factory, ["Machine.Read.All"]) for _ in range(3))
+    disabled, expiring = app_token(client, disabled_id), app_token(client, expiring_id)
+    for token in (disabled, expiring):
+        for _ in range(3):
+            assert read(client, token).status_code == 200
+    set_application_enabled(uow_factory(), TENANT, disabled_id, False)
+    clock.advance(settings.auth_cache_seconds)
+    assert_unauthorized(read(client, disabled))
+    assert read(client, expiring).status_code == 200
+
+    old = app_token(client, retired_id)
+    for _ in range(3):
+        assert read(client, old).status_code == 200
+    rotate_signing_key(uow_factory(), clock)
+    clock.advance(61)  # the key ring is re-read at most a minute later
+    for _ in range(3):
+        assert read(client, old).status_code == 200
+    retire_signing_key(uow_factory(), clock, jwt.get_unverified_header(old)["kid"])
+    clock.advance(61)
+    assert_unauthorized(read(client, old))
+    # Tokens of the new key, the same application's among them, still work.
+    assert read(client, app_token(client, retired_id)).status_code == 200
+
+    expiring = app_token(client, expiring_id)
+    for _ in range(3):
+        assert read(client, expiring).status_code == 200
+    expires_at = claims_of(expiring)["exp"]
+    clock.advance(expires_at - clock.now().timestamp() + settings.token_leeway_seconds)
+    assert_unauthorized(read(client, expiring))
+
+
 def test_token_of_an_application_that_does_not_exist_is_refused(client: TestClient, uow_factory) -> None:
     issuer = TokenIssuer(client.app.state.runtime.auth.keyring, "http://127.0.0.1:8000", client.app.state.runtime.clock)
     seed(uow_factory, [], tenant=OTHER_TENANT)

@@ -16,6 +16,7 @@ import hmac
 import ipaddress
 import logging
 import time
+from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -55,6 +56,9 @@ class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The series of each operation and status, looked up once (both label sets are bounded).
+        self._counted: dict[tuple[str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,8 +81,14 @@ class ObservabilityMiddleware:
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         """Record one finished request."""
         operation = operation_of(scope)
-        self.metrics.requests.labels(operation, str(status)).inc()
-        self.metrics.latency.labels(operation).observe(seconds)
+        counted = self._counted.get((operation, status))
+        if counted is None:
+            counted = self._counted[(operation, status)] = self.metrics.requests.labels(operation, str(status))
+        timed = self._timed.get(operation)
+        if timed is None:
+            timed = self._timed[operation] = self.metrics.latency.labels(operation)
+        counted.inc()
+        timed.observe(seconds)
         if access_log.isEnabledFor(logging.INFO):
             # The path as it came on the wire (percent-encoded: no control characters), without the query.
             path = scope.get("raw_path", b"").decode("latin-1")[:_MAX_LOGGED_PATH] or scope["path"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import string
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bulwark.auth.hashing import SecretVerifier
 from bulwark.auth.keys import KeyRingCache
@@ -35,6 +35,7 @@ _SAFE = set(string.ascii_letters + string.digits + " .,:;()[]{}'_-/+=@!?<>*#&%$~
 
 
 VERIFIED_TOKEN_CACHE_SECONDS = 60
+MAX_CACHED_CALLERS = 10_000
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -107,6 +108,10 @@ class Authenticator:
     def use_issuer_base_url(self, base_url: str) -> None:
         """Issue and verify tokens for ``{base_url}/{tenant}/v2.0`` (the issuer recorded with the data)."""
         settings, clock, uow_factory = self.settings, self._clock, self._uow_factory
+        # The caller of each recently seen token, until the first of: the token's verification, its
+        # caller's resolution or the token itself expires; one lookup answers a repeated token.
+        # Emptied here: callers were resolved for the previous issuer.
+        self._callers: dict[str, tuple[datetime, Principal]] = {}
         self.base_url = base_url
         self.issuer = TokenIssuer(self.keyring, self.base_url, clock)
         local_prefix = self.base_url + "/"
@@ -154,10 +159,27 @@ class Authenticator:
         if not self.settings.auth_enabled:
             return self.development_principal()
         token = _bearer_token(authorization)
-        claims = self._verified.peek(token) if token else None
-        if claims is None or self._clock.now() >= claims.expires_at + self._leeway:
+        if not token:
             return None
-        return self.resolver.resolve_cached(claims)
+        now = self._clock.now()
+        known = self._callers.get(token)
+        if known is not None and now < known[0]:
+            return known[1]
+        verified = self._verified.peek_until(token)
+        if verified is None:
+            return None
+        claims, verified_until = verified
+        token_until = claims.expires_at + self._leeway
+        if now >= token_until:
+            return None
+        resolved = self.resolver.resolve_cached_until(claims)
+        if resolved is None:
+            return None
+        principal, resolved_until = resolved
+        if len(self._callers) >= MAX_CACHED_CALLERS:
+            self._callers.clear()
+        self._callers[token] = (min(verified_until, token_until, resolved_until), principal)
+        return principal
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an ``Authorization: Bearer`` header; Unauthorized otherwise.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
 from bulwark.auth.tokens import InvalidToken, VerifiedClaims
@@ -29,10 +29,19 @@ class TtlCache(Generic[K, V]):
 
     def peek(self, key: K) -> V | None:
         """The cached value of ``key`` if present and fresh, without loading (never blocks on I/O)."""
+        found = self.peek_until(key)
+        return None if found is None else found[0]
+
+    def peek_until(self, key: K) -> tuple[V, datetime] | None:
+        """The cached value of ``key`` if present and fresh, and the moment it stops being fresh."""
         with self._lock:
             hit = self._entries.get(key)
-        if hit is not None and (self._clock.now() - hit[0]).total_seconds() < self._ttl:
-            return hit[1]
+        if hit is None:
+            return None
+        until = hit[0] + timedelta(seconds=self._ttl)
+        # The same test as ``get_or_load`` makes: fresh while younger than the time to live.
+        if (self._clock.now() - hit[0]).total_seconds() < self._ttl:
+            return hit[1], until
         return None
 
     def get_or_load(self, key: K, load: Callable[[], V]) -> V:
@@ -85,10 +94,18 @@ class PrincipalResolver:
 
     def resolve_cached(self, claims: VerifiedClaims) -> Principal | None:
         """The caller if its resolution is cached (no database access), else None."""
-        resolved = self._callers.peek(self._key(claims, self._is_local(claims.issuer)))
-        if resolved is None or isinstance(resolved, str):
+        found = self.resolve_cached_until(claims)
+        return None if found is None else found[0]
+
+    def resolve_cached_until(self, claims: VerifiedClaims) -> tuple[Principal, datetime] | None:
+        """The caller if its resolution is cached, and the moment that resolution must be made again."""
+        found = self._callers.peek_until(self._key(claims, self._is_local(claims.issuer)))
+        if found is None:
             return None
-        return _with_permissions(resolved, claims.permissions)
+        resolved, until = found
+        if isinstance(resolved, str):
+            return None
+        return _with_permissions(resolved, claims.permissions), until
 
     def resolve(self, claims: VerifiedClaims) -> Principal:
         """The caller; raise InvalidToken when the application or user is unknown or disabled."""
