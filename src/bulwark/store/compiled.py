@@ -85,28 +85,33 @@ class CompiledSelect:
             params[position] = processor(value) if processor is not None else value
         return tuple(params)
 
-    def rows(self, driver: Any, **variables: Any) -> list[dict[str, Any]]:
-        """Every row, as dicts keyed like SQLAlchemy's mappings, values converted by their types.
+    def values(self, driver: Any, **variables: Any) -> list[list[Any]]:
+        """Every row as a list of values in ``keys``' order, converted by their types.
 
         ``driver`` is a DB-API connection (``driver_connection(conn)`` of a SQLAlchemy one).
         """
         cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
         return [self._convert(row) for row in cursor.fetchall()]
 
+    def rows(self, driver: Any, **variables: Any) -> list[dict[str, Any]]:
+        """Every row, as dicts keyed like SQLAlchemy's mappings."""
+        keys = self.keys
+        return [dict(zip(keys, values, strict=True)) for values in self.values(driver, **variables)]
+
     def first(self, driver: Any, **variables: Any) -> dict[str, Any] | None:
         """The first row, or None."""
         cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
         row = cursor.fetchone()
         cursor.close()
-        return None if row is None else self._convert(row)
+        return None if row is None else dict(zip(self.keys, self._convert(row), strict=True))
 
-    def _convert(self, row: tuple[Any, ...]) -> dict[str, Any]:
+    def _convert(self, row: tuple[Any, ...]) -> list[Any]:
         values = list(row)
         for position, processor in self._processors:
             value = values[position]
             if value is not None:
                 values[position] = processor(value)
-        return dict(zip(self.keys, values, strict=True))
+        return values
 
 
 class CompiledInsert:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,7 @@ def _page(
     tiebreakers,
     seek: SeekOrder,
 ):
-    """One page of ``make_base()`` under ``query``: (rows, has_more, total, next token).
+    """One page of ``make_base()`` under ``query``: (column keys, rows of values, has_more, total, next token).
 
     ``key`` names the caller's view of the list (its visibility); with the query it identifies the
     statements, which on SQLite are compiled once and reused for every request alike.
@@ -65,17 +65,21 @@ def _page(
     total = None
     if direct is not None:
         driver = driver_connection(conn)
-        rows: Sequence[Any] = direct.get(("page", key, query), lambda: CompiledSelect(paged(), conn.dialect, {})).rows(driver)
+        statement = direct.get(("page", key, query), lambda: CompiledSelect(paged(), conn.dialect, {}))
+        keys, rows = statement.keys, statement.values(driver)
         if query.count:
             counter = direct.get(("count", key, query), lambda: CompiledSelect(counted(), conn.dialect, {}))
-            total = int(next(iter(counter.rows(driver)[0].values())))
+            total = int(counter.values(driver)[0][0])
     else:
-        rows = conn.execute(paged()).mappings().all()
+        result = conn.execute(paged())
+        keys, rows = tuple(result.keys()), [list(row) for row in result]
         if query.count:
             total = int(conn.execute(counted()).scalar_one())
     page, has_more = rows[: query.page_size], len(rows) > query.page_size
-    token = seek.position_of(page[-1]) if has_more and page and not query.orderby else None
-    return page, has_more, total, token
+    token = None
+    if has_more and page and not query.orderby:
+        token = seek.position_of(dict(zip(keys, page[-1], strict=True)))
+    return keys, page, has_more, total, token
 
 
 class ListQueries:
@@ -96,7 +100,7 @@ class ListQueries:
 def list_machines(conn: Connection, principal: Principal, query: ODataQuery) -> Page[Machine]:
     """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
     repo = MachineRepository(conn)
-    rows, has_more, total, token = _page(
+    keys, rows, has_more, total, token = _page(
         conn,
         ("machines", visibility_key(principal)),
         lambda: repo.select_with_group().where(visibility_clause(principal)),
@@ -107,7 +111,7 @@ def list_machines(conn: Connection, principal: Principal, query: ODataQuery) -> 
         (machines.c.id,),
         _MACHINE_SEEK,
     )
-    return Page(repo.hydrate(rows), has_more, total, token)
+    return Page(repo.hydrate_values(keys, rows), has_more, total, token)
 
 
 def list_actions(
@@ -127,7 +131,7 @@ def list_actions(
             statement = statement.where(machine_actions.c.machine_id == machine_id)
         return statement
 
-    rows, has_more, total, token = _page(
+    keys, rows, has_more, total, token = _page(
         conn,
         ("actions", visibility_key(principal), machine_id),
         base,
@@ -139,4 +143,4 @@ def list_actions(
         (machine_actions.c.id.desc(),),
         _ACTION_SEEK,
     )
-    return Page([action_from_row(r) for r in rows], has_more, total, token)
+    return Page([action_from_row(dict(zip(keys, row, strict=True))) for row in rows], has_more, total, token)

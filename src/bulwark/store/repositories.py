@@ -187,6 +187,31 @@ def _machines_of_rows(rows: Sequence[Any], tags: dict[str, list[str]]) -> list[M
     return [Machine(**r, machine_tags=tags[r["id"]]) for r in rows]
 
 
+_MACHINE_FIELDS = tuple(f.name for f in dataclasses.fields(Machine))
+
+
+@functools.cache
+def _machine_layout(keys: tuple[str, ...]) -> tuple[tuple[int, ...], int, int]:
+    """For rows of ``keys`` (a ``_select_with_group`` result): where each Machine field is, where the
+    tags go among the fields, and where the id is in a row."""
+    where = {key: position for position, key in enumerate(keys)}
+    tags_at = _MACHINE_FIELDS.index("machine_tags")
+    # The tags' place takes the id for now; the tags replace it.
+    order = tuple(where["id"] if name == "machine_tags" else where[name] for name in _MACHINE_FIELDS)
+    return order, tags_at, where["id"]
+
+
+def _machines_of_values(keys: tuple[str, ...], rows: Sequence[Sequence[Any]], tags: dict[str, list[str]]) -> list[Machine]:
+    """Machines from rows of values in ``keys``' order: positionally, the cheapest way to build them."""
+    order, tags_at, id_at = _machine_layout(keys)
+    machines_: list[Machine] = []
+    for row in rows:
+        fields = [row[position] for position in order]
+        fields[tags_at] = tags[row[id_at]]
+        machines_.append(Machine(*fields))
+    return machines_
+
+
 class DirectMachineReads:
     """A visible machine by id or DNS name, straight on SQLite's driver."""
 
@@ -301,18 +326,32 @@ class MachineRepository:
             return []
         ids = [r["id"] for r in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
-        direct = direct_statements(self.conn.dialect)
-        if with_tags and direct is not None:
-            _direct_tags(direct, self.conn.dialect, driver_connection(self.conn), ids, tags)
-        elif with_tags:
-            for start in range(0, len(ids), 1000):
-                for machine_id, tag in self.conn.execute(
-                    select(machine_tags.c.machine_id, machine_tags.c.tag)
-                    .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
-                    .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
-                ):
-                    tags[machine_id].append(tag)
+        if with_tags:
+            self._load_tags(ids, tags)
         return _machines_of_rows(rows, tags)
+
+    def hydrate_values(self, keys: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> list[Machine]:
+        """Machines, with their tags, from rows of ``select_with_group`` as values in ``keys``' order."""
+        if not rows:
+            return []
+        id_at = keys.index("id")
+        ids = [row[id_at] for row in rows]
+        tags: dict[str, list[str]] = {i: [] for i in ids}
+        self._load_tags(ids, tags)
+        return _machines_of_values(keys, rows, tags)
+
+    def _load_tags(self, ids: list[str], tags: dict[str, list[str]]) -> None:
+        direct = direct_statements(self.conn.dialect)
+        if direct is not None:
+            _direct_tags(direct, self.conn.dialect, driver_connection(self.conn), ids, tags)
+            return
+        for start in range(0, len(ids), 1000):
+            for machine_id, tag in self.conn.execute(
+                select(machine_tags.c.machine_id, machine_tags.c.tag)
+                .where(machine_tags.c.machine_id.in_(ids[start : start + 1000]))
+                .order_by(machine_tags.c.machine_id, machine_tags.c.tag)
+            ):
+                tags[machine_id].append(tag)
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
