@@ -107,6 +107,31 @@ def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, cl
     assert _audited(uow_factory) == []
 
 
+def test_the_writer_recovers_from_a_lost_connection(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    first, second = make_machine(31), make_machine(32)
+    seed(uow_factory, [first, second])
+    writer = GroupCommitter(uow_factory.engine)
+
+    def poison(uow):
+        uow.conn.connection.dbapi_connection.close()
+        return "never durable"
+
+    async def scenario():
+        lost = await asyncio.gather(writer.run(poison), writer.run(_offboard(first.id, clock, "lost")), return_exceptions=True)
+        # The next batch runs on a good connection: later writes are not lost with the broken one.
+        after = await writer.run(_offboard(second.id, clock, "after"))
+        again = await writer.run(_offboard(first.id, clock, "again"))
+        return lost, after, again
+
+    try:
+        lost, after, again = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    assert all(isinstance(o, Exception) for o in lost), lost
+    assert isinstance(after, MachineAction) and isinstance(again, MachineAction)
+    assert _audited(uow_factory) == sorted([after.id, again.id])
+
+
 def test_new_uuid_is_a_random_version_4_uuid() -> None:
     ids = [new_uuid() for _ in range(5000)]
     assert len(set(ids)) == len(ids)
