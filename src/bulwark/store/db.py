@@ -88,6 +88,9 @@ def create_db_engine(url: str, *, pool_size: int = 20) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn) -> None:
+            if conn.connection.driver_connection.in_transaction:
+                # A read unit of work began it on the driver (store/uow.py): SQLAlchemy joins it.
+                return
             immediate = conn.get_execution_options().get(WRITE_OPTION, False)
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from bulwark.store.compiled import CompiledCache, direct_statements
+from bulwark.store.compiled import CompiledCache, direct_statements, driver_connection
 from bulwark.store.control import ControlRepository
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
@@ -42,11 +42,19 @@ class SqlUnitOfWork:
     def __enter__(self) -> SqlUnitOfWork:
         self._lock = write_lock(self.engine) if self.write else nullcontext()
         self._lock.__enter__()
+        self._driver = None
         try:
             conn = self.engine.connect()
             if self.write:
                 conn.execution_options(**{WRITE_OPTION: True})
-            conn.begin()
+                conn.begin()
+            elif direct_statements(self.engine.dialect) is not None:
+                # A read on SQLite opens its transaction on the driver, as its statements run
+                # there (store/compiled.py); one run through SQLAlchemy joins it.
+                self._driver = driver_connection(conn)
+                self._driver.execute("BEGIN")
+            else:
+                conn.begin()
         except BaseException:
             self._lock.__exit__(None, None, None)
             raise
@@ -72,6 +80,8 @@ class SqlUnitOfWork:
         try:
             if self.conn.in_transaction():
                 self.conn.rollback()
+            elif self._driver is not None and self._driver.in_transaction:
+                self._driver.execute("ROLLBACK")
         finally:
             self.conn.close()
             self.conn = None
