@@ -78,6 +78,11 @@ class _Fanout:
             subscription.fire()
 
     def dispatch_threadsafe(self, key: str) -> None:
+        if key != EVERYONE and key not in self.waiters:
+            # Nobody waits on it: skip waking the loop. Safe without a lock: a waiter subscribes
+            # before it looks for work, and publishers publish after the work is committed, so a
+            # waiter that subscribes after this check finds the work when it looks.
+            return
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self.dispatch, key)
 

@@ -142,6 +142,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
+def _settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        _settle(future, ok, value)
+
+
 _STOP = object()
 
 
@@ -261,8 +266,12 @@ class GroupCommitter:
         finally:
             if conn is not None:
                 self._release(conn, failed)
+        # One wake-up per event loop for the whole batch, not one per request.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job in batch:
-            job.loop.call_soon_threadsafe(_settle, job.future, *job.outcome)
+            by_loop.setdefault(job.loop, []).append((job.future, *job.outcome))
+        for loop, outcomes in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, outcomes)
         for job in batch:
             ok, value = job.outcome
             if ok and job.after_commit is not None:
