@@ -45,11 +45,32 @@ def _py_spy() -> str:
     return str(beside) if beside.exists() else "py-spy"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds the process has used so far."""
-    with open(f"/proc/{pid}/stat") as stat:
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    """User plus system CPU seconds the process (or one of its threads) has used so far."""
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    with open(path) as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _user_system(pid: int, task: int) -> tuple[float, float]:
+    with open(f"/proc/{pid}/task/{task}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def thread_seconds(pid: int) -> dict[str, float]:
+    """User and system CPU seconds so far of the event loop (the main thread) and of all other threads together."""
+    seconds = {"loop user": 0.0, "loop system": 0.0, "threads user": 0.0, "threads system": 0.0}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            user, system = _user_system(pid, int(task))
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        which = "loop" if int(task) == pid else "threads"
+        seconds[f"{which} user"] += user
+        seconds[f"{which} system"] += system
+    return seconds
 
 
 class Server:
@@ -118,13 +139,26 @@ def measure(server: Server, idle_rate: float, script: str, args: argparse.Namesp
             stderr=subprocess.DEVNULL,
         )
         time.sleep(1)
+    threads_before = thread_seconds(server.proc.pid)
     before, started = cpu_seconds(server.proc.pid), time.monotonic()
     figures = run_wrk(server.base, script, args, args.duration, **env)
     used = cpu_seconds(server.proc.pid) - before - idle_rate * (time.monotonic() - started)
+    threads_after = thread_seconds(server.proc.pid)
     if spy is not None:
         spy.wait()
     served = max(figures["requests"], 1)
-    return {**figures, "cpu_seconds": round(used, 3), "cpu_ms_per_request": round(1000 * used / served, 3)}
+    # Where the CPU went: the event loop, or the threads (group-commit writer, threadpool, ...).
+    by_thread = {
+        name: round(1000 * (seconds - threads_before.get(name, 0.0)) / served, 3)
+        for name, seconds in threads_after.items()
+        if seconds - threads_before.get(name, 0.0) > 0.005
+    }
+    return {
+        **figures,
+        "cpu_seconds": round(used, 3),
+        "cpu_ms_per_request": round(1000 * used / served, 3),
+        "cpu_ms_per_request_by_thread": by_thread,
+    }
 
 
 def main() -> None:
@@ -201,7 +235,8 @@ def main() -> None:
     for name, r in results.items():
         if name != "idle":
             cpu, p50, p99 = r["cpu_ms_per_request"], r["p50_ms"], r["p99_ms"]
-            print(f"{name:16} {r['rps']:8.0f} {cpu:11.3f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}")
+            threads = ", ".join(f"{thread} {ms:.3f}" for thread, ms in sorted(r["cpu_ms_per_request_by_thread"].items()))
+            print(f"{name:16} {r['rps']:8.0f} {cpu:11.3f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}   by thread: {threads}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
