@@ -5,7 +5,8 @@ them alike, and prints for each the median wall time and the median CPU seconds 
 (user + system: on a busy machine the steadier of the two), then its ratio to the baselines:
 
 - `python -c pass`: the interpreter alone;
-- a minimal typer app's `--help`: the command-line library alone (one command, one option);
+- a minimal typer app's `--help` and `hello --help`: the command-line library alone (two
+  commands, one option);
 - `bulwark --help`, `bulwark machines --help`, `bulwark offboard --help`, `bulwark --version`.
 
     .venv/bin/python benchmarks/cli_startup.py [--rounds 15]
@@ -77,6 +78,7 @@ def main() -> None:
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "minimal typer app --help": [sys.executable, str(minimal), "--help"],
+            "minimal typer app hello --help": [sys.executable, str(minimal), "hello", "--help"],
             "bulwark --help": [*bulwark, "--help"],
             "bulwark machines --help": [*bulwark, "machines", "--help"],
             "bulwark offboard --help": [*bulwark, "offboard", "--help"],
@@ -95,10 +97,10 @@ def main() -> None:
     wall = {name: statistics.median(values) for name, values in walls.items()}
     cpu = {name: statistics.median(values) for name, values in cpus.items()}
     python, typer_app = "python -c pass", "minimal typer app --help"
-    print(f"{'command':<28}{'wall (median)':>15}{'CPU (median)':>15}{'x python':>11}{'x typer app':>13}")
+    print(f"{'command':<34}{'wall (median)':>15}{'CPU (median)':>15}{'x python':>11}{'x typer app':>13}")
     for name in commands:
         print(
-            f"{name:<28}{wall[name] * 1000:>12.0f} ms{cpu[name] * 1000:>12.0f} ms"
+            f"{name:<34}{wall[name] * 1000:>12.0f} ms{cpu[name] * 1000:>12.0f} ms"
             f"{wall[name] / wall[python]:>11.1f}{wall[name] / wall[typer_app]:>13.2f}"
         )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
