@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from bulwark.cli.database import command_settings, with_database_options
 from bulwark.cli.tables import emit
@@ -87,6 +86,8 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return
+    from rich.table import Table
+
     table = Table(*columns)
     for row in rows:
         table.add_row(*(", ".join(v) if isinstance(v := row.get(c), list) else "" if v is None else str(v) for c in columns))

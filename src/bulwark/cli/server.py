@@ -11,11 +11,11 @@ import typer
 from rich.console import Console
 
 from bulwark.cli.database import command_settings, with_database_options
-from bulwark.settings import Settings
 
 if TYPE_CHECKING:
     from bulwark.bootstrap import Store
     from bulwark.sensor.demo import DemoSensors
+    from bulwark.settings import Settings
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 console = Console()
@@ -28,6 +28,8 @@ WORKER_HEALTHCHECK_SECONDS = 60
 
 def _settings(**overrides: Any) -> Settings:
     """Settings from the environment, with command-line values on top."""
+    from bulwark.settings import Settings
+
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
