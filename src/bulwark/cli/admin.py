@@ -66,6 +66,7 @@ def _session() -> Iterator[Store]:
     from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     from bulwark.bootstrap import DatabaseNotReady, open_store
+    from bulwark.domain.errors import MdeError
     from bulwark.service.identity import IdentityError
 
     try:
@@ -73,6 +74,10 @@ def _session() -> Iterator[Store]:
             yield store
     except (IdentityError, DatabaseNotReady) as error:
         err.print(f"[bold red]Error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except MdeError as error:
+        # A refusal from a use case (an unknown tenant, package or machine) is the user's answer, not a crash.
+        err.print(f"[bold red]Error:[/] {error.message}", soft_wrap=True)
         raise typer.Exit(code=1) from None
     except IntegrityError:
         err.print("[bold red]Error:[/] refused by the database: a name or id that must be unique already exists", soft_wrap=True)
@@ -613,15 +618,10 @@ def revoke_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
 ) -> None:
     """Revoke an onboarding package: no device can enrol with it any more (enrolled devices keep running)."""
-    from bulwark.domain.errors import MdeError
     from bulwark.service.sensors import revoke_onboarding_package
 
     with _session() as store:
-        try:
-            revoke_onboarding_package(tenant or store.settings.default_tenant_id, package_id, store.uow(), store.clock)
-        except MdeError as error:
-            err.print(f"[bold red]Error:[/] {error.message}")
-            raise typer.Exit(code=1) from None
+        revoke_onboarding_package(tenant or store.settings.default_tenant_id, package_id, store.uow(), store.clock)
     err.print(f"Revoked onboarding package {package_id}")
 
 
