@@ -76,7 +76,7 @@ class Runtime:
     point_reads: Callable[[], PointReads] | None = None
     # The control plane of a test server; None (and no /_bulwark routes) unless turned on.
     control: ControlPlane | None = None
-    # Set at shutdown so that long polls answer at once.
+    # Set at shutdown so that long polls answer at once (``stop_long_polls``).
     stopping: threading.Event = field(default_factory=threading.Event)
 
 
@@ -288,6 +288,16 @@ def settle_issuer(settings: Settings, uow: UnitOfWorkFactory) -> str:
     from bulwark.service.identity import settle_issuer_base_url
 
     return settle_issuer_base_url(uow(), settings.public_base_url, settings.issuer_base_url())
+
+
+def stop_long_polls(runtime: Runtime) -> None:
+    """The server is stopping: every long poll of this process answers now, and any new one at once.
+
+    Runs in the event loop's thread. Only this process's waiters are woken: other servers sharing
+    the database keep their sensors.
+    """
+    runtime.stopping.set()
+    runtime.notifier.wake_local_waiters()
 
 
 def close_runtime(runtime: Runtime) -> None:

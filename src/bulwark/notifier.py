@@ -106,6 +106,10 @@ class InProcessNotifier:
         """Wake every waiter so that long polls end promptly at shutdown."""
         self._fanout.dispatch(EVERYONE)
 
+    def wake_local_waiters(self) -> None:
+        """Wake every waiter of this process, and of no other (call it in the event loop's thread)."""
+        self._fanout.dispatch(EVERYONE)
+
     def subscribe(self, key: str) -> contextlib.AbstractAsyncContextManager[Subscription]:
         """Register interest in ``key`` before checking for work, so no wake-up is lost in between."""
         return self._fanout.subscribe(key)

@@ -45,6 +45,7 @@ CONNECTION_VARIABLES = (
     "BULWARK_CA_FILE",
     "BULWARK_CONFIG",
     "BULWARK_MAX_RATE_LIMIT_WAIT",
+    "BULWARK_TOKEN_CACHE",
 )
 
 
@@ -71,7 +72,7 @@ class LiveServer:
             "BULWARK_API_URL": self.base_url,
             "BULWARK_AUTHORITY": self.base_url,
             "BULWARK_TENANT_ID": TENANT,
-            # Keep the tests away from the user's own profiles.
+            # Keep the tests away from the user's own profiles (and token cache, which sits beside them).
             "BULWARK_CONFIG": str(self.data_dir / "cli-config.json"),
         }
         # `bulwark serve --demo` writes the demo callers' credentials; the tests sign in with them.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import stat
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +22,16 @@ from bulwark.cli.api.output import (
     EXIT_USAGE,
     EXIT_WAIT_TIMEOUT,
 )
-from bulwark.client import NO_RETRIES, MachineAction, TooManyRequests
+from bulwark.client import (
+    DEFAULT_SCOPE,
+    NO_RETRIES,
+    BulwarkClient,
+    ClientCredentials,
+    MachineAction,
+    TokenCache,
+    TooManyRequests,
+)
+from bulwark.client.token_cache import CacheKey
 from bulwark.sensor.agent import E_FAIL
 from tests.conftest import make_machine
 from tests.e2e.cli_support import LiveServer, live_server, sdk, sensor_fleet, wait_until
@@ -472,6 +483,102 @@ def test_the_installed_executable(server: LiveServer) -> None:
     assert json.loads(offboarded.stdout)["machineId"] == machine_id(23)
     refused = server.run_executable("offboard", machine_id(23), "--comment", "again")
     assert refused.returncode == EXIT_API_ERROR and "ActiveRequestAlreadyExists" in refused.stderr
+
+
+# the token cache and the SDK's settings ------------------------------------------------------
+
+
+def tokens_issued(server: LiveServer) -> float:
+    """Client-credential tokens the server's token endpoint has issued so far, from its /metrics."""
+    exposition = httpx.get(f"{server.base_url}/metrics").text
+    prefix = 'bulwark_tokens_issued_total{grant_type="client_credentials"} '
+    return sum(float(line.removeprefix(prefix)) for line in exposition.splitlines() if line.startswith(prefix))
+
+
+def cache_entries(path: Path) -> list[str]:
+    """The access tokens a token cache file holds."""
+    return [entry["access_token"] for entry in json.loads(path.read_text())["tokens"].values()]
+
+
+def test_consecutive_commands_make_one_token_request(server: LiveServer, tmp_path: Path) -> None:
+    config = tmp_path / "settings" / "config.json"
+    before = tokens_issued(server)
+
+    for _ in range(2):
+        run = server.run_executable("machines", "show", MAC.id, "--json", BULWARK_CONFIG=str(config))
+        assert run.returncode == EXIT_OK, run.stderr
+
+    assert tokens_issued(server) - before == 1
+    cache = config.parent / "token-cache.json"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+    assert server.connection_env()["BULWARK_CLIENT_SECRET"] not in cache.read_text()
+
+
+def test_the_token_cache_can_be_turned_off(server: LiveServer, tmp_path: Path) -> None:
+    config = str(tmp_path / "config.json")
+    before = tokens_issued(server)
+
+    flagged = server.run_cli("machines", "show", MAC.id, "--no-token-cache", BULWARK_CONFIG=config)
+    variable = server.run_cli("machines", "show", MAC.id, BULWARK_CONFIG=config, BULWARK_TOKEN_CACHE="off")
+
+    assert flagged.exit_code == variable.exit_code == EXIT_OK
+    assert tokens_issued(server) - before == 2
+    assert not (tmp_path / "token-cache.json").exists()
+
+
+def plant(server: LiveServer, cache: Path, access_token: str, *, expires_in: float) -> None:
+    """Put a token in the cache file as an earlier command with the tests' credentials would have."""
+    env = server.connection_env()
+    key = CacheKey(env["BULWARK_AUTHORITY"], env["BULWARK_TENANT_ID"], env["BULWARK_CLIENT_ID"], DEFAULT_SCOPE)
+    TokenCache(cache).store(key, env["BULWARK_CLIENT_SECRET"], access_token, expires_in=expires_in)
+
+
+def test_an_expired_cached_token_is_not_used(server: LiveServer, tmp_path: Path) -> None:
+    # A token the server would still accept, but whose cache entry says it is about to expire.
+    still_valid = server.token()
+    plant(server, tmp_path / "token-cache.json", still_valid, expires_in=1)
+    time.sleep(1.1)
+    before = tokens_issued(server)
+
+    run = server.run_cli("machines", "show", MAC.id, BULWARK_CONFIG=str(tmp_path / "config.json"))
+
+    assert run.exit_code == EXIT_OK, run.stderr
+    assert tokens_issued(server) - before == 1
+    assert still_valid not in cache_entries(tmp_path / "token-cache.json")
+
+
+def test_a_cached_token_the_server_refuses_is_replaced(server: LiveServer, tmp_path: Path) -> None:
+    plant(server, tmp_path / "token-cache.json", "a-token-this-server-never-issued", expires_in=3600)
+    before = tokens_issued(server)
+
+    run = server.run_cli("machines", "show", MAC.id, "--json", BULWARK_CONFIG=str(tmp_path / "config.json"))
+
+    assert run.exit_code == EXIT_OK, run.stderr
+    assert json.loads(run.stdout)["id"] == MAC.id
+    assert tokens_issued(server) - before == 1
+    [replacement] = cache_entries(tmp_path / "token-cache.json")
+    assert replacement != "a-token-this-server-never-issued"
+
+
+def test_the_sdk_finds_the_server_and_credentials_the_command_line_finds(server: LiveServer, tmp_path: Path) -> None:
+    # Only where the API is, and the credentials file that `serve --demo` wrote: no authority, no tenant.
+    env = {
+        "BULWARK_CONFIG": str(tmp_path / "config.json"),
+        "BULWARK_API_URL": server.base_url,
+        "BULWARK_CREDENTIALS_FILE": str(server.data_dir / "demo-credentials.json"),
+    }
+    cleared = {name: "" for name in ("BULWARK_AUTHORITY", "BULWARK_TENANT_ID", "BULWARK_CLIENT_ID", "BULWARK_CLIENT_SECRET")}
+
+    command = server.run_cli("machines", "show", MAC.id, "--json", **cleared, **env)
+    with BulwarkClient.from_env(env) as client:
+        machine = client.get_machine(MAC.id)
+        assert isinstance(client.credential, ClientCredentials)
+        token_url = client.credential.token_url
+
+    assert command.exit_code == EXIT_OK, command.stderr
+    assert json.loads(command.stdout)["id"] == machine.id == MAC.id
+    assert token_url.startswith(f"{server.base_url}/")
 
 
 # rate limits --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+import bulwark
 from tests.support import child_env, server_process
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,7 @@ EXPECTED = {
     "README.md: Use it from the command line": ["Succeeded", "2 of 2 offboards requested"],
     "README.md: Devices (the sensor)": ["Simulating: laptop-01.contoso.com, Windows11", "fleet-00007.fleet.example"],
     "cli.md: Command line: `bulwark offboard`, `machines`, `actions`, `profile`": ["Succeeded", "Cancelled"],
+    "cli.md: Version and the audit trail": [f"bulwark {bulwark.__version__}", "machine_action.offboard"],
 }
 
 
@@ -117,6 +119,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("BULWARK_")}
     base["PATH"] = os.pathsep.join([bin_dir, base.get("PATH", "")])
     base["COLUMNS"] = "200"
+    # ... and a config directory of its own, empty: no profiles, no cached tokens.
+    base["XDG_CONFIG_HOME"] = str(directory / ".config")
     env = child_env(base)
     data_dir = directory / ".bulwark"
     with server_process(

@@ -25,6 +25,7 @@ EXPECTED_OUTPUT = {
     "Offboard a machine and wait for the outcome": "finished: Succeeded",
     "Errors": "ResourceNotFound 404 ResourceNotFound",
     "Retries and rate limits": f"{DEVICE_COUNT + 1} machines",
+    "Token cache": "3 machines",
 }
 
 

@@ -183,3 +183,18 @@ def test_a_user_token_for_an_app_without_delegated_permissions_is_refused(run, s
         pass
     result = CliRunner().invoke(cli, ["token", "--app", "Daemon", "--user", "pat@contoso.com"])
     assert result.exit_code == 1 and "has no delegated permissions" in result.output and "eyJ" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        (["sensor", "package", "onboarding", "--tenant", "00000000-0000-0000-0000-00000000dead"], "tenant"),
+        (["sensor", "package", "offboarding", "--tenant", "00000000-0000-0000-0000-00000000dead"], "tenant"),
+        (["sensor", "package", "revoke", "no-such-package"], "package"),
+    ],
+)
+def test_a_refused_package_command_ends_in_a_one_line_error(run, command: list[str], says: str) -> None:
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and says in result.output.lower(), result.output
+    assert "Traceback" not in result.output

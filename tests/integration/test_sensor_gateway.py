@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from bulwark.api.app import create_app
 from bulwark.api.deps import get_principal
-from bulwark.bootstrap import sweep_policy
+from bulwark.bootstrap import stop_long_polls, sweep_policy
 from bulwark.clock import FrozenClock
 from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.domain.sensors import derive_machine_id
@@ -207,6 +207,36 @@ def test_long_poll_wakes_when_an_action_is_created(client: TestClient, package: 
     assert answer["status"] == 200 and answer["body"]["id"] == action["id"]
     # Woken by the offboard, long before the 20 seconds the poll would otherwise wait.
     assert answer["waited"] < 10
+
+
+def test_a_stopping_server_answers_long_polls_at_once_and_claims_nothing(client: TestClient, package: dict) -> None:
+    enrolment = enrol(client, package)
+    runtime = client.app.state.runtime
+    answer: dict = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        response = client.get("/sensor/v1/actions/next", params={"wait": 20}, headers=auth(enrolment))
+        answer.update(status=response.status_code, headers=response.headers, waited=time.monotonic() - started)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    deadline = time.monotonic() + 10
+    while runtime.notifier.waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert runtime.notifier.waiting == 1  # the poll is held
+    # What a SIGINT or SIGTERM does in the event loop of a serving process.
+    client.portal.call(stop_long_polls, runtime)
+    poller.join(timeout=15)
+    # Answered "no action, poll again in a second" long before the 20 s the poll would have waited.
+    assert answer["status"] == 204 and answer["waited"] < 10
+    assert answer["headers"]["retry-after"] == "1" and answer["headers"]["connection"] == "close"
+
+    # A poll arriving meanwhile is answered alike, and leaves a waiting action to the next server.
+    action = offboard(client, enrolment["machineId"])
+    late = client.get("/sensor/v1/actions/next", params={"wait": 20}, headers=auth(enrolment))
+    assert late.status_code == 204 and late.headers["retry-after"] == "1"
+    assert status_of(client, action["id"]) == "Pending"
 
 
 def test_reonboard_keeps_the_machine_id_and_nothing_is_queued_while_offboarded(client: TestClient, package: dict) -> None:

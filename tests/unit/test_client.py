@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -166,7 +167,8 @@ class FakeService:
         return [r for r in self.api_requests if r.method == method and r.url.path == path]
 
     def handle(self, request: httpx.Request) -> httpx.Response:
-        if request.url.host == "login.test":
+        # The authority is login.test, or the API's own server (its default) at the token path.
+        if request.url.host == "login.test" or request.url.path.endswith("/oauth2/v2.0/token"):
             return self._token(request)
         self.api_requests.append(request)
         scripted = self.scripted.get((request.method, request.url.path))
@@ -984,8 +986,15 @@ def test_wait_times_out_with_the_last_seen_action(connect: Connect, fake: FakeSe
 # --- settings and lifecycle ----------------------------------------------------------------------
 
 
-def test_from_env_builds_client_credentials(fake: FakeService) -> None:
+@pytest.fixture
+def no_profiles(tmp_path: Path) -> dict[str, str]:
+    """Variables that keep from_env() away from the user's own profiles (an empty config file)."""
+    return {"BULWARK_CONFIG": str(tmp_path / "config.json")}
+
+
+def test_from_env_builds_client_credentials(fake: FakeService, no_profiles: dict[str, str]) -> None:
     environ = {
+        **no_profiles,
         "BULWARK_API_URL": API,
         "BULWARK_AUTHORITY": AUTHORITY,
         "BULWARK_TENANT_ID": TENANT,
@@ -1000,9 +1009,9 @@ def test_from_env_builds_client_credentials(fake: FakeService) -> None:
     assert str(fake.api_requests[0].url) == f"{API}/api/machines/host0.contoso.com"
 
 
-async def test_async_from_env_with_a_ready_token(fake: FakeService) -> None:
+async def test_async_from_env_with_a_ready_token(fake: FakeService, no_profiles: dict[str, str]) -> None:
     fake.valid_tokens.add("ready")
-    environ = {"BULWARK_API_URL": API, "BULWARK_TOKEN": "ready"}
+    environ = {**no_profiles, "BULWARK_API_URL": API, "BULWARK_TOKEN": "ready"}
 
     async with AsyncBulwarkClient.from_env(environ, transport=httpx.MockTransport(fake.handle)) as client:
         machine = await client.get_machine("host0.contoso.com")
@@ -1011,21 +1020,51 @@ async def test_async_from_env_with_a_ready_token(fake: FakeService) -> None:
     assert fake.token_requests == []
 
 
-def test_from_env_names_the_missing_variables() -> None:
+def test_from_env_names_the_missing_variables(no_profiles: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError) as raised:
-        BulwarkClient.from_env({"BULWARK_TENANT_ID": TENANT})
+        BulwarkClient.from_env({**no_profiles, "BULWARK_TENANT_ID": TENANT})
 
     assert "BULWARK_CLIENT_ID" in str(raised.value)
     assert "BULWARK_CLIENT_SECRET" in str(raised.value)
 
 
-def test_from_env_defaults_to_the_live_service() -> None:
-    environ = {"BULWARK_TENANT_ID": TENANT, "BULWARK_CLIENT_ID": "app-1", "BULWARK_CLIENT_SECRET": "s3cret"}
+def test_from_env_defaults_to_the_local_server_as_the_command_does(fake: FakeService, no_profiles: dict[str, str]) -> None:
+    environ = {**no_profiles, "BULWARK_TENANT_ID": TENANT, "BULWARK_CLIENT_ID": "app-1", "BULWARK_CLIENT_SECRET": "s3cret"}
 
     with BulwarkClient.from_env(environ) as client:
-        assert client.base_url == "https://api.securitycenter.microsoft.com"
+        assert client.base_url == "http://127.0.0.1:8000"
         assert isinstance(client.credential, ClientCredentials)
-        assert client.credential.token_url == f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"
+        assert client.credential.token_url == f"http://127.0.0.1:8000/{TENANT}/oauth2/v2.0/token"
+
+
+def test_from_env_sends_the_secret_to_the_api_server_itself_unless_the_api_is_microsofts(
+    fake: FakeService, no_profiles: dict[str, str]
+) -> None:
+    credentials = {**no_profiles, "BULWARK_TENANT_ID": TENANT, "BULWARK_CLIENT_ID": "app-1", "BULWARK_CLIENT_SECRET": "s3cret"}
+
+    with BulwarkClient.from_env({**credentials, "BULWARK_API_URL": API}, transport=httpx.MockTransport(fake.handle)) as client:
+        client.get_machine("host0.contoso.com")
+    with BulwarkClient.from_env({**credentials, "BULWARK_API_URL": "https://api.securitycenter.microsoft.com"}) as live:
+        assert isinstance(live.credential, ClientCredentials)
+        live_token_url = live.credential.token_url
+
+    # The secret went to the server named by BULWARK_API_URL, and nowhere else.
+    assert [str(request.url) for request in fake.token_requests] == [f"{API}/{TENANT}/oauth2/v2.0/token"]
+    assert parse_qs(fake.token_requests[0].content.decode())["client_secret"] == ["s3cret"]
+    assert live_token_url == f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"
+
+
+def test_a_client_built_by_hand_gets_its_tokens_from_its_own_server(fake: FakeService) -> None:
+    with BulwarkClient(
+        API, tenant_id=TENANT, client_id="app-1", client_secret="s3cret", transport=httpx.MockTransport(fake.handle)
+    ) as client:
+        client.get_machine("host0.contoso.com")
+    live = BulwarkClient(tenant_id=TENANT, client_id="app-1", client_secret="s3cret")
+
+    assert [str(request.url) for request in fake.token_requests] == [f"{API}/{TENANT}/oauth2/v2.0/token"]
+    assert isinstance(live.credential, ClientCredentials)
+    assert live.credential.token_url == f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"
+    live.close()
 
 
 @pytest.mark.parametrize(

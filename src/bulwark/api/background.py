@@ -1,16 +1,21 @@
-"""What runs beside the routes in each server process: the wake-up listener and the sweeper."""
+"""What runs beside the routes in each server process: the wake-up listener, the sweeper, and the
+end of long polls at a shutdown signal."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
-from bulwark.bootstrap import Runtime, sweep_policy
+from bulwark.bootstrap import Runtime, stop_long_polls, sweep_policy
 from bulwark.service.actions import sweep
 from bulwark.service.control import clock_state
 from bulwark.store.db import refresh_statistics
@@ -63,14 +68,59 @@ async def _refresh_statistics_forever(runtime: Runtime) -> None:
             log.exception("refreshing query planner statistics failed")
 
 
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def on_shutdown_signal(callback: Callable[[], None]) -> Iterator[None]:
+    """While inside, SIGINT and SIGTERM call ``callback`` first, then the handler they had (the server's).
+
+    The server learns of the signal at once, but the app's lifespan shutdown only comes once
+    every open request has ended: a sensor's long poll would hold it for the whole graceful
+    period and then be cancelled mid-request. Chaining the server's own handler gives the app
+    the same moment, in one process or in each worker of ``--workers N``. Only the main thread
+    may set handlers (a test client runs the lifespan in another: nothing is chained then), and
+    a signal without a Python handler (ignored, or the default) is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    chained: dict[signal.Signals, tuple[Any, Any]] = {}
+    for number in SHUTDOWN_SIGNALS:
+        previous = signal.getsignal(number)
+        if not callable(previous):
+            continue
+
+        def handler(signum: int, frame: FrameType | None, previous: Callable[[int, FrameType | None], Any] = previous) -> None:
+            callback()
+            previous(signum, frame)
+
+        signal.signal(number, handler)
+        chained[number] = (handler, previous)
+    try:
+        yield
+    finally:
+        for number, (ours, theirs) in chained.items():
+            # Put the server's handler back unless someone replaced ours meanwhile.
+            if signal.getsignal(number) is ours:
+                signal.signal(number, theirs)
+
+
 @contextlib.asynccontextmanager
 async def background(app: FastAPI) -> AsyncIterator[None]:
-    """Lifespan: start the notifier and the sweeper; at shutdown end long polls and stop both."""
+    """Lifespan: start the notifier and the sweeper; end long polls at a shutdown signal; stop both at shutdown."""
     runtime: Runtime = app.state.runtime
     await runtime.notifier.start()
     tasks = [asyncio.create_task(_sweep_forever(runtime)), asyncio.create_task(_refresh_statistics_forever(runtime))]
+    loop = asyncio.get_running_loop()
+
+    def at_signal() -> None:
+        # A signal handler may interrupt the loop anywhere: it only schedules the work on the loop.
+        loop.call_soon_threadsafe(stop_long_polls, runtime)
+
     try:
-        yield
+        with on_shutdown_signal(at_signal):
+            yield
     finally:
         runtime.stopping.set()
         for task in tasks:

@@ -39,6 +39,9 @@ SIMULATION_FIELD = "simulation"
 
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# A stopping server answers long polls at once with 204 and this Retry-After: the sensor polls
+# again a moment later (this server after its restart, or another behind the same address).
+POLL_AGAIN_AFTER_STOP_SECONDS = 1
 
 
 def _printable(value: str) -> str:
@@ -169,7 +172,14 @@ def checkin(body: PropertiesIn, request: Request, runtime: RuntimeDep, sensor: C
 @router.get(
     "/actions/next",
     summary="Claim the next action, waiting for one up to `wait` seconds",
-    responses={**SENSOR_RESPONSES, **error_responses(403), 204: {"description": "No action waiting"}},
+    responses={
+        **SENSOR_RESPONSES,
+        **error_responses(403),
+        204: {
+            "description": "No action waiting. With `Retry-After`, the server is stopping: poll again after so many seconds.",
+            "headers": {"Retry-After": {"description": "Seconds to wait before polling again.", "schema": {"type": "integer"}}},
+        },
+    },
 )
 async def next_action(
     runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False)] = 0
@@ -178,7 +188,8 @@ async def next_action(
 
     The waiter subscribes before it looks for work, so an action created in between still wakes it.
     With the control API on, an action carries its machine's simulated behaviour (``simulation``),
-    which only simulated sensors follow.
+    which only simulated sensors follow. A stopping server answers 204 at once, with
+    ``Retry-After``, and closes the connection.
     """
     deadline = time.monotonic() + min(wait, runtime.settings.sensor_poll_max_seconds)
     connected = runtime.metrics.sensors_connected
@@ -186,6 +197,10 @@ async def next_action(
     try:
         async with runtime.notifier.subscribe(sensor.machine_id) as subscription:
             while True:
+                if runtime.stopping.is_set():
+                    # Nothing is claimed now: an action waiting goes to the sensor's next poll.
+                    headers = {"Retry-After": str(POLL_AGAIN_AFTER_STOP_SECONDS), "Connection": "close"}
+                    return Response(status_code=204, headers=headers)
                 if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
                     # On a test server the control API may say how this machine's simulated sensor
                     # behaves: "Never" holds its actions back (they time out by the normal rules).
@@ -200,7 +215,7 @@ async def next_action(
                                 body[SIMULATION_FIELD] = behavior.to_wire()
                             return json_response(body)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or runtime.stopping.is_set():
+                if remaining <= 0:
                     return Response(status_code=204)
                 await subscription.wait(remaining)
     finally:

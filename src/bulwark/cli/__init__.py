@@ -9,7 +9,7 @@
 Importing this package stays cheap: each command imports what it needs when it runs.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import typer.core
@@ -26,6 +26,35 @@ def _flags_without_a_type(option: typer.core.TyperOption, ctx: typer.Context) ->
 _typer_display_type_rich = getattr(typer.core.TyperOption, "display_type_rich", None)
 if _typer_display_type_rich is not None:
     typer.core.TyperOption.display_type_rich = _flags_without_a_type  # type: ignore[method-assign,assignment]
+
+
+class _CoercionOnceThereIsAValue:
+    """Typer's coercion of a parameter, built only when the parameter has a value to coerce.
+
+    Typer builds a pydantic validator for every parameter it processes, even one without a value
+    (for which it then returns None): `bulwark machines --help` would load pydantic, a tenth of a
+    second, only to learn that --install-completion was not given.
+    """
+
+    def __init__(self, parameter: Any) -> None:
+        self._parameter = parameter
+
+    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
+        if value is None:  # what typer's own coercion answers for a missing value
+            return () if param.multiple or param.nargs == -1 else None
+        assert _typer_build_runtime_param is not None  # installed only when typer has it
+        built = self._parameter._runtime_param = _typer_build_runtime_param(self._parameter.type_descriptor)
+        return built.coerce(value, param=param, ctx=ctx)
+
+
+def _coercion_once_there_is_a_value(parameter: Any) -> Any:
+    return parameter._runtime_param or _CoercionOnceThereIsAValue(parameter)
+
+
+_typer_parameter = getattr(typer.core, "_TyperParameter", None)
+_typer_build_runtime_param = getattr(typer.core, "build_runtime_param", None)
+if _typer_build_runtime_param is not None and hasattr(_typer_parameter, "get_runtime_param"):
+    _typer_parameter.get_runtime_param = _coercion_once_there_is_a_value  # type: ignore[union-attr]
 
 app = typer.Typer(help="Bulwark: a self-hosted Defender for Endpoint machine-action API.", no_args_is_help=True)
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from bulwark.cli.database import command_settings, with_database_options
 from bulwark.cli.tables import emit
@@ -67,6 +66,7 @@ def _session() -> Iterator[Store]:
     from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     from bulwark.bootstrap import DatabaseNotReady, open_store
+    from bulwark.domain.errors import MdeError
     from bulwark.service.identity import IdentityError
 
     try:
@@ -74,6 +74,10 @@ def _session() -> Iterator[Store]:
             yield store
     except (IdentityError, DatabaseNotReady) as error:
         err.print(f"[bold red]Error:[/] {error}", soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    except MdeError as error:
+        # A refusal from a use case (an unknown tenant, package or machine) is the user's answer, not a crash.
+        err.print(f"[bold red]Error:[/] {error.message}", soft_wrap=True)
         raise typer.Exit(code=1) from None
     except IntegrityError:
         err.print("[bold red]Error:[/] refused by the database: a name or id that must be unique already exists", soft_wrap=True)
@@ -87,6 +91,8 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return
+    from rich.table import Table
+
     table = Table(*columns)
     for row in rows:
         table.add_row(*(", ".join(v) if isinstance(v := row.get(c), list) else "" if v is None else str(v) for c in columns))
@@ -612,15 +618,10 @@ def revoke_package(
     tenant: Annotated[str | None, typer.Option(help="Tenant id (default: the configured default tenant).")] = None,
 ) -> None:
     """Revoke an onboarding package: no device can enrol with it any more (enrolled devices keep running)."""
-    from bulwark.domain.errors import MdeError
     from bulwark.service.sensors import revoke_onboarding_package
 
     with _session() as store:
-        try:
-            revoke_onboarding_package(tenant or store.settings.default_tenant_id, package_id, store.uow(), store.clock)
-        except MdeError as error:
-            err.print(f"[bold red]Error:[/] {error.message}")
-            raise typer.Exit(code=1) from None
+        revoke_onboarding_package(tenant or store.settings.default_tenant_id, package_id, store.uow(), store.clock)
     err.print(f"Revoked onboarding package {package_id}")
 
 

@@ -7,11 +7,13 @@ import inspect
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from bulwark.settings import Settings
+# Settings (pydantic-settings) load when a command runs, not when `bulwark --help` does.
+if TYPE_CHECKING:
+    from bulwark.settings import Settings
 
 DATABASE_PANEL = "Database"
 
@@ -46,8 +48,10 @@ _PARAMETERS: list[tuple[str, Any]] = [
 _given: dict[str, Any] = {}
 
 
-def command_settings() -> Settings:
+def command_settings() -> "Settings":
     """Settings from the environment, with this command's --data-dir and --database-url on top."""
+    from bulwark.settings import Settings
+
     return Settings(**{name: value for name, value in _given.items() if value is not None})
 
 

@@ -6,7 +6,6 @@ It talks to the server's sensor gateway over HTTP(S) only and imports nothing of
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -14,18 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from bulwark.domain.sensors import InvalidPackage
-from bulwark.sensor.agent import (
-    Outcome,
-    Sensor,
-    SensorError,
-    SensorOptions,
-    apply_offboarding_package,
-    detect_profile,
-    profile_from_wire,
-    simulated_profile,
-)
-from bulwark.sensor.state import FileState
+# The sensor (httpx, cryptography) loads when a device command runs, not when `bulwark --help` does.
 
 sensor_app = typer.Typer(help="The device sensor: onboarding, running, offboarding, simulated fleets.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -76,8 +64,20 @@ def run(
     fail_offboard: Annotated[bool, typer.Option("--fail-offboard", help=FAIL_OFFBOARD_HELP)] = False,
 ) -> None:
     """Run the sensor: enrol, check in, and carry out actions until the device is offboarded."""
+    import asyncio
+
+    from bulwark.domain.sensors import InvalidPackage
     from bulwark.logs import configure_logging
-    from bulwark.sensor.state import new_state
+    from bulwark.sensor.agent import (
+        Outcome,
+        Sensor,
+        SensorError,
+        SensorOptions,
+        detect_profile,
+        profile_from_wire,
+        simulated_profile,
+    )
+    from bulwark.sensor.state import FileState, new_state
 
     configure_logging("INFO")
     store = FileState(state)
@@ -145,6 +145,10 @@ def offboard(
     package: Annotated[Path, typer.Option(help="The offboarding package.")],
 ) -> None:
     """Apply an offboarding package: remove the onboarding information completely (refused when expired)."""
+    from bulwark.domain.sensors import InvalidPackage
+    from bulwark.sensor.agent import apply_offboarding_package
+    from bulwark.sensor.state import FileState
+
     store = FileState(state)
     if not store.exists():
         raise typer.BadParameter(f"no sensor state at {state}")
@@ -170,7 +174,10 @@ def fleet(
     fail_offboard: Annotated[bool, typer.Option("--fail-offboard", help=FAIL_OFFBOARD_HELP)] = False,
 ) -> None:
     """Run COUNT lightweight simulated sensors in this process until each is offboarded (Ctrl-C stops)."""
+    import asyncio
+
     from bulwark.logs import configure_logging
+    from bulwark.sensor.agent import SensorOptions
     from bulwark.sensor.fleet import FLEET_DOMAIN, run_fleet
 
     configure_logging("WARNING")

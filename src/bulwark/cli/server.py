@@ -11,23 +11,25 @@ import typer
 from rich.console import Console
 
 from bulwark.cli.database import command_settings, with_database_options
-from bulwark.settings import Settings
 
 if TYPE_CHECKING:
-    from bulwark.bootstrap import Runtime, Store
+    from bulwark.bootstrap import Store
     from bulwark.sensor.demo import DemoSensors
+    from bulwark.settings import Settings
 
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 console = Console()
 
 
-# Sensors hold long polls open; at shutdown they are cut after this and simply reconnect.
+# At shutdown, requests still running get this long to finish (sensors' long polls end at once).
 GRACEFUL_SHUTDOWN_SECONDS = 5
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _settings(**overrides: Any) -> Settings:
     """Settings from the environment, with command-line values on top."""
+    from bulwark.settings import Settings
+
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -58,6 +60,8 @@ def serve(
     tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="Serve HTTPS with a certificate from a local CA.")] = None,
 ) -> None:
     """Migrate the database and serve the API."""
+    import gc
+
     import uvicorn
 
     from bulwark.bootstrap import open_store, settle_issuer
@@ -148,6 +152,8 @@ def serve(
             **patience,
             **ssl_options,
         )
+        if demo_sensors is not None:
+            demo_sensors.stop()
     else:
         from bulwark.api.app import create_app
 
@@ -161,40 +167,57 @@ def serve(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             **ssl_options,
         )
-        _QuickStopServer(config, app.state.runtime, demo_sensors).run()
-        if demo_sensors is not None:
-            demo_sensors.join(timeout=1.0)
+        server = _QuickStopServer(config, demo_sensors)
+        server.run()
+        if not server.started:
+            # uvicorn logged why (the app's start-up failed, the port is taken, ...).
+            raise typer.Exit(code=3)
+    if demo_sensors is not None:
+        demo_sensors.join(timeout=1.0)
+    # Served and stopped: all that is left is the interpreter's exit, whose last collections walk
+    # every object the app made (about a second on a busy host) and find nothing that needs them.
+    gc.freeze()
 
 
 def _quick_stop_server_class() -> type:
+    import contextlib
+    from collections.abc import Iterator
+
     import uvicorn
 
     class QuickStopServer(uvicorn.Server):
-        """uvicorn's server, ending long polls (and the demo's sensors) the moment it is asked to stop.
+        """uvicorn's server, stopping the demo's sensors the moment it is asked to stop, and ending
+        the process normally (exit code 0) once it has stopped as asked.
 
-        uvicorn waits for open requests before the app's shutdown runs; sensors' long polls would
-        hold it for the whole graceful period and then be cancelled mid-request (a traceback each).
+        The app itself ends its long polls at the signal (``api.background``), telling sensors to
+        poll again a second later; by then the demo's sensors, told to stop here, are gone.
         """
 
-        def __init__(self, config: uvicorn.Config, runtime: Runtime, demo_sensors: DemoSensors | None) -> None:
+        def __init__(self, config: uvicorn.Config, demo_sensors: DemoSensors | None) -> None:
             super().__init__(config)
-            self._runtime = runtime
             self._demo_sensors = demo_sensors
 
         def handle_exit(self, sig: int, frame: Any) -> None:
-            from bulwark.notifier import EVERYONE
-
             if self._demo_sensors is not None:
                 self._demo_sensors.stop()
-            self._runtime.stopping.set()
-            self._runtime.notifier.publish(EVERYONE)
             super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # uvicorn raises the signal again once it has stopped, which would end the process
+                # as killed by it (or with a KeyboardInterrupt). A stop that was asked for and
+                # went through is a normal exit.
+                captured = getattr(self, "_captured_signals", None)
+                if isinstance(captured, list):
+                    captured.clear()
 
     return QuickStopServer
 
 
-def _QuickStopServer(config: Any, runtime: Runtime, demo_sensors: DemoSensors | None) -> Any:
-    return _quick_stop_server_class()(config, runtime, demo_sensors)
+def _QuickStopServer(config: Any, demo_sensors: DemoSensors | None) -> Any:
+    return _quick_stop_server_class()(config, demo_sensors)
 
 
 def _prepare_tls(settings: Settings) -> tuple[dict[str, Any], str]:

@@ -8,14 +8,16 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 
+from bulwark.client.config import DEFAULT_AUTHORITY, DEFAULT_SCOPE
 from bulwark.client.errors import AuthenticationError, TokenEndpointUnreachable
+from bulwark.client.token_cache import CacheKey
 
-DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
-DEFAULT_SCOPE = "https://api.securitycenter.microsoft.com/.default"
+if TYPE_CHECKING:
+    from bulwark.client.token_cache import TokenCache
 
 
 @runtime_checkable
@@ -70,7 +72,9 @@ class ClientCredentials:
 
     The token is cached and reused until `refresh_margin` seconds before it expires (or half
     its lifetime, for short-lived tokens). Concurrent callers share one fetch: a lock guards it
-    for threads, and a per-event-loop asyncio lock for tasks.
+    for threads, and a per-event-loop asyncio lock for tasks. With a `cache` (a TokenCache file)
+    the token is also kept on disk, so that later processes with the same authority, tenant,
+    client, scope and secret reuse it instead of asking for another.
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class ClientCredentials:
         refresh_margin: float = 300.0,
         timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        cache: TokenCache | None = None,
     ) -> None:
         missing = [
             name
@@ -101,6 +106,8 @@ class ClientCredentials:
         self._timeout = timeout
         self._clock = clock
         self._cached: _CachedToken | None = None
+        self._cache = cache
+        self._cache_key = CacheKey(self.authority, tenant_id, client_id, scope)
         self._thread_lock = threading.Lock()
         self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
@@ -115,7 +122,7 @@ class ClientCredentials:
         if token is not None:
             return token
         with self._thread_lock:
-            token = self._fresh_cached()
+            token = self._fresh_cached() or self._from_cache_file()
             if token is not None:
                 return token
             if http is None:
@@ -131,7 +138,7 @@ class ClientCredentials:
         if token is not None:
             return token
         async with self._loop_lock():
-            token = self._fresh_cached()
+            token = self._fresh_cached() or self._from_cache_file()
             if token is not None:
                 return token
             if http is None:
@@ -142,8 +149,10 @@ class ClientCredentials:
             return self._accept(response)
 
     def invalidate(self) -> bool:
-        """Drop the cached token so that the next call fetches a new one."""
-        self._cached = None
+        """Drop the cached token (in memory and in the cache file) so that the next call fetches a new one."""
+        refused, self._cached = self._cached, None
+        if refused is not None and self._cache is not None:
+            self._cache.forget(self._cache_key, refused.value)
         return True
 
     def __repr__(self) -> str:
@@ -157,6 +166,19 @@ class ClientCredentials:
         if cached is not None and self._clock() < cached.refresh_at:
             return cached.value
         return None
+
+    def _from_cache_file(self) -> str | None:
+        if self._cache is None:
+            return None
+        entry = self._cache.lookup(self._cache_key, self._client_secret)
+        if entry is None:
+            return None
+        # The file keeps wall-clock times (other processes read it); this object keeps its own clock.
+        remaining = entry.refresh_on(self._refresh_margin) - self._cache.clock()
+        if remaining <= 0:
+            return None
+        self._cached = _CachedToken(value=entry.access_token, refresh_at=self._clock() + remaining)
+        return entry.access_token
 
     def _loop_lock(self) -> asyncio.Lock:
         # An asyncio.Lock belongs to one event loop; a provider may outlive a loop (tests,
@@ -195,6 +217,8 @@ class ClientCredentials:
             value=access_token,
             refresh_at=issued_at + lifetime - min(self._refresh_margin, lifetime / 2),
         )
+        if self._cache is not None:
+            self._cache.store(self._cache_key, self._client_secret, access_token, expires_in=lifetime)
         return access_token
 
 

@@ -26,9 +26,18 @@ from bulwark.client._protocol import (
     odata_query,
     read_entity,
 )
-from bulwark.client.auth import DEFAULT_AUTHORITY, DEFAULT_SCOPE, ClientCredentials, StaticToken, TokenProvider
+from bulwark.client.auth import DEFAULT_SCOPE, ClientCredentials, StaticToken, TokenProvider
+from bulwark.client.config import (
+    ConnectionSettings,
+    config_file_from_environment,
+    default_authority,
+    resolve_from_environment,
+    token_cache_path,
+    token_cache_wanted,
+)
 from bulwark.client.errors import ConfigurationError
 from bulwark.client.models import Machine, MachineAction
+from bulwark.client.token_cache import TokenCache
 
 DEFAULT_API_URL = "https://api.securitycenter.microsoft.com"
 DEFAULT_TIMEOUT = 30.0
@@ -37,31 +46,53 @@ DEFAULT_POLL_INTERVAL = 2.0
 DEFAULT_MAX_POLL_INTERVAL = 30.0
 
 
-def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Client constructor arguments from BULWARK_* environment variables.
+# Keyword arguments of from_env() that are connection settings: they win over the environment,
+# as flags do on the command line. Constructor argument name -> setting name.
+_SETTING_ARGUMENTS = {
+    "base_url": "api_url",
+    "authority": "authority",
+    "tenant_id": "tenant_id",
+    "client_id": "client_id",
+    "client_secret": "client_secret",
+    "token": "token",
+    "scope": "scope",
+    "credentials_file": "credentials_file",
+    "ca_file": "ca_file",
+    "insecure": "insecure",
+}
 
-    BULWARK_API_URL (default: the live API), and either BULWARK_TOKEN (a ready bearer token)
-    or BULWARK_TENANT_ID, BULWARK_CLIENT_ID and BULWARK_CLIENT_SECRET, with BULWARK_AUTHORITY
-    (default: https://login.microsoftonline.com) and optionally BULWARK_SCOPE.
+
+def settings_from_env(environ: Mapping[str, str] | None = None, *, profile: str | None = None, **explicit: Any) -> dict[str, Any]:
+    """Client constructor arguments, resolved exactly as the `bulwark` command resolves its settings.
+
+    From, in order: `explicit` settings (as flags on the command line: `base_url`, `authority`,
+    `tenant_id`, `client_id`, `client_secret`, `token`, `scope`, `credentials_file`, `ca_file`,
+    `insecure`), the BULWARK_* environment variables, the credentials file
+    (BULWARK_CREDENTIALS_FILE, e.g. the demo-credentials.json of `bulwark serve --demo`), the
+    profile (`profile`, else BULWARK_PROFILE, else the default one of the config file,
+    BULWARK_CONFIG or the user's), and the defaults: the API at http://127.0.0.1:8000, and as
+    token authority the API's own server, Entra ID (https://login.microsoftonline.com) only for
+    Microsoft's API. Includes `verify` (from BULWARK_INSECURE or BULWARK_CA_FILE).
     """
-    env = os.environ if environ is None else environ
-    settings: dict[str, Any] = {"base_url": env.get("BULWARK_API_URL") or DEFAULT_API_URL}
-    if env.get("BULWARK_TOKEN"):
-        settings["token"] = env["BULWARK_TOKEN"]
-        return settings
-    required = ("BULWARK_TENANT_ID", "BULWARK_CLIENT_ID", "BULWARK_CLIENT_SECRET")
-    missing = [name for name in required if not env.get(name)]
-    if missing:
-        raise ConfigurationError(f"Set {', '.join(missing)} (or BULWARK_TOKEN) to authenticate to the Bulwark API")
-    settings.update(
-        tenant_id=env["BULWARK_TENANT_ID"],
-        client_id=env["BULWARK_CLIENT_ID"],
-        client_secret=env["BULWARK_CLIENT_SECRET"],
-        authority=env.get("BULWARK_AUTHORITY") or DEFAULT_AUTHORITY,
-    )
-    if env.get("BULWARK_SCOPE"):
-        settings["scope"] = env["BULWARK_SCOPE"]
-    return settings
+    unknown = sorted(set(explicit) - set(_SETTING_ARGUMENTS))
+    if unknown:
+        raise TypeError(f"settings_from_env() got unexpected settings: {', '.join(unknown)}")
+    given: dict[str, Any] = {
+        _SETTING_ARGUMENTS[name]: str(value) if name in ("credentials_file", "ca_file") else value
+        for name, value in explicit.items()
+        if value is not None
+    }
+    resolved = resolve_from_environment(environ, ConnectionSettings(**given), profile_name=profile)
+    return {**resolved.client_arguments(), "verify": resolved.verify}
+
+
+def _token_cache_for(wanted: TokenCache | bool | None, environ: Mapping[str, str]) -> TokenCache | None:
+    """The token cache from_env() uses: the one given, the command line's when True or BULWARK_TOKEN_CACHE=on."""
+    if isinstance(wanted, TokenCache):
+        return wanted
+    if wanted is None:
+        wanted = token_cache_wanted(environ, default=False)
+    return TokenCache(token_cache_path(config_file_from_environment(environ))) if wanted else None
 
 
 def _credential_from(
@@ -73,18 +104,23 @@ def _credential_from(
     authority: str,
     scope: str,
     clock: Callable[[], float],
+    token_cache: TokenCache | None,
 ) -> TokenProvider:
     client_credentials_given = any((tenant_id, client_id, client_secret))
     ways = [credential is not None, token is not None, client_credentials_given]
     if sum(ways) != 1:
         raise ConfigurationError("Give exactly one of: credential=, token=, or tenant_id= with client_id= and client_secret=")
+    if token_cache is not None and not client_credentials_given:
+        raise ConfigurationError("token_cache= keeps client-credential tokens: give tenant_id=, client_id= and client_secret=")
     if credential is not None:
         return credential
     if token is not None:
         return StaticToken(token)
     if not (tenant_id and client_id and client_secret):
         raise ConfigurationError("Client credentials need all of tenant_id, client_id and client_secret")
-    return ClientCredentials(tenant_id, client_id, client_secret, authority=authority, scope=scope, clock=clock)
+    return ClientCredentials(
+        tenant_id, client_id, client_secret, authority=authority, scope=scope, clock=clock, cache=token_cache
+    )
 
 
 class _ClientBase:
@@ -99,14 +135,25 @@ class _ClientBase:
         tenant_id: str | None,
         client_id: str | None,
         client_secret: str | None,
-        authority: str,
+        authority: str | None,
         scope: str,
+        token_cache: TokenCache | None,
         retry: RetryPolicy | None,
         clock: Callable[[], float],
         random_fraction: Callable[[], float],
     ) -> None:
         self._calls = ApiCalls(base_url)
-        self.credential = _credential_from(credential, token, tenant_id, client_id, client_secret, authority, scope, clock)
+        self.credential = _credential_from(
+            credential,
+            token,
+            tenant_id,
+            client_id,
+            client_secret,
+            authority or default_authority(base_url),
+            scope,
+            clock,
+            token_cache,
+        )
         self.retry_policy = retry or RetryPolicy()
         self._clock = clock
         self._random_fraction = random_fraction
@@ -147,18 +194,41 @@ class _ClientBase:
         return f"{type(self).__name__}(base_url={self.base_url!r}, credential={self.credential!r})"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """A client configured from BULWARK_* environment variables (see `settings_from_env`)."""
-        return cls(**{**settings_from_env(environ), **overrides})
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        profile: str | None = None,
+        token_cache: TokenCache | bool | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """A client configured as the `bulwark` command would be, from the same variables, files and profiles.
+
+        See `settings_from_env`. Keyword arguments that are settings (`base_url`, `tenant_id`, ...)
+        win over the environment; the others (`timeout`, `retry`, `transport`, ...) go to the
+        constructor. `token_cache=True` keeps tokens in the command line's token cache (as does
+        BULWARK_TOKEN_CACHE=on), so that scripts and commands run one after the other share a
+        token; a TokenCache uses that file instead.
+        """
+        env = os.environ if environ is None else environ
+        explicit = {name: overrides.pop(name) for name in list(overrides) if name in _SETTING_ARGUMENTS}
+        arguments = settings_from_env(env, profile=profile, **explicit)
+        if "http_client" in overrides:
+            arguments.pop("verify")  # the caller's own client verifies as it was made to
+        cache = _token_cache_for(token_cache, env)
+        if cache is not None and "client_secret" in arguments and "credential" not in overrides:
+            arguments["token_cache"] = cache
+        return cls(**{**arguments, **overrides})
 
 
 class BulwarkClient(_ClientBase):
     """Blocking client for the Bulwark (Defender for Endpoint compatible) machine-action API.
 
     Give the API base URL and one way to authenticate: `tenant_id`, `client_id` and
-    `client_secret` (client-credentials flow against `authority`), a ready `token`, or any
-    `credential` implementing TokenProvider. `sleep` and `clock` exist so that tests can run
-    retries and waits without real time passing.
+    `client_secret` (client-credentials flow against `authority`, by default the API's own
+    server, or Entra ID for Microsoft's API), a ready `token`, or any `credential` implementing
+    TokenProvider. `token_cache` keeps client-credential tokens in a file for later processes.
+    `sleep` and `clock` exist so that tests can run retries and waits without real time passing.
     """
 
     def __init__(
@@ -170,8 +240,9 @@ class BulwarkClient(_ClientBase):
         tenant_id: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        authority: str = DEFAULT_AUTHORITY,
+        authority: str | None = None,
         scope: str = DEFAULT_SCOPE,
+        token_cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         verify: bool | ssl.SSLContext = True,
         retry: RetryPolicy | None = None,
@@ -190,6 +261,7 @@ class BulwarkClient(_ClientBase):
             client_secret=client_secret,
             authority=authority,
             scope=scope,
+            token_cache=token_cache,
             retry=retry,
             clock=clock,
             random_fraction=random_fraction,
@@ -319,8 +391,9 @@ class AsyncBulwarkClient(_ClientBase):
         tenant_id: str | None = None,
         client_id: str | None = None,
         client_secret: str | None = None,
-        authority: str = DEFAULT_AUTHORITY,
+        authority: str | None = None,
         scope: str = DEFAULT_SCOPE,
+        token_cache: TokenCache | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         verify: bool | ssl.SSLContext = True,
         retry: RetryPolicy | None = None,
@@ -339,6 +412,7 @@ class AsyncBulwarkClient(_ClientBase):
             client_secret=client_secret,
             authority=authority,
             scope=scope,
+            token_cache=token_cache,
             retry=retry,
             clock=clock,
             random_fraction=random_fraction,

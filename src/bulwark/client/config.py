@@ -1,25 +1,59 @@
-"""Where the command line finds its connection settings: flags, environment, credentials file, profiles."""
+"""Where the SDK and the command line find their connection settings: flags, environment, credentials file, profiles.
+
+One resolver serves both: the command line hands it what its flags (or their variables) gave,
+``BulwarkClient.from_env()`` what the environment gives, and each then reads the same credentials
+file and profiles and applies the same defaults. Importing this module stays cheap (no httpx, no
+pydantic): the command line reads its variable names from here before it knows what will run.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import ssl
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bulwark.client.auth import DEFAULT_AUTHORITY, DEFAULT_SCOPE
 from bulwark.client.errors import ConfigurationError
 
+if TYPE_CHECKING:
+    import ssl
+
+APP_NAME = "bulwark"
 LOCAL_API_URL = "http://127.0.0.1:8000"
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+DEFAULT_SCOPE = "https://api.securitycenter.microsoft.com/.default"
 MICROSOFT_API_HOSTS = ("api.securitycenter.microsoft.com", "api.security.microsoft.com")
 CONFIG_FILE_NAME = "config.json"
+TOKEN_CACHE_FILE_NAME = "token-cache.json"
 # The secrets a profile may hold; shown redacted unless asked for.
 SECRET_FIELDS = frozenset({"client_secret", "token"})
+
+# The environment variable(s) of each setting, the first one set winning: the command line's
+# flags read these, and so does BulwarkClient.from_env().
+ENVIRONMENT_VARIABLES: dict[str, tuple[str, ...]] = {
+    "api_url": ("BULWARK_API_URL",),
+    "authority": ("BULWARK_AUTHORITY",),
+    "tenant_id": ("BULWARK_TENANT_ID", "BULWARK_TENANT"),
+    "client_id": ("BULWARK_CLIENT_ID",),
+    "client_secret": ("BULWARK_CLIENT_SECRET",),
+    "token": ("BULWARK_TOKEN",),
+    "scope": ("BULWARK_SCOPE",),
+    "credentials_file": ("BULWARK_CREDENTIALS_FILE",),
+    "insecure": ("BULWARK_INSECURE",),
+    "ca_file": ("BULWARK_CA_FILE",),
+}
+PROFILE_VARIABLE = "BULWARK_PROFILE"
+CONFIG_VARIABLE = "BULWARK_CONFIG"
+TOKEN_CACHE_VARIABLE = "BULWARK_TOKEN_CACHE"
+# How click (and so the command line) reads a yes/no variable; the SDK reads them alike.
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+_FALSE = frozenset({"0", "false", "f", "no", "n", "off"})
 
 
 @dataclass(frozen=True)
@@ -108,13 +142,33 @@ def resolve_connection(
     return _with_defaults(merged)
 
 
+def resolve_from_environment(
+    environ: Mapping[str, str] | None = None,
+    explicit: ConnectionSettings | None = None,
+    *,
+    profile_name: str | None = None,
+) -> ResolvedConnection:
+    """The settings in force for `environ` (default: this process's), as the command line resolves them.
+
+    `explicit` (what a caller passed in code) wins over the environment, as a flag does on the
+    command line; then come the credentials file, the profile (`profile_name`, else
+    BULWARK_PROFILE, else the config file's default) and the defaults.
+    """
+    env = os.environ if environ is None else environ
+    layered = (explicit or ConnectionSettings()).over(settings_from_environment(env))
+    profile = profile_name or first_variable(env, (PROFILE_VARIABLE,))
+    return resolve_connection(layered, profile_name=profile, config_path=config_file_from_environment(env))
+
+
 def _with_defaults(settings: ConnectionSettings) -> ResolvedConnection:
     api_url = (settings.api_url or LOCAL_API_URL).rstrip("/")
-    authority = settings.authority or _default_authority(api_url)
+    authority = settings.authority or default_authority(api_url)
     verify: bool | ssl.SSLContext = True
     if settings.insecure:
         verify = False
     elif settings.ca_file:
+        import ssl
+
         try:
             verify = ssl.create_default_context(cafile=settings.ca_file)
         except (OSError, ssl.SSLError) as exc:
@@ -123,11 +177,11 @@ def _with_defaults(settings: ConnectionSettings) -> ResolvedConnection:
     if settings.token:
         return ResolvedConnection(api_url=api_url, authority=authority, scope=scope, verify=verify, token=settings.token)
     missing = [
-        flag
-        for flag, value in (
-            ("--tenant", settings.tenant_id),
-            ("--client-id", settings.client_id),
-            ("--client-secret", settings.client_secret),
+        f"{flag} ({ENVIRONMENT_VARIABLES[name][0]})"
+        for flag, name, value in (
+            ("--tenant", "tenant_id", settings.tenant_id),
+            ("--client-id", "client_id", settings.client_id),
+            ("--client-secret", "client_secret", settings.client_secret),
         )
         if not value
     ]
@@ -147,18 +201,89 @@ def _with_defaults(settings: ConnectionSettings) -> ResolvedConnection:
     )
 
 
-def _default_authority(api_url: str) -> str:
-    # A Bulwark server is its own token authority; the live API's tokens come from Entra ID.
+def default_authority(api_url: str) -> str:
+    """Where tokens for `api_url` come from when no authority is given.
+
+    A Bulwark server is its own token authority; only the live API's tokens come from Entra ID,
+    so a client secret goes to login.microsoftonline.com only when the API itself is Microsoft's.
+    """
     host = urlsplit(api_url).hostname or ""
-    return DEFAULT_AUTHORITY if host in MICROSOFT_API_HOSTS else api_url
+    return DEFAULT_AUTHORITY if host in MICROSOFT_API_HOSTS else api_url.rstrip("/")
+
+
+# The environment -------------------------------------------------------------------------------
+
+
+def first_variable(environ: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """The value of the first of `names` that is set and not empty (as click reads `envvar`)."""
+    for name in names:
+        value = environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def parse_flag(value: str, name: str) -> bool:
+    """A yes/no variable, spelled as click accepts it (1/0, true/false, yes/no, on/off)."""
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigurationError(f"{name}={value!r} is not a yes/no value (use true or false)")
+
+
+def settings_from_environment(environ: Mapping[str, str]) -> ConnectionSettings:
+    """The connection settings that BULWARK_* variables give."""
+    values: dict[str, Any] = {}
+    for name, variables in ENVIRONMENT_VARIABLES.items():
+        value = first_variable(environ, variables)
+        if value is not None:
+            values[name] = parse_flag(value, variables[0]) if name == "insecure" else value
+    return ConnectionSettings(**values)
+
+
+def token_cache_wanted(environ: Mapping[str, str], *, default: bool) -> bool:
+    """Whether BULWARK_TOKEN_CACHE asks for the token cache (`default` when it is not set)."""
+    value = first_variable(environ, (TOKEN_CACHE_VARIABLE,))
+    return default if value is None else parse_flag(value, TOKEN_CACHE_VARIABLE)
 
 
 # Profiles ------------------------------------------------------------------------------------
 
 
-def default_config_path(app_dir: str) -> Path:
-    """The config file in the user's config directory for the application."""
-    return Path(app_dir) / CONFIG_FILE_NAME
+def user_config_dir(app_name: str = APP_NAME) -> Path:
+    """The user's config directory for the application, exactly where click's ``get_app_dir`` puts it.
+
+    ``%APPDATA%\\bulwark`` on Windows, ``~/Library/Application Support/bulwark`` on macOS,
+    ``$XDG_CONFIG_HOME/bulwark`` (default ``~/.config/bulwark``) elsewhere.
+    """
+    if sys.platform.startswith("win"):
+        folder = os.environ.get("APPDATA")
+        return Path(folder if folder is not None else os.path.expanduser("~")) / app_name
+    if sys.platform == "darwin":
+        return Path(os.path.expanduser("~/Library/Application Support")) / app_name
+    return Path(os.environ.get("XDG_CONFIG_HOME", os.path.expanduser("~/.config"))) / "-".join(app_name.split()).lower()
+
+
+def default_config_path(app_dir: str | Path | None = None) -> Path:
+    """The config file in the user's config directory for the application (or in `app_dir`)."""
+    return Path(app_dir if app_dir is not None else user_config_dir()) / CONFIG_FILE_NAME
+
+
+def config_file(given: str | Path | None) -> Path:
+    """The config file holding the profiles: the one given (flag or BULWARK_CONFIG), else the default."""
+    return Path(given) if given else default_config_path()
+
+
+def config_file_from_environment(environ: Mapping[str, str]) -> Path:
+    """The config file BULWARK_CONFIG names, else the default one."""
+    return config_file(first_variable(environ, (CONFIG_VARIABLE,)))
+
+
+def token_cache_path(config: Path) -> Path:
+    """Where the token cache lives: beside the config file, in the user's config directory by default."""
+    return config.parent / TOKEN_CACHE_FILE_NAME
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -177,13 +302,29 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def write_config(path: Path, data: Mapping[str, Any]) -> None:
     """Write the config file readable by its owner only, since profiles may hold secrets."""
+    write_private_json(path, data)
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """Replace `path` with `data` as JSON, atomically, the file readable by its owner only.
+
+    The directory is created owner-only when missing. The new content goes to a fresh file made
+    with mode 0600 from the start (O_EXCL: never an existing file or a planted symlink) and
+    then takes the place of the old one, so a reader sees the old file or the new, never half.
+    """
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def load_profile(path: Path, name: str | None) -> ConnectionSettings:

@@ -28,6 +28,9 @@ AGENT_VERSION = f"10.8800.{__version__}"
 E_ABORT = -2147467260
 E_NOTIMPL = -2147467263
 E_FAIL = -2147467259
+# How long after the server said it is stopping failing to reach it is taken for a restart under
+# way (logged as INFO); past this, each failure is a warning again.
+RESTART_PATIENCE_SECONDS = 120.0
 
 
 class SensorError(Exception):
@@ -142,6 +145,14 @@ class SensorOptions:
     follow_simulation: bool = False
 
 
+def _retry_after(response: httpx.Response, longest: float) -> float | None:
+    """The seconds of a ``Retry-After: <seconds>`` header, at most ``longest``; None without one."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value.isdigit():
+        return None
+    return min(float(value), longest)
+
+
 def apply_offboarding_package(store: StateStore, package: Any, now: datetime | None = None) -> None:
     """Remove the onboarding information completely, if ``package`` is genuine and not expired.
 
@@ -182,6 +193,9 @@ class Sensor:
         self.on_action = on_action
         self.state = store.load()
         self.machine_id: str | None = (self.state.get("enrolment") or {}).get("machineId")
+        # When the server said it is stopping (monotonic seconds), until it answers again:
+        # meanwhile, failing to reach it is a restart under way, not worth a warning at first.
+        self._server_stopped_at: float | None = None
 
     # -- onboarding -------------------------------------------------------------------------
 
@@ -209,18 +223,26 @@ class Sensor:
         assert self._client is not None
         delay = self.options.retry_delay
         retried_at_once = False
+        failed = False
         while True:
+            stopped_at = self._server_stopped_at
+            restarting = stopped_at is not None and time.monotonic() - stopped_at < RESTART_PATIENCE_SECONDS
+            level = logging.INFO if restarting else logging.WARNING
             try:
                 response = await self._client.request(method, f"{self.server_url}{path}", **kwargs)
                 if response.status_code < 500:
+                    if failed or stopped_at is not None:
+                        log.info("reconnected to the server (%s answered %s)", path, response.status_code)
+                        self._server_stopped_at = None
                     return response
-                log.warning("server answered %s for %s; retrying", response.status_code, path)
+                log.log(level, "server answered %s for %s; retrying", response.status_code, path)
             except httpx.TransportError as exc:
                 if not retried_at_once and isinstance(exc, (httpx.ReadError, httpx.RemoteProtocolError)):
                     # Most likely a kept-alive connection the server closed meanwhile: retry at once.
                     retried_at_once = True
                     continue
-                log.warning("server unreachable (%s) for %s; retrying", exc.__class__.__name__, path)
+                log.log(level, "server unreachable (%s) for %s; retrying", exc.__class__.__name__, path)
+            failed = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.max_retry_delay)
 
@@ -286,6 +308,12 @@ class Sensor:
             timeout=httpx.Timeout(wait + 30, connect=10),
         )
         if response.status_code == 204:
+            pause = _retry_after(response, self.options.max_retry_delay)
+            if pause is not None:
+                # The server is stopping (a restart, most likely): poll again a moment later.
+                self._server_stopped_at = time.monotonic()
+                log.info("the server is stopping; polling again in %g s", pause)
+                await asyncio.sleep(pause)
             return None
         self._raise_for_auth(response)
         if response.status_code == 403:
@@ -408,6 +436,9 @@ class Sensor:
                     poll.cancel()
                     return Outcome.REMOVED
                 action = poll.result()
+                if self._server_stopped_at is not None:
+                    # Check in first when the server is back: it answers at once, a long poll would not.
+                    next_check_in = 0.0
                 if action is not None:
                     if self.on_action:
                         self.on_action(action)

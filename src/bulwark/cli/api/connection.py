@@ -1,29 +1,44 @@
 """The connection flags every API command takes, and the client they open."""
 
-# No `from __future__ import annotations`: typer reads the parameter annotations at run time,
-# including those this module adds to every command's signature.
+# The parameters this module adds to every command's signature are real objects (typer reads
+# them at run time); its own functions are no commands, so their annotations may stay strings.
+from __future__ import annotations
 
 import functools
 import inspect
+import os
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 
 from bulwark.cli.api.output import reporting_errors, stderr
-from bulwark.client._protocol import USER_AGENT, RetryPolicy
-from bulwark.client.auth import ClientCredentials, StaticToken, TokenProvider
-from bulwark.client.client import DEFAULT_TIMEOUT, BulwarkClient
 from bulwark.client.config import (
+    CONFIG_VARIABLE,
+    ENVIRONMENT_VARIABLES,
+    PROFILE_VARIABLE,
+    TOKEN_CACHE_FILE_NAME,
+    TOKEN_CACHE_VARIABLE,
     ConnectionSettings,
     ResolvedConnection,
-    default_config_path,
+    config_file,
     resolve_connection,
+    token_cache_path,
+    token_cache_wanted,
 )
+
+# The SDK (httpx, pydantic) is loaded when a command calls the API, not when `bulwark --help` runs.
+if TYPE_CHECKING:
+    import httpx
+
+    from bulwark.client._protocol import RetryPolicy
+    from bulwark.client.auth import TokenProvider
+    from bulwark.client.client import BulwarkClient
+    from bulwark.client.token_cache import TokenCache
 
 DEFAULT_RATE_LIMIT_WAIT = 120.0
 CONNECTION_PANEL = "Connection"
@@ -49,6 +64,7 @@ class ConnectionOptions:
     ca_file: Path | None = None
     config: Path | None = None
     max_rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT
+    no_token_cache: bool = False
 
     def settings(self) -> ConnectionSettings:
         """The flag values as a settings layer."""
@@ -71,7 +87,22 @@ class ConnectionOptions:
 
     def retry_policy(self) -> RetryPolicy:
         """Retries as the SDK does them, with the rate-limit patience the user asked for."""
+        from bulwark.client._protocol import RetryPolicy
+
         return RetryPolicy(rate_limit_max_retries=1000, rate_limit_max_wait=self.max_rate_limit_wait)
+
+    def cache(self) -> TokenCache | None:
+        """The token cache beside the config file, unless --no-token-cache or BULWARK_TOKEN_CACHE=off."""
+        if self.no_token_cache or not token_cache_wanted(os.environ, default=True):
+            return None
+        from bulwark.client.token_cache import TokenCache
+
+        return TokenCache(token_cache_path(config_path(self.config)))
+
+
+def _variables(setting: str) -> list[str]:
+    # The variables the SDK reads too (bulwark.client.config), so that both find the same settings.
+    return list(ENVIRONMENT_VARIABLES[setting])
 
 
 _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
@@ -81,7 +112,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             str | None,
             typer.Option(
                 "--api-url",
-                envvar="BULWARK_API_URL",
+                envvar=_variables("api_url"),
                 metavar="URL",
                 rich_help_panel=CONNECTION_PANEL,
                 help="API base URL (default http://127.0.0.1:8000).",
@@ -94,7 +125,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             str | None,
             typer.Option(
                 "--authority",
-                envvar="BULWARK_AUTHORITY",
+                envvar=_variables("authority"),
                 metavar="URL",
                 rich_help_panel=CONNECTION_PANEL,
                 help="Token authority; tokens come from AUTHORITY/TENANT/oauth2/v2.0/token (default: the API URL).",
@@ -107,7 +138,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             str | None,
             typer.Option(
                 "--tenant",
-                envvar=["BULWARK_TENANT_ID", "BULWARK_TENANT"],
+                envvar=_variables("tenant_id"),
                 rich_help_panel=CONNECTION_PANEL,
                 help="Tenant (directory) id.",
             ),
@@ -118,7 +149,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
         Annotated[
             str | None,
             typer.Option(
-                "--client-id", envvar="BULWARK_CLIENT_ID", rich_help_panel=CONNECTION_PANEL, help="Application (client) id."
+                "--client-id", envvar=_variables("client_id"), rich_help_panel=CONNECTION_PANEL, help="Application (client) id."
             ),
         ],
     ),
@@ -127,7 +158,10 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
         Annotated[
             str | None,
             typer.Option(
-                "--client-secret", envvar="BULWARK_CLIENT_SECRET", rich_help_panel=CONNECTION_PANEL, help="Application secret."
+                "--client-secret",
+                envvar=_variables("client_secret"),
+                rich_help_panel=CONNECTION_PANEL,
+                help="Application secret.",
             ),
         ],
     ),
@@ -137,7 +171,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             str | None,
             typer.Option(
                 "--token",
-                envvar="BULWARK_TOKEN",
+                envvar=_variables("token"),
                 rich_help_panel=CONNECTION_PANEL,
                 help="A ready bearer token, instead of client credentials.",
             ),
@@ -149,7 +183,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             str | None,
             typer.Option(
                 "--scope",
-                envvar="BULWARK_SCOPE",
+                envvar=_variables("scope"),
                 rich_help_panel=CONNECTION_PANEL,
                 hidden=True,
                 help="Scope asked of the authority.",
@@ -162,7 +196,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             str | None,
             typer.Option(
                 "--profile",
-                envvar="BULWARK_PROFILE",
+                envvar=PROFILE_VARIABLE,
                 rich_help_panel=CONNECTION_PANEL,
                 help="Named profile from the config file (see 'bulwark profile').",
             ),
@@ -174,7 +208,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             Path | None,
             typer.Option(
                 "--credentials-file",
-                envvar="BULWARK_CREDENTIALS_FILE",
+                envvar=_variables("credentials_file"),
                 metavar="FILE",
                 rich_help_panel=CONNECTION_PANEL,
                 help="demo-credentials.json written by 'bulwark serve --demo'.",
@@ -187,7 +221,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             bool | None,
             typer.Option(
                 "--insecure",
-                envvar="BULWARK_INSECURE",
+                envvar=_variables("insecure"),
                 rich_help_panel=CONNECTION_PANEL,
                 help="Do not verify the server's TLS certificate.",
             ),
@@ -199,7 +233,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             Path | None,
             typer.Option(
                 "--ca-file",
-                envvar="BULWARK_CA_FILE",
+                envvar=_variables("ca_file"),
                 metavar="FILE",
                 rich_help_panel=CONNECTION_PANEL,
                 help="Trust this CA certificate (PEM) for TLS.",
@@ -212,7 +246,7 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             Path | None,
             typer.Option(
                 "--config",
-                envvar="BULWARK_CONFIG",
+                envvar=CONFIG_VARIABLE,
                 metavar="FILE",
                 rich_help_panel=CONNECTION_PANEL,
                 help="Config file holding the profiles.",
@@ -233,19 +267,38 @@ _CONNECTION_PARAMETERS: list[tuple[str, Any]] = [
             ),
         ],
     ),
+    (
+        "no_token_cache",
+        Annotated[
+            bool,
+            typer.Option(
+                "--no-token-cache",
+                rich_help_panel=CONNECTION_PANEL,
+                help=f"Fetch a new token rather than reuse one that earlier commands kept in {TOKEN_CACHE_FILE_NAME} "
+                f"beside the config file ({TOKEN_CACHE_VARIABLE}=off does the same).",
+            ),
+        ],
+    ),
 ]
-_CONNECTION_DEFAULTS = {"max_rate_limit_wait": DEFAULT_RATE_LIMIT_WAIT}
+_CONNECTION_DEFAULTS = {"max_rate_limit_wait": DEFAULT_RATE_LIMIT_WAIT, "no_token_cache": False}
 
 
 def config_path(given: Path | None) -> Path:
     """The config file: the one given (flag or BULWARK_CONFIG), else the user's config directory."""
-    return given if given is not None else default_config_path(typer.get_app_dir("bulwark"))
+    return config_file(given)
 
 
 def with_connection(command: Callable[..., None]) -> Callable[..., None]:
     """Add the connection flags to a command, handing them to it as `connection`, and report errors."""
+    # Annotations written as strings (`from __future__ import annotations`) are resolved in the
+    # command's own module, since typer reads them from the wrapper.
+    hints = typing.get_type_hints(command, include_extras=True)
     signature = inspect.signature(command)
-    own = [parameter for parameter in signature.parameters.values() if parameter.name != "connection"]
+    own = [
+        parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+        for parameter in signature.parameters.values()
+        if parameter.name != "connection"
+    ]
     added = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=_CONNECTION_DEFAULTS.get(name))
         for name, annotation in _CONNECTION_PARAMETERS
@@ -258,10 +311,17 @@ def with_connection(command: Callable[..., None]) -> Callable[..., None]:
             command(connection=connection, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{name: hint for name, hint in hints.items() if name != "connection"},
+        **dict(_CONNECTION_PARAMETERS),
+    }
     return wrapper
 
 
-def credential_for(resolved: ResolvedConnection) -> TokenProvider:
+def credential_for(resolved: ResolvedConnection, cache: TokenCache | None = None) -> TokenProvider:
+    """The token provider for the resolved settings: a ready token, or client credentials (cached in `cache`)."""
+    from bulwark.client.auth import ClientCredentials, StaticToken
+
     if resolved.token:
         return StaticToken(resolved.token)
     assert resolved.tenant_id and resolved.client_id and resolved.client_secret
@@ -271,6 +331,7 @@ def credential_for(resolved: ResolvedConnection) -> TokenProvider:
         resolved.client_secret,
         authority=resolved.authority,
         scope=resolved.scope,
+        cache=cache,
     )
 
 
@@ -287,6 +348,11 @@ async def note_rate_limit_async(response: httpx.Response) -> None:
 @contextmanager
 def open_client(connection: ConnectionOptions) -> Iterator[BulwarkClient]:
     """A blocking client for the resolved connection, announcing rate limits on stderr."""
+    import httpx
+
+    from bulwark.client._protocol import USER_AGENT
+    from bulwark.client.client import DEFAULT_TIMEOUT, BulwarkClient
+
     resolved = connection.resolve()
     http = httpx.Client(
         timeout=DEFAULT_TIMEOUT,
@@ -296,7 +362,10 @@ def open_client(connection: ConnectionOptions) -> Iterator[BulwarkClient]:
     )
     try:
         yield BulwarkClient(
-            resolved.api_url, credential=credential_for(resolved), retry=connection.retry_policy(), http_client=http
+            resolved.api_url,
+            credential=credential_for(resolved, connection.cache()),
+            retry=connection.retry_policy(),
+            http_client=http,
         )
     finally:
         http.close()

@@ -1,20 +1,16 @@
 """`bulwark offboard`: one machine, or many at once, optionally waiting for the outcome."""
 
-# No `from __future__ import annotations`: typer reads the parameter annotations at run time,
-# including those this module adds to every command's signature.
+# Annotations stay strings: `with_connection` resolves the command's own in this module, where
+# its option types are real objects; the SDK's types are imported when the command runs.
+from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from rich import box
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from bulwark.cli.api.connection import ConnectionOptions, credential_for, note_rate_limit_async, open_client, with_connection
 from bulwark.cli.api.output import (
@@ -37,8 +33,6 @@ from bulwark.cli.api.output import (
     wire,
 )
 from bulwark.cli.tables import emit
-from bulwark.client._protocol import USER_AGENT
-from bulwark.client.client import DEFAULT_TIMEOUT, AsyncBulwarkClient
 from bulwark.client.errors import (
     ActionWaitTimeout,
     ApiError,
@@ -47,7 +41,10 @@ from bulwark.client.errors import (
     ResponseFormatError,
     TransportError,
 )
-from bulwark.client.models import ActionStatus, Machine, MachineAction
+
+if TYPE_CHECKING:
+    from bulwark.client.client import AsyncBulwarkClient
+    from bulwark.client.models import Machine, MachineAction
 
 DEFAULT_CONCURRENCY = 4
 
@@ -69,6 +66,8 @@ class OffboardResult:
     @property
     def ok(self) -> bool:
         """Whether the offboarding was accepted (and, when waited for, succeeded)."""
+        from bulwark.client.models import ActionStatus
+
         if self.error is not None or self.action is None:
             return False
         return not self.waited or self.action.status is ActionStatus.SUCCEEDED
@@ -114,7 +113,7 @@ async def _offboard_one(
     name = target if isinstance(target, str) else (target.computer_dns_name or target.id)
     result = OffboardResult(target=name, waited=wait)
     try:
-        if isinstance(target, Machine):
+        if not isinstance(target, str):
             machine_id, result.computer_dns_name = target.id, target.computer_dns_name
         elif is_machine_id(target):
             machine_id = target
@@ -157,6 +156,14 @@ async def offboard_many(
     out as the server's Retry-After says. Failing to get a token stops everything, since no
     machine could then be offboarded.
     """
+    import asyncio
+
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from bulwark.client._protocol import USER_AGENT
+    from bulwark.client.client import DEFAULT_TIMEOUT, AsyncBulwarkClient
+
     resolved = connection.resolve()
     results: list[OffboardResult | None] = [None] * len(targets)
     gate = asyncio.Semaphore(concurrency)
@@ -167,7 +174,10 @@ async def offboard_many(
         event_hooks={"response": [note_rate_limit_async]},
     ) as http:
         client = AsyncBulwarkClient(
-            resolved.api_url, credential=credential_for(resolved), retry=connection.retry_policy(), http_client=http
+            resolved.api_url,
+            credential=credential_for(resolved, connection.cache()),
+            retry=connection.retry_policy(),
+            http_client=http,
         )
         await client.credential.get_token_async(http)
         columns = (
@@ -207,6 +217,8 @@ async def offboard_many(
 
 def bulk_summary(results: list[OffboardResult], *, waited: bool) -> str:
     """Requested versus completed: an accepted offboard is only Pending until the device carries it out."""
+    from bulwark.client.models import ActionStatus
+
     accepted = [r.action for r in results if r.action is not None and r.error is None]
     completed = sum(action.status is ActionStatus.SUCCEEDED for action in accepted)
     if waited:
@@ -224,6 +236,9 @@ def bulk_summary(results: list[OffboardResult], *, waited: bool) -> str:
 
 def print_offboard_results(results: list[OffboardResult]) -> None:
     """The per-machine result table."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAVY)
     for column in ("Machine", "Computer", "Action", "Status", "Result"):
         table.add_column(column, no_wrap=column in ("Action", "Status"), overflow="fold")
@@ -324,6 +339,8 @@ def offboard(
         if not typer.confirm(f"Offboard {len(targets)} machines ({shown})?", default=False, err=True):
             stderr.print("Nothing was offboarded.")
             raise typer.Exit(EXIT_NOT_SUCCEEDED)
+    import asyncio
+
     results = asyncio.run(
         offboard_many(
             connection,

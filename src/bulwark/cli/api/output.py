@@ -1,7 +1,8 @@
 """What the API commands share: exit codes, error reports, tables and JSON, following an action."""
 
-# No `from __future__ import annotations`: typer reads the parameter annotations at run time,
-# including those this module adds to every command's signature.
+# The option types below are real objects (typer reads them at run time); this module's own
+# functions are no commands, so their annotations may stay strings.
+from __future__ import annotations
 
 import json
 import re
@@ -9,18 +10,12 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import BaseModel
-from rich import box
 from rich.console import Console
-from rich.table import Table
 
 from bulwark.cli.tables import emit
-from bulwark.client._protocol import WaitSchedule
-from bulwark.client.client import BulwarkClient
 from bulwark.client.errors import (
     ActionWaitTimeout,
     ApiError,
@@ -33,7 +28,16 @@ from bulwark.client.errors import (
     TransportError,
     Unauthorized,
 )
-from bulwark.client.models import ActionStatus, Machine, MachineAction
+
+# The SDK's client and models (httpx, pydantic) and rich's tables load when a command runs.
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from pydantic import BaseModel
+    from rich.table import Table
+
+    from bulwark.client.client import BulwarkClient
+    from bulwark.client.models import ActionStatus, Machine, MachineAction
 
 # Exit codes, one per class of outcome, so that scripts can tell them apart.
 EXIT_OK = 0
@@ -144,18 +148,19 @@ def format_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
+# By ActionStatus value.
 _STATUS_STYLE = {
-    ActionStatus.PENDING: "yellow",
-    ActionStatus.IN_PROGRESS: "cyan",
-    ActionStatus.SUCCEEDED: "green",
-    ActionStatus.FAILED: "red",
-    ActionStatus.TIME_OUT: "red",
-    ActionStatus.CANCELLED: "magenta",
+    "Pending": "yellow",
+    "InProgress": "cyan",
+    "Succeeded": "green",
+    "Failed": "red",
+    "TimeOut": "red",
+    "Cancelled": "magenta",
 }
 
 
 def status_text(status: ActionStatus) -> str:
-    return f"[{_STATUS_STYLE[status]}]{status.value}[/]"
+    return f"[{_STATUS_STYLE[status.value]}]{status.value}[/]"
 
 
 def _cell(value: Any) -> str:
@@ -176,6 +181,9 @@ def _cell(value: Any) -> str:
 
 
 def details_table(values: dict[str, Any]) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -194,6 +202,9 @@ def print_action(action: MachineAction) -> None:
 
 def print_actions(actions: Iterable[MachineAction]) -> int:
     """Actions as a table; returns how many."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAVY)
     for column in ("Id", "Type", "Status", "Computer", "Requestor", "Created (UTC)", "Updated (UTC)"):
         table.add_column(column, no_wrap=column in ("Id", "Status"))
@@ -215,6 +226,9 @@ def print_actions(actions: Iterable[MachineAction]) -> int:
 
 def print_machines(machines: Iterable[Machine]) -> int:
     """Machines as a table; returns how many."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAVY)
     for column in ("Id", "Computer", "OS", "Version", "Health", "Onboarding", "Group", "Last seen (UTC)"):
         table.add_column(column, no_wrap=column == "Id")
@@ -247,6 +261,8 @@ def wait_for_action(
     show_status: bool,
 ) -> MachineAction:
     """Poll until the action is final, showing its status live; raises ActionWaitTimeout."""
+    from bulwark.client._protocol import WaitSchedule
+
     schedule = WaitSchedule(
         action.id,
         timeout=timeout,
@@ -290,6 +306,8 @@ def finish_with_action(action: MachineAction, *, json_output: bool, waited: bool
         print_json(wire(action))
     else:
         print_action(action)
+    from bulwark.client.models import ActionStatus
+
     if waited and action.status is not ActionStatus.SUCCEEDED:
         if not json_output:
             stderr.print(f"[bold red]Action {action.id} ended {action.status.value}.[/]")

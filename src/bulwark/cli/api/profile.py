@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich import box
-from rich.table import Table
 
 from bulwark.cli.api.connection import config_path
 from bulwark.cli.api.output import (
@@ -108,6 +106,9 @@ def profile_list(json_output: JsonOption = False, config: ConfigOption = None) -
             ]
         )
         return
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAVY)
     for column in ("Name", "Default", "API URL", "Sign-in"):
         table.add_column(column)
