@@ -24,6 +24,7 @@ from bulwark.client.errors import (
     TransportError,
     default_code_for,
     error_class_for,
+    untrusted_certificate_hint,
 )
 from bulwark.client.models import MachineAction
 
@@ -332,7 +333,9 @@ class RetryState:
             return self._policy.backoff(self._failures, self._random_fraction())
         request = exc.request if _has_request(exc) else None
         where = f" ({request.method} {request.url})" if request is not None else ""
-        raise TransportError(f"{type(exc).__name__}{where}: {exc}") from exc
+        # A cached token can mean the token endpoint was never asked: the API call is the first to
+        # meet an untrusted certificate, and says what to do about it just the same.
+        raise TransportError(f"{type(exc).__name__}{where}: {exc}{untrusted_certificate_hint(exc)}") from exc
 
     def after_response(self, response: httpx.Response) -> float | None:
         """The delay before sending again, or None when `response` is the answer to return."""

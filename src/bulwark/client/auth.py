@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import httpx
 
 from bulwark.client.config import DEFAULT_AUTHORITY, DEFAULT_SCOPE
-from bulwark.client.errors import AuthenticationError, TokenEndpointUnreachable
+from bulwark.client.errors import AuthenticationError, TokenEndpointUnreachable, untrusted_certificate_hint
 from bulwark.client.token_cache import CacheKey
 
 if TYPE_CHECKING:
@@ -253,10 +253,5 @@ def parse_token_response(response: httpx.Response) -> tuple[str, float]:
 
 
 def _unreachable(token_url: str, exc: httpx.HTTPError) -> TokenEndpointUnreachable:
-    hint = ""
-    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
-        hint = (
-            " (the server's TLS certificate is not trusted: give its CA with --ca-file or BULWARK_CA_FILE, "
-            "e.g. the ca.pem in the server's data directory, or use a credentials file that names it)"
-        )
+    hint = untrusted_certificate_hint(exc)
     return TokenEndpointUnreachable(f"Could not reach the token endpoint {token_url}: {type(exc).__name__}: {exc}{hint}")

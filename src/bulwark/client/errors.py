@@ -252,3 +252,13 @@ def default_code_for(status: int) -> str:
         return f"Http{status}"
     words = re.split(r"[^A-Za-z0-9]+", phrase.replace("'", ""))
     return "".join(word[:1].upper() + word[1:] for word in words)
+
+
+def untrusted_certificate_hint(exc: BaseException) -> str:
+    """What to do when `exc` is a refused TLS certificate (empty otherwise)."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+        return (
+            " (the server's TLS certificate is not trusted: give its CA with --ca-file or BULWARK_CA_FILE, "
+            "e.g. the ca.pem in the server's data directory, or use a credentials file that names it)"
+        )
+    return ""
