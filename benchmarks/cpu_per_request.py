@@ -26,12 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import seed_machines
-from run import LIST_QUERY, WRK_DIR, free_port, token
+from run import LIST_QUERY, WRK_DIR, free_port, token, wait_until_healthy
 
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.tables import machine_actions
@@ -89,14 +88,8 @@ class Server:
         self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (open while the process runs)
         command = [python, "-m", "bulwark.cli", "serve", "--demo", "--data-dir", str(data_dir), "--port", str(self.port)]
         self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
+        if not wait_until_healthy(self.base, 90):
+            raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -14,28 +14,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from cpu_per_request import cpu_seconds
+from run import free_port, wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> None:
@@ -55,13 +43,8 @@ def main() -> None:
         command = [sys.executable, "-m", "bulwark.cli", "serve", "--demo", "--port", str(port), "--data-dir", f"{scratch}/data"]
         server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
+            if not wait_until_healthy(f"http://127.0.0.1:{port}", 60):
+                raise RuntimeError("server did not start")
             time.sleep(args.settle)
             before, started = cpu_seconds(server.pid), time.monotonic()
             time.sleep(args.window)

@@ -41,6 +41,18 @@ PRISM = "peer: Prism static mock, POST offboard"
 LIST_QUERY = "/api/machines?$filter=healthStatus+ne+'Active'+and+startswith(computerDnsName,'host-012')&$top=50"
 
 
+def wait_until_healthy(base: str, seconds: float) -> bool:
+    """Whether the server at ``base`` answers ``/healthz`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return True
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return False
+
+
 def free_port() -> int:
     """A port nobody listens on."""
     import socket
@@ -128,14 +140,8 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
+        if not wait_until_healthy(self.base, 60):
+            raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
 
     def stop(self) -> None:
         self.proc.terminate()
