@@ -87,7 +87,19 @@ def _flood_figures(base: str, token: str) -> tuple[float, float, str]:
         _median_read_seconds(client, token)  # warm up
         idle = _median_read_seconds(client, token)
         flood = subprocess.Popen(
-            ["nice", "-n", "10", sys.executable, "-c", _FLOOD, base, TENANT, str(FLOOD_CONNECTIONS), str(FLOOD_REQUESTS), str(FLOOD_SECONDS)],
+            [
+                "nice",
+                "-n",
+                "10",
+                sys.executable,
+                "-c",
+                _FLOOD,
+                base,
+                TENANT,
+                str(FLOOD_CONNECTIONS),
+                str(FLOOD_REQUESTS),
+                str(FLOOD_SECONDS),
+            ],
             env=child_env(None),
             stdout=subprocess.PIPE,
             text=True,
