@@ -5,7 +5,7 @@ Below the store: ``bulwark.store.odata_sql`` compiles the parsed query to SQL, a
 """
 
 from bulwark.odata.entities import MACHINE_ACTION_SPEC, MACHINE_SPEC
-from bulwark.odata.page import Page
+from bulwark.odata.page import Page, StoredMachines
 from bulwark.odata.parser import (
     DEFAULT_PAGE_SIZE,
     MAX_FILTER_DEPTH,
@@ -54,6 +54,7 @@ __all__ = [
     "PropertySpec",
     "PropertyType",
     "QuerySource",
+    "StoredMachines",
     "StringFunction",
     "StringMatch",
     "Value",

@@ -18,7 +18,7 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, MachineAction
 from bulwark.domain.control import Behavior, ControlSnapshot, Fault
 from bulwark.domain.machines import Machine
-from bulwark.odata import ODataQuery, Page
+from bulwark.odata import ODataQuery, Page, StoredMachines
 
 __all__ = [
     "ActionRepository",
@@ -260,6 +260,10 @@ class PackageSigningKeyRepository(Protocol):
 
 class ListQueries(Protocol):
     def machines(self, principal: Principal, query: ODataQuery) -> Page[Machine]: ...
+
+    def stored_machines(self, principal: Principal, query: ODataQuery) -> StoredMachines | None:
+        """``machines`` as stored values, where the store can hand them out (None: build the machines)."""
+        ...
 
     def actions(self, principal: Principal, query: ODataQuery, *, machine_id: str | None = None) -> Page[MachineAction]: ...
 

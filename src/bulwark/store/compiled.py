@@ -48,7 +48,7 @@ class CompiledSelect:
     call (such as an id), the others are fixed. Expanding (``IN``) parameters must be fixed.
     """
 
-    __slots__ = ("_dialect", "_processors", "_slots", "_values", "keys", "sql")
+    __slots__ = ("_dialect", "_processors", "_slots", "_values", "keys", "processors", "sql")
 
     def __init__(self, statement: Select[Any], dialect: Dialect, values: Mapping[str, Any], variables: tuple[str, ...] = ()):
         compiled = statement.compile(dialect=dialect)
@@ -70,7 +70,9 @@ class CompiledSelect:
         self._values = tuple(processed)
         columns = compiled._result_columns  # (keyname, name, objects, type), in the SELECT's order
         self.keys: tuple[str, ...] = tuple(column.keyname for column in columns)
-        processors = (column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns)
+        processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+        # Each column's result processor (None where the driver's value is already the column's).
+        self.processors: tuple[_Processor, ...] = tuple(processors)
         # Only the columns whose type converts what the driver returns (timestamps, JSON, booleans).
         self._processors: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
             (position, processor) for position, processor in enumerate(processors) if processor is not None
@@ -92,6 +94,14 @@ class CompiledSelect:
         """
         cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
         return [self._convert(row) for row in cursor.fetchall()]
+
+    def stored_values(self, driver: Any, **variables: Any) -> list[tuple[Any, ...]]:
+        """Every row as the driver returns it, unconverted: what ``processors`` turn into ``values``."""
+        return _execute(self._dialect, driver, self.sql, self._params(variables)).fetchall()
+
+    def convert(self, row: tuple[Any, ...]) -> list[Any]:
+        """One row of ``stored_values`` converted as ``values`` converts it."""
+        return self._convert(row)
 
     def rows(self, driver: Any, **variables: Any) -> list[dict[str, Any]]:
         """Every row, as dicts keyed like SQLAlchemy's mappings."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import MachineAction
 from bulwark.domain.errors import InvalidODataQuery
 from bulwark.domain.machines import Machine
-from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery, Page
+from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, ODataQuery, Page, StoredMachines
 from bulwark.store.compiled import CompiledSelect, direct_statements, driver_connection
 from bulwark.store.keyset import SeekOrder, seek_order
 from bulwark.store.odata_sql import CollectionSpec, apply_query, count_rows, snake_case_columns
@@ -31,6 +32,17 @@ _ACTION_SEEK = seek_order(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _RawPage:
+    keys: tuple[str, ...]
+    rows: list[Any]  # converted values; as stored when asked for and run on the driver
+    has_more: bool
+    total: int | None
+    token: str | None
+    # The result processors of the columns, when ``rows`` are as stored (else None).
+    processors: tuple[Callable[[Any], Any] | None, ...] | None = None
+
+
 def _page(
     conn: Connection,
     key: Hashable,
@@ -41,11 +53,16 @@ def _page(
     default_orderby,
     tiebreakers,
     seek: SeekOrder,
-):
-    """One page of ``make_base()`` under ``query``: (column keys, rows of values, has_more, total, next token).
+    *,
+    stored: bool = False,
+) -> _RawPage:
+    """One page of ``make_base()`` under ``query``: its column keys, rows of values, whether more
+    follow, the total ($count) and the next page's token.
 
     ``key`` names the caller's view of the list (its visibility); with the query it identifies the
-    statements, which on SQLite are compiled once and reused for every request alike.
+    statements, which on SQLite are compiled once and reused for every request alike. With
+    ``stored`` (SQLite only), the rows are the driver's values, left for the caller to convert with
+    the page's ``processors``.
     """
     if query.skiptoken is not None and query.orderby:
         raise InvalidODataQuery("Invalid OData URI query: $skiptoken continues a list in its default order, without $orderby.")
@@ -63,10 +80,17 @@ def _page(
 
     direct = direct_statements(conn.dialect)
     total = None
+    processors = None
+    last: Callable[[Any], list[Any]] = list
+    rows: list[Any]
     if direct is not None:
         driver = driver_connection(conn)
         statement = direct.get(("page", key, query), lambda: CompiledSelect(paged(), conn.dialect, {}))
-        keys, rows = statement.keys, statement.values(driver)
+        keys = statement.keys
+        if stored:
+            rows, processors, last = statement.stored_values(driver), statement.processors, statement.convert
+        else:
+            rows = statement.values(driver)
         if query.count:
             counter = direct.get(("count", key, query), lambda: CompiledSelect(counted(), conn.dialect, {}))
             total = int(counter.values(driver)[0][0])
@@ -78,8 +102,8 @@ def _page(
     page, has_more = rows[: query.page_size], len(rows) > query.page_size
     token = None
     if has_more and page and not query.orderby:
-        token = seek.position_of(dict(zip(keys, page[-1], strict=True)))
-    return keys, page, has_more, total, token
+        token = seek.position_of(dict(zip(keys, last(page[-1]), strict=True)))
+    return _RawPage(keys, page, has_more, total, token, processors)
 
 
 class ListQueries:
@@ -92,6 +116,10 @@ class ListQueries:
         """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
         return list_machines(self.conn, principal, query)
 
+    def stored_machines(self, principal: Principal, query: ODataQuery) -> StoredMachines | None:
+        """``machines`` as stored values on SQLite (None elsewhere), for rendering without models."""
+        return list_stored_machines(self.conn, principal, query)
+
     def actions(self, principal: Principal, query: ODataQuery, *, machine_id: str | None = None) -> Page[MachineAction]:
         """Actions on machines the caller may see, newest first unless $orderby says otherwise."""
         return list_actions(self.conn, principal, query, machine_id=machine_id)
@@ -99,19 +127,37 @@ class ListQueries:
 
 def list_machines(conn: Connection, principal: Principal, query: ODataQuery) -> Page[Machine]:
     """Machines the caller may see that match ``query``; ordered by $orderby, then id."""
-    repo = MachineRepository(conn)
-    keys, rows, has_more, total, token = _page(
+    raw = _machine_page(conn, principal, query, stored=False)
+    return Page(MachineRepository(conn).hydrate_values(raw.keys, raw.rows), raw.has_more, raw.total, raw.token)
+
+
+def _machine_page(conn: Connection, principal: Principal, query: ODataQuery, *, stored: bool) -> _RawPage:
+    return _page(
         conn,
         ("machines", visibility_key(principal)),
-        lambda: repo.select_with_group().where(visibility_clause(principal)),
+        lambda: MachineRepository(conn).select_with_group().where(visibility_clause(principal)),
         query,
         _MACHINE_COLUMNS,
         _MACHINE_COLLECTIONS,
         (),
         (machines.c.id,),
         _MACHINE_SEEK,
+        stored=stored,
     )
-    return Page(repo.hydrate_values(keys, rows), has_more, total, token)
+
+
+def list_stored_machines(conn: Connection, principal: Principal, query: ODataQuery) -> StoredMachines | None:
+    """What ``list_machines`` finds, as stored values, for rendering without building machines;
+    None where statements do not run on the driver (anything but SQLite)."""
+    if direct_statements(conn.dialect) is None:
+        return None
+    raw = _machine_page(conn, principal, query, stored=True)
+    id_at = raw.keys.index("id")
+    tags: dict[str, list[str]] = {row[id_at]: [] for row in raw.rows}
+    if tags:
+        MachineRepository(conn).load_tags(list(tags), tags)
+    assert raw.processors is not None
+    return StoredMachines(raw.keys, raw.rows, raw.processors, tags, raw.has_more, raw.total, raw.token)
 
 
 def list_actions(
@@ -131,7 +177,7 @@ def list_actions(
             statement = statement.where(machine_actions.c.machine_id == machine_id)
         return statement
 
-    keys, rows, has_more, total, token = _page(
+    raw = _page(
         conn,
         ("actions", visibility_key(principal), machine_id),
         base,
@@ -143,4 +189,5 @@ def list_actions(
         (machine_actions.c.id.desc(),),
         _ACTION_SEEK,
     )
-    return Page([action_from_row(dict(zip(keys, row, strict=True))) for row in rows], has_more, total, token)
+    actions = [action_from_row(dict(zip(raw.keys, row, strict=True))) for row in raw.rows]
+    return Page(actions, raw.has_more, raw.total, raw.token)

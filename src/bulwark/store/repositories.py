@@ -327,7 +327,7 @@ class MachineRepository:
         ids = [r["id"] for r in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
         if with_tags:
-            self._load_tags(ids, tags)
+            self.load_tags(ids, tags)
         return _machines_of_rows(rows, tags)
 
     def hydrate_values(self, keys: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> list[Machine]:
@@ -337,10 +337,11 @@ class MachineRepository:
         id_at = keys.index("id")
         ids = [row[id_at] for row in rows]
         tags: dict[str, list[str]] = {i: [] for i in ids}
-        self._load_tags(ids, tags)
+        self.load_tags(ids, tags)
         return _machines_of_values(keys, rows, tags)
 
-    def _load_tags(self, ids: list[str], tags: dict[str, list[str]]) -> None:
+    def load_tags(self, ids: list[str], tags: dict[str, list[str]]) -> None:
+        """Add the tags of the machines ``ids`` to ``tags`` (a list for each), in tag order."""
         direct = direct_statements(self.conn.dialect)
         if direct is not None:
             _direct_tags(direct, self.conn.dialect, driver_connection(self.conn), ids, tags)

@@ -1,0 +1,163 @@
+"""Machines rendered straight from their stored values (SQLite) are byte for byte what rendering
+the built machines gives: every field, nulls, tags, unicode, odd timestamps and JSON."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+import pytest
+from sqlalchemy import Engine, text
+
+from bulwark.api.wire import MACHINE_WIRE_FIELDS, machine_to_wire, stored_machines_to_wire
+from bulwark.domain.access import Principal, PrincipalKind
+from bulwark.odata import MACHINE_SPEC, StoredMachines, parse_query
+from bulwark.store.db import create_db_engine, upgrade_database
+from bulwark.store.queries import list_machines, list_stored_machines
+from bulwark.store.uow import SqlUnitOfWorkFactory
+from tests.conftest import TENANT, make_machine, seed
+
+APP = Principal(tenant_id=TENANT, kind=PrincipalKind.APPLICATION, id="app", name="app")
+BASE = datetime(2026, 3, 1, 9, 30, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(sqlite_template: Path, tmp_path: Path) -> Iterator[Engine]:
+    path = tmp_path / "bulwark.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    upgrade_database(f"sqlite:///{path}")
+    engine = create_db_engine(f"sqlite:///{path}", pool_size=2)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def fleet(engine: Engine) -> dict[str, int]:
+    """Machines that between them hold every field in every shape a stored value can take."""
+    factory = SqlUnitOfWorkFactory(engine)
+    open_group, finance = seed(factory, [], groups=["Workstations", "Fïnance ✓"])
+    east = timezone(timedelta(hours=5, minutes=30))
+    seed(
+        factory,
+        [
+            make_machine(
+                1,
+                rbac_group_id=open_group,
+                machine_tags=["b-tag", "a-tag", "ünïcode 標籤", 'quote " back \\ slash'],
+                is_aad_joined=True,
+                aad_device_id="80fe8ff8-2624-418e-9591-41f0491218f9",
+                ip_addresses=[{"ipAddress": "10.1.1.1", "macAddress": "001122334455", "type": "Ethernet"}],
+            ),
+            make_machine(
+                2,
+                rbac_group_id=finance,
+                computer_dns_name="hôst-2.contoso.com",
+                # Microseconds with trailing zeros, and a time given in another zone.
+                first_seen=datetime(2025, 1, 2, 3, 4, 5, 120000, tzinfo=UTC),
+                last_seen=datetime(2026, 2, 3, 4, 5, 6, 1, tzinfo=east),
+                ip_addresses=[{"ipAddress": "fe80::1", "note": "naïve\u2028line", "nested": {"n": [1, 2.5, None, True]}}],
+                is_potential_duplication=True,
+                is_excluded=True,
+            ),
+            make_machine(
+                3,
+                os_processor=None,
+                version=None,
+                os_build=None,
+                last_ip_address=None,
+                last_external_ip_address=None,
+                agent_version=None,
+                os_architecture=None,
+                managed_by=None,
+                managed_by_status=None,
+                ip_addresses=[],
+                offboarded_at=BASE,
+                last_seen=BASE + timedelta(microseconds=999999),
+            ),
+            make_machine(
+                4,
+                computer_dns_name="ctrl\t\n\x01\x7f.contoso.com",
+                os_platform="WindowsServer2022",
+                health_status="Inactive",
+                device_value="High",
+                risk_score="High",
+                exposure_level="Low",
+                onboarding_status="CanBeOnboarded",
+                machine_tags=["😀", "\x1f"],
+                ip_addresses=[{"value": 12345678901234567, "float": 1e-7, "unicode": "\u00e9\U0001f600"}],
+                os_build=2**62,
+                first_seen=datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),
+            ),
+            make_machine(5, ip_addresses=[{"nan": math.nan, "inf": math.inf}]),
+        ],
+    )
+    return {"open": open_group, "finance": finance}
+
+
+def _both(engine: Engine, principal: Principal, query_text: str) -> tuple[bytes, bytes, StoredMachines]:
+    query = parse_query(query_text, MACHINE_SPEC)
+    with SqlUnitOfWorkFactory(engine)(write=False) as uow:
+        built = list_machines(uow.conn, principal, query)
+        stored = list_stored_machines(uow.conn, principal, query)
+    assert stored is not None
+    assert (stored.has_more, stored.total, stored.next_token) == (built.has_more, built.total, built.next_token)
+    expected = orjson.dumps([machine_to_wire(machine) for machine in built.items])
+    return orjson.dumps(stored_machines_to_wire(stored)), expected, stored
+
+
+def test_every_machine_renders_byte_for_byte_as_its_model(engine: Engine, fleet: dict[str, int]) -> None:
+    got, expected, stored = _both(engine, APP, "$top=100")
+    assert len(stored.rows) == 5
+    assert got == expected
+    # What the comparison covers: unicode, escapes, nulls, every field in the model's order.
+    rendered = orjson.loads(got)
+    assert [list(machine) for machine in rendered] == [[name for name, _ in MACHINE_WIRE_FIELDS]] * 5
+    by_id = {machine["id"]: machine for machine in rendered}
+    assert by_id[f"{1:040x}"]["machineTags"] == ["a-tag", "b-tag", 'quote " back \\ slash', "ünïcode 標籤"]
+    assert by_id[f"{2:040x}"]["lastSeen"] == "2026-02-02T22:35:06.000001Z"
+    assert by_id[f"{2:040x}"]["firstSeen"] == "2025-01-02T03:04:05.12Z"
+    assert by_id[f"{2:040x}"]["rbacGroupName"] == "Fïnance ✓"
+    assert by_id[f"{3:040x}"]["osBuild"] is None and by_id[f"{3:040x}"]["ipAddresses"] == []
+    assert by_id[f"{3:040x}"]["lastSeen"] == "2026-03-01T09:30:00.999999Z"
+    assert by_id[f"{4:040x}"]["firstSeen"] == "1999-12-31T23:59:59Z"
+    assert by_id[f"{5:040x}"]["ipAddresses"] == [{"nan": None, "inf": None}]
+
+
+@pytest.mark.parametrize(
+    "query_text",
+    [
+        "$top=2",
+        "$top=2&$skip=1&$count=true",
+        "$filter=startswith(computerDnsName,'host-')&$orderby=lastSeen desc",
+        "$filter=machineTags/any(t: t eq 'a-tag') or riskScore eq 'High'",
+        "$filter=healthStatus ne 'Active'",
+        "$filter=version eq null",
+    ],
+)
+def test_pages_render_alike_for_any_query_and_caller(engine: Engine, fleet: dict[str, int], query_text: str) -> None:
+    user = Principal(tenant_id=TENANT, kind=PrincipalKind.USER, id="u", name="u", device_group_ids=frozenset({fleet["open"]}))
+    for principal in (APP, user):
+        got, expected, _ = _both(engine, principal, query_text)
+        assert got == expected
+
+
+def test_timestamps_stored_in_other_shapes_render_as_the_model_does(engine: Engine, fleet: dict[str, int]) -> None:
+    # Written by hand rather than by the store: no fraction, a short fraction, a date alone.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE machines SET last_seen = '2026-03-01 09:30:00' WHERE id = :id"), {"id": f"{1:040x}"})
+        conn.execute(text("UPDATE machines SET last_seen = '2026-03-01 09:30:00.5' WHERE id = :id"), {"id": f"{2:040x}"})
+        conn.execute(text("UPDATE machines SET first_seen = '2026-03-01' WHERE id = :id"), {"id": f"{3:040x}"})
+    got, expected, _ = _both(engine, APP, "$top=100")
+    assert got == expected
+    by_id = {machine["id"]: machine for machine in orjson.loads(got)}
+    assert by_id[f"{1:040x}"]["lastSeen"] == "2026-03-01T09:30:00Z"
+    assert by_id[f"{3:040x}"]["firstSeen"] == "2026-03-01T00:00:00Z"
+
+
+def test_an_empty_page_renders_empty(engine: Engine, fleet: dict[str, int]) -> None:
+    got, expected, stored = _both(engine, APP, "$filter=computerDnsName eq 'nobody'")
+    assert got == expected == b"[]"
+    assert stored.rows == [] and stored.tags == {}
