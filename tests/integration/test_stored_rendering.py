@@ -86,7 +86,8 @@ def fleet(engine: Engine) -> dict[str, int]:
                 risk_score="High",
                 exposure_level="Low",
                 onboarding_status="CanBeOnboarded",
-                machine_tags=["😀", "\x1f"],
+                # Ordered by code point, as SQLite orders UTF-8 text (not as UTF-16 would order it).
+                machine_tags=["😀", "\x1f", "\uffff", "\ue000", "Zulu", "alpha"],
                 ip_addresses=[{"value": 12345678901234567, "float": 1e-7, "unicode": "\u00e9\U0001f600"}],
                 os_build=2**62,
                 first_seen=datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC),
@@ -123,6 +124,7 @@ def test_every_machine_renders_byte_for_byte_as_its_model(engine: Engine, fleet:
     assert by_id[f"{3:040x}"]["osBuild"] is None and by_id[f"{3:040x}"]["ipAddresses"] == []
     assert by_id[f"{3:040x}"]["lastSeen"] == "2026-03-01T09:30:00.999999Z"
     assert by_id[f"{4:040x}"]["firstSeen"] == "1999-12-31T23:59:59Z"
+    assert by_id[f"{4:040x}"]["machineTags"] == ["\x1f", "Zulu", "alpha", "\ue000", "\uffff", "😀"]
     assert by_id[f"{5:040x}"]["ipAddresses"] == [{"nan": None, "inf": None}]
 
 
