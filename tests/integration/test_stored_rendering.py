@@ -4,19 +4,28 @@ the built machines gives: every field, nulls, tags, unicode, odd timestamps and 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from sqlalchemy import Engine, text
 
-from bulwark.api.wire import MACHINE_WIRE_FIELDS, machine_to_wire, stored_machines_to_wire
+from bulwark.api.wire import (
+    MACHINE_WIRE_FIELDS,
+    _stored_json,
+    _stored_timestamp,
+    format_timestamp,
+    machine_to_wire,
+    stored_machines_to_wire,
+)
 from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.odata import MACHINE_SPEC, StoredMachines, parse_query
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.queries import list_machines, list_stored_machines
+from bulwark.store.tables import machines
 from bulwark.store.uow import SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 
@@ -163,3 +172,56 @@ def test_an_empty_page_renders_empty(engine: Engine, fleet: dict[str, int]) -> N
     got, expected, stored = _both(engine, APP, "$filter=computerDnsName eq 'nobody'")
     assert got == expected == b"[]"
     assert stored.rows == [] and stored.tags == {}
+
+
+def _outcome(render: Callable[[], Any]) -> object:
+    try:
+        return orjson.dumps(render())
+    except Exception as error:  # what the model path would answer: an error, of this kind
+        return type(error)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "[]",
+        '[{"ipAddress": "10.0.0.1", "type": "Ethernet"}]',
+        "[9223372036854775807, 18446744073709551615, -9223372036854775808]",
+        # Beyond 64 bits: Python's json keeps the integer (which cannot be rendered); orjson would
+        # have read a float.
+        "[18446744073709551616]",
+        "[-9223372036854775809]",
+        '["12345678901234567890"]',
+        "[1e400, NaN, Infinity, -Infinity]",
+        "[-0, -0.0, 1.0, 1E5, 5e-324, 2.5e-7, 123456789012345678901234567890.5]",
+        '["\\ud83d\\ude00", "\\u00e9", "\\u0000"]',
+        '["\\ud800"]',
+        '{"a": 1, "a": 2}',
+        "  [1]  ",
+        "[1,]",
+    ],
+)
+def test_stored_json_reads_as_the_columns_processor_reads_it(engine: Engine, stored: str) -> None:
+    processor = machines.c.ip_addresses.type.dialect_impl(engine.dialect).result_processor(engine.dialect, None)
+    assert processor is not None
+    assert _outcome(lambda: _stored_json(stored, processor)) == _outcome(lambda: processor(stored))
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "2026-03-01 09:30:00.000000",
+        "2026-03-01 09:30:00.120000",
+        "2026-03-01 09:30:00.000001",
+        "0999-12-31 23:59:59.999999",
+        "2026-03-01 09:30:00",
+        "2026-03-01 09:30:00.5",
+        "2026-03-01",
+        # Digits other than ASCII ones are not the stored shape: the processor reads them.
+        "\uff12\uff10\uff12\uff16-03-01 09:30:00.000000",
+    ],
+)
+def test_stored_timestamps_render_as_the_columns_processor_reads_them(engine: Engine, stored: str) -> None:
+    processor = machines.c.last_seen.type.dialect_impl(engine.dialect).result_processor(engine.dialect, None)
+    assert processor is not None
+    assert _outcome(lambda: _stored_timestamp(stored, processor)) == _outcome(lambda: format_timestamp(processor(stored)))

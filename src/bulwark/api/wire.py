@@ -121,7 +121,9 @@ MACHINE_WIRE_FIELDS: tuple[tuple[str, str], ...] = (
 _MACHINE_WIRE_NAMES = tuple(name for name, _ in MACHINE_WIRE_FIELDS)
 
 # How SQLAlchemy stores a timestamp in SQLite (naive UTC here, store/tables.py: UtcDateTime).
-_STORED_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+_STORED_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
+# Digits enough for an integer beyond 64 bits, which orjson would read as a float.
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
 
 
 def _stored_timestamp(value: Any, processor: Callable[[Any], Any]) -> str | None:
@@ -134,9 +136,10 @@ def _stored_timestamp(value: Any, processor: Callable[[Any], Any]) -> str | None
 
 
 def _stored_json(value: Any, processor: Callable[[Any], Any]) -> Any:
-    """A JSON column's value: its text parsed by orjson, or by the column's processor for anything
-    orjson does not take (such as ``NaN``, or integers beyond 64 bits), as SQLAlchemy would."""
-    if type(value) is str:
+    """A JSON column's value: its text parsed by orjson where that gives what the column's processor
+    gives (Python's ``json``), else by the processor: orjson refuses ``NaN`` and reads integers
+    beyond 64 bits as floats, where ``json`` takes both."""
+    if type(value) is str and _LONG_NUMBER.search(value) is None:
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
