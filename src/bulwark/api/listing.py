@@ -47,12 +47,23 @@ def parse_odata(request: Request, spec: odata.EntitySpec) -> odata.ODataQuery:
 def next_link(request: Request, base: str, query: odata.ODataQuery, token: str | None = None) -> str:
     """The URL of the page after this one: the same query from ``token`` (the position after this
     page, for lists in their default order), or with $skip moved past this page."""
-    params = [(k, v) for k, v in request.query_params.multi_items() if k.lower() not in ("$skip", "$skiptoken")]
-    if token is not None:
-        params.append(("$skiptoken", token))
-    else:
-        params.append(("$skip", str(query.skip + query.page_size)))
-    return f"{base}{request.url.path}?{urlencode(params, safe=_LINK_SAFE)}"
+    query_string: bytes = request.scope.get("query_string", b"")
+    skip = None if token is not None else query.skip + query.page_size
+    if len(query_string) <= _CACHED_QUERY_BYTES:
+        return _next_link_cached(base, request.url.path, query_string, token, skip)
+    return _next_link(base, request.url.path, request.query_params, token, skip)
+
+
+def _next_link(base: str, path: str, params: QueryParams, token: str | None, skip: int | None) -> str:
+    kept = [(k, v) for k, v in params.multi_items() if k.lower() not in ("$skip", "$skiptoken")]
+    kept.append(("$skiptoken", token) if token is not None else ("$skip", str(skip)))
+    return f"{base}{path}?{urlencode(kept, safe=_LINK_SAFE)}"
+
+
+@lru_cache(maxsize=256)
+def _next_link_cached(base: str, path: str, query_string: bytes, token: str | None, skip: int | None) -> str:
+    # Clients that repeat a query get the same next link: it is built once.
+    return _next_link(base, path, QueryParams(query_string), token, skip)
 
 
 def list_response(

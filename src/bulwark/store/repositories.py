@@ -178,8 +178,8 @@ def _direct_tags(direct: CompiledCache, dialect: Dialect, driver: Any, ids: list
         tags[ids[0]].extend(row["tag"] for row in one.rows(driver, machine_id=ids[0]))
         return
     many = direct.get("tags_of_machines", lambda: CompiledSelect(_TAGS_OF_MACHINES, dialect, {"ids": "[]"}, ("ids",)))
-    for row in many.rows(driver, ids=json.dumps(ids)):
-        tags[row["machine_id"]].append(row["tag"])
+    for machine_id, tag in many.values(driver, ids=json.dumps(ids)):
+        tags[machine_id].append(tag)
 
 
 def _machines_of_rows(rows: Sequence[Any], tags: dict[str, list[str]]) -> list[Machine]:
