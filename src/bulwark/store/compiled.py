@@ -22,7 +22,7 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Dialect, Table, insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Insert, Select
 
 _Processor = Callable[[Any], Any] | None
 
@@ -123,8 +123,9 @@ class CompiledInsert:
 
     __slots__ = ("_columns", "_dialect", "sql")
 
-    def __init__(self, table: Table, dialect: Dialect, columns: tuple[str, ...]) -> None:
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+    def __init__(self, table: Table, dialect: Dialect, columns: tuple[str, ...], statement: Insert | None = None) -> None:
+        # ``statement``: an INSERT INTO ``table`` with clauses of its own (such as ON CONFLICT).
+        compiled = (statement if statement is not None else insert(table)).compile(dialect=dialect, column_keys=list(columns))
         if not compiled.positional or set(compiled.positiontup or ()) != set(columns):
             raise ValueError(f"cannot run INSERT INTO {table.name} positionally on {dialect.name}")
         self.sql: str = compiled.string
@@ -133,10 +134,10 @@ class CompiledInsert:
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup or ()
         )
 
-    def run(self, driver: Any, values: Mapping[str, Any]) -> None:
-        """Insert one row."""
+    def run(self, driver: Any, values: Mapping[str, Any]) -> int:
+        """Insert one row; return how many rows were inserted (0 when an ON CONFLICT clause skipped it)."""
         params = [values[name] if processor is None else processor(values[name]) for name, processor in self._columns]
-        _execute(self._dialect, driver, self.sql, params)
+        return int(_execute(self._dialect, driver, self.sql, params).rowcount)
 
 
 MAX_CACHED_SQL = 16 * 1024
