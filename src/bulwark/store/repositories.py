@@ -35,7 +35,14 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
-from bulwark.store.compiled import CompiledCache, CompiledInsert, CompiledSelect, direct_statements, driver_connection
+from bulwark.store.compiled import (
+    CompiledCache,
+    CompiledInsert,
+    CompiledSelect,
+    compiled_statements,
+    direct_statements,
+    driver_connection,
+)
 from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import (
     ACTIVE_ACTION,
@@ -216,7 +223,7 @@ def _machines_of_values(keys: tuple[str, ...], rows: Sequence[Sequence[Any]], ta
 
 
 class DirectMachineReads:
-    """A visible machine by id or DNS name, straight on SQLite's driver."""
+    """A visible machine by id or DNS name, straight on the driver (SQLite's; psycopg's for ``get``)."""
 
     def __init__(self, direct: CompiledCache, dialect: Dialect, driver: Any) -> None:
         self._direct, self._dialect, self._driver = direct, dialect, driver
@@ -323,6 +330,13 @@ class MachineRepository:
         direct = direct_statements(self.conn.dialect)
         return None if direct is None else DirectMachineReads(direct, self.conn.dialect, driver_connection(self.conn))
 
+    def _direct_by_id(self) -> DirectMachineReads | None:
+        """Reads of a machine by id on the driver: on SQLite, and on PostgreSQL (the offboard's read)."""
+        dialect = self.conn.dialect
+        if dialect.name not in ("sqlite", "postgresql"):
+            return None
+        return DirectMachineReads(compiled_statements(dialect), dialect, driver_connection(self.conn))
+
     def hydrate(self, rows: Sequence[Any], *, with_tags: bool = True) -> list[Machine]:
         """Machines from rows of ``select_with_group``, with their tags (one query per 1,000 machines)."""
         if not rows:
@@ -358,7 +372,7 @@ class MachineRepository:
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
-        direct = self._direct()
+        direct = self._direct_by_id()
         if direct is not None:
             return direct.get(principal, machine_id, with_tags=with_tags)
         params = _visibility_params(principal)
@@ -565,7 +579,7 @@ class MachineActionRepository:
         already active on the machine. Unlike ``add``, that refusal is no error in the database (the
         insert skips the row the one-active-action index refuses), so the transaction stays usable
         and the caller needs no savepoint to go on. On PostgreSQL both rows are written by one
-        statement (one round trip); on SQLite by two, on the driver.
+        statement (one round trip); on SQLite by two. Either way compiled once and run on the driver.
         """
         if event.get("machine_action_id") != action.id:
             raise ValueError("the audit event must name the action it records")
@@ -573,21 +587,26 @@ class MachineActionRepository:
         values["type"] = action.type.value
         values["status"] = action.status.value
         values["requestor_id"] = requestor_id
-        if self.conn.dialect.name == "postgresql":
+        dialect = self.conn.dialect
+        if dialect.name == "postgresql":
             params = {f"a_{name}": values[name] for name in _ACTION_COLUMNS}
-            params.update({f"e_{name}": event.get(name) for name in _EVENT_COLUMNS})
-            if self.conn.execute(_action_with_event_postgresql(), params).first() is None:
+            params.update({f"e_{name}": event.get(name) for name in _EVENT_COLUMNS if name != "machine_action_id"})
+            compiled = compiled_statements(dialect).get(
+                "action_with_event",
+                lambda: CompiledSelect(_action_with_event_postgresql(), dialect, dict.fromkeys(params), tuple(params)),
+            )
+            if compiled.first(driver_connection(self.conn), **params) is None:
                 raise ActiveRequestAlreadyExists()
             return
         direct = direct_statements(self.conn.dialect)
         if direct is None:
             raise NotImplementedError(f"add_with_event on {self.conn.dialect.name}")
         driver = driver_connection(self.conn)
-        compiled = direct.get(
+        insert_active = direct.get(
             ("insert-active", machine_actions.name, _ACTION_COLUMNS),
             lambda: CompiledInsert(machine_actions, self.conn.dialect, _ACTION_COLUMNS, _INSERT_ACTIVE_ACTION_SQLITE),
         )
-        if compiled.run(driver, values) != 1:
+        if insert_active.run(driver, values) != 1:
             raise ActiveRequestAlreadyExists()
         _insert(self.conn, audit_events, _INSERT_AUDIT, event)
 
