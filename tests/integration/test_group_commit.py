@@ -248,7 +248,7 @@ def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
     uow_factory: UnitOfWorkFactory, clock: FrozenClock
 ) -> None:
     """``add_with_event`` writes the same rows as ``add`` followed by ``AuditRepository.append``."""
-    machines = [make_machine(60), make_machine(61)]
+    machines = [make_machine(i) for i in range(60, 64)]
     seed(uow_factory, machines)
     context = RequestContext(request_id="same-rows", client_ip="203.0.113.7")
 
@@ -271,7 +271,9 @@ def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
         )
 
     stored = []
-    for machine, combined in ((machines[0], True), (machines[1], False)):
+    cases = ((0, True, {"k": [1, "two"]}), (1, False, {"k": [1, "two"]}), (2, True, None), (3, False, None))
+    for index, combined, details in cases:
+        machine = machines[index]
         action = action_of(machine.id)
         event = audit_values(
             clock,
@@ -282,7 +284,7 @@ def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
             machine_id=machine.id,
             machine_action_id=action.id,
             comment="c",
-            details={"k": [1, "two"]},
+            details=details,
         )
         with uow_factory() as uow:
             if combined:
@@ -292,17 +294,30 @@ def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
                 uow.audit.append(**event)
             uow.commit()
         with uow_factory(write=False) as uow:
-            row = dict(uow.conn.execute(select(machine_actions).where(machine_actions.c.id == action.id)).mappings().one())
+            # Each value as read back, and whether it is SQL NULL (None in a JSON column is stored as JSON null).
+            row = dict(
+                uow.conn.execute(select(machine_actions, *_nulls(machine_actions)).where(machine_actions.c.id == action.id))
+                .mappings()
+                .one()
+            )
             audit = dict(
-                uow.conn.execute(select(audit_events).where(audit_events.c.machine_action_id == action.id)).mappings().one()
+                uow.conn.execute(select(audit_events, *_nulls(audit_events)).where(audit_events.c.machine_action_id == action.id))
+                .mappings()
+                .one()
             )
         for values in (row, audit):
             for key in ("id", "machine_id", "machine_action_id", "computer_dns_name"):
                 values.pop(key, None)
         stored.append((row, audit))
-    assert stored[0] == stored[1]
+    assert stored[0] == stored[1] and stored[2] == stored[3]
+    assert stored[0][0]["null_troubleshoot_info"] is False and stored[0][0]["null_scope"] is True
+    assert stored[2][1]["null_details"] is False  # JSON null, as SQLAlchemy stores None
     # And stored as SQLAlchemy reads them back: JSON and timestamps round-trip.
     assert stored[0][1]["details"] == {"k": [1, "two"]} and stored[0][1]["occurred_at"] == clock.now()
+
+
+def _nulls(table):
+    return [column.is_(None).label(f"null_{column.name}") for column in table.columns]
 
 
 @pytest.mark.postgres
