@@ -367,3 +367,44 @@ def test_wake_ups_are_sent_with_the_commit_and_only_for_committed_actions(postgr
     assert isinstance(created[0], MachineAction) and isinstance(created[1], ActiveRequestAlreadyExists)
     assert all(isinstance(o, Exception) for o in lost), lost
     assert woken == [good.id]
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_between_batches_loses_no_write(postgres_database: str, clock: FrozenClock) -> None:
+    """The writer keeps its PostgreSQL connection between batches; when the server drops it (a
+    restart, an idle timeout), the next batch runs on a new one instead of failing."""
+    from bulwark.store.db import create_db_engine
+    from tests.conftest import _truncate
+
+    _truncate(postgres_database)
+    engine = create_db_engine(postgres_database, pool_size=2)
+    uow_factory = UnitOfWorkFactory(engine)
+    first, second, third = make_machine(80), make_machine(81), make_machine(82)
+    seed(uow_factory, [first, second, third])
+    writer = GroupCommitter(engine)
+
+    def backend_pid(uow):
+        return uow.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+    def terminate(pid: int) -> None:
+        with engine.connect() as other:
+            assert other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar_one() is True
+            other.commit()
+
+    async def scenario():
+        done = [await writer.run(_offboard(first.id, clock, "before"), savepoint=False)]
+        terminate(await writer.run(backend_pid))
+        done.append(await writer.run(_offboard(second.id, clock, "after"), savepoint=False))
+        terminate(await writer.run(backend_pid))
+        done.append(await writer.run(_offboard(third.id, clock, "with a savepoint")))
+        return done
+
+    try:
+        done = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    try:
+        assert all(isinstance(a, MachineAction) for a in done), done
+        assert _audited(uow_factory) == sorted(a.id for a in done)
+    finally:
+        engine.dispose()

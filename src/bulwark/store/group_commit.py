@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from bulwark.domain.errors import MdeError
 from bulwark.notifier import Notifier, PostgresNotifier
@@ -199,6 +200,8 @@ class GroupCommitter:
         self._start_lock = threading.Lock()
         # The writer thread's own connection on SQLite (``_connection``).
         self._held: Connection | None = None
+        # Whether the batch running has asked for its commit (``_run_batch`` retries only before).
+        self._committing = False
         # How many batches and members were committed (for benchmarks and tests).
         self.batches = 0
         self.members = 0
@@ -267,15 +270,14 @@ class GroupCommitter:
                 return
 
     def _connection(self) -> Connection:
-        """The connection for the next batch.
+        """The connection for the next batch: the writer keeps one for as long as it runs.
 
-        On SQLite the writer keeps one for as long as it runs: SQLite drops a connection's page
-        cache whenever another connection changed the file, so a pooled connection taken per
-        batch would read the tables' pages again on every batch. Elsewhere each batch takes one
-        from the pool (which checks it is alive).
+        On SQLite, because SQLite drops a connection's page cache whenever another connection
+        changed the file: a pooled connection taken per batch would read the tables' pages again
+        on every batch. On PostgreSQL, because the pool checks a connection is alive as it hands it
+        out, a round trip per batch; a kept connection found dead before its batch commits is
+        replaced and the batch run again (``_run_batch``).
         """
-        if self.engine.dialect.name != "sqlite":
-            return self.engine.connect()
         if self._held is None:
             self._held = self.engine.connect()
             self._held.execution_options(**{WRITE_OPTION: True})
@@ -294,14 +296,27 @@ class GroupCommitter:
         failed = True
         try:
             with write_lock(self.engine):
-                conn = self._connection()
-                conn.execution_options(**{WRITE_OPTION: True})
-                try:
-                    self._run_members(conn, batch, savepoints=False)
-                except _SpoiledBatch:
-                    # Rolled back, nothing acknowledged: again, with every member in its own savepoint.
-                    log.debug("a member without a savepoint failed; the batch of %d runs again", len(batch))
-                    self._run_members(conn, batch, savepoints=True)
+                for last_try in (False, True):
+                    conn = self._connection()
+                    conn.execution_options(**{WRITE_OPTION: True})
+                    self._committing = False
+                    try:
+                        try:
+                            self._run_members(conn, batch, savepoints=False)
+                        except _SpoiledBatch:
+                            # Rolled back, nothing acknowledged: again, with every member in its own savepoint.
+                            log.debug("a member without a savepoint failed; the batch of %d runs again", len(batch))
+                            self._committing = False
+                            self._run_members(conn, batch, savepoints=True)
+                        break
+                    except DBAPIError as error:
+                        if last_try or self._committing or not (error.connection_invalidated or conn.invalidated):
+                            raise
+                    # The kept connection was lost before the batch asked for its commit, so nothing
+                    # of the batch can be durable: it runs again on a new connection.
+                    log.warning("the writer's database connection was lost; the batch of %d runs again", len(batch))
+                    self._release(conn, failed=True)
+                    conn = None
                 # Committed: every member that succeeded is durable.
             failed = False
             self.batches += 1
@@ -344,6 +359,9 @@ class GroupCommitter:
                 try:
                     job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories, savepoint=own)))
                 except Exception as error:
+                    if isinstance(error, DBAPIError) and (error.connection_invalidated or conn.invalidated):
+                        # The connection is lost, and the whole transaction with it.
+                        raise
                     # With a savepoint, the member's ``with`` has rolled it back already; without
                     # one, a refusal wrote nothing (the use case's promise) and left the
                     # transaction usable (checked).
@@ -355,3 +373,5 @@ class GroupCommitter:
                 if keys:
                     assert isinstance(self.notifier, PostgresNotifier)
                     self.notifier.publish_within(conn, keys)
+            # Leaving the block commits: from here a lost connection may have committed or not.
+            self._committing = True
