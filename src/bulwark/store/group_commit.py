@@ -198,7 +198,7 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        # The writer thread's own connection on SQLite (``_connection``).
+        # The connection the writer thread keeps between batches (``_connection``).
         self._held: Connection | None = None
         # Whether the batch running has asked for its commit (``_run_batch`` retries only before).
         self._committing = False
