@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -148,7 +149,7 @@ async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Respons
     try:
         # Committed together with the other writes queued meanwhile (store/group_commit.py): a
         # fleet enrolling at once shares its commits instead of taking the threadpool in turns.
-        enrolment = await runtime.writer.run(lambda uow: enrol_sensor(command, uow, runtime.clock, client_ip=client_ip))
+        enrolment = await runtime.writer.run(partial(enrol_sensor, command, clock=runtime.clock, client_ip=client_ip))
     except Unauthorized as refused:
         raise await refuse_unauthenticated(request, runtime, refused) from None
     sensor = enrolment.sensor
@@ -169,7 +170,7 @@ async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Respons
 async def checkin(body: PropertiesIn, request: Request, runtime: RuntimeDep, sensor: CurrentSensor) -> Response:
     """Update ``lastSeen``, ``healthStatus`` and the reported properties."""
     properties, client_ip = body.to_domain(), _client_ip(request)
-    await runtime.writer.run(lambda uow: check_in(sensor, properties, uow, runtime.clock, client_ip=client_ip))
+    await runtime.writer.run(partial(check_in, sensor, properties, clock=runtime.clock, client_ip=client_ip))
     return json_response({"machineId": sensor.machine_id, "generation": sensor.generation})
 
 
