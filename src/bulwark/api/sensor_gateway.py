@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from bulwark.api.deps import RuntimeDep
+from bulwark.api.deps import RuntimeDep, point_read
 from bulwark.api.schemas import SENSOR_RESPONSES, error_responses
 from bulwark.api.unauthenticated import refuse_unauthenticated
 from bulwark.api.wire import action_to_wire, json_response
@@ -118,7 +118,9 @@ async def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentit
     try:
         if scheme.lower() != "bearer" or not credential:
             raise Unauthorized()
-        return await run_in_threadpool(authenticate_sensor, credential.strip(), runtime.uow(write=False))
+        # Inline on SQLite (a read by key): thousands of sensors renewing their polls would otherwise
+        # queue for the threadpool's few threads.
+        return await point_read(runtime, authenticate_sensor, credential.strip())
     except Unauthorized as refused:
         raise await refuse_unauthenticated(request, runtime, refused) from None
 
@@ -206,7 +208,7 @@ async def next_action(
                     # Nothing is claimed now: an action waiting goes to the sensor's next poll.
                     headers = {"Retry-After": str(POLL_AGAIN_AFTER_STOP_SECONDS), "Connection": "close"}
                     return Response(status_code=204, headers=headers)
-                if await run_in_threadpool(has_waiting_action, sensor, runtime.uow(write=False)):
+                if await point_read(runtime, has_waiting_action, sensor):
                     # On a test server the control API may say how this machine's simulated sensor
                     # behaves: "Never" holds its actions back (they time out by the normal rules).
                     behavior = None
