@@ -313,6 +313,9 @@ def test_a_sensors_poll_reads_equal_sqlalchemys(engine: Engine, fleet: dict[str,
                     expected = uow.machines.get_in_tenant(tenant, machine_id, lock=False)
                     assert direct.machines.get_in_tenant(tenant, machine_id, lock=False) == expected
                     found += expected is not None
+                    untagged = uow.machines.get_in_tenant(tenant, machine_id, lock=False, with_tags=False)
+                    assert direct.machines.get_in_tenant(tenant, machine_id, lock=False, with_tags=False) == untagged
+                    assert untagged == (None if expected is None else dataclasses.replace(expected, machine_tags=[]))
                 for limit in (1, 10):
                     assert direct.actions.pending_for_machine(machine_id, limit) == uow.actions.pending_for_machine(
                         machine_id, limit

@@ -234,7 +234,7 @@ class DirectMachineReads:
         )
         return self._machine(row, with_tags)
 
-    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True) -> Machine | None:
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices (SQLite locks no rows)."""
         compiled = self._direct.get(
             "machine_in_tenant",
@@ -242,7 +242,7 @@ class DirectMachineReads:
                 _MACHINE_IN_TENANT, self._dialect, {"machine_id": "", "tenant_id": ""}, ("machine_id", "tenant_id")
             ),
         )
-        return self._machine(compiled.first(self._driver, machine_id=machine_id, tenant_id=tenant_id), True)
+        return self._machine(compiled.first(self._driver, machine_id=machine_id, tenant_id=tenant_id), with_tags)
 
     def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
         """The visible machine whose DNS name is ``dns_name`` (case-insensitive), most recently seen first."""
@@ -456,16 +456,17 @@ class MachineRepository:
         if rows:
             self.conn.execute(insert(machine_tags), rows)
 
-    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True) -> Machine | None:
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices, not users.
 
-        ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers.
+        ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers;
+        without ``with_tags`` its tags are left empty (one query fewer).
         """
         stmt = self.select_with_group().where(machines.c.id == machine_id, machines.c.tenant_id == tenant_id)
         if lock and self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=machines)
         row = self.conn.execute(stmt).mappings().first()
-        return self.hydrate([row])[0] if row else None
+        return self.hydrate([row], with_tags=with_tags)[0] if row else None
 
     def mark_inactive_offboarded_before(self, cutoff: datetime) -> int:
         """Turn machines offboarded at or before ``cutoff`` Inactive; return how many changed."""
