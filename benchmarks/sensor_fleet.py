@@ -47,7 +47,7 @@ from bulwark.store.db import create_db_engine, upgrade_database  # noqa: E402
 from bulwark.store.uow import SqlUnitOfWorkFactory  # noqa: E402
 
 TENANT = "6f1c4d1e-2b43-4c7a-9d55-0b6a3c1e8f10"
-POLL_WAIT = 25.0
+POLL_WAIT = 25.0  # the server's default longest poll (BULWARK_SENSOR_POLL_MAX_SECONDS)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -80,7 +80,7 @@ def _progress(message: str) -> None:
 # -- the simulator processes ---------------------------------------------------------------------
 
 
-def simulate(package: dict, names: list[str], events: Any, connected: Any, stop: Any) -> None:
+def simulate(package: dict, names: list[str], poll_wait: float, events: Any, connected: Any, stop: Any) -> None:
     """One simulator process: run ``names`` as real sensors until ``stop`` is set.
 
     Reports ``("action", action_id, monotonic_seconds)`` for each action a sensor holds (the
@@ -98,7 +98,7 @@ def simulate(package: dict, names: list[str], events: Any, connected: Any, stop:
 
     async def run() -> None:
         stopping = asyncio.Event()
-        options = SensorOptions(check_in_interval=3600, poll_wait=POLL_WAIT)
+        options = SensorOptions(check_in_interval=3600, poll_wait=poll_wait)
         fleet = asyncio.create_task(
             run_fleet(package, len(names), names=names, options=options, on_action=on_action, stop=stopping)
         )
@@ -229,7 +229,9 @@ async def _offboard_round(client: httpx.AsyncClient, deliveries: Deliveries, nam
     }
 
 
-async def measure(base: str, package: dict, size: int, actions: int, processes: int, server_pid: int, url: str) -> dict[str, Any]:
+async def measure(
+    base: str, package: dict, size: int, actions: int, processes: int, poll_wait: float, server_pid: int, url: str
+) -> dict[str, Any]:
     """Connect ``size`` sensors, then time offboards from request to sensor, at once and settled."""
     engine = create_db_engine(url, pool_size=1)
 
@@ -245,14 +247,16 @@ async def measure(base: str, package: dict, size: int, actions: int, processes: 
     everyone_connected = context.Event()
     deliveries = Deliveries(events, asyncio.get_running_loop())
     simulators = [
-        context.Process(target=simulate, args=(package, names[i::processes], events, everyone_connected, stop), daemon=True)
+        context.Process(
+            target=simulate, args=(package, names[i::processes], poll_wait, events, everyone_connected, stop), daemon=True
+        )
         for i in range(processes)
     ]
     started = time.monotonic()
     for simulator in simulators:
         simulator.start()
     timeline: list[tuple[float, int]] = []
-    result: dict[str, Any] = {"sensors": size, "processes": processes}
+    result: dict[str, Any] = {"sensors": size, "processes": processes, "poll_wait": poll_wait}
     try:
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             last_note = started
@@ -295,8 +299,8 @@ async def measure(base: str, package: dict, size: int, actions: int, processes: 
             # Settled: every sensor has renewed its first long poll, and the server is quiet
             # (under a quarter of a core beyond the fleet's steady polling).
             polled_at = time.monotonic()
-            await asyncio.sleep(max(0.0, connect_seconds + POLL_WAIT + 5 - (time.monotonic() - started)))
-            steady = size / POLL_WAIT * 0.002  # about two milliseconds of CPU per renewed poll
+            await asyncio.sleep(max(0.0, connect_seconds + poll_wait + 5 - (time.monotonic() - started)))
+            steady = size / poll_wait * 0.002  # about two milliseconds of CPU per renewed poll
             waited = await _quiet(server_pid, 0.25 + steady)
             result["settle_seconds"] = round(time.monotonic() - polled_at, 1)
             result["settle_quiet_wait_seconds"] = round(waited, 1)
@@ -331,6 +335,12 @@ def main() -> None:
         default=None,
         help="simulator processes (default: one per 2,000 sensors, at most one per CPU)",
     )
+    parser.add_argument(
+        "--poll-wait",
+        type=float,
+        default=POLL_WAIT,
+        help="seconds each long poll is held (the server's BULWARK_SENSOR_POLL_MAX_SECONDS is set to match)",
+    )
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: SQLite in a scratch directory)")
     parser.add_argument("--port", type=int, default=8791)
     args = parser.parse_args()
@@ -359,6 +369,7 @@ def main() -> None:
                 # Sensor delivery is measured here, not token checks or rate limits.
                 "BULWARK_AUTH_ENABLED": "false",
                 "BULWARK_RATE_LIMIT_ENABLED": "false",
+                "BULWARK_SENSOR_POLL_MAX_SECONDS": str(args.poll_wait),
             }
             server = subprocess.Popen(
                 [sys.executable, "-m", "bulwark.cli", "serve", "--port", str(args.port)],
@@ -374,7 +385,7 @@ def main() -> None:
                             break
                     except httpx.TransportError:
                         time.sleep(0.2)
-                figures = asyncio.run(measure(base, package, size, args.actions, processes, server.pid, url))
+                figures = asyncio.run(measure(base, package, size, args.actions, processes, args.poll_wait, server.pid, url))
                 print(json.dumps(figures), flush=True)
             finally:
                 server.terminate()
