@@ -1,13 +1,16 @@
 """Server CPU per request: steadier than requests per second on a shared, noisy host.
 
-Seeds a scratch SQLite fleet, starts ``bulwark serve --demo`` (one worker, rate limits off,
-tokens on) exactly as ``benchmarks/run`` does, and for each scenario reads the server process's
-user+system CPU time (``/proc/<pid>/stat``) before and after a wrk run. The server's idle CPU rate
-(demo sensors, housekeeping), measured first, is subtracted. Prints milliseconds of CPU per request.
+Seeds a scratch SQLite fleet (or a scratch PostgreSQL database with ``--storage postgres``), starts
+``bulwark serve --demo`` (one worker, rate limits off, tokens on) exactly as ``benchmarks/run`` does,
+and for each scenario reads the server process's user+system CPU time (``/proc/<pid>/stat``) before
+and after a wrk run. The server's idle CPU rate (demo sensors, housekeeping), measured first, is
+subtracted. Prints milliseconds of CPU per request. On PostgreSQL it also prints the CPU of the
+database's own backend processes serving the scratch database (same host), per request.
 
     .venv/bin/python benchmarks/cpu_per_request.py                       # this checkout
     .venv/bin/python benchmarks/cpu_per_request.py --server-python OTHER/.venv/bin/python
     .venv/bin/python benchmarks/cpu_per_request.py --profile offboard    # py-spy stacks too
+    .venv/bin/python benchmarks/cpu_per_request.py --storage postgres --scenarios offboard
 
 ``--server-python`` runs the server with another environment's interpreter (another checkout's
 code, same database schema), so two versions can be compared on the same host, back to back.
@@ -26,11 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, make_url, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import seed_machines
-from run import LIST_QUERY, WRK_DIR, free_port, token, wait_until_healthy
+from run import LIST_QUERY, WRK_DIR, free_port, scratch_postgres, token, wait_until_healthy
 
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.tables import machine_actions
@@ -109,7 +112,34 @@ def run_wrk(base: str, script: str, args: argparse.Namespace, seconds: float, **
     return json.loads(output.strip().splitlines()[-1])
 
 
-def measure(server: Server, idle_rate: float, script: str, args: argparse.Namespace, profile: Path | None, **env: str) -> dict:
+class DatabaseBackends:
+    """CPU of the PostgreSQL backend processes connected to one database (on this host)."""
+
+    def __init__(self, url: str) -> None:
+        self.database = make_url(url).database
+        self.admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+
+    def seconds(self) -> dict[int, float]:
+        with self.admin.connect() as conn:
+            pids = [r[0] for r in conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": self.database})]
+        found = {}
+        for pid in pids:
+            try:
+                found[pid] = cpu_seconds(pid)
+            except (FileNotFoundError, PermissionError):
+                continue
+        return found
+
+
+def measure(
+    server: Server,
+    idle_rate: float,
+    script: str,
+    args: argparse.Namespace,
+    profile: Path | None,
+    backends: DatabaseBackends | None = None,
+    **env: str,
+) -> dict:
     """One wrk run; the server's CPU seconds per request, idle rate subtracted."""
     spy = None
     if profile is not None:
@@ -133,10 +163,12 @@ def measure(server: Server, idle_rate: float, script: str, args: argparse.Namesp
         )
         time.sleep(1)
     threads_before = thread_seconds(server.proc.pid)
+    database_before = backends.seconds() if backends is not None else {}
     before, started = cpu_seconds(server.proc.pid), time.monotonic()
     figures = run_wrk(server.base, script, args, args.duration, **env)
     used = cpu_seconds(server.proc.pid) - before - idle_rate * (time.monotonic() - started)
     threads_after = thread_seconds(server.proc.pid)
+    database_after = backends.seconds() if backends is not None else {}
     if spy is not None:
         spy.wait()
     served = max(figures["requests"], 1)
@@ -146,8 +178,14 @@ def measure(server: Server, idle_rate: float, script: str, args: argparse.Namesp
         for name, seconds in threads_after.items()
         if seconds - threads_before.get(name, 0.0) > 0.005
     }
+    extra = {}
+    if backends is not None:
+        # Backends that lived through the run (a pool keeps its connections).
+        database = sum(after - database_before.get(pid, 0.0) for pid, after in database_after.items())
+        extra["database_cpu_ms_per_request"] = round(1000 * database / served, 3)
     return {
         **figures,
+        **extra,
         "cpu_seconds": round(used, 3),
         "cpu_ms_per_request": round(1000 * used / served, 3),
         "cpu_ms_per_request_by_thread": by_thread,
@@ -157,6 +195,10 @@ def measure(server: Server, idle_rate: float, script: str, args: argparse.Namesp
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server-python", default=sys.executable, help="interpreter whose bulwark serves")
+    parser.add_argument("--storage", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--postgres-url", default=os.environ.get("BULWARK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    )
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
@@ -175,12 +217,16 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
     directory = Path(tempfile.mkdtemp(prefix="bulwark-cpu-"))
-    url = f"sqlite:///{directory / 'bulwark.db'}"
+    if args.storage == "postgres":
+        url, drop = scratch_postgres(args.postgres_url)
+    else:
+        url, drop = f"sqlite:///{directory / 'bulwark.db'}", None
     upgrade_database(url)
     ids = seed_machines(url, args.machines)
     ids_file = directory / "machine-ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
     server = Server(args.server_python, url, directory)
+    backends = DatabaseBackends(url) if args.storage == "postgres" else None
     results: dict[str, dict] = {}
     try:
         bearer = token(server, directory)  # type: ignore[arg-type]
@@ -195,11 +241,10 @@ def main() -> None:
 
         if "healthz" in args.scenarios:
             run_wrk(server.base, "ceiling.lua", args, args.warmup)
-            results["healthz"] = measure(server, idle_rate, "ceiling.lua", args, profile("healthz"))
+            results["healthz"] = measure(server, idle_rate, "ceiling.lua", args, profile("healthz"), backends)
         if "offboard" in args.scenarios:
-            results["offboard"] = measure(
-                server, idle_rate, "offboard.lua", args, profile("offboard"), BENCH_IDS=str(ids_file), BENCH_TOKEN=bearer
-            )
+            ids_env = {"BENCH_IDS": str(ids_file), "BENCH_TOKEN": bearer}
+            results["offboard"] = measure(server, idle_rate, "offboard.lua", args, profile("offboard"), backends, **ids_env)
         if "get-action" in args.scenarios:
             engine = create_db_engine(url, pool_size=1)
             with engine.connect() as conn:
@@ -211,25 +256,32 @@ def main() -> None:
             paths.write_text("".join(f"/api/machineactions/{a}\n" for a in action_ids))
             run_wrk(server.base, "get.lua", args, args.warmup, BENCH_PATHS=str(paths), BENCH_TOKEN=bearer)
             results["get-action"] = measure(
-                server, idle_rate, "get.lua", args, profile("get-action"), BENCH_PATHS=str(paths), BENCH_TOKEN=bearer
+                server, idle_rate, "get.lua", args, profile("get-action"), backends, BENCH_PATHS=str(paths), BENCH_TOKEN=bearer
             )
         if "filtered-list" in args.scenarios:
             list_paths = directory / "list-paths.txt"
             list_paths.write_text(LIST_QUERY + "\n")
             run_wrk(server.base, "get.lua", args, args.warmup, BENCH_PATHS=str(list_paths), BENCH_TOKEN=bearer)
-            results["filtered-list"] = measure(
-                server, idle_rate, "get.lua", args, profile("filtered-list"), BENCH_PATHS=str(list_paths), BENCH_TOKEN=bearer
-            )
+            list_env = {"BENCH_PATHS": str(list_paths), "BENCH_TOKEN": bearer}
+            results["filtered-list"] = measure(server, idle_rate, "get.lua", args, profile("filtered-list"), backends, **list_env)
     finally:
         server.stop()
+        if backends is not None:
+            backends.admin.dispose()
+        if drop is not None:
+            drop()
         shutil.rmtree(directory, ignore_errors=True)
-    print(f"server: {args.server_python}; idle {results['idle']['cpu_share_of_a_core']:.1%} of a core (subtracted)")
+    idle = results["idle"]["cpu_share_of_a_core"]
+    print(f"server: {args.server_python} on {args.storage}; idle {idle:.1%} of a core (subtracted)")
     print(f"{'scenario':16} {'req/s':>8} {'CPU ms/req':>11} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
         if name != "idle":
             cpu, p50, p99 = r["cpu_ms_per_request"], r["p50_ms"], r["p99_ms"]
             threads = ", ".join(f"{thread} {ms:.3f}" for thread, ms in sorted(r["cpu_ms_per_request_by_thread"].items()))
-            print(f"{name:16} {r['rps']:8.0f} {cpu:11.3f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}   by thread: {threads}")
+            database = f", database {r['database_cpu_ms_per_request']:.3f}" if "database_cpu_ms_per_request" in r else ""
+            print(
+                f"{name:16} {r['rps']:8.0f} {cpu:11.3f} {p50:8.2f} {p99:8.2f} {r['non_2xx']:8d}   by thread: {threads}{database}"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -161,9 +161,8 @@ def main() -> None:
         upgrade_database(url)
         started = time.perf_counter()
         ids = seed(url, args.machines, args.actions)
-        print(
-            f"seeded {args.machines:,} machines and {args.actions:,} actions on {args.storage} in {time.perf_counter() - started:.0f} s"
-        )
+        took = time.perf_counter() - started
+        print(f"seeded {args.machines:,} machines and {args.actions:,} actions on {args.storage} in {took:.0f} s")
         engine = create_db_engine(url)
         app = Principal(TENANT, PrincipalKind.APPLICATION, "bench", "bench", frozenset({"Machine.Read.All"}))
         user = Principal(

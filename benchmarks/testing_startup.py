@@ -59,7 +59,8 @@ def main() -> None:
                 server.stop()
     print(f"start-up: median {statistics.median(walls):.2f} s wall, {statistics.median(cpus):.2f} s CPU (server process)")
     print(
-        f"reset: median {statistics.median(resets) * 1000:.0f} ms; offboard to Succeeded after a reset: median {statistics.median(offboards):.2f} s"
+        f"reset: median {statistics.median(resets) * 1000:.0f} ms; "
+        f"offboard to Succeeded after a reset: median {statistics.median(offboards):.2f} s"
     )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 

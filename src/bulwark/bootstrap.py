@@ -250,6 +250,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         clock=lambda: clock.now().timestamp(),
     )
     uow = _unit_of_work_factory(engine)
+    notifier = create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine)
     return Runtime(
         settings=settings,
         engine=engine,
@@ -257,10 +258,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         clock=control.clock if control is not None else clock,
         limiter=limiter,
         auth=Authenticator(settings, uow, clock),
-        notifier=create_notifier(settings.notifier, settings.resolved_database_url(), settings.redis_url, engine),
+        notifier=notifier,
         metrics=Metrics.for_process(),
         signin_limiter=signin_limiter,
-        writer=GroupCommitter(engine),
+        writer=GroupCommitter(engine, notifier=notifier),
         point_reads=_point_reads(engine),
         control=control,
     )

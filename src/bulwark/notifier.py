@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
 log = logging.getLogger("bulwark.notifier")
 
@@ -204,6 +204,19 @@ class PostgresNotifier(_ListeningNotifier):
 
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, key))
+
+    def publish_within(self, conn: Connection, keys: Sequence[str]) -> None:
+        """NOTIFY each of ``keys`` inside ``conn``'s open transaction, in one statement.
+
+        PostgreSQL delivers the notifications when that transaction commits, and drops them if it
+        rolls back: a wake-up is never sent for work that is not committed, nor lost for work that is.
+        """
+        from sqlalchemy import text
+
+        conn.execute(
+            text("SELECT pg_notify(:channel, key) FROM unnest(CAST(:keys AS text[])) AS key"),
+            {"channel": CHANNEL, "keys": list(keys)},
+        )
 
 
 class RedisNotifier(_ListeningNotifier):

@@ -42,6 +42,10 @@ def engine(sqlite_template: Path, tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def fleet(engine: Engine) -> dict[str, int]:
     """Machines in two groups, ungrouped, tagged and not, with and without nullable values; and their actions."""
+    return _seed_fleet(engine)
+
+
+def _seed_fleet(engine: Engine) -> dict[str, int]:
     factory = SqlUnitOfWorkFactory(engine)
     seed(factory, [], tenant=OTHER_TENANT)
     open_group, finance = seed(factory, [], groups=["Workstations", "Finance"])
@@ -86,6 +90,42 @@ def open_user(groups: dict[str, int]) -> Principal:
 
 
 def test_rows_equal_sqlalchemys_for_every_column_type(engine: Engine, fleet: dict[str, int]) -> None:
+    _assert_rows_equal_sqlalchemys(engine, fleet)
+
+
+@pytest.mark.postgres
+def test_rows_read_on_psycopg_equal_sqlalchemys(postgres_database: str) -> None:
+    """PostgreSQL runs the machine read by id (the offboard's) compiled on psycopg: the same rows."""
+    from tests.conftest import _truncate
+
+    _truncate(postgres_database)
+    postgres = create_db_engine(postgres_database, pool_size=1)
+    try:
+        fleet = _seed_fleet(postgres)
+        _assert_rows_equal_sqlalchemys(postgres, fleet)
+        factory = SqlUnitOfWorkFactory(postgres)
+        # Through the repository too, for an unrestricted caller and one restricted to a group.
+        restricted = dataclasses.replace(APP, device_group_ids=frozenset({fleet["open"]}))
+        with factory(write=False) as uow:
+            for principal in (APP, restricted):
+                for index in (1, 2, 3, 4):
+                    got = uow.machines.get(principal, f"{index:040x}")
+                    with postgres.connect() as conn:
+                        row = (
+                            conn.execute(
+                                _visible_machine_by_id(repositories._visibility_shape(principal)),
+                                {**repositories._visibility_params(principal), "machine_id": f"{index:040x}"},
+                            )
+                            .mappings()
+                            .first()
+                        )
+                        expected = None if row is None else uow.machines.hydrate([row])[0]
+                    assert got == expected
+    finally:
+        postgres.dispose()
+
+
+def _assert_rows_equal_sqlalchemys(engine: Engine, fleet: dict[str, int]) -> None:
     shapes = [
         (_visible_machine_by_id((False, False, False)), {"visible_tenant_id": TENANT}, "machine_id", machines.c.id),
         (

@@ -8,14 +8,16 @@ import uuid
 from functools import partial
 
 import pytest
+from sqlalchemy import make_url, select
+from sqlalchemy.exc import DBAPIError
 
 from bulwark.clock import FrozenClock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
-from bulwark.domain.actions import ActionType, MachineAction
+from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource
 from bulwark.domain.errors import ActiveRequestAlreadyExists, ResourceNotFound, Unauthorized
 from bulwark.domain.sensors import DeviceProperties
 from bulwark.ids import new_uuid
-from bulwark.service.audit_trail import RequestContext
+from bulwark.service.audit_trail import RequestContext, audit_values
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, request_offboard
 from bulwark.service.sensors import (
     DeviceAlreadyEnrolled,
@@ -26,6 +28,7 @@ from bulwark.service.sensors import (
     issue_onboarding_package,
 )
 from bulwark.store.group_commit import GroupCommitter
+from bulwark.store.tables import audit_events, machine_actions
 from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 
@@ -43,13 +46,21 @@ def _offboard(machine_id: str, clock: FrozenClock, note: str):
     return partial(request_offboard, command, CALLER, clock=clock, context=RequestContext(request_id=note))
 
 
+# Offboards run without a savepoint of their own, as the offboard route runs them; the tests
+# parametrized on it run them with one too (as any other use case runs).
+SAVEPOINT = pytest.mark.parametrize("savepoint", [False, True], ids=["no-savepoint", "savepoint"])
+
+
 def _audited(uow_factory: UnitOfWorkFactory) -> list[str]:
     with uow_factory(write=False) as uow:
         events = uow.audit.list(tenant_id=TENANT, limit=1000)
     return sorted(e["machine_action_id"] for e in events if e["action"] == OFFBOARD_AUDIT_ACTION)
 
 
-def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+@SAVEPOINT
+def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: bool
+) -> None:
     machines = [make_machine(i) for i in range(1, 21)]
     seed(uow_factory, machines)
     writer = GroupCommitter(uow_factory.engine)
@@ -63,9 +74,9 @@ def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(uow_factory: Uni
     async def scenario():
         first = asyncio.ensure_future(writer.run(held))
         await asyncio.sleep(0.05)
-        jobs = [writer.run(_offboard(m.id, clock, f"req-{m.id}")) for m in machines]
-        jobs.append(writer.run(_offboard(machines[0].id, clock, "duplicate")))
-        jobs.append(writer.run(_offboard("f" * 40, clock, "unknown")))
+        jobs = [writer.run(_offboard(m.id, clock, f"req-{m.id}"), savepoint=savepoint) for m in machines]
+        jobs.append(writer.run(_offboard(machines[0].id, clock, "duplicate"), savepoint=savepoint))
+        jobs.append(writer.run(_offboard("f" * 40, clock, "unknown"), savepoint=savepoint))
         tasks = [asyncio.ensure_future(j) for j in jobs]
         await asyncio.sleep(0.05)
         gate.set()
@@ -91,7 +102,8 @@ def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(uow_factory: Uni
     assert _audited(uow_factory) == sorted(a.id for a in created if isinstance(a, MachineAction))
 
 
-def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+@SAVEPOINT
+def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: bool) -> None:
     machine = make_machine(30)
     seed(uow_factory, [machine])
     writer = GroupCommitter(uow_factory.engine)
@@ -103,7 +115,9 @@ def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, cl
 
     async def scenario():
         return await asyncio.gather(
-            writer.run(_offboard(machine.id, clock, "with poison")), writer.run(poison), return_exceptions=True
+            writer.run(_offboard(machine.id, clock, "with poison"), savepoint=savepoint),
+            writer.run(poison),
+            return_exceptions=True,
         )
 
     try:
@@ -116,7 +130,8 @@ def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, cl
     assert _audited(uow_factory) == []
 
 
-def test_the_writer_recovers_from_a_lost_connection(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+@SAVEPOINT
+def test_the_writer_recovers_from_a_lost_connection(uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: bool) -> None:
     first, second = make_machine(31), make_machine(32)
     seed(uow_factory, [first, second])
     writer = GroupCommitter(uow_factory.engine)
@@ -126,10 +141,12 @@ def test_the_writer_recovers_from_a_lost_connection(uow_factory: UnitOfWorkFacto
         return "never durable"
 
     async def scenario():
-        lost = await asyncio.gather(writer.run(poison), writer.run(_offboard(first.id, clock, "lost")), return_exceptions=True)
+        lost = await asyncio.gather(
+            writer.run(poison), writer.run(_offboard(first.id, clock, "lost"), savepoint=savepoint), return_exceptions=True
+        )
         # The next batch runs on a good connection: later writes are not lost with the broken one.
-        after = await writer.run(_offboard(second.id, clock, "after"))
-        again = await writer.run(_offboard(first.id, clock, "again"))
+        after = await writer.run(_offboard(second.id, clock, "after"), savepoint=savepoint)
+        again = await writer.run(_offboard(first.id, clock, "again"), savepoint=savepoint)
         return lost, after, again
 
     try:
@@ -149,9 +166,10 @@ def test_new_uuid_is_a_random_version_4_uuid() -> None:
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
+@SAVEPOINT
 @pytest.mark.parametrize("count", [1, 40])
 def test_one_action_from_concurrent_offboards_of_one_machine(
-    uow_factory: UnitOfWorkFactory, clock: FrozenClock, count: int
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock, count: int, savepoint: bool
 ) -> None:
     machine = make_machine(40)
     seed(uow_factory, [machine])
@@ -159,7 +177,8 @@ def test_one_action_from_concurrent_offboards_of_one_machine(
 
     async def scenario():
         return await asyncio.gather(
-            *(writer.run(_offboard(machine.id, clock, f"race-{i}")) for i in range(count)), return_exceptions=True
+            *(writer.run(_offboard(machine.id, clock, f"race-{i}"), savepoint=savepoint) for i in range(count)),
+            return_exceptions=True,
         )
 
     try:
@@ -170,6 +189,234 @@ def test_one_action_from_concurrent_offboards_of_one_machine(
     assert len(won) == 1
     assert all(isinstance(o, ActiveRequestAlreadyExists) for o in outcomes if o is not won[0])
     assert _audited(uow_factory) == [won[0].id]
+
+
+def test_a_member_without_savepoint_failing_unexpectedly_fails_alone(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    """Members that break the promise of ``savepoint=False`` (a failed statement, which spoils a
+    PostgreSQL transaction; a failure after writing) fail alone, leave nothing, and the others stand."""
+    machines = [make_machine(i) for i in range(50, 56)]
+    seed(uow_factory, machines)
+    writer = GroupCommitter(uow_factory.engine)
+    gate = threading.Event()
+
+    def held(uow):
+        gate.wait(10)
+        return "first"
+
+    def failed_statement(uow):
+        with uow:
+            uow.conn.exec_driver_sql("SELECT no_such_column FROM audit_events")
+            uow.commit()
+
+    def refusal_after_failed_statement(uow):
+        with uow:
+            try:
+                uow.conn.exec_driver_sql("SELECT no_such_column FROM audit_events")
+            except Exception:
+                raise ResourceNotFound("Machine", "x") from None
+
+    def failure_after_writing(uow):
+        with uow:
+            uow.audit.append(
+                occurred_at=clock.now(), action="written then failed", outcome_status=200, request_id="after-writing"
+            )
+            raise RuntimeError("failed after writing")
+
+    async def scenario():
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)
+        jobs = [writer.run(_offboard(m.id, clock, f"req-{m.id}"), savepoint=False) for m in machines[:3]]
+        jobs.append(writer.run(failed_statement, savepoint=False))
+        jobs.append(writer.run(refusal_after_failed_statement, savepoint=False))
+        jobs.append(writer.run(failure_after_writing, savepoint=False))
+        jobs += [writer.run(_offboard(m.id, clock, f"req-{m.id}"), savepoint=False) for m in machines[3:]]
+        jobs.append(writer.run(_offboard(machines[0].id, clock, "duplicate"), savepoint=False))
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        first, outcomes = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    assert first == "first"
+    created = outcomes[:3] + outcomes[6:9]
+    assert all(isinstance(a, MachineAction) for a in created), outcomes
+    assert isinstance(outcomes[3], DBAPIError)
+    assert isinstance(outcomes[4], ResourceNotFound)
+    assert isinstance(outcomes[5], RuntimeError)
+    assert isinstance(outcomes[9], ActiveRequestAlreadyExists)
+    # Only the offboards were written: each action with its audit event, nothing of the failed members.
+    assert _audited(uow_factory) == sorted(a.id for a in created if isinstance(a, MachineAction))
+    with uow_factory(write=False) as uow:
+        assert [e["action"] for e in uow.audit.list(limit=1000)] == [OFFBOARD_AUDIT_ACTION] * 6
+
+
+def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock
+) -> None:
+    """``add_with_event`` writes the same rows as ``add`` followed by ``AuditRepository.append``."""
+    machines = [make_machine(i) for i in range(60, 64)]
+    seed(uow_factory, machines)
+    context = RequestContext(request_id="same-rows", client_ip="203.0.113.7")
+
+    def action_of(machine_id: str) -> MachineAction:
+        return MachineAction(
+            id=new_uuid(),
+            tenant_id=TENANT,
+            type=ActionType.OFFBOARD,
+            title="t",
+            requestor=CALLER.name,
+            requestor_comment="c",
+            status=ActionStatus.PENDING,
+            machine_id=machine_id,
+            computer_dns_name=f"{machine_id}.contoso.com",
+            creation_date_time_utc=clock.now(),
+            last_update_date_time_utc=clock.now(),
+            external_id="ext",
+            request_source=RequestSource.PUBLIC_API.value,
+            commands=["a", {"b": 1}],
+        )
+
+    stored = []
+    cases = ((0, True, {"k": [1, "two"]}), (1, False, {"k": [1, "two"]}), (2, True, None), (3, False, None))
+    for index, combined, details in cases:
+        machine = machines[index]
+        action = action_of(machine.id)
+        event = audit_values(
+            clock,
+            action=OFFBOARD_AUDIT_ACTION,
+            principal=CALLER,
+            context=context,
+            outcome_status=200,
+            machine_id=machine.id,
+            machine_action_id=action.id,
+            comment="c",
+            details=details,
+        )
+        with uow_factory() as uow:
+            if combined:
+                uow.actions.add_with_event(action, event, requestor_id=CALLER.id)
+            else:
+                uow.actions.add(action, requestor_id=CALLER.id)
+                uow.audit.append(**event)
+            uow.commit()
+        with uow_factory(write=False) as uow:
+            # Each value as read back, and whether it is SQL NULL (None in a JSON column is stored as JSON null).
+            row = dict(
+                uow.conn.execute(select(machine_actions, *_nulls(machine_actions)).where(machine_actions.c.id == action.id))
+                .mappings()
+                .one()
+            )
+            audit = dict(
+                uow.conn.execute(select(audit_events, *_nulls(audit_events)).where(audit_events.c.machine_action_id == action.id))
+                .mappings()
+                .one()
+            )
+        for values in (row, audit):
+            for key in ("id", "machine_id", "machine_action_id", "computer_dns_name"):
+                values.pop(key, None)
+        stored.append((row, audit))
+    assert stored[0] == stored[1] and stored[2] == stored[3]
+    assert stored[0][0]["null_troubleshoot_info"] is False and stored[0][0]["null_scope"] is True
+    assert stored[2][1]["null_details"] is False  # JSON null, as SQLAlchemy stores None
+    # And stored as SQLAlchemy reads them back: JSON and timestamps round-trip.
+    assert stored[0][1]["details"] == {"k": [1, "two"]} and stored[0][1]["occurred_at"] == clock.now()
+
+
+def _nulls(table):
+    return [column.is_(None).label(f"null_{column.name}") for column in table.columns]
+
+
+@pytest.mark.postgres
+def test_wake_ups_are_sent_with_the_commit_and_only_for_committed_actions(postgres_database: str, clock: FrozenClock) -> None:
+    """With LISTEN/NOTIFY the batch's wake-ups are part of its transaction: a committed action's
+    machine is woken, a refused offboard and a batch that failed to commit wake nobody."""
+    import psycopg
+
+    from bulwark.notifier import CHANNEL, PostgresNotifier
+    from bulwark.store.db import create_db_engine
+    from tests.conftest import _truncate
+
+    _truncate(postgres_database)
+    engine = create_db_engine(postgres_database, pool_size=2)
+    uow_factory = UnitOfWorkFactory(engine)
+    good, other = make_machine(70), make_machine(71)
+    seed(uow_factory, [good, other])
+    notifier = PostgresNotifier(postgres_database, engine)
+    writer = GroupCommitter(engine, notifier=notifier)
+    dsn = make_url(postgres_database).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def poison(uow):
+        uow.conn.connection.dbapi_connection.close()
+        return "never durable"
+
+    async def scenario():
+        created = await asyncio.gather(
+            writer.run(_offboard(good.id, clock, "first"), wake=lambda a: a.machine_id, savepoint=False),
+            writer.run(_offboard(good.id, clock, "again"), wake=lambda a: a.machine_id, savepoint=False),
+            return_exceptions=True,
+        )
+        lost = await asyncio.gather(
+            writer.run(_offboard(other.id, clock, "lost"), wake=lambda a: a.machine_id, savepoint=False),
+            writer.run(poison),
+            return_exceptions=True,
+        )
+        return created, lost
+
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {CHANNEL}")
+        try:
+            created, lost = asyncio.run(scenario())
+        finally:
+            writer.stop()
+            engine.dispose()
+        woken = [n.payload for n in listener.notifies(timeout=1)]
+    assert isinstance(created[0], MachineAction) and isinstance(created[1], ActiveRequestAlreadyExists)
+    assert all(isinstance(o, Exception) for o in lost), lost
+    assert woken == [good.id]
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_between_batches_loses_no_write(postgres_database: str, clock: FrozenClock) -> None:
+    """The writer keeps its PostgreSQL connection between batches; when the server drops it (a
+    restart, an idle timeout), the next batch runs on a new one instead of failing."""
+    from bulwark.store.db import create_db_engine
+    from tests.conftest import _truncate
+
+    _truncate(postgres_database)
+    engine = create_db_engine(postgres_database, pool_size=2)
+    uow_factory = UnitOfWorkFactory(engine)
+    first, second, third = make_machine(80), make_machine(81), make_machine(82)
+    seed(uow_factory, [first, second, third])
+    writer = GroupCommitter(engine)
+
+    def backend_pid(uow):
+        return uow.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+    def terminate(pid: int) -> None:
+        with engine.connect() as other:
+            assert other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})").scalar_one() is True
+            other.commit()
+
+    async def scenario():
+        done = [await writer.run(_offboard(first.id, clock, "before"), savepoint=False)]
+        terminate(await writer.run(backend_pid))
+        done.append(await writer.run(_offboard(second.id, clock, "after"), savepoint=False))
+        terminate(await writer.run(backend_pid))
+        done.append(await writer.run(_offboard(third.id, clock, "with a savepoint")))
+        return done
+
+    try:
+        done = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    try:
+        assert all(isinstance(a, MachineAction) for a in done), done
+        assert _audited(uow_factory) == sorted(a.id for a in done)
+    finally:
+        engine.dispose()
 
 
 def test_enrolments_share_batches_and_a_refused_one_changes_nothing(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:

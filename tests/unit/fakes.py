@@ -162,6 +162,10 @@ class FakeActions(_Repository):
             raise ActiveRequestAlreadyExists()
         self.db.actions[action.id] = copy.deepcopy(action)
 
+    def add_with_event(self, action: MachineAction, event: dict[str, Any], *, requestor_id: str | None = None) -> None:
+        self.add(action, requestor_id=requestor_id)
+        self.db.audit.append(dict(event))
+
     def get(self, tenant_id: str, action_id: str) -> MachineAction | None:
         action = self.db.actions.get(action_id)
         return copy.deepcopy(action) if action and action.tenant_id == tenant_id else None

@@ -22,6 +22,7 @@ from bulwark.api.schemas import (
     parse_body,
 )
 from bulwark.api.wire import action_to_wire, entity_response
+from bulwark.domain.actions import MachineAction
 from bulwark.domain.errors import PayloadTooLarge, UnsupportedMediaType
 from bulwark.odata import MACHINE_ACTION_SPEC
 from bulwark.service.actions import CancelAction, cancel_action
@@ -86,6 +87,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _machine_of(action: MachineAction) -> str:
+    """Whose sensor to wake for a new action."""
+    return action.machine_id
+
+
 @router.post(
     "/machines/{id}/offboard",
     operation_id="offboardMachine",
@@ -112,10 +118,12 @@ async def offboard_machine(
         request_source=body.RequestSource,
     )
     # Answered once the action and its audit event are committed, together with the other
-    # offboards queued meanwhile (store/group_commit.py); then the machine's sensor is woken.
+    # offboards queued meanwhile (store/group_commit.py), and the machine's sensor is woken.
+    # request_offboard refuses only before it writes: it needs no savepoint in the batch.
     action = await runtime.writer.run(
         partial(request_offboard, command, principal, clock=runtime.clock, context=context),
-        after_commit=lambda done: runtime.notifier.publish(done.machine_id),
+        wake=_machine_of,
+        savepoint=False,
     )
     runtime.metrics.actions_created.labels(action.type.value).inc()
     log.info(

@@ -20,6 +20,39 @@ class RequestContext:
     client_ip: str | None = None
 
 
+def audit_values(
+    clock: Clock,
+    *,
+    action: str,
+    principal: Principal | None,
+    context: RequestContext,
+    outcome_status: int,
+    outcome_code: str | None = None,
+    tenant_id: str | None = None,
+    machine_id: str | None = None,
+    machine_action_id: str | None = None,
+    comment: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One event's columns, as ``audit_event`` records them (for a repository that writes it with other rows)."""
+    return {
+        "occurred_at": clock.now(),
+        "tenant_id": principal.tenant_id if principal else tenant_id,
+        "actor_kind": principal.kind.value if principal else None,
+        "actor_id": principal.id if principal else None,
+        "actor_name": principal.name if principal else None,
+        "action": action,
+        "machine_id": machine_id,
+        "machine_action_id": machine_action_id,
+        "outcome_status": outcome_status,
+        "outcome_code": outcome_code,
+        "comment": comment,
+        "request_id": context.request_id,
+        "client_ip": context.client_ip,
+        "details": details,
+    }
+
+
 def audit_event(
     uow: UnitOfWork,
     clock: Clock,
@@ -37,20 +70,19 @@ def audit_event(
 ) -> None:
     """Append one event inside the caller's unit of work (the caller commits)."""
     uow.audit.append(
-        occurred_at=clock.now(),
-        tenant_id=principal.tenant_id if principal else tenant_id,
-        actor_kind=principal.kind.value if principal else None,
-        actor_id=principal.id if principal else None,
-        actor_name=principal.name if principal else None,
-        action=action,
-        machine_id=machine_id,
-        machine_action_id=machine_action_id,
-        outcome_status=outcome_status,
-        outcome_code=outcome_code,
-        comment=comment,
-        request_id=context.request_id,
-        client_ip=context.client_ip,
-        details=details,
+        **audit_values(
+            clock,
+            action=action,
+            principal=principal,
+            context=context,
+            outcome_status=outcome_status,
+            outcome_code=outcome_code,
+            tenant_id=tenant_id,
+            machine_id=machine_id,
+            machine_action_id=machine_action_id,
+            comment=comment,
+            details=details,
+        )
     )
 
 

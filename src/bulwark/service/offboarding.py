@@ -10,7 +10,7 @@ from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, Requ
 from bulwark.domain.errors import MdeError, ResourceNotFound
 from bulwark.domain.machines import ensure_not_offboarded, ensure_offboard_supported, normalize_machine_id
 from bulwark.ids import new_uuid
-from bulwark.service.audit_trail import RequestContext, audit_event
+from bulwark.service.audit_trail import RequestContext, audit_values
 from bulwark.service.ports import PointReads, UnitOfWork
 
 OFFBOARD_AUDIT_ACTION = "machine_action.offboard.requested"
@@ -36,7 +36,12 @@ def request_offboard(
     (both answered as not found so that group membership does not leak), the user's role, the
     platform, and an already active offboard. That last check is the database's: a unique index
     refuses a second active action, so concurrent requests create exactly one, with no read-then-
-    write window. The action is inserted first and commits together with its audit event.
+    write window. The action and its audit event are written together (or neither) and commit
+    together.
+
+    Every refusal comes before anything is written, and the database's refusal is no error in the
+    transaction (``add_with_event``): so this use case may run in a group-commit batch without a
+    savepoint of its own (``GroupCommitter.run(..., savepoint=False)``).
     """
     OFFBOARD_RULE.check_caller(principal)
     machine_id = normalize_machine_id(command.machine_id)
@@ -66,9 +71,7 @@ def request_offboard(
             external_id=command.external_id,
             request_source=command.request_source or RequestSource.PUBLIC_API.value,
         )
-        uow.actions.add(action, requestor_id=principal.id)
-        audit_event(
-            uow,
+        event = audit_values(
             clock,
             action=OFFBOARD_AUDIT_ACTION,
             principal=principal,
@@ -78,6 +81,7 @@ def request_offboard(
             machine_action_id=action.id,
             comment=command.comment,
         )
+        uow.actions.add_with_event(action, event, requestor_id=principal.id)
         uow.commit()
     return action
 

@@ -94,6 +94,11 @@ class ActionRepository(Protocol):
         """Insert ``action``; raises ActiveRequestAlreadyExists if one of its type is already active."""
         ...
 
+    def add_with_event(self, action: MachineAction, event: dict[str, Any], *, requestor_id: str | None = None) -> None:
+        """Insert ``action`` and its audit event, or neither: ActiveRequestAlreadyExists (no error in the
+        transaction) if one of its type is already active."""
+        ...
+
     def get(self, tenant_id: str, action_id: str) -> MachineAction | None: ...
 
     def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:

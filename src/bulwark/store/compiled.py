@@ -8,8 +8,10 @@ values are converted by their types' bind processors, and each result column kee
 processor, so the rows are exactly what SQLAlchemy would return (the tests compare them). Calls then
 cost one driver ``execute`` and the value conversions.
 
-Only on SQLite: PostgreSQL statements go through SQLAlchemy as ever (a network round trip dwarfs
-the overhead there, and its driver's own type handling differs).
+On SQLite every such read and insert runs this way (``direct_statements``). On PostgreSQL only the
+offboard's write path does (the machine read and the one statement inserting the action with its
+audit event), on psycopg, which also prepares a statement it has run a few times; other statements
+go through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Dialect, Table, insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Select
+from sqlalchemy.sql import Insert, Select
 
 _Processor = Callable[[Any], Any] | None
 
@@ -45,22 +47,31 @@ class CompiledSelect:
     """One SELECT compiled for one dialect; ``rows(driver, **variables)`` runs it on a DB-API connection.
 
     ``values`` holds the statement's named bound parameters; those named in ``variables`` change per
-    call (such as an id), the others are fixed. Expanding (``IN``) parameters must be fixed.
+    call (such as an id), the others are fixed. Expanding (``IN``) parameters must be fixed. Also
+    serves a statement returning rows that is not a SELECT (``INSERT ... RETURNING``), and drivers
+    taking named parameters (psycopg) as well as positional ones (SQLite).
     """
 
-    __slots__ = ("_dialect", "_processors", "_slots", "_values", "keys", "sql")
+    __slots__ = ("_dialect", "_names", "_processors", "_slots", "_values", "keys", "sql")
 
-    def __init__(self, statement: Select[Any], dialect: Dialect, values: Mapping[str, Any], variables: tuple[str, ...] = ()):
+    def __init__(
+        self, statement: Select[Any] | Insert, dialect: Dialect, values: Mapping[str, Any], variables: tuple[str, ...] = ()
+    ):
         compiled = statement.compile(dialect=dialect)
-        if not compiled.positional:
-            raise ValueError(f"{dialect.name} does not take positional parameters")
         self._dialect = dialect
         state = compiled.construct_expanded_state(dict(values))
         self.sql: str = state.statement
+        if compiled.positional:
+            # Names in the order the driver takes the values; None: the driver takes a tuple.
+            self._names: tuple[str, ...] | None = None
+            ordered = list(zip(state.positiontup or (), state.positional_parameters, strict=True))
+        else:
+            ordered = list(state.parameters.items())
+            self._names = tuple(name for name, _ in ordered)
         processed: list[Any] = []
         # (position, variable name, bind processor) for the values given per call.
         self._slots: list[tuple[int, str, _Processor]] = []
-        for position, (name, value) in enumerate(zip(state.positiontup or (), state.positional_parameters, strict=True)):
+        for position, (name, value) in enumerate(ordered):
             bind = compiled.binds.get(name)
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect) if bind is not None else None
             processor = processor or state.processors.get(name)
@@ -76,13 +87,16 @@ class CompiledSelect:
             (position, processor) for position, processor in enumerate(processors) if processor is not None
         )
 
-    def _params(self, variables: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _params(self, variables: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         if not self._slots:
-            return self._values
-        params = list(self._values)
-        for position, name, processor in self._slots:
-            value = variables[name]
-            params[position] = processor(value) if processor is not None else value
+            params: Any = self._values
+        else:
+            params = list(self._values)
+            for position, name, processor in self._slots:
+                value = variables[name]
+                params[position] = processor(value) if processor is not None else value
+        if self._names is not None:
+            return dict(zip(self._names, params, strict=True))
         return tuple(params)
 
     def values(self, driver: Any, **variables: Any) -> list[list[Any]]:
@@ -123,8 +137,9 @@ class CompiledInsert:
 
     __slots__ = ("_columns", "_dialect", "sql")
 
-    def __init__(self, table: Table, dialect: Dialect, columns: tuple[str, ...]) -> None:
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+    def __init__(self, table: Table, dialect: Dialect, columns: tuple[str, ...], statement: Insert | None = None) -> None:
+        # ``statement``: an INSERT INTO ``table`` with clauses of its own (such as ON CONFLICT).
+        compiled = (statement if statement is not None else insert(table)).compile(dialect=dialect, column_keys=list(columns))
         if not compiled.positional or set(compiled.positiontup or ()) != set(columns):
             raise ValueError(f"cannot run INSERT INTO {table.name} positionally on {dialect.name}")
         self.sql: str = compiled.string
@@ -133,10 +148,10 @@ class CompiledInsert:
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in compiled.positiontup or ()
         )
 
-    def run(self, driver: Any, values: Mapping[str, Any]) -> None:
-        """Insert one row."""
+    def run(self, driver: Any, values: Mapping[str, Any]) -> int:
+        """Insert one row; return how many rows were inserted (0 when an ON CONFLICT clause skipped it)."""
         params = [values[name] if processor is None else processor(values[name]) for name, processor in self._columns]
-        _execute(self._dialect, driver, self.sql, params)
+        return int(_execute(self._dialect, driver, self.sql, params).rowcount)
 
 
 MAX_CACHED_SQL = 16 * 1024
@@ -177,14 +192,19 @@ CACHE_SIZE = 1024
 _CACHES: WeakKeyDictionary[Dialect, CompiledCache] = WeakKeyDictionary()
 
 
-def direct_statements(dialect: Dialect) -> CompiledCache | None:
-    """The compiled statements of ``dialect`` if it runs them directly (SQLite), else None."""
-    if dialect.name != "sqlite":
-        return None
+def compiled_statements(dialect: Dialect) -> CompiledCache:
+    """The statements compiled for ``dialect`` (on PostgreSQL, only the few its callers run on the driver)."""
     cache = _CACHES.get(dialect)
     if cache is None:
         cache = _CACHES[dialect] = CompiledCache(CACHE_SIZE)
     return cache
+
+
+def direct_statements(dialect: Dialect) -> CompiledCache | None:
+    """The compiled statements of ``dialect`` if it runs its reads and inserts directly (SQLite), else None."""
+    if dialect.name != "sqlite":
+        return None
+    return compiled_statements(dialect)
 
 
 def driver_connection(conn: Connection) -> Any:

@@ -13,6 +13,17 @@ The use cases are the same plain functions as elsewhere: they receive a unit of 
 ``with`` opens a savepoint and whose ``commit()`` releases it; the writer commits the batch.
 Waiting requests are coroutines on the event loop, so this also takes the write off the
 threadpool: the loop hands work to one thread that never competes with others for the write lock.
+
+A use case whose every refusal comes before it writes, and whose database refusals are no errors
+in the transaction (an offboard: ``INSERT ... ON CONFLICT DO NOTHING``), may run without a
+savepoint (``savepoint=False``): on PostgreSQL each savepoint and its release are a network round
+trip. Should such a member fail any other way (a database error, which on PostgreSQL spoils the
+whole transaction), the batch is rolled back and run again with every member in its own savepoint,
+so the others still stand; nothing of the first attempt was acknowledged.
+
+Sensors are woken once their action is committed. With PostgreSQL's LISTEN/NOTIFY the wake-ups
+are sent inside the batch's transaction (one statement for the batch): PostgreSQL delivers them
+when it commits and drops them if it rolls back.
 """
 
 from __future__ import annotations
@@ -27,7 +38,10 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
+from bulwark.domain.errors import MdeError
+from bulwark.notifier import Notifier, PostgresNotifier
 from bulwark.store.compiled import direct_statements, driver_connection
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
@@ -82,10 +96,13 @@ class BatchMemberUnitOfWork:
     sent as plain SQL (SQLite and PostgreSQL spell it alike) rather than compiled per member.
     """
 
-    def __init__(self, conn: Connection, repositories: _Repositories) -> None:
+    def __init__(self, conn: Connection, repositories: _Repositories, *, savepoint: bool = True) -> None:
         self.conn = conn
         # On SQLite the savepoints go straight to the driver, like the use cases' statements.
         self._driver = driver_connection(conn) if direct_statements(conn.dialect) is not None else None
+        # Without one (``GroupCommitter.run(..., savepoint=False)``) the use case itself guarantees
+        # that it fails only before writing, leaving the transaction usable.
+        self._savepoint = savepoint
         self._open = False
         self.tenants = repositories.tenants
         self.device_groups = repositories.device_groups
@@ -106,20 +123,23 @@ class BatchMemberUnitOfWork:
             self.conn.exec_driver_sql(statement)
 
     def __enter__(self) -> BatchMemberUnitOfWork:
-        self._sql(_SAVEPOINT)
+        if self._savepoint:
+            self._sql(_SAVEPOINT)
         self._open = True
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._open:
             self._open = False
-            self._sql(_ROLLBACK)
-            self._sql(_RELEASE)
+            if self._savepoint:
+                self._sql(_ROLLBACK)
+                self._sql(_RELEASE)
 
     def commit(self) -> None:
         """Keep this use case's writes in the batch (durable once the batch commits)."""
         assert self._open
-        self._sql(_RELEASE)
+        if self._savepoint:
+            self._sql(_RELEASE)
         self._open = False
 
 
@@ -129,7 +149,23 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     after_commit: Callable[[Any], None] | None = None
+    wake: Callable[[Any], str] | None = None
+    savepoint: bool = True
     outcome: tuple[bool, Any] = field(default=(False, None))
+
+
+class _SpoiledBatch(Exception):
+    """A member without a savepoint failed otherwise than by refusing before it wrote."""
+
+
+def _transaction_usable(conn: Connection) -> bool:
+    """Whether the open transaction can go on (a failed statement spoils it on PostgreSQL)."""
+    driver = driver_connection(conn)
+    if conn.dialect.name == "postgresql":
+        from psycopg.pq import TransactionStatus
+
+        return bool(driver.info.transaction_status == TransactionStatus.INTRANS)
+    return bool(driver.in_transaction)
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -153,28 +189,44 @@ _STOP = object()
 class GroupCommitter:
     """This process's writer thread for ``engine``; ``await run(work)`` returns work's own outcome."""
 
-    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, engine: Engine, *, max_batch: int = MAX_BATCH, notifier: Notifier | None = None) -> None:
         self.engine = engine
         self.max_batch = max_batch
+        # Who wakes sensors (``run(..., wake=...)``); PostgreSQL's NOTIFY is sent inside the batch.
+        self.notifier = notifier
+        self._notify_within = isinstance(notifier, PostgresNotifier) and engine.dialect.name == "postgresql"
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        # The writer thread's own connection on SQLite (``_connection``).
+        # The connection the writer thread keeps between batches (``_connection``).
         self._held: Connection | None = None
+        # Whether the batch running has asked for its commit (``_run_batch`` retries only before).
+        self._committing = False
         # How many batches and members were committed (for benchmarks and tests).
         self.batches = 0
         self.members = 0
 
-    async def run(self, work: Callable[[BatchMemberUnitOfWork], T], *, after_commit: Callable[[T], None] | None = None) -> T:
+    async def run(
+        self,
+        work: Callable[[BatchMemberUnitOfWork], T],
+        *,
+        after_commit: Callable[[T], None] | None = None,
+        wake: Callable[[T], str] | None = None,
+        savepoint: bool = True,
+    ) -> T:
         """Run ``work`` in the next batch; return its result once the batch is durable, or raise its error.
 
         ``after_commit`` runs on the writer thread after the commit, for a successful ``work``
-        only (such as waking a sensor); its failures are logged, never reported to the caller.
+        only; its failures are logged, never reported to the caller. ``wake`` names, from a
+        successful ``work``'s result, the key the notifier publishes once it is committed.
+        ``savepoint=False`` runs ``work`` without a savepoint of its own: only for a use case that
+        refuses (raises an ``MdeError``) before it writes and whose statements fail only
+        unexpectedly; any other failure has the batch run again with a savepoint for every member.
         """
         self._ensure_started()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(work, loop, future, after_commit))
+        self._queue.put(_Job(work, loop, future, after_commit, wake, savepoint))
         return await future
 
     def stop(self, timeout: float = 10) -> None:
@@ -218,15 +270,14 @@ class GroupCommitter:
                 return
 
     def _connection(self) -> Connection:
-        """The connection for the next batch.
+        """The connection for the next batch: the writer keeps one for as long as it runs.
 
-        On SQLite the writer keeps one for as long as it runs: SQLite drops a connection's page
-        cache whenever another connection changed the file, so a pooled connection taken per
-        batch would read the tables' pages again on every batch. Elsewhere each batch takes one
-        from the pool (which checks it is alive).
+        On SQLite, because SQLite drops a connection's page cache whenever another connection
+        changed the file: a pooled connection taken per batch would read the tables' pages again
+        on every batch. On PostgreSQL, because the pool checks a connection is alive as it hands it
+        out, a round trip per batch; a kept connection found dead before its batch commits is
+        replaced and the batch run again (``_run_batch``).
         """
-        if self.engine.dialect.name != "sqlite":
-            return self.engine.connect()
         if self._held is None:
             self._held = self.engine.connect()
             self._held.execution_options(**{WRITE_OPTION: True})
@@ -245,16 +296,27 @@ class GroupCommitter:
         failed = True
         try:
             with write_lock(self.engine):
-                conn = self._connection()
-                conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    repositories = _Repositories(conn)
-                    for job in batch:
+                for last_try in (False, True):
+                    conn = self._connection()
+                    conn.execution_options(**{WRITE_OPTION: True})
+                    self._committing = False
+                    try:
                         try:
-                            job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories)))
-                        except Exception as error:
-                            # The member's savepoint is already rolled back by its ``with``.
-                            job.outcome = (False, error)
+                            self._run_members(conn, batch, savepoints=False)
+                        except _SpoiledBatch:
+                            # Rolled back, nothing acknowledged: again, with every member in its own savepoint.
+                            log.debug("a member without a savepoint failed; the batch of %d runs again", len(batch))
+                            self._committing = False
+                            self._run_members(conn, batch, savepoints=True)
+                        break
+                    except DBAPIError as error:
+                        if last_try or self._committing or not (error.connection_invalidated or conn.invalidated):
+                            raise
+                    # The kept connection was lost before the batch asked for its commit, so nothing
+                    # of the batch can be durable: it runs again on a new connection.
+                    log.warning("the writer's database connection was lost; the batch of %d runs again", len(batch))
+                    self._release(conn, failed=True)
+                    conn = None
                 # Committed: every member that succeeded is durable.
             failed = False
             self.batches += 1
@@ -274,8 +336,42 @@ class GroupCommitter:
             loop.call_soon_threadsafe(_settle_all, outcomes)
         for job in batch:
             ok, value = job.outcome
-            if ok and job.after_commit is not None:
-                try:
+            if not ok:
+                continue
+            try:
+                if job.wake is not None and self.notifier is not None and not self._notify_within:
+                    self.notifier.publish(job.wake(value))
+                if job.after_commit is not None:
                     job.after_commit(value)
-                except Exception:
-                    log.exception("after-commit step failed")
+            except Exception:
+                log.exception("after-commit step failed")
+
+    def _run_members(self, conn: Connection, batch: list[_Job], *, savepoints: bool) -> None:
+        """Run the batch's members in one transaction and commit it; each member's outcome in ``job.outcome``.
+
+        ``savepoints`` gives every member a savepoint, whatever it asked for. Raises _SpoiledBatch,
+        the transaction rolled back, when a member without one failed otherwise than by refusing.
+        """
+        with conn.begin():
+            repositories = _Repositories(conn)
+            for job in batch:
+                own = savepoints or job.savepoint
+                try:
+                    job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories, savepoint=own)))
+                except Exception as error:
+                    if isinstance(error, DBAPIError) and (error.connection_invalidated or conn.invalidated):
+                        # The connection is lost, and the whole transaction with it.
+                        raise
+                    # With a savepoint, the member's ``with`` has rolled it back already; without
+                    # one, a refusal wrote nothing (the use case's promise) and left the
+                    # transaction usable (checked).
+                    if not own and not (isinstance(error, MdeError) and _transaction_usable(conn)):
+                        raise _SpoiledBatch() from error
+                    job.outcome = (False, error)
+            if self._notify_within:
+                keys = [job.wake(job.outcome[1]) for job in batch if job.wake is not None and job.outcome[0]]
+                if keys:
+                    assert isinstance(self.notifier, PostgresNotifier)
+                    self.notifier.publish_within(conn, keys)
+            # Leaving the block commits: from here a lost connection may have committed or not.
+            self._committing = True

@@ -23,9 +23,11 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import BindParameter
 
@@ -33,9 +35,17 @@ from bulwark.domain.access import Principal
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, transition_sources
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
-from bulwark.store.compiled import CompiledCache, CompiledInsert, CompiledSelect, direct_statements, driver_connection
+from bulwark.store.compiled import (
+    CompiledCache,
+    CompiledInsert,
+    CompiledSelect,
+    compiled_statements,
+    direct_statements,
+    driver_connection,
+)
 from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import (
+    ACTIVE_ACTION,
     audit_events,
     device_groups,
     machine_actions,
@@ -213,7 +223,7 @@ def _machines_of_values(keys: tuple[str, ...], rows: Sequence[Sequence[Any]], ta
 
 
 class DirectMachineReads:
-    """A visible machine by id or DNS name, straight on SQLite's driver."""
+    """A visible machine by id or DNS name, straight on the driver (SQLite's; psycopg's for ``get``)."""
 
     def __init__(self, direct: CompiledCache, dialect: Dialect, driver: Any) -> None:
         self._direct, self._dialect, self._driver = direct, dialect, driver
@@ -372,6 +382,13 @@ class MachineRepository:
         direct = direct_statements(self.conn.dialect)
         return None if direct is None else DirectMachineReads(direct, self.conn.dialect, driver_connection(self.conn))
 
+    def _direct_by_id(self) -> DirectMachineReads | None:
+        """Reads of a machine by id on the driver: on SQLite, and on PostgreSQL (the offboard's read)."""
+        dialect = self.conn.dialect
+        if dialect.name not in ("sqlite", "postgresql"):
+            return None
+        return DirectMachineReads(compiled_statements(dialect), dialect, driver_connection(self.conn))
+
     def hydrate(self, rows: Sequence[Any], *, with_tags: bool = True) -> list[Machine]:
         """Machines from rows of ``select_with_group``, with their tags (one query per 1,000 machines)."""
         if not rows:
@@ -407,7 +424,7 @@ class MachineRepository:
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
-        direct = self._direct()
+        direct = self._direct_by_id()
         if direct is not None:
             return direct.get(principal, machine_id, with_tags=with_tags)
         params = _visibility_params(principal)
@@ -509,6 +526,52 @@ class MachineRepository:
 
 _INSERT_ACTION = insert(machine_actions)
 _INSERT_AUDIT = insert(audit_events)
+_ACTION_COLUMNS = (*_ACTION_FIELDS, "requestor_id")
+# The audit event's columns, in the table's order, but its id (the database numbers it).
+_EVENT_COLUMNS = tuple(c.name for c in audit_events.columns if c.name != "id")
+
+
+def _refuse_second_active(statement: Any) -> Any:
+    """``statement`` (a dialect's INSERT INTO machine_actions) with ``ON CONFLICT DO NOTHING`` on the one-active-action index.
+
+    A row the index refuses is then skipped, not an error: the transaction stays usable without a
+    savepoint, and the caller learns of it from the row count (or the rows returned). Any other
+    violation (such as of the primary key) is still an error.
+    """
+    return statement.on_conflict_do_nothing(
+        index_elements=[machine_actions.c.machine_id, machine_actions.c.type], index_where=text(ACTIVE_ACTION)
+    )
+
+
+@functools.cache
+def _action_with_event_postgresql() -> Any:
+    """One statement inserting an action and, only if the action was inserted, its audit event.
+
+    ``WITH created AS (INSERT INTO machine_actions ... ON CONFLICT ... DO NOTHING RETURNING id)
+    INSERT INTO audit_events (...) SELECT ..., created.id FROM created RETURNING id``: no row back
+    means the one-active-action index refused the action, and then nothing was written. The
+    parameters are ``a_<column>`` for the action and ``e_<column>`` for the event, each bound
+    through its column's type as a plain INSERT binds it; psycopg's dialect sends each with its
+    type (``%(e_details)s::JSON``), so the SELECT's values need no CAST of their own (a CAST to
+    ``VARCHAR(n)`` would silently cut an over-long value that the INSERT refuses).
+    """
+    created = (
+        _refuse_second_active(
+            postgresql.insert(machine_actions).values(
+                {name: bindparam(f"a_{name}", type_=machine_actions.c[name].type) for name in _ACTION_COLUMNS}
+            )
+        )
+        .returning(machine_actions.c.id)
+        .cte("created")
+    )
+    event = [
+        created.c.id if name == "machine_action_id" else bindparam(f"e_{name}", type_=audit_events.c[name].type)
+        for name in _EVENT_COLUMNS
+    ]
+    return insert(audit_events).from_select(list(_EVENT_COLUMNS), select(*event)).returning(audit_events.c.id)
+
+
+_INSERT_ACTIVE_ACTION_SQLITE = _refuse_second_active(sqlite.insert(machine_actions))
 
 
 def _insert(conn: Connection, table: Table, statement: Any, values: dict[str, Any]) -> None:
@@ -561,6 +624,44 @@ class MachineActionRepository:
             if _is_one_active_violation(exc):
                 raise ActiveRequestAlreadyExists() from exc
             raise
+
+    def add_with_event(self, action: MachineAction, event: dict[str, Any], *, requestor_id: str | None = None) -> None:
+        """Insert ``action`` and its audit ``event`` (the columns of ``AuditRepository.append``), or neither.
+
+        Raises ActiveRequestAlreadyExists, having written nothing, when an action of the same type is
+        already active on the machine. Unlike ``add``, that refusal is no error in the database (the
+        insert skips the row the one-active-action index refuses), so the transaction stays usable
+        and the caller needs no savepoint to go on. On PostgreSQL both rows are written by one
+        statement (one round trip); on SQLite by two. Either way compiled once and run on the driver.
+        """
+        if event.get("machine_action_id") != action.id:
+            raise ValueError("the audit event must name the action it records")
+        values = {k: getattr(action, k) for k in _ACTION_FIELDS}
+        values["type"] = action.type.value
+        values["status"] = action.status.value
+        values["requestor_id"] = requestor_id
+        dialect = self.conn.dialect
+        if dialect.name == "postgresql":
+            params = {f"a_{name}": values[name] for name in _ACTION_COLUMNS}
+            params.update({f"e_{name}": event.get(name) for name in _EVENT_COLUMNS if name != "machine_action_id"})
+            compiled = compiled_statements(dialect).get(
+                "action_with_event",
+                lambda: CompiledSelect(_action_with_event_postgresql(), dialect, dict.fromkeys(params), tuple(params)),
+            )
+            if compiled.first(driver_connection(self.conn), **params) is None:
+                raise ActiveRequestAlreadyExists()
+            return
+        direct = direct_statements(self.conn.dialect)
+        if direct is None:
+            raise NotImplementedError(f"add_with_event on {self.conn.dialect.name}")
+        driver = driver_connection(self.conn)
+        insert_active = direct.get(
+            ("insert-active", machine_actions.name, _ACTION_COLUMNS),
+            lambda: CompiledInsert(machine_actions, self.conn.dialect, _ACTION_COLUMNS, _INSERT_ACTIVE_ACTION_SQLITE),
+        )
+        if insert_active.run(driver, values) != 1:
+            raise ActiveRequestAlreadyExists()
+        _insert(self.conn, audit_events, _INSERT_AUDIT, event)
 
     def get(self, tenant_id: str, action_id: str) -> MachineAction | None:
         """The action with ``action_id`` in ``tenant_id``, or None."""

@@ -121,7 +121,8 @@ machine_tags = Table(
     Index("ix_machine_tags_tag", "tag"),
 )
 
-_ACTIVE = "status IN ('Pending', 'InProgress')"
+# The statuses of an active action (the one-active-action index's condition).
+ACTIVE_ACTION = "status IN ('Pending', 'InProgress')"
 
 machine_actions = Table(
     "machine_actions",
@@ -164,8 +165,8 @@ machine_actions = Table(
         "machine_id",
         "type",
         unique=True,
-        sqlite_where=text(_ACTIVE),
-        postgresql_where=text(_ACTIVE),
+        sqlite_where=text(ACTIVE_ACTION),
+        postgresql_where=text(ACTIVE_ACTION),
     ),
 )
 
