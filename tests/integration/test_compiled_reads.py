@@ -22,7 +22,7 @@ from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.queries import list_actions, list_machines
 from bulwark.store.repositories import MachineRepository, _visible_action_by_id, _visible_machine_by_id
 from bulwark.store.tables import machine_actions, machines
-from bulwark.store.uow import SqlUnitOfWorkFactory
+from bulwark.store.uow import SqlitePointReads, SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
 
 OTHER_TENANT = "0d9c1a3e-1111-4c7a-9d55-0b6a3c1e8f10"
@@ -323,3 +323,44 @@ def test_a_refused_duplicate_is_told_apart_from_other_integrity_errors(engine: E
     unknown_machine = dataclasses.replace(duplicate, id="00000000-0000-0000-0000-0000000000d2", machine_id="f" * 40)
     with factory() as uow, pytest.raises(IntegrityError):
         uow.actions.add(unknown_machine)
+
+
+def test_a_sensors_poll_reads_equal_sqlalchemys(engine: Engine, fleet: dict[str, int]) -> None:
+    factory = SqlUnitOfWorkFactory(engine)
+    with factory() as uow:
+        for index, credential in ((1, "h-current"), (3, "h-superseded")):
+            uow.sensors.add(
+                sensor_id=f"sensor-{index}",
+                tenant_id=TENANT,
+                machine_id=f"{index:040x}",
+                credential_hash=credential,
+                generation=1,
+                enrolled_at=WHEN,
+                proof_hash=f"p-{index}",
+            )
+        uow.sensors.supersede(f"{3:040x}", WHEN)
+        uow.commit()
+    reads = SqlitePointReads(engine)
+    try:
+        with factory(write=False) as uow, reads() as direct:
+            for credential in ("h-current", "h-superseded", "h-unknown"):
+                assert direct.sensors.by_credential_hash(credential) == uow.sensors.by_credential_hash(credential)
+            assert direct.sensors.by_credential_hash("h-current") is not None
+            found = 0
+            for index in (1, 2, 3, 4, 5):
+                machine_id = f"{index:040x}"
+                for tenant in (TENANT, OTHER_TENANT):
+                    expected = uow.machines.get_in_tenant(tenant, machine_id, lock=False)
+                    assert direct.machines.get_in_tenant(tenant, machine_id, lock=False) == expected
+                    found += expected is not None
+                    untagged = uow.machines.get_in_tenant(tenant, machine_id, lock=False, with_tags=False)
+                    assert direct.machines.get_in_tenant(tenant, machine_id, lock=False, with_tags=False) == untagged
+                    assert untagged == (None if expected is None else dataclasses.replace(expected, machine_tags=[]))
+                for limit in (1, 10):
+                    assert direct.actions.pending_for_machine(machine_id, limit) == uow.actions.pending_for_machine(
+                        machine_id, limit
+                    )
+            assert found == 4
+            assert [a.id for a in direct.actions.pending_for_machine(f"{1:040x}", 1)] == ["00000000-0000-0000-0000-000000000001"]
+    finally:
+        reads.close()

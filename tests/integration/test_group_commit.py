@@ -14,10 +14,19 @@ from sqlalchemy.exc import DBAPIError
 from bulwark.clock import FrozenClock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource
-from bulwark.domain.errors import ActiveRequestAlreadyExists, ResourceNotFound
+from bulwark.domain.errors import ActiveRequestAlreadyExists, ResourceNotFound, Unauthorized
+from bulwark.domain.sensors import DeviceProperties
 from bulwark.ids import new_uuid
 from bulwark.service.audit_trail import RequestContext, audit_values
 from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, request_offboard
+from bulwark.service.sensors import (
+    DeviceAlreadyEnrolled,
+    Enrolment,
+    EnrolSensor,
+    authenticate_sensor,
+    enrol_sensor,
+    issue_onboarding_package,
+)
 from bulwark.store.group_commit import GroupCommitter
 from bulwark.store.tables import audit_events, machine_actions
 from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
@@ -408,3 +417,50 @@ def test_a_connection_lost_between_batches_loses_no_write(postgres_database: str
         assert _audited(uow_factory) == sorted(a.id for a in done)
     finally:
         engine.dispose()
+
+
+def test_enrolments_share_batches_and_a_refused_one_changes_nothing(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    seed(uow_factory, [])
+    package = issue_onboarding_package(TENANT, "https://bulwark.example", None, uow_factory(), clock)
+    writer = GroupCommitter(uow_factory.engine)
+    gate = threading.Event()
+
+    def held(uow):
+        gate.wait(10)
+        return "first"
+
+    def enrol(identity: str, key: str = package["onboardingKey"]):
+        properties = DeviceProperties(computer_dns_name=f"{identity}.contoso.com", os_platform="Windows11")
+        command = EnrolSensor(TENANT, key, identity, properties)
+        return lambda uow: enrol_sensor(command, uow, clock, client_ip="10.0.0.1")
+
+    async def scenario():
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)
+        jobs = [writer.run(enrol(f"device-{i}")) for i in range(10)]
+        # The same identity again without the device's proof, and a key that is no package's.
+        jobs.append(writer.run(enrol("device-0")))
+        jobs.append(writer.run(enrol("device-x", key="bwo_not-a-key")))
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        _, outcomes = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    enrolled, again, unknown = outcomes[:10], outcomes[10], outcomes[11]
+    assert all(isinstance(e, Enrolment) for e in enrolled), enrolled
+    assert isinstance(again, DeviceAlreadyEnrolled)
+    assert isinstance(unknown, Unauthorized)
+    assert writer.members == 13 and writer.batches <= 3
+    # Each acknowledged enrolment is stored: its credential works, its machine is in the inventory.
+    for enrolment in enrolled:
+        assert isinstance(enrolment, Enrolment)
+        identity = authenticate_sensor(enrolment.credential, uow_factory(write=False))
+        assert identity.machine_id == enrolment.sensor.machine_id and identity.generation == 1
+    with uow_factory(write=False) as uow:
+        assert uow.machines.count(TENANT) == 10
+        events = [e for e in uow.audit.list(tenant_id=TENANT, limit=1000) if e["action"] == "sensor.enrolled"]
+    assert sorted(e["machine_id"] for e in events) == sorted(e.sensor.machine_id for e in enrolled if isinstance(e, Enrolment))

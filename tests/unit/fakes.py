@@ -113,7 +113,7 @@ class FakeMachines(_Repository):
         ]
         return self._copy(max(found, key=lambda m: m.last_seen)) if found else None
 
-    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True) -> Machine | None:
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
         machine = self.db.machines.get(machine_id)
         return self._copy(machine) if machine and machine.tenant_id == tenant_id else None
 

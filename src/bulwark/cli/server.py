@@ -155,9 +155,10 @@ def serve(
         if demo_sensors is not None:
             demo_sensors.stop()
     else:
-        from bulwark.api.app import create_app
+        from bulwark.api.app import create_app, freeze_startup_heap
 
         app = create_app(settings)
+        freeze_startup_heap()
         config = uvicorn.Config(
             app,
             host=settings.host,

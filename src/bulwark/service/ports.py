@@ -66,8 +66,8 @@ class MachineRepository(Protocol):
         """A visible machine by computer DNS name, case-insensitively."""
         ...
 
-    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True) -> Machine | None:
-        """The machine regardless of device groups (the device side has no user)."""
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
+        """The machine regardless of device groups (the device side has no user); without its tags if asked."""
         ...
 
     def add_many(self, items: Iterable[Machine]) -> None: ...

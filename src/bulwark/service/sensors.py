@@ -377,7 +377,7 @@ def has_waiting_action(sensor: SensorIdentity, uow: UnitOfWork) -> bool:
     Raises SensorOffboarded once the machine is offboarded (the device should have stopped).
     """
     with uow:
-        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id, lock=False)
+        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id, lock=False, with_tags=False)
         if machine is None:
             raise Unauthorized()
         if machine.offboarded_at is not None:
@@ -391,7 +391,7 @@ def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> 
     The claim is a guarded transition: against a racing cancel or a second sensor exactly one wins.
     """
     with uow:
-        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id)
+        machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id, with_tags=False)
         if machine is None or not uow.sensors.is_current(sensor.sensor_id):
             raise Unauthorized()
         if machine.offboarded_at is not None:

@@ -244,6 +244,16 @@ class DirectMachineReads:
         )
         return self._machine(row, with_tags)
 
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
+        """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices (SQLite locks no rows)."""
+        compiled = self._direct.get(
+            "machine_in_tenant",
+            lambda: CompiledSelect(
+                _MACHINE_IN_TENANT, self._dialect, {"machine_id": "", "tenant_id": ""}, ("machine_id", "tenant_id")
+            ),
+        )
+        return self._machine(compiled.first(self._driver, machine_id=machine_id, tenant_id=tenant_id), with_tags)
+
     def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
         """The visible machine whose DNS name is ``dns_name`` (case-insensitive), most recently seen first."""
         statement = _visible_machine_by_dns_name(_visibility_shape(principal))
@@ -273,6 +283,48 @@ class DirectActionReads:
             self._direct, self._dialect, self._driver, "action_by_id", statement, principal, "action_id", action_id
         )
         return action_from_row(row) if row else None
+
+    def pending_for_machine(self, machine_id: str, limit: int = 10) -> list[MachineAction]:
+        """The machine's Pending actions, oldest first (the order a sensor carries them out in)."""
+        compiled = self._direct.get(
+            ("pending_of_machine", limit),
+            lambda: CompiledSelect(_pending_of_machine(limit), self._dialect, {"machine_id": ""}, ("machine_id",)),
+        )
+        return [action_from_row(row) for row in compiled.rows(self._driver, machine_id=machine_id)]
+
+
+# A device's own reads on its long poll: its credential, its machine, whether an action waits.
+_SENSOR_BY_CREDENTIAL = select(sensors).where(
+    sensors.c.credential_hash == bindparam("credential_hash"), sensors.c.superseded_at.is_(None)
+)
+_MACHINE_IN_TENANT = _select_with_group().where(
+    machines.c.id == bindparam("machine_id"), machines.c.tenant_id == bindparam("tenant_id")
+)
+
+
+@functools.cache
+def _pending_of_machine(limit: int) -> Select[Any]:
+    return (
+        select(machine_actions)
+        .where(machine_actions.c.machine_id == bindparam("machine_id"), machine_actions.c.status == ActionStatus.PENDING.value)
+        .order_by(machine_actions.c.creation_date_time_utc, machine_actions.c.id)
+        .limit(limit)
+    )
+
+
+class DirectSensorReads:
+    """A sensor by its credential, straight on SQLite's driver."""
+
+    def __init__(self, direct: CompiledCache, dialect: Dialect, driver: Any) -> None:
+        self._direct, self._dialect, self._driver = direct, dialect, driver
+
+    def by_credential_hash(self, credential_hash: str) -> dict[str, Any] | None:
+        """The current (not superseded) sensor with this credential, or None."""
+        compiled = self._direct.get(
+            "sensor_by_credential",
+            lambda: CompiledSelect(_SENSOR_BY_CREDENTIAL, self._dialect, {"credential_hash": ""}, ("credential_hash",)),
+        )
+        return compiled.first(self._driver, credential_hash=credential_hash)
 
 
 class TenantRepository:
@@ -422,16 +474,17 @@ class MachineRepository:
         if rows:
             self.conn.execute(insert(machine_tags), rows)
 
-    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True) -> Machine | None:
+    def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices, not users.
 
-        ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers.
+        ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers;
+        without ``with_tags`` its tags are left empty (one query fewer).
         """
         stmt = self.select_with_group().where(machines.c.id == machine_id, machines.c.tenant_id == tenant_id)
         if lock and self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=machines)
         row = self.conn.execute(stmt).mappings().first()
-        return self.hydrate([row])[0] if row else None
+        return self.hydrate([row], with_tags=with_tags)[0] if row else None
 
     def mark_inactive_offboarded_before(self, cutoff: datetime) -> int:
         """Turn machines offboarded at or before ``cutoff`` Inactive; return how many changed."""

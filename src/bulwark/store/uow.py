@@ -21,6 +21,7 @@ from bulwark.store.repositories import (
     DeviceGroupRepository,
     DirectActionReads,
     DirectMachineReads,
+    DirectSensorReads,
     MachineActionRepository,
     MachineRepository,
     OnboardingPackageRepository,
@@ -104,12 +105,13 @@ class SqlUnitOfWorkFactory:
 
 
 class PointReadUnitOfWork:
-    """Reads of single rows by key (an action, a machine) on one driver connection, in one read transaction."""
+    """Reads of single rows by key (an action, a machine, a sensor) on one driver connection, in one read transaction."""
 
     def __init__(self, direct: CompiledCache, engine: Engine, driver: Any) -> None:
         self._driver = driver
         self.actions = DirectActionReads(direct, engine.dialect, driver)
         self.machines = DirectMachineReads(direct, engine.dialect, driver)
+        self.sensors = DirectSensorReads(direct, engine.dialect, driver)
 
     def __enter__(self) -> PointReadUnitOfWork:
         # One snapshot for the few statements of a read (a machine and its tags), as any unit of work has.
