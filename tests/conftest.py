@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bulwark.clock import FrozenClock
@@ -86,6 +86,17 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "bulwark.db"
     upgrade_database(f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_template: Path, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on a fresh, migrated SQLite file of this test's own (a copy of the template)."""
+    path = tmp_path / "bulwark.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    upgrade_database(f"sqlite:///{path}")
+    engine = create_db_engine(f"sqlite:///{path}", pool_size=2)
+    yield engine
+    engine.dispose()
 
 
 def _truncate(url: str) -> None:

@@ -4,9 +4,7 @@ never serve one caller's view of the fleet to another."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -18,7 +16,7 @@ from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.odata import MACHINE_ACTION_SPEC, MACHINE_SPEC, parse_query
 from bulwark.store import queries, repositories
 from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements, driver_connection
-from bulwark.store.db import create_db_engine, upgrade_database
+from bulwark.store.db import create_db_engine
 from bulwark.store.queries import list_actions, list_machines
 from bulwark.store.repositories import MachineRepository, _visible_action_by_id, _visible_machine_by_id
 from bulwark.store.tables import machine_actions, machines
@@ -30,13 +28,8 @@ WHEN = datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(sqlite_template: Path, tmp_path: Path) -> Iterator[Engine]:
-    path = tmp_path / "bulwark.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    upgrade_database(f"sqlite:///{path}")
-    engine = create_db_engine(f"sqlite:///{path}", pool_size=2)
-    yield engine
-    engine.dispose()
+def engine(sqlite_engine: Engine) -> Engine:
+    return sqlite_engine
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ the built machines gives: every field, nulls, tags, unicode, odd timestamps and 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,7 +22,6 @@ from bulwark.api.wire import (
 )
 from bulwark.domain.access import Principal, PrincipalKind
 from bulwark.odata import MACHINE_SPEC, StoredMachines, parse_query
-from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.queries import list_machines, list_stored_machines
 from bulwark.store.tables import machines
 from bulwark.store.uow import SqlUnitOfWorkFactory
@@ -34,13 +32,8 @@ BASE = datetime(2026, 3, 1, 9, 30, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(sqlite_template: Path, tmp_path: Path) -> Iterator[Engine]:
-    path = tmp_path / "bulwark.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    upgrade_database(f"sqlite:///{path}")
-    engine = create_db_engine(f"sqlite:///{path}", pool_size=2)
-    yield engine
-    engine.dispose()
+def engine(sqlite_engine: Engine) -> Engine:
+    return sqlite_engine
 
 
 @pytest.fixture
