@@ -18,7 +18,7 @@ from bulwark.store import queries, repositories
 from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements, driver_connection
 from bulwark.store.db import create_db_engine
 from bulwark.store.queries import list_actions, list_machines
-from bulwark.store.repositories import MachineRepository, _visible_action_by_id, _visible_machine_by_id
+from bulwark.store.repositories import MachineRepository, _visible_action_by_id, _visible_machine_by_id, action_from_row
 from bulwark.store.tables import machine_actions, machines
 from bulwark.store.uow import SqlitePointReads, SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
@@ -88,7 +88,7 @@ def test_rows_equal_sqlalchemys_for_every_column_type(engine: Engine, fleet: dic
 
 @pytest.mark.postgres
 def test_rows_read_on_psycopg_equal_sqlalchemys(postgres_database: str) -> None:
-    """PostgreSQL runs the machine read by id (the offboard's) compiled on psycopg: the same rows."""
+    """PostgreSQL runs the reads by id of a machine (the offboard's) and of an action compiled on psycopg: the same rows."""
     from tests.conftest import _truncate
 
     _truncate(postgres_database)
@@ -114,6 +114,23 @@ def test_rows_read_on_psycopg_equal_sqlalchemys(postgres_database: str) -> None:
                         )
                         expected = None if row is None else uow.machines.hydrate([row])[0]
                     assert got == expected
+            # GET /api/machineactions/{id} reads the same way.
+            for principal in (APP, restricted, OTHER_APP):
+                for index in (1, 2, 3, 9):
+                    action_id = f"00000000-0000-0000-0000-00000000000{index}"
+                    got_action = uow.actions.get_visible(principal, action_id)
+                    with postgres.connect() as conn:
+                        row = (
+                            conn.execute(
+                                _visible_action_by_id(repositories._visibility_shape(principal)),
+                                {**repositories._visibility_params(principal), "action_id": action_id},
+                            )
+                            .mappings()
+                            .first()
+                        )
+                    assert got_action == (None if row is None else action_from_row(row))
+            assert uow.actions.get_visible(APP, "00000000-0000-0000-0000-000000000001") is not None
+            assert uow.actions.get_visible(restricted, "00000000-0000-0000-0000-000000000002") is None
     finally:
         postgres.dispose()
 

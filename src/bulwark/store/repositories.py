@@ -271,7 +271,7 @@ class DirectMachineReads:
 
 
 class DirectActionReads:
-    """A visible action by id, straight on SQLite's driver."""
+    """A visible action by id (SQLite and PostgreSQL) and a machine's pending actions (SQLite), straight on the driver."""
 
     def __init__(self, direct: CompiledCache, dialect: Dialect, driver: Any) -> None:
         self._direct, self._dialect, self._driver = direct, dialect, driver
@@ -676,10 +676,11 @@ class MachineActionRepository:
         return action_from_row(row) if row else None
 
     def get_visible(self, principal: Principal, action_id: str) -> MachineAction | None:
-        """The action if ``principal`` may see its machine."""
-        direct = direct_statements(self.conn.dialect)
-        if direct is not None:
-            return DirectActionReads(direct, self.conn.dialect, driver_connection(self.conn)).get_visible(principal, action_id)
+        """The action if ``principal`` may see its machine (on the driver on SQLite and PostgreSQL, as machines by id)."""
+        dialect = self.conn.dialect
+        if dialect.name in ("sqlite", "postgresql"):
+            reads = DirectActionReads(compiled_statements(dialect), dialect, driver_connection(self.conn))
+            return reads.get_visible(principal, action_id)
         params = _visibility_params(principal)
         params["action_id"] = action_id
         row = self.conn.execute(_visible_action_by_id(_visibility_shape(principal)), params).mappings().first()
