@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -78,6 +79,9 @@ class Runtime:
     control: ControlPlane | None = None
     # Set at shutdown so that long polls answer at once (``stop_long_polls``).
     stopping: threading.Event = field(default_factory=threading.Event)
+    # The threads that build list pages of machines (``Settings.list_threads``), apart from the
+    # threadpool: on SQLite one thread, since pages are CPU work and threads would only trade the GIL.
+    lists: ThreadPoolExecutor | None = None
 
 
 def build_engine(settings: Settings, *, pool_size: int | None = None) -> Engine:
@@ -264,7 +268,14 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         writer=GroupCommitter(engine, notifier=notifier),
         point_reads=_point_reads(engine),
         control=control,
+        lists=ThreadPoolExecutor(_list_threads(settings, engine), thread_name_prefix="bulwark-lists"),
     )
+
+
+def _list_threads(settings: Settings, engine: Engine) -> int:
+    if settings.list_threads is not None:
+        return settings.list_threads
+    return 1 if engine.dialect.name == "sqlite" else settings.threadpool_size
 
 
 def start_runtime(runtime: Runtime) -> None:
@@ -304,6 +315,8 @@ def stop_long_polls(runtime: Runtime) -> None:
 def close_runtime(runtime: Runtime) -> None:
     """Release what ``build_runtime`` opened."""
     runtime.writer.stop()
+    if runtime.lists is not None:
+        runtime.lists.shutdown(wait=True, cancel_futures=True)
     close_point_reads = getattr(runtime.point_reads, "close", None)
     if close_point_reads is not None:
         close_point_reads()

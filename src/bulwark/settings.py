@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     threadpool_size: int = Field(
         default=4, ge=1, description="Threads per process for blocking work (database calls); more only queue for the GIL."
     )
+    list_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Threads that build list pages of machines. Unset: one on SQLite (a page is CPU work in this process, "
+            "and more threads only share the GIL), the threadpool's size on PostgreSQL (a page waits on the network)."
+        ),
+    )
     public_base_url: str | None = Field(
         default=None, description="Base URL clients use (for @odata.context and the token issuer)."
     )

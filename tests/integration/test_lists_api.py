@@ -248,3 +248,26 @@ def test_a_skiptoken_value_is_only_ever_a_value(client: TestClient) -> None:
     sneaky = "0' OR '1'='1"
     body = client.get(f"/api/machines?$top={FLEET}&$select=id&$skiptoken={_token('machines.v1', sneaky)}").json()
     assert [m["id"] for m in body["value"]] == [i for i in everything if i > sneaky]
+
+
+@pytest.mark.parametrize("threads", [None, 3])
+def test_list_pages_asked_at_once_answer_as_one_after_another(
+    threads: int | None, settings: Settings, clock: FrozenClock, fleet: list[int], uow_factory: SqlUnitOfWorkFactory
+) -> None:
+    """Pages are built on the list threads (one on SQLite unless set): many at once change no page."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    configured = settings.model_copy(update={"rate_limit_enabled": False, "list_threads": threads})
+    urls = [
+        "/api/machines?$top=7&$orderby=computerDnsName",
+        "/api/machines?$filter=healthStatus ne 'Active' and startswith(computerDnsName,'fin')&$count=true",
+        "/api/machines?$top=50&$skip=40&$select=id,osPlatform",
+        "/api/v1.0/machines?$filter=osPlatform eq 'macOS'&$top=5",
+    ]
+    with TestClient(create_app(configured, clock=clock)) as client:
+        client.headers.update(auth_headers(client, uow_factory))
+        one_by_one = [(r.status_code, r.json()) for r in (client.get(url) for url in urls)]
+        assert all(status == 200 for status, _ in one_by_one)
+        with ThreadPoolExecutor(16) as pool:
+            at_once = list(pool.map(lambda url: client.get(url), urls * 8))
+    assert [(r.status_code, r.json()) for r in at_once] == one_by_one * 8

@@ -16,6 +16,9 @@ this does not recognise (another method, ``HEAD``, an unexpected shape) goes to 
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -56,8 +59,13 @@ async def _get_machine(request: Request, runtime: Runtime, principal: Principal,
 
 
 async def _list_machines(request: Request, runtime: Runtime, principal: Principal, id: str) -> Response:
-    # A list may scan: it runs in the threadpool, as the router would run it.
-    return await run_in_threadpool(machines.read_machines, request, runtime, principal)
+    # A list may scan: it runs off the event loop, on the list threads (one on SQLite, where several
+    # threads building pages at once only trade the GIL: measured, a third less CPU a page).
+    if runtime.lists is None:
+        return await run_in_threadpool(machines.read_machines, request, runtime, principal)
+    # With this request's context (request id, log fields), as the threadpool would pass it.
+    work = functools.partial(contextvars.copy_context().run, machines.read_machines, request, runtime, principal)
+    return await asyncio.get_running_loop().run_in_executor(runtime.lists, work)
 
 
 # (method, path below the prefix with None for {id}, the route's operation id, what serves it)
