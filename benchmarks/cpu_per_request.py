@@ -33,7 +33,7 @@ from sqlalchemy import create_engine, make_url, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import seed_machines
-from run import LIST_QUERY, WRK_DIR, free_port, scratch_postgres, token, wait_until_healthy
+from run import LIST_QUERY, WRK_DIR, Server, scratch_postgres, token
 
 from bulwark.store.db import create_db_engine, upgrade_database
 from bulwark.store.tables import machine_actions
@@ -73,34 +73,6 @@ def thread_seconds(pid: int) -> dict[str, float]:
         seconds[f"{which} user"] += user
         seconds[f"{which} system"] += system
     return seconds
-
-
-class Server:
-    """``bulwark serve --demo`` on one worker, rate limits off, with ``python``."""
-
-    def __init__(self, python: str, url: str, data_dir: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "BULWARK_DATABASE_URL": url,
-            "BULWARK_RATE_LIMIT_ENABLED": "false",
-            "BULWARK_LOG_LEVEL": "WARNING",
-            "BULWARK_CONTROL_API": "false",
-        }
-        self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (open while the process runs)
-        command = [python, "-m", "bulwark.cli", "serve", "--demo", "--data-dir", str(data_dir), "--port", str(self.port)]
-        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        if not wait_until_healthy(self.base, 90):
-            raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def run_wrk(base: str, script: str, args: argparse.Namespace, seconds: float, **env: str) -> dict:
@@ -225,7 +197,7 @@ def main() -> None:
     ids = seed_machines(url, args.machines)
     ids_file = directory / "machine-ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
-    server = Server(args.server_python, url, directory)
+    server = Server(url, directory, 1, None, python=args.server_python)
     backends = DatabaseBackends(url) if args.storage == "postgres" else None
     results: dict[str, dict] = {}
     try:

@@ -113,7 +113,7 @@ class Prism:
 class Server:
     """`bulwark serve` in its own process group, with rate limits off."""
 
-    def __init__(self, url: str, data_dir: Path, workers: int, redis_url: str | None) -> None:
+    def __init__(self, url: str, data_dir: Path, workers: int, redis_url: str | None, *, python: str = sys.executable) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "BULWARK_DATABASE_URL": url, "BULWARK_RATE_LIMIT_ENABLED": "false", "BULWARK_LOG_LEVEL": "WARNING"}
@@ -124,7 +124,7 @@ class Server:
         self.log = open(data_dir / "server.log", "wb")  # noqa: SIM115 (open while the process runs)
         self.proc = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-m",
                 "bulwark.cli",
                 "serve",
@@ -140,7 +140,7 @@ class Server:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        if not wait_until_healthy(self.base, 60):
+        if not wait_until_healthy(self.base, 90):
             raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
 
     def stop(self) -> None:
