@@ -74,7 +74,7 @@ async def run_fleet(
     on_action: Callable[[str, dict[str, Any]], None] | None = None,
     stop: asyncio.Event | None = None,
     enrol_concurrency: int = 50,
-    verify: str | bool | None = None,
+    verify: str | None = None,
     restart: RestartSignal | None = None,
 ) -> FleetReport:
     """Run ``count`` simulated sensors (named ``names`` or ``fleet-NNNNN``) until each stops or ``stop`` is set.
@@ -90,7 +90,7 @@ async def run_fleet(
     per_client = SENSORS_PER_CLIENT
     # Each sensor sends one request at a time, so its group never needs more connections than sensors.
     limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
-    tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else httpx.create_ssl_context()
+    tls = ssl.create_default_context(cafile=verify) if verify else httpx.create_ssl_context()
     gate = asyncio.Semaphore(enrol_concurrency)
     async with contextlib.AsyncExitStack() as stack:
         clients = [
