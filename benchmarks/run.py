@@ -254,7 +254,8 @@ def run_dispatch(args: argparse.Namespace) -> dict:
         url, cleanup = scratch_postgres(args.postgres_url)
         command += ["--database-url", url]
     try:
-        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        # Progress and slow deliveries go to stderr as they happen.
+        output = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True).stdout
     finally:
         cleanup()
     figures = json.loads(output.strip().splitlines()[-1])
@@ -318,7 +319,20 @@ def main() -> None:
     parser.add_argument("--dispatch-actions", type=int, default=50, help="actions timed in the dispatch scenario")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--repeat", type=int, default=1, help="run the whole suite this many times (ratios vary less than rates)")
+    parser.add_argument(
+        "--only",
+        choices=["http", "dispatch"],
+        help="run only the HTTP scenarios (with Prism), or only the dispatch scenario (--sensors, --dispatch-actions)",
+    )
     args = parser.parse_args()
+    if args.only == "dispatch":
+        if not args.sensors:
+            sys.exit("--only dispatch needs --sensors N (N > 0)")
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+        report = {"dispatch": run_dispatch(args)}
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
 
@@ -344,7 +358,7 @@ def main() -> None:
             title += f" (run {(number - 1) // (len(runs) // args.repeat) + 1} of {args.repeat})"
         print_table(title, results)
         report[title] = results
-    if args.sensors:
+    if args.sensors and args.only != "http":
         report["dispatch"] = run_dispatch(args)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
