@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from bulwark.service.authentication import Authenticator
     from bulwark.service.control import ControlPlane
     from bulwark.service.ports import PointReads, UnitOfWorkFactory
+    from bulwark.service.sensors import PollingSensors
     from bulwark.store.group_commit import GroupCommitter
 
 # Operations of the sign-in limiter (see ``signin_limiter``).
@@ -79,6 +80,8 @@ class Runtime:
     control: ControlPlane | None = None
     # Set at shutdown so that long polls answer at once (``stop_long_polls``).
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Sensors by the credential of their long polls, remembered for BULWARK_AUTH_CACHE_SECONDS.
+    polling_sensors: PollingSensors | None = None
     # The threads that build list pages of machines (``Settings.list_threads``), apart from the
     # threadpool: on SQLite one thread, since pages are CPU work and threads would only trade the GIL.
     lists: ThreadPoolExecutor | None = None
@@ -222,6 +225,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     from bulwark.ratelimit import UNAUTHENTICATED_OPERATION, RateLimitPolicy, create_rate_limiter
     from bulwark.service.authentication import Authenticator
     from bulwark.service.control import ControlPlane
+    from bulwark.service.sensors import PollingSensors
     from bulwark.store.group_commit import GroupCommitter
 
     clock = clock or SystemClock()
@@ -269,6 +273,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         point_reads=_point_reads(engine),
         control=control,
         lists=ThreadPoolExecutor(_list_threads(settings, engine), thread_name_prefix="bulwark-lists"),
+        polling_sensors=PollingSensors(control.clock if control is not None else clock, settings.auth_cache_seconds),
     )
 
 

@@ -23,9 +23,13 @@ class Subscription:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._for_key = False
+        # Whether the last wake-up was for this waiter's own key (not one sent to everyone).
+        self.woken_for_key = False
 
-    def fire(self) -> None:
-        """Wake the waiter (or let its next wait return at once)."""
+    def fire(self, *, for_key: bool = False) -> None:
+        """Wake the waiter (or let its next wait return at once); ``for_key``: published for its own key."""
+        self._for_key = self._for_key or for_key
         self._event.set()
 
     async def wait(self, timeout: float) -> bool:
@@ -37,6 +41,7 @@ class Subscription:
             return False
         finally:
             self._event.clear()
+            self.woken_for_key, self._for_key = self._for_key, False
 
 
 class Notifier(Protocol):
@@ -74,8 +79,9 @@ class _Fanout:
 
     def dispatch(self, key: str) -> None:
         targets = [s for group in self.waiters.values() for s in group] if key == EVERYONE else self.waiters.get(key, ())
+        for_key = key != EVERYONE
         for subscription in list(targets):
-            subscription.fire()
+            subscription.fire(for_key=for_key)
 
     def dispatch_threadsafe(self, key: str) -> None:
         if key != EVERYONE and key not in self.waiters:

@@ -3,11 +3,12 @@ never serve one caller's view of the fleet to another."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from bulwark.domain.access import Principal, PrincipalKind
@@ -18,7 +19,15 @@ from bulwark.store import queries, repositories
 from bulwark.store.compiled import CompiledCache, CompiledSelect, direct_statements, driver_connection
 from bulwark.store.db import create_db_engine
 from bulwark.store.queries import list_actions, list_machines
-from bulwark.store.repositories import MachineRepository, _visible_action_by_id, _visible_machine_by_id, action_from_row
+from bulwark.store.repositories import (
+    _MACHINE_IN_TENANT,
+    _SENSOR_BY_CREDENTIAL,
+    MachineRepository,
+    _pending_of_machine,
+    _visible_action_by_id,
+    _visible_machine_by_id,
+    action_from_row,
+)
 from bulwark.store.tables import machine_actions, machines
 from bulwark.store.uow import SqlitePointReads, SqlUnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
@@ -336,6 +345,26 @@ def test_a_refused_duplicate_is_told_apart_from_other_integrity_errors(engine: E
 
 
 def test_a_sensors_poll_reads_equal_sqlalchemys(engine: Engine, fleet: dict[str, int]) -> None:
+    _assert_poll_and_claim_equal_sqlalchemys(engine)
+
+
+@pytest.mark.postgres
+def test_a_sensors_poll_and_claim_on_psycopg_equal_sqlalchemys(postgres_database: str) -> None:
+    """PostgreSQL runs a sensor's reads and its claim compiled on psycopg: the same rows, the same writes."""
+    from tests.conftest import _truncate
+
+    _truncate(postgres_database)
+    postgres = create_db_engine(postgres_database, pool_size=2)
+    try:
+        _seed_fleet(postgres)
+        _assert_poll_and_claim_equal_sqlalchemys(postgres)
+    finally:
+        postgres.dispose()
+
+
+def _assert_poll_and_claim_equal_sqlalchemys(engine: Engine) -> None:
+    """A sensor's reads (its credential, its machine, pending actions) and the claim's guarded UPDATE,
+    each compared with the same statement executed by SQLAlchemy."""
     factory = SqlUnitOfWorkFactory(engine)
     with factory() as uow:
         for index, credential in ((1, "h-current"), (3, "h-superseded")):
@@ -350,27 +379,110 @@ def test_a_sensors_poll_reads_equal_sqlalchemys(engine: Engine, fleet: dict[str,
             )
         uow.sensors.supersede(f"{3:040x}", WHEN)
         uow.commit()
-    reads = SqlitePointReads(engine)
+    point_reads = SqlitePointReads(engine) if engine.dialect.name == "sqlite" else None
     try:
-        with factory(write=False) as uow, reads() as direct:
-            for credential in ("h-current", "h-superseded", "h-unknown"):
-                assert direct.sensors.by_credential_hash(credential) == uow.sensors.by_credential_hash(credential)
-            assert direct.sensors.by_credential_hash("h-current") is not None
-            found = 0
-            for index in (1, 2, 3, 4, 5):
-                machine_id = f"{index:040x}"
-                for tenant in (TENANT, OTHER_TENANT):
-                    expected = uow.machines.get_in_tenant(tenant, machine_id, lock=False)
-                    assert direct.machines.get_in_tenant(tenant, machine_id, lock=False) == expected
-                    found += expected is not None
-                    untagged = uow.machines.get_in_tenant(tenant, machine_id, lock=False, with_tags=False)
-                    assert direct.machines.get_in_tenant(tenant, machine_id, lock=False, with_tags=False) == untagged
-                    assert untagged == (None if expected is None else dataclasses.replace(expected, machine_tags=[]))
-                for limit in (1, 10):
-                    assert direct.actions.pending_for_machine(machine_id, limit) == uow.actions.pending_for_machine(
-                        machine_id, limit
-                    )
-            assert found == 4
-            assert [a.id for a in direct.actions.pending_for_machine(f"{1:040x}", 1)] == ["00000000-0000-0000-0000-000000000001"]
+        with factory(write=False) as uow, engine.connect() as conn:
+            readers = [uow] + ([point_reads()] if point_reads is not None else [])
+            for reader in readers:
+                with reader if reader is not uow else contextlib.nullcontext():
+                    for credential in ("h-current", "h-superseded", "h-unknown"):
+                        row = conn.execute(_SENSOR_BY_CREDENTIAL, {"credential_hash": credential}).mappings().first()
+                        assert reader.sensors.by_credential_hash(credential) == (None if row is None else dict(row))
+                    assert reader.sensors.by_credential_hash("h-current") is not None
+                    found = 0
+                    for index in (1, 2, 3, 4, 5):
+                        machine_id = f"{index:040x}"
+                        for tenant in (TENANT, OTHER_TENANT):
+                            row = (
+                                conn.execute(_MACHINE_IN_TENANT, {"machine_id": machine_id, "tenant_id": tenant})
+                                .mappings()
+                                .first()
+                            )
+                            expected = None if row is None else MachineRepository(conn).hydrate([row])[0]
+                            assert reader.machines.get_in_tenant(tenant, machine_id, lock=False) == expected
+                            found += expected is not None
+                            untagged = reader.machines.get_in_tenant(tenant, machine_id, lock=False, with_tags=False)
+                            assert untagged == (None if expected is None else dataclasses.replace(expected, machine_tags=[]))
+                        for limit in (1, 10):
+                            rows = conn.execute(_pending_of_machine(limit), {"machine_id": machine_id}).mappings()
+                            assert reader.actions.pending_for_machine(machine_id, limit) == [action_from_row(r) for r in rows]
+                    assert found == 4
+                    pending = reader.actions.pending_for_machine(f"{1:040x}", 1)
+                    assert [a.id for a in pending] == ["00000000-0000-0000-0000-000000000001"]
+            for sensor_id, current in (("sensor-1", True), ("sensor-3", False), ("sensor-unknown", False)):
+                assert uow.sensors.is_current(sensor_id) is current
+        # The claim's read locks the machine's row on PostgreSQL, and reads it alike.
+        with factory() as uow:
+            locked = uow.machines.get_in_tenant(TENANT, f"{1:040x}", with_tags=False)
+            assert locked is not None and locked.id == f"{1:040x}"
+            assert uow.machines.get_in_tenant(OTHER_TENANT, f"{1:040x}") is None
     finally:
-        reads.close()
+        if point_reads is not None:
+            point_reads.close()
+    _assert_transitions_write_what_sqlalchemy_writes(engine)
+
+
+def _assert_transitions_write_what_sqlalchemy_writes(engine: Engine) -> None:
+    """The guarded UPDATE compiled once stores what SQLAlchemy's own UPDATE stores, and guards alike."""
+    factory = SqlUnitOfWorkFactory(engine)
+    later = datetime(2026, 3, 2, 10, 0, 0, 654321, tzinfo=UTC)
+    with factory() as uow:
+        for index, action_type in (
+            (5, ActionType.RUN_ANTIVIRUS_SCAN),
+            (6, ActionType.ISOLATE),
+            (7, ActionType.UNISOLATE),
+            (8, ActionType.LIVE_RESPONSE),
+        ):
+            uow.actions.add(
+                MachineAction(
+                    id=f"00000000-0000-0000-0000-00000000000{index}",
+                    tenant_id=TENANT,
+                    type=action_type,
+                    requestor="someone",
+                    requestor_comment="why",
+                    status=ActionStatus.PENDING,
+                    machine_id=f"{1:040x}",
+                    computer_dns_name="host-1.contoso.com",
+                    creation_date_time_utc=WHEN,
+                    last_update_date_time_utc=WHEN,
+                )
+            )
+        uow.commit()
+    ours, theirs = "00000000-0000-0000-0000-000000000005", "00000000-0000-0000-0000-000000000006"
+    cancelled = {"cancellation_requestor": "r\u00e9", "cancellation_comment": "c", "cancellation_date_time_utc": later}
+    with factory() as uow:
+        # Not this machine's: refused by the guard.
+        assert uow.actions.transition(ours, ActionStatus.IN_PROGRESS, at=later, machine_id=f"{2:040x}") is False
+        assert uow.actions.transition(ours, ActionStatus.IN_PROGRESS, at=later) is True
+        # Already InProgress: of two claims only one wins.
+        assert uow.actions.transition(ours, ActionStatus.IN_PROGRESS, at=later) is False
+        assert uow.actions.transition(ours, ActionStatus.SUCCEEDED, at=later, machine_id=f"{1:040x}", error_h_result=-5)
+        # A Pending action cancelled, with the cancellation's values; then nothing moves it.
+        assert uow.actions.transition("00000000-0000-0000-0000-000000000007", ActionStatus.CANCELLED, at=later, **cancelled)
+        assert uow.actions.transition("00000000-0000-0000-0000-000000000007", ActionStatus.IN_PROGRESS, at=later) is False
+        uow.commit()
+    with engine.begin() as conn:
+        for action_id, status, values in (
+            (theirs, ActionStatus.IN_PROGRESS, {}),
+            (theirs, ActionStatus.SUCCEEDED, {"error_h_result": -5}),
+            ("00000000-0000-0000-0000-000000000008", ActionStatus.CANCELLED, cancelled),
+        ):
+            conn.execute(
+                update(machine_actions)
+                .where(machine_actions.c.id == action_id)
+                .values(status=status.value, last_update_date_time_utc=later, **values)
+            )
+    with engine.connect() as conn:
+        # As stored, not as read back: the same text for timestamps on SQLite.
+        stored = {
+            row[0][-1]: tuple(row[1:])
+            for row in conn.exec_driver_sql(
+                "SELECT id, status, CAST(last_update_date_time_utc AS TEXT), error_h_result, cancellation_requestor, "
+                "cancellation_comment, CAST(cancellation_date_time_utc AS TEXT) FROM machine_actions WHERE id > "
+                "'00000000-0000-0000-0000-000000000004'"
+            )
+        }
+    assert stored["5"] == stored["6"]
+    assert stored["5"][0] == ActionStatus.SUCCEEDED.value
+    assert stored["7"] == stored["8"]
+    assert stored["7"][0] == ActionStatus.CANCELLED.value

@@ -104,6 +104,36 @@ def test_enrolment_creates_the_machine_with_a_stable_id(
     assert client.post("/sensor/v1/checkin", json={}, headers=auth(second)).status_code == 200
 
 
+def test_a_long_poll_takes_a_superseded_credential_within_the_cache_bounds_only(
+    client: TestClient, package: dict, clock: FrozenClock, uow_factory: SqlUnitOfWorkFactory
+) -> None:
+    """Long polls remember a sensor's credential for BULWARK_AUTH_CACHE_SECONDS (5 s), as tokens are."""
+    first = enrol(client, package)
+    assert client.get("/sensor/v1/actions/next", headers=auth(first)).status_code == 204
+    # Enrolled again through this server: the earlier credential is refused by the next poll at once.
+    second = enrol(client, package, currentCredential=first["credential"])
+    assert client.get("/sensor/v1/actions/next", headers=auth(first)).status_code == 401
+    assert client.get("/sensor/v1/actions/next", headers=auth(second)).status_code == 204
+    # Superseded by another server sharing the database: a poll may start for 5 s more (other calls
+    # refuse the credential at once), then it is read again and refused.
+    with uow_factory() as uow:
+        uow.sensors.supersede(second["machineId"], clock.now())
+        uow.commit()
+    assert client.post("/sensor/v1/checkin", json={}, headers=auth(second)).status_code == 401
+    assert client.get("/sensor/v1/actions/next", headers=auth(second)).status_code == 204
+    clock.advance(5)
+    assert client.get("/sensor/v1/actions/next", headers=auth(second)).status_code == 401
+    # Within those 5 s such a poll claims nothing: the claim reads the credential's state itself.
+    third = enrol(client, package, identity="device-8")
+    assert client.get("/sensor/v1/actions/next", headers=auth(third)).status_code == 204
+    action = offboard(client, third["machineId"])
+    with uow_factory() as uow:
+        uow.sensors.supersede(third["machineId"], clock.now())
+        uow.commit()
+    assert client.get("/sensor/v1/actions/next", headers=auth(third)).status_code == 401
+    assert status_of(client, action["id"]) == "Pending"
+
+
 def test_gateway_refuses_anything_but_a_sensor_credential(client: TestClient, package: dict) -> None:
     bad_key = client.post(
         "/sensor/v1/enrol", json={"tenantId": TENANT, "onboardingKey": "bwo_wrong", "deviceIdentity": "x", "properties": WINDOWS}
@@ -207,6 +237,33 @@ def test_long_poll_wakes_when_an_action_is_created(client: TestClient, package: 
     assert answer["status"] == 200 and answer["body"]["id"] == action["id"]
     # Woken by the offboard, long before the 20 seconds the poll would otherwise wait.
     assert answer["waited"] < 10
+
+
+def test_a_wake_up_with_nothing_to_claim_keeps_the_poll_waiting(client: TestClient, package: dict) -> None:
+    """A wake-up for the machine goes straight to the claim; with nothing pending the poll waits on."""
+    enrolment = enrol(client, package)
+    runtime = client.app.state.runtime
+    answer: dict = {}
+
+    def poll() -> None:
+        started = time.monotonic()
+        response = client.get("/sensor/v1/actions/next", params={"wait": 1.5}, headers=auth(enrolment))
+        answer.update(status=response.status_code, waited=time.monotonic() - started)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    deadline = time.monotonic() + 10
+    while runtime.notifier.waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    # What the control API sends when a machine's simulated behaviour changes: a wake-up, no action.
+    client.portal.call(runtime.notifier.wake_local_waiters)
+    runtime.notifier.publish(enrolment["machineId"])
+    poller.join(timeout=15)
+    assert answer["status"] == 204 and answer["waited"] >= 1.4
+    # The next poll still gets the next action.
+    action = offboard(client, enrolment["machineId"])
+    claimed = client.get("/sensor/v1/actions/next", headers=auth(enrolment))
+    assert claimed.status_code == 200 and claimed.json()["id"] == action["id"]
 
 
 def test_a_stopping_server_answers_long_polls_at_once_and_claims_nothing(client: TestClient, package: dict) -> None:

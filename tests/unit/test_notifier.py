@@ -44,3 +44,27 @@ def test_auto_picks_redis_then_postgres_then_memory() -> None:
     assert isinstance(create_notifier("auto", "postgresql+psycopg://u@h/db", "redis://localhost:6379/0"), RedisNotifier)
     assert isinstance(create_notifier("auto", "postgresql+psycopg://u@h/db", None), PostgresNotifier)
     assert type(create_notifier("auto", "sqlite:///x.db", None)) is InProcessNotifier
+
+
+async def test_a_wait_tells_a_wake_up_for_its_key_from_one_sent_to_everyone() -> None:
+    notifier = InProcessNotifier()
+    await notifier.start()
+    async with notifier.subscribe("m") as subscription:
+        assert subscription.woken_for_key is False
+        notifier.publish("m")
+        await asyncio.sleep(0)
+        assert await subscription.wait(2) is True
+        assert subscription.woken_for_key is True
+        # A timeout is no wake-up for the key.
+        assert await subscription.wait(0.01) is False
+        assert subscription.woken_for_key is False
+        # Sent to everyone (a listener reconnecting, the server stopping): not for the key.
+        notifier.wake_local_waiters()
+        assert await subscription.wait(2) is True
+        assert subscription.woken_for_key is False
+        # Both before one wait: the key's wake-up is not hidden by the other.
+        notifier.publish("m")
+        await asyncio.sleep(0)
+        notifier.wake_local_waiters()
+        assert await subscription.wait(2) is True
+        assert subscription.woken_for_key is True

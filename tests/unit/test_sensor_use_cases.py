@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -361,3 +361,28 @@ def test_a_sensor_may_report_only_success_or_failure(
     with pytest.raises(InvalidInput):
         report_outcome(ReportOutcome(action, status), sensor, uow(), clock)
     assert uow.db.actions[action].status is ActionStatus.IN_PROGRESS
+
+
+def test_polling_sensors_remember_for_their_time_to_live_and_forget_a_machine() -> None:
+    from bulwark.domain.sensors import SensorIdentity
+    from bulwark.service.sensors import PollingSensors
+
+    clock = FrozenClock(datetime(2026, 3, 1, tzinfo=UTC))
+    one = SensorIdentity(sensor_id="s1", tenant_id="t", machine_id="m1", generation=1)
+    two = SensorIdentity(sensor_id="s2", tenant_id="t", machine_id="m2", generation=1)
+    remembered = PollingSensors(clock, 5, max_entries=2)
+    remembered.remember("bws_one", one)
+    remembered.remember("bws_two", two)
+    assert remembered.get("bws_one") == one and remembered.get("bws_two") == two and remembered.get("bws_x") is None
+    remembered.forget_machine("m1")
+    assert remembered.get("bws_one") is None and remembered.get("bws_two") == two
+    clock.advance(5)
+    assert remembered.get("bws_two") is None and len(remembered) == 0
+    # Full: it starts over rather than grow.
+    for index in range(3):
+        remembered.remember(f"bws_{index}", one)
+    assert len(remembered) == 1
+    # A time to live of 0 (the auth cache turned off) remembers nothing.
+    off = PollingSensors(clock, 0)
+    off.remember("bws_one", one)
+    assert off.get("bws_one") is None

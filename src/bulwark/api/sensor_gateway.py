@@ -128,6 +128,25 @@ async def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentit
 CurrentSensor = Annotated[SensorIdentity, Depends(current_sensor)]
 
 
+async def polling_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
+    """``current_sensor`` for a long poll: a credential read within ``BULWARK_AUTH_CACHE_SECONDS`` is
+    answered from memory (``PollingSensors`` says within which bounds)."""
+    remembered = runtime.polling_sensors
+    header = request.headers.get("authorization", "")
+    scheme, _, credential = header.partition(" ")
+    credential = credential.strip()
+    if remembered is None or scheme.lower() != "bearer" or not credential:
+        return await current_sensor(request, runtime)
+    sensor = remembered.get(credential)
+    if sensor is None:
+        sensor = await current_sensor(request, runtime)
+        remembered.remember(credential, sensor)
+    return sensor
+
+
+PollingSensor = Annotated[SensorIdentity, Depends(polling_sensor)]
+
+
 def _client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -155,6 +174,9 @@ async def enrol(body: EnrolIn, request: Request, runtime: RuntimeDep) -> Respons
     except Unauthorized as refused:
         raise await refuse_unauthenticated(request, runtime, refused) from None
     sensor = enrolment.sensor
+    if runtime.polling_sensors is not None:
+        # The machine's earlier credentials are superseded: no long poll of this process takes them now.
+        runtime.polling_sensors.forget_machine(sensor.machine_id)
     return json_response(
         {
             "sensorId": sensor.sensor_id,
@@ -189,7 +211,7 @@ async def checkin(body: PropertiesIn, request: Request, runtime: RuntimeDep, sen
     },
 )
 async def next_action(
-    runtime: RuntimeDep, sensor: CurrentSensor, wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False)] = 0
+    runtime: RuntimeDep, sensor: PollingSensor, wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False)] = 0
 ) -> Response:
     """Long poll: answer 200 with a claimed (InProgress) action as soon as there is one, else 204.
 
@@ -208,14 +230,23 @@ async def next_action(
                     # Nothing is claimed now: an action waiting goes to the sensor's next poll.
                     headers = {"Retry-After": str(POLL_AGAIN_AFTER_STOP_SECONDS), "Connection": "close"}
                     return Response(status_code=204, headers=headers)
-                if await point_read(runtime, has_waiting_action, sensor):
+                # A wake-up for this machine (an action committed for it, its simulated behaviour
+                # changed) goes straight to the claim, which looks for the action itself; before the
+                # first wait, and after a timeout or a wake-up sent to everyone, a read looks first,
+                # so that idle polls never write.
+                waiting = subscription.woken_for_key or await point_read(runtime, has_waiting_action, sensor)
+                if waiting:
                     # On a test server the control API may say how this machine's simulated sensor
                     # behaves: "Never" holds its actions back (they time out by the normal rules).
                     behavior = None
                     if runtime.control is not None:
                         behavior = await run_in_threadpool(machine_behavior, sensor, runtime.uow(write=False))
                     if behavior is None or behavior.outcome is not SimulatedOutcome.NEVER:
-                        action = await run_in_threadpool(claim_next_action, sensor, runtime.uow(), runtime.clock)
+                        # On the group-commit writer (store/group_commit.py): its connection is held, so
+                        # no pool checkout, and claims made meanwhile share one commit. The claim
+                        # refuses (an offboarded machine, a superseded credential) before it writes.
+                        claim = partial(claim_next_action, sensor, clock=runtime.clock)
+                        action = await runtime.writer.run(claim, savepoint=False)
                         if action is not None:
                             body = action_to_wire(action)
                             if behavior is not None:

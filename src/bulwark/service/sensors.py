@@ -6,7 +6,7 @@ import hmac
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from bulwark.clock import Clock
@@ -346,6 +346,69 @@ def authenticate_sensor(credential: str, uow: UnitOfWork) -> SensorIdentity:
     return SensorIdentity(
         sensor_id=row["id"], tenant_id=row["tenant_id"], machine_id=row["machine_id"], generation=row["generation"]
     )
+
+
+class PollingSensors:
+    """Sensors by the credential of their long polls, remembered for ``ttl_seconds`` of ``clock``.
+
+    A fleet renews its long polls all day (1,000 sensors polling for 25 s: 40 a second); each renewal
+    read the sensor's credential from the database. Remembered, a renewal answers from memory. The
+    bounds are the token cache's (``BULWARK_AUTH_CACHE_SECONDS``): a credential superseded by an
+    enrolment in this process is forgotten at once; one superseded elsewhere (another server
+    process) may still start a long poll for that long, whose claim is refused all the same (the
+    claim reads the credential's state in its own transaction). Every method runs on the event
+    loop's thread. Only the long poll uses it: check-ins, outcome reports and the current action
+    read the credential every time.
+    """
+
+    def __init__(self, clock: Clock, ttl_seconds: float, max_entries: int = 100_000) -> None:
+        self._clock = clock
+        self._ttl = timedelta(seconds=ttl_seconds)
+        self._max = max_entries
+        # The credential's digest -> (remembered at, the sensor); and each machine's digests.
+        self._entries: dict[str, tuple[datetime, SensorIdentity]] = {}
+        self._by_machine: dict[str, set[str]] = {}
+
+    def get(self, credential: str) -> SensorIdentity | None:
+        """The sensor remembered for ``credential`` if remembered less than ``ttl_seconds`` ago."""
+        if not self._entries:
+            return None
+        digest = digest_credential(credential)
+        hit = self._entries.get(digest)
+        if hit is None:
+            return None
+        if self._clock.now() - hit[0] < self._ttl:
+            return hit[1]
+        self._drop(digest)
+        return None
+
+    def remember(self, credential: str, sensor: SensorIdentity) -> None:
+        """Remember that ``credential`` is ``sensor``'s current credential (just read from the database)."""
+        if self._ttl <= timedelta(0):
+            return
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+            self._by_machine.clear()
+        digest = digest_credential(credential)
+        self._entries[digest] = (self._clock.now(), sensor)
+        self._by_machine.setdefault(sensor.machine_id, set()).add(digest)
+
+    def forget_machine(self, machine_id: str) -> None:
+        """Forget every credential of ``machine_id`` (an enrolment superseded them)."""
+        for digest in self._by_machine.pop(machine_id, ()):
+            self._entries.pop(digest, None)
+
+    def _drop(self, digest: str) -> None:
+        found = self._entries.pop(digest, None)
+        if found is not None:
+            digests = self._by_machine.get(found[1].machine_id)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    del self._by_machine[found[1].machine_id]
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def check_in(

@@ -8,10 +8,11 @@ values are converted by their types' bind processors, and each result column kee
 processor, so the rows are exactly what SQLAlchemy would return (the tests compare them). Calls then
 cost one driver ``execute`` and the value conversions.
 
-On SQLite every such read and insert runs this way (``direct_statements``). On PostgreSQL only the
+On SQLite every such read and insert runs this way (``direct_statements``). On PostgreSQL the
 offboard's write path does (the machine read and the one statement inserting the action with its
-audit event), on psycopg, which also prepares a statement it has run a few times; other statements
-go through SQLAlchemy.
+audit event), and so do a sensor's poll and claim (its credential, its machine, its pending actions
+and the claiming UPDATE), on psycopg, which also prepares a statement it has run a few times; other
+statements go through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Dialect, Table, insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Insert, Select
+from sqlalchemy.sql import Insert, Select, Update
 
 _Processor = Callable[[Any], Any] | None
 
@@ -55,7 +56,11 @@ class CompiledSelect:
     __slots__ = ("_dialect", "_names", "_processors", "_slots", "_values", "keys", "processors", "sql")
 
     def __init__(
-        self, statement: Select[Any] | Insert, dialect: Dialect, values: Mapping[str, Any], variables: tuple[str, ...] = ()
+        self,
+        statement: Select[Any] | Insert | Update,
+        dialect: Dialect,
+        values: Mapping[str, Any],
+        variables: tuple[str, ...] = (),
     ):
         compiled = statement.compile(dialect=dialect)
         self._dialect = dialect
@@ -121,6 +126,13 @@ class CompiledSelect:
         """Every row, as dicts keyed like SQLAlchemy's mappings."""
         keys = self.keys
         return [dict(zip(keys, values, strict=True)) for values in self.values(driver, **variables)]
+
+    def rowcount(self, driver: Any, **variables: Any) -> int:
+        """Run a statement that returns no rows (an UPDATE); how many rows it changed."""
+        cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
+        count = int(cursor.rowcount)
+        cursor.close()
+        return count
 
     def first(self, driver: Any, **variables: Any) -> dict[str, Any] | None:
         """The first row, or None."""

@@ -245,11 +245,18 @@ class DirectMachineReads:
         return self._machine(row, with_tags)
 
     def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
-        """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices (SQLite locks no rows)."""
+        """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices.
+
+        ``lock`` locks the row on PostgreSQL (SQLite locks no rows).
+        """
+        locked = lock and self._dialect.name == "postgresql"
         compiled = self._direct.get(
-            "machine_in_tenant",
+            ("machine_in_tenant", locked),
             lambda: CompiledSelect(
-                _MACHINE_IN_TENANT, self._dialect, {"machine_id": "", "tenant_id": ""}, ("machine_id", "tenant_id")
+                _MACHINE_IN_TENANT.with_for_update(of=machines) if locked else _MACHINE_IN_TENANT,
+                self._dialect,
+                {"machine_id": "", "tenant_id": ""},
+                ("machine_id", "tenant_id"),
             ),
         )
         return self._machine(compiled.first(self._driver, machine_id=machine_id, tenant_id=tenant_id), with_tags)
@@ -297,6 +304,7 @@ class DirectActionReads:
 _SENSOR_BY_CREDENTIAL = select(sensors).where(
     sensors.c.credential_hash == bindparam("credential_hash"), sensors.c.superseded_at.is_(None)
 )
+_SENSOR_SUPERSEDED_AT = select(sensors.c.superseded_at).where(sensors.c.id == bindparam("sensor_id"))
 _MACHINE_IN_TENANT = _select_with_group().where(
     machines.c.id == bindparam("machine_id"), machines.c.tenant_id == bindparam("tenant_id")
 )
@@ -313,7 +321,7 @@ def _pending_of_machine(limit: int) -> Select[Any]:
 
 
 class DirectSensorReads:
-    """A sensor by its credential, straight on SQLite's driver."""
+    """A sensor by its credential, and whether a sensor is current, straight on the driver (SQLite's or psycopg)."""
 
     def __init__(self, direct: CompiledCache, dialect: Dialect, driver: Any) -> None:
         self._direct, self._dialect, self._driver = direct, dialect, driver
@@ -325,6 +333,41 @@ class DirectSensorReads:
             lambda: CompiledSelect(_SENSOR_BY_CREDENTIAL, self._dialect, {"credential_hash": ""}, ("credential_hash",)),
         )
         return compiled.first(self._driver, credential_hash=credential_hash)
+
+    def is_current(self, sensor_id: str) -> bool:
+        """Whether the sensor's credential has not been superseded."""
+        compiled = self._direct.get(
+            "sensor_superseded_at",
+            lambda: CompiledSelect(_SENSOR_SUPERSEDED_AT, self._dialect, {"sensor_id": ""}, ("sensor_id",)),
+        )
+        row = compiled.first(self._driver, sensor_id=sensor_id)
+        return row is not None and row["superseded_at"] is None
+
+
+def _on_driver(conn: Connection) -> tuple[CompiledCache, Dialect, Any] | None:
+    """Compiled statements, dialect and DB-API connection for the statements a sensor's poll and claim
+    run straight on the driver (SQLite and PostgreSQL), or None on another database."""
+    dialect = conn.dialect
+    if dialect.name not in ("sqlite", "postgresql"):
+        return None
+    return compiled_statements(dialect), dialect, driver_connection(conn)
+
+
+@functools.cache
+def _transition(target: ActionStatus, only_from: ActionStatus | None, of_machine: bool, names: tuple[str, ...]) -> Any:
+    """The guarded UPDATE of ``MachineActionRepository.transition`` for one shape of call, its values as
+    bound parameters: ``action_id``, ``at``, ``of_machine_id`` and ``set_<column>`` for ``names``."""
+    allowed = [s.value for s in transition_sources(target, only_from)]
+    statement = update(machine_actions).where(
+        machine_actions.c.id == bindparam("action_id"), machine_actions.c.status.in_(allowed)
+    )
+    if of_machine:
+        statement = statement.where(machine_actions.c.machine_id == bindparam("of_machine_id"))
+    return statement.values(
+        status=target.value,
+        last_update_date_time_utc=bindparam("at", type_=machine_actions.c.last_update_date_time_utc.type),
+        **{name: bindparam(f"set_{name}", type_=machine_actions.c[name].type) for name in names},
+    )
 
 
 class TenantRepository:
@@ -478,8 +521,12 @@ class MachineRepository:
         """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices, not users.
 
         ``lock`` locks the row on PostgreSQL, serializing a device's writes with other writers;
-        without ``with_tags`` its tags are left empty (one query fewer).
+        without ``with_tags`` its tags are left empty (one query fewer). On SQLite and PostgreSQL
+        compiled once and run on the driver (a sensor's poll and claim read it).
         """
+        direct = self._direct_by_id()
+        if direct is not None:
+            return direct.get_in_tenant(tenant_id, machine_id, lock=lock, with_tags=with_tags)
         stmt = self.select_with_group().where(machines.c.id == machine_id, machines.c.tenant_id == tenant_id)
         if lock and self.conn.dialect.name == "postgresql":
             stmt = stmt.with_for_update(of=machines)
@@ -718,6 +765,24 @@ class MachineActionRepository:
         guard is part of the UPDATE, so of two racing transitions exactly one wins; returns whether
         this one did.
         """
+        on_driver = _on_driver(self.conn)
+        if on_driver is not None:
+            direct, dialect, driver = on_driver
+            names = tuple(sorted(values))
+            variables = ("action_id", "at", *(("of_machine_id",) if machine_id is not None else ()), *(f"set_{n}" for n in names))
+            compiled = direct.get(
+                ("transition", target, only_from, machine_id is not None, names),
+                lambda: CompiledSelect(
+                    _transition(target, only_from, machine_id is not None, names),
+                    dialect,
+                    {"action_id": "", "at": None, "of_machine_id": "", **{f"set_{n}": None for n in names}},
+                    variables,
+                ),
+            )
+            given = {f"set_{n}": v for n, v in values.items()}
+            if machine_id is not None:
+                given["of_machine_id"] = machine_id
+            return compiled.rowcount(driver, action_id=action_id, at=at, **given) == 1
         allowed = [s.value for s in transition_sources(target, only_from)]
         stmt = update(machine_actions).where(machine_actions.c.id == action_id, machine_actions.c.status.in_(allowed))
         if machine_id is not None:
@@ -727,6 +792,9 @@ class MachineActionRepository:
 
     def pending_for_machine(self, machine_id: str, limit: int = 10) -> list[MachineAction]:
         """The machine's Pending actions, oldest first (the order a sensor carries them out in)."""
+        on_driver = _on_driver(self.conn)
+        if on_driver is not None:
+            return DirectActionReads(*on_driver).pending_for_machine(machine_id, limit)
         rows = self.conn.execute(
             select(machine_actions)
             .where(machine_actions.c.machine_id == machine_id, machine_actions.c.status == ActionStatus.PENDING.value)
@@ -906,6 +974,9 @@ class SensorRepository:
 
     def by_credential_hash(self, credential_hash: str) -> dict[str, Any] | None:
         """The current (not superseded) sensor with this credential, or None."""
+        on_driver = _on_driver(self.conn)
+        if on_driver is not None:
+            return DirectSensorReads(*on_driver).by_credential_hash(credential_hash)
         row = (
             self.conn.execute(
                 select(sensors).where(sensors.c.credential_hash == credential_hash, sensors.c.superseded_at.is_(None))
@@ -917,6 +988,9 @@ class SensorRepository:
 
     def is_current(self, sensor_id: str) -> bool:
         """Whether the sensor's credential has not been superseded."""
+        on_driver = _on_driver(self.conn)
+        if on_driver is not None:
+            return DirectSensorReads(*on_driver).is_current(sensor_id)
         row = self.conn.execute(select(sensors.c.superseded_at).where(sensors.c.id == sensor_id)).first()
         return row is not None and row[0] is None
 
