@@ -216,13 +216,22 @@ class PostgresNotifier(_ListeningNotifier):
 
         PostgreSQL delivers the notifications when that transaction commits, and drops them if it
         rolls back: a wake-up is never sent for work that is not committed, nor lost for work that is.
+        Sent on psycopg itself: it is one fixed statement, on the group-commit writer's busiest path.
         """
-        from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
 
-        conn.execute(
-            text("SELECT pg_notify(:channel, key) FROM unnest(CAST(:keys AS text[])) AS key"),
-            {"channel": CHANNEL, "keys": list(keys)},
-        )
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        error_type = conn.dialect.loaded_dbapi.Error
+        try:
+            driver.execute(_NOTIFY_EACH, (CHANNEL, list(keys))).close()
+        except error_type as error:
+            # Raised as SQLAlchemy raises a driver's error, saying whether the connection was lost.
+            lost = conn.dialect.is_disconnect(error, driver, None)
+            raise DBAPIError.instance(_NOTIFY_EACH, None, error, error_type, connection_invalidated=lost) from error
+
+
+_NOTIFY_EACH = "SELECT pg_notify(%s, key) FROM unnest(%s::text[]) AS key"
 
 
 class RedisNotifier(_ListeningNotifier):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import uuid
 from functools import partial
@@ -14,11 +15,11 @@ from sqlalchemy.exc import DBAPIError
 from bulwark.clock import FrozenClock
 from bulwark.domain.access import Permission, Principal, PrincipalKind
 from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, RequestSource
-from bulwark.domain.errors import ActiveRequestAlreadyExists, ResourceNotFound, Unauthorized
+from bulwark.domain.errors import ActiveRequestAlreadyExists, MdeError, ResourceNotFound, Unauthorized
 from bulwark.domain.sensors import DeviceProperties
 from bulwark.ids import new_uuid
 from bulwark.service.audit_trail import RequestContext, audit_values
-from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, request_offboard
+from bulwark.service.offboarding import OFFBOARD_AUDIT_ACTION, RequestOffboard, prepare_offboard, request_offboard
 from bulwark.service.sensors import (
     DeviceAlreadyEnrolled,
     Enrolment,
@@ -41,14 +42,30 @@ CALLER = Principal(
 )
 
 
-def _offboard(machine_id: str, clock: FrozenClock, note: str):
+def _offboard(machine_id: str, clock: FrozenClock, note: str, caller: Principal = CALLER):
     command = RequestOffboard(machine_id=machine_id, comment=note)
-    return partial(request_offboard, command, CALLER, clock=clock, context=RequestContext(request_id=note))
+    return partial(request_offboard, command, caller, clock=clock, context=RequestContext(request_id=note))
 
 
-# Offboards run without a savepoint of their own, as the offboard route runs them; the tests
-# parametrized on it run them with one too (as any other use case runs).
-SAVEPOINT = pytest.mark.parametrize("savepoint", [False, True], ids=["no-savepoint", "savepoint"])
+# How an offboard runs in a batch. "route": as the offboard route runs it (no savepoint, its read
+# announced and its refusal deferred: on PostgreSQL the batch's reads and inserts are pipelined);
+# "no-savepoint": without a savepoint, each statement answered at once; "savepoint": as any other
+# use case runs.
+MODES = {
+    "route": {"savepoint": False, "defer_refusals": True},
+    "no-savepoint": {"savepoint": False},
+    "savepoint": {"savepoint": True},
+}
+SAVEPOINT = pytest.mark.parametrize("savepoint", list(MODES))
+
+
+def _run(writer: GroupCommitter, machine_id: str, clock: FrozenClock, note: str, mode: str, caller: Principal = CALLER, **more):
+    """Queue one offboard on ``writer`` the way ``mode`` (a key of MODES) runs it."""
+    options = dict(MODES[mode], **more)
+    if options.get("defer_refusals"):
+        command = RequestOffboard(machine_id=machine_id, comment=note)
+        options["prepare"] = partial(prepare_offboard, command, caller)
+    return writer.run(_offboard(machine_id, clock, note, caller), **options)
 
 
 def _audited(uow_factory: UnitOfWorkFactory) -> list[str]:
@@ -59,7 +76,7 @@ def _audited(uow_factory: UnitOfWorkFactory) -> list[str]:
 
 @SAVEPOINT
 def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(
-    uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: bool
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: str
 ) -> None:
     machines = [make_machine(i) for i in range(1, 21)]
     seed(uow_factory, machines)
@@ -74,9 +91,9 @@ def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(
     async def scenario():
         first = asyncio.ensure_future(writer.run(held))
         await asyncio.sleep(0.05)
-        jobs = [writer.run(_offboard(m.id, clock, f"req-{m.id}"), savepoint=savepoint) for m in machines]
-        jobs.append(writer.run(_offboard(machines[0].id, clock, "duplicate"), savepoint=savepoint))
-        jobs.append(writer.run(_offboard("f" * 40, clock, "unknown"), savepoint=savepoint))
+        jobs = [_run(writer, m.id, clock, f"req-{m.id}", savepoint) for m in machines]
+        jobs.append(_run(writer, machines[0].id, clock, "duplicate", savepoint))
+        jobs.append(_run(writer, "f" * 40, clock, "unknown", savepoint))
         tasks = [asyncio.ensure_future(j) for j in jobs]
         await asyncio.sleep(0.05)
         gate.set()
@@ -103,7 +120,7 @@ def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(
 
 
 @SAVEPOINT
-def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: bool) -> None:
+def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: str) -> None:
     machine = make_machine(30)
     seed(uow_factory, [machine])
     writer = GroupCommitter(uow_factory.engine)
@@ -115,7 +132,7 @@ def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, cl
 
     async def scenario():
         return await asyncio.gather(
-            writer.run(_offboard(machine.id, clock, "with poison"), savepoint=savepoint),
+            _run(writer, machine.id, clock, "with poison", savepoint),
             writer.run(poison),
             return_exceptions=True,
         )
@@ -131,7 +148,7 @@ def test_a_failed_commit_acknowledges_nothing(uow_factory: UnitOfWorkFactory, cl
 
 
 @SAVEPOINT
-def test_the_writer_recovers_from_a_lost_connection(uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: bool) -> None:
+def test_the_writer_recovers_from_a_lost_connection(uow_factory: UnitOfWorkFactory, clock: FrozenClock, savepoint: str) -> None:
     first, second = make_machine(31), make_machine(32)
     seed(uow_factory, [first, second])
     writer = GroupCommitter(uow_factory.engine)
@@ -141,12 +158,10 @@ def test_the_writer_recovers_from_a_lost_connection(uow_factory: UnitOfWorkFacto
         return "never durable"
 
     async def scenario():
-        lost = await asyncio.gather(
-            writer.run(poison), writer.run(_offboard(first.id, clock, "lost"), savepoint=savepoint), return_exceptions=True
-        )
+        lost = await asyncio.gather(writer.run(poison), _run(writer, first.id, clock, "lost", savepoint), return_exceptions=True)
         # The next batch runs on a good connection: later writes are not lost with the broken one.
-        after = await writer.run(_offboard(second.id, clock, "after"), savepoint=savepoint)
-        again = await writer.run(_offboard(first.id, clock, "again"), savepoint=savepoint)
+        after = await _run(writer, second.id, clock, "after", savepoint)
+        again = await _run(writer, first.id, clock, "again", savepoint)
         return lost, after, again
 
     try:
@@ -169,7 +184,7 @@ def test_new_uuid_is_a_random_version_4_uuid() -> None:
 @SAVEPOINT
 @pytest.mark.parametrize("count", [1, 40])
 def test_one_action_from_concurrent_offboards_of_one_machine(
-    uow_factory: UnitOfWorkFactory, clock: FrozenClock, count: int, savepoint: bool
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock, count: int, savepoint: str
 ) -> None:
     machine = make_machine(40)
     seed(uow_factory, [machine])
@@ -177,7 +192,7 @@ def test_one_action_from_concurrent_offboards_of_one_machine(
 
     async def scenario():
         return await asyncio.gather(
-            *(writer.run(_offboard(machine.id, clock, f"race-{i}"), savepoint=savepoint) for i in range(count)),
+            *(_run(writer, machine.id, clock, f"race-{i}", savepoint) for i in range(count)),
             return_exceptions=True,
         )
 
@@ -191,7 +206,10 @@ def test_one_action_from_concurrent_offboards_of_one_machine(
     assert _audited(uow_factory) == [won[0].id]
 
 
-def test_a_member_without_savepoint_failing_unexpectedly_fails_alone(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+@pytest.mark.parametrize("mode", ["route", "no-savepoint"])
+def test_a_member_without_savepoint_failing_unexpectedly_fails_alone(
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock, mode: str
+) -> None:
     """Members that break the promise of ``savepoint=False`` (a failed statement, which spoils a
     PostgreSQL transaction; a failure after writing) fail alone, leave nothing, and the others stand."""
     machines = [make_machine(i) for i in range(50, 56)]
@@ -225,12 +243,12 @@ def test_a_member_without_savepoint_failing_unexpectedly_fails_alone(uow_factory
     async def scenario():
         first = asyncio.ensure_future(writer.run(held))
         await asyncio.sleep(0.05)
-        jobs = [writer.run(_offboard(m.id, clock, f"req-{m.id}"), savepoint=False) for m in machines[:3]]
+        jobs = [_run(writer, m.id, clock, f"req-{m.id}", mode) for m in machines[:3]]
         jobs.append(writer.run(failed_statement, savepoint=False))
         jobs.append(writer.run(refusal_after_failed_statement, savepoint=False))
         jobs.append(writer.run(failure_after_writing, savepoint=False))
-        jobs += [writer.run(_offboard(m.id, clock, f"req-{m.id}"), savepoint=False) for m in machines[3:]]
-        jobs.append(writer.run(_offboard(machines[0].id, clock, "duplicate"), savepoint=False))
+        jobs += [_run(writer, m.id, clock, f"req-{m.id}", mode) for m in machines[3:]]
+        jobs.append(_run(writer, machines[0].id, clock, "duplicate", mode))
         tasks = [asyncio.ensure_future(j) for j in jobs]
         await asyncio.sleep(0.05)
         gate.set()
@@ -354,12 +372,12 @@ def test_wake_ups_are_sent_with_the_commit_and_only_for_committed_actions(postgr
 
     async def scenario():
         created = await asyncio.gather(
-            writer.run(_offboard(good.id, clock, "first"), wake=lambda a: a.machine_id, savepoint=False),
-            writer.run(_offboard(good.id, clock, "again"), wake=lambda a: a.machine_id, savepoint=False),
+            _run(writer, good.id, clock, "first", "route", wake=lambda a: a.machine_id),
+            _run(writer, good.id, clock, "again", "route", wake=lambda a: a.machine_id),
             return_exceptions=True,
         )
         lost = await asyncio.gather(
-            writer.run(_offboard(other.id, clock, "lost"), wake=lambda a: a.machine_id, savepoint=False),
+            _run(writer, other.id, clock, "lost", "route", wake=lambda a: a.machine_id),
             writer.run(poison),
             return_exceptions=True,
         )
@@ -401,9 +419,9 @@ def test_a_connection_lost_between_batches_loses_no_write(postgres_database: str
             other.commit()
 
     async def scenario():
-        done = [await writer.run(_offboard(first.id, clock, "before"), savepoint=False)]
+        done = [await _run(writer, first.id, clock, "before", "route")]
         terminate(await writer.run(backend_pid))
-        done.append(await writer.run(_offboard(second.id, clock, "after"), savepoint=False))
+        done.append(await _run(writer, second.id, clock, "after", "route"))
         terminate(await writer.run(backend_pid))
         done.append(await writer.run(_offboard(third.id, clock, "with a savepoint")))
         return done
@@ -464,3 +482,192 @@ def test_enrolments_share_batches_and_a_refused_one_changes_nothing(uow_factory:
         assert uow.machines.count(TENANT) == 10
         events = [e for e in uow.audit.list(tenant_id=TENANT, limit=1000) if e["action"] == "sensor.enrolled"]
     assert sorted(e["machine_id"] for e in events) == sorted(e.sensor.machine_id for e in enrolled if isinstance(e, Enrolment))
+
+
+def test_a_pipelined_batch_refuses_each_request_as_one_at_a_time_would(
+    uow_factory: UnitOfWorkFactory, clock: FrozenClock
+) -> None:
+    """In the offboard route's mode (on PostgreSQL: every member's machine read sent before the
+    first member runs, the inserts sent together) each request gets what it would get alone:
+    visibility is the caller's, a malformed id is refused, and a machine changed by a member that is
+    not an offboard is read again after it, not from before it."""
+    machines = [make_machine(i, rbac_group_id=None) for i in range(90, 96)]
+    group_ids = seed(uow_factory, [], groups=["Tier0"])
+    grouped = make_machine(96, rbac_group_id=group_ids[0])
+    seed(uow_factory, [*machines, grouped])
+    writer = GroupCommitter(uow_factory.engine)
+    gate = threading.Event()
+    # A user who reaches only the Tier0 group; an application of another tenant.
+    tier0_user = dataclasses.replace(
+        CALLER,
+        kind=PrincipalKind.USER,
+        id="user-1",
+        name="alice@contoso.com",
+        device_group_ids=frozenset(group_ids),
+        include_ungrouped=False,
+    )
+    stranger = dataclasses.replace(CALLER, tenant_id=str(uuid.UUID(int=7)), id="app-2")
+    offboarded_meanwhile = machines[5]
+
+    def held(uow):
+        gate.wait(10)
+        return "first"
+
+    def offboarded_by_its_sensor(uow):
+        with uow:
+            uow.machines.update_fields(offboarded_meanwhile.id, offboarded_at=clock.now())
+            uow.commit()
+        return "offboarded"
+
+    async def scenario():
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)
+        jobs = [
+            _run(writer, machines[0].id, clock, "ok", "route"),
+            _run(writer, machines[1].id, clock, "not the user's group", "route", caller=tier0_user),
+            _run(writer, grouped.id, clock, "the user's group", "route", caller=tier0_user),
+            _run(writer, machines[2].id, clock, "another tenant", "route", caller=stranger),
+            _run(writer, "not-an-id", clock, "malformed", "route"),
+            _run(writer, machines[0].id, clock, "duplicate", "route"),
+            writer.run(offboarded_by_its_sensor),
+            _run(writer, offboarded_meanwhile.id, clock, "after the change", "route"),
+            _run(writer, machines[3].id, clock, "after the change too", "route"),
+        ]
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        first, outcomes = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    assert first == "first" and writer.batches == 2, writer.batches
+    ok, foreign_group, own_group, foreign_tenant, malformed, duplicate, change, after, later = outcomes
+    assert isinstance(ok, MachineAction) and ok.machine_id == machines[0].id
+    assert isinstance(foreign_group, ResourceNotFound)
+    assert isinstance(own_group, MachineAction) and own_group.requestor == "alice@contoso.com"
+    assert isinstance(foreign_tenant, ResourceNotFound)
+    assert isinstance(malformed, MdeError) and (malformed.status, malformed.code) == (400, "InvalidInput")
+    assert isinstance(duplicate, ActiveRequestAlreadyExists)
+    # Its read was sent before the batch's members ran; the change came first in the batch's order,
+    # so the offboard after it is refused: its machine was read anew.
+    assert change == "offboarded"
+    assert isinstance(after, MdeError) and "already offboarded" in after.message
+    assert isinstance(later, MachineAction)
+    created = [ok, own_group, later]
+    assert _audited(uow_factory) == sorted(a.id for a in created if isinstance(a, MachineAction))
+
+
+def _round_trips(trace: str) -> int:
+    """Round trips in a libpq protocol trace: the client's messages that ask for answers."""
+    return sum(1 for line in trace.splitlines() if line.split("\t")[1:2] == ["F"] and line.split("\t")[3:4][0] in SYNCING)
+
+
+SYNCING = ("Sync", "Flush", "Query")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("size", [5, 30])
+def test_a_pipelined_batch_costs_the_same_round_trips_whatever_its_size(
+    postgres_database: str, clock: FrozenClock, tmp_path, size: int
+) -> None:
+    """On PostgreSQL a batch of offboards in the route's mode waits on the database a fixed number
+    of times (machine reads, inserts, commit), where one at a time it waits twice per offboard."""
+    import os
+
+    from bulwark.store.db import create_db_engine
+    from tests.conftest import _truncate
+
+    _truncate(postgres_database)
+    engine = create_db_engine(postgres_database, pool_size=2)
+    uow_factory = UnitOfWorkFactory(engine)
+    machines = [make_machine(200 + i) for i in range(size)]
+    seed(uow_factory, machines)
+    counted = {}
+    try:
+        for mode in ("route", "no-savepoint"):
+            writer = GroupCommitter(engine)
+            gate = threading.Event()
+            path = tmp_path / f"{mode}.trace"
+
+            def traced(uow, path=path, gate=gate):
+                # Trace the writer's connection from here: this batch's commit, then the next batch.
+                descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+                uow.conn.connection.driver_connection.pgconn.trace(descriptor)
+                gate.wait(10)
+
+            async def scenario(mode=mode, writer=writer, gate=gate):
+                first = asyncio.ensure_future(writer.run(traced))
+                await asyncio.sleep(0.05)
+                tasks = [asyncio.ensure_future(_run(writer, m.id, clock, mode, mode)) for m in machines]
+                await asyncio.sleep(0.05)
+                gate.set()
+                await first
+                return await asyncio.gather(*tasks, return_exceptions=True)
+
+            try:
+                outcomes = asyncio.run(scenario())
+            finally:
+                writer.stop()
+            assert writer.batches == 2
+            if mode == "route":
+                assert all(isinstance(o, MachineAction) for o in outcomes), outcomes
+            else:
+                assert all(isinstance(o, ActiveRequestAlreadyExists) for o in outcomes), outcomes
+            counted[mode] = _round_trips(path.read_text())
+    finally:
+        engine.dispose()
+    # The traced batch's own commit, then the batch of offboards.
+    assert counted["route"] <= 6, counted
+    assert counted["no-savepoint"] >= 2 * size, counted
+
+
+def test_a_pipelined_insert_failing_fails_alone(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    """An insert sent in the pipeline that PostgreSQL rejects (a value longer than its column) is
+    only known once the batch's answers are in: the batch runs again, each member in a savepoint,
+    so that member fails alone and the others stand."""
+    machines = [make_machine(i) for i in range(300, 306)]
+    seed(uow_factory, machines)
+    writer = GroupCommitter(uow_factory.engine)
+    gate = threading.Event()
+    overlong = RequestOffboard(machine_id=machines[2].id, comment="overlong", request_source="x" * 41)
+
+    def held(uow):
+        gate.wait(10)
+        return "first"
+
+    async def scenario():
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)
+        jobs = [_run(writer, m.id, clock, f"req-{m.id}", "route") for m in machines if m is not machines[2]]
+        jobs.insert(
+            2,
+            writer.run(
+                partial(request_offboard, overlong, CALLER, clock=clock, context=RequestContext(request_id="overlong")),
+                savepoint=False,
+                prepare=partial(prepare_offboard, overlong, CALLER),
+                defer_refusals=True,
+            ),
+        )
+        jobs.append(_run(writer, machines[0].id, clock, "duplicate", "route"))
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        first, outcomes = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    assert first == "first"
+    created = outcomes[:2] + outcomes[3:6]
+    assert all(isinstance(a, MachineAction) for a in created), outcomes
+    assert isinstance(outcomes[6], ActiveRequestAlreadyExists)
+    if uow_factory.engine.dialect.name == "postgresql":
+        assert isinstance(outcomes[2], DBAPIError), outcomes[2]
+    else:
+        # SQLite keeps a value longer than its declared length.
+        assert isinstance(outcomes[2], MachineAction)
+        created.append(outcomes[2])
+    assert _audited(uow_factory) == sorted(a.id for a in created if isinstance(a, MachineAction))

@@ -27,6 +27,12 @@ class RequestOffboard:
     request_source: str | None = None
 
 
+def prepare_offboard(command: RequestOffboard, principal: Principal, uow: UnitOfWork) -> None:
+    """Announce the read ``request_offboard`` will make, so that a store running many offboards
+    together (a group-commit batch) can fetch their machines at once. Checks and changes nothing."""
+    uow.machines.read_ahead(principal, normalize_machine_id(command.machine_id))
+
+
 def request_offboard(
     command: RequestOffboard, principal: Principal, uow: UnitOfWork, clock: Clock, context: RequestContext
 ) -> MachineAction:
@@ -41,7 +47,9 @@ def request_offboard(
 
     Every refusal comes before anything is written, and the database's refusal is no error in the
     transaction (``add_with_event``): so this use case may run in a group-commit batch without a
-    savepoint of its own (``GroupCommitter.run(..., savepoint=False)``).
+    savepoint of its own (``GroupCommitter.run(..., savepoint=False)``). Its one write is its last
+    step and its refusal is not caught, so such a batch may also send it with its other members'
+    and learn the refusal afterwards (``defer_refusals=True``).
     """
     OFFBOARD_RULE.check_caller(principal)
     machine_id = normalize_machine_id(command.machine_id)

@@ -62,6 +62,11 @@ class MachineRepository(Protocol):
         """The machine if ``principal`` may see it (its device group is visible to them)."""
         ...
 
+    def read_ahead(self, principal: Principal, machine_id: str) -> None:
+        """A hint that ``get(principal, machine_id, with_tags=False)`` follows: a store running many
+        units of work together may fetch their reads at once. Changes nothing else."""
+        ...
+
     def find_by_dns_name(self, principal: Principal, dns_name: str) -> Machine | None:
         """A visible machine by computer DNS name, case-insensitively."""
         ...

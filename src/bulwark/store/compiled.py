@@ -24,21 +24,27 @@ from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Dialect, Table, insert
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql import Insert, Select, Update
 
 _Processor = Callable[[Any], Any] | None
 
 
+def _wrapped(dialect: Dialect, sql: str, error: Any, params: Any = None, driver: Any = None) -> StatementError:
+    """A driver's error as SQLAlchemy raises it (``IntegrityError`` and so on, parameters hidden as the
+    engines are configured), saying whether the connection was lost with it."""
+    lost = driver is not None and dialect.is_disconnect(error, driver, None)
+    return DBAPIError.instance(
+        sql, params, error, dialect.loaded_dbapi.Error, hide_parameters=True, connection_invalidated=lost, dialect=dialect
+    )
+
+
 def _execute(dialect: Dialect, driver: Any, sql: str, params: Any) -> Any:
-    """``driver.execute``, its errors raised as SQLAlchemy raises them (``IntegrityError`` and so on,
-    parameters hidden as the engines are configured)."""
+    """``driver.execute``, its errors raised as SQLAlchemy raises them."""
     try:
         return driver.execute(sql, params)
     except dialect.loaded_dbapi.Error as error:
-        raise DBAPIError.instance(
-            sql, params, error, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
-        ) from error
+        raise _wrapped(dialect, sql, error, params, driver) from error
 
 
 T = TypeVar("T", "CompiledSelect", "CompiledInsert")
@@ -136,9 +142,21 @@ class CompiledSelect:
 
     def first(self, driver: Any, **variables: Any) -> dict[str, Any] | None:
         """The first row, or None."""
-        cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
-        row = cursor.fetchone()
-        cursor.close()
+        return self.first_of(self.send(driver, **variables))
+
+    def send(self, driver: Any, **variables: Any) -> Any:
+        """Run the statement and return its cursor, unread: in a ``StatementPipeline`` the statement is
+        only sent, and its rows arrive when the pipeline is synced (``first_of`` reads them)."""
+        return _execute(self._dialect, driver, self.sql, self._params(variables))
+
+    def first_of(self, cursor: Any) -> dict[str, Any] | None:
+        """The first row of a cursor ``send`` returned, or None; closes the cursor."""
+        try:
+            row = cursor.fetchone()
+        except self._dialect.loaded_dbapi.Error as error:
+            raise _wrapped(self._dialect, self.sql, error) from error
+        finally:
+            cursor.close()
         return None if row is None else dict(zip(self.keys, self._convert(row), strict=True))
 
     def _convert(self, row: tuple[Any, ...]) -> list[Any]:
@@ -232,3 +250,106 @@ def direct_statements(dialect: Dialect) -> CompiledCache | None:
 def driver_connection(conn: Connection) -> Any:
     """The DB-API connection under a SQLAlchemy connection (inside its transaction, if one is open)."""
     return conn.connection.driver_connection
+
+
+class StatementPipeline:
+    """Statements sent without waiting for their answers (psycopg's pipeline mode): every statement
+    sent between ``open()`` and ``close()`` costs one round trip between them, not one each.
+
+    The group-commit writer uses it on PostgreSQL, where a batch's round trips one after the other
+    set its pace: the machines a batch's offboards read are announced before its members run and
+    read with one statement when the first member needs one (``want``, ``take``), and the members'
+    inserts are sent as they run, each with a check of its outcome run when the pipeline is closed
+    (``defer``). A statement that
+    fails makes ``close()`` raise (as SQLAlchemy's error), and the pipeline's later statements are not
+    run: the transaction is then spoiled and the writer rolls it back.
+    """
+
+    __slots__ = ("_deferred", "_dialect", "_pipeline", "_reads", "_wanted", "deferring", "driver")
+
+    def __init__(self, dialect: Dialect, driver: Any) -> None:
+        self._dialect = dialect
+        self.driver = driver
+        self._pipeline: Any = None
+        # Reads wanted (group: fetch, items) and fetched ((group, item): row or None).
+        self._wanted: dict[Hashable, tuple[Callable[[list[Any]], Mapping[Any, Any]], list[Any]]] = {}
+        self._reads: dict[tuple[Hashable, Hashable], Any] = {}
+        self._deferred: list[tuple[Any, Callable[[], BaseException | None]]] = []
+        # Who a write sent now belongs to (``defer``); None: writes are answered at once, as usual.
+        self.deferring: Any = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._pipeline is not None
+
+    def open(self) -> None:
+        """Start sending statements without waiting for their answers."""
+        if self._pipeline is None:
+            pipeline = self.driver.pipeline()
+            pipeline.__enter__()
+            self._pipeline = pipeline
+
+    def close(self) -> list[tuple[Any, BaseException]]:
+        """Wait for every statement sent; return (owner, refusal) for each deferred write its check refused."""
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            try:
+                pipeline.__exit__(None, None, None)
+            except self._dialect.loaded_dbapi.Error as error:
+                self._deferred.clear()
+                raise _wrapped(self._dialect, "(pipeline)", error, None, self.driver) from error
+        deferred, self._deferred = self._deferred, []
+        refused: list[tuple[Any, BaseException]] = []
+        for owner, check in deferred:
+            refusal = check()
+            if refusal is not None:
+                refused.append((owner, refusal))
+        return refused
+
+    def abandon(self, error: BaseException) -> None:
+        """Leave pipeline mode after ``error`` (its answers discarded; the transaction is given up)."""
+        pipeline, self._pipeline = self._pipeline, None
+        self._deferred.clear()
+        self.forget_reads()
+        if pipeline is not None:
+            try:
+                pipeline.__exit__(type(error), error, None)
+            except Exception:
+                # The first error is the one reported.
+                pass
+
+    def want(self, group: Hashable, item: Hashable, fetch: Callable[[list[Any]], Mapping[Any, Any]]) -> None:
+        """Ask for ``item`` of ``group``: the first ``take`` of the group fetches every item wanted of
+        it with one call of ``fetch`` (given the items, returning each found item's row)."""
+        if (group, item) in self._reads:
+            return
+        pending = self._wanted.get(group)
+        if pending is None:
+            self._wanted[group] = (fetch, [item])
+        elif item not in pending[1]:
+            pending[1].append(item)
+
+    def take(self, group: Hashable, item: Hashable) -> tuple[bool, Any]:
+        """(True, the row or None) if ``item`` of ``group`` was wanted, else (False, None)."""
+        pending = self._wanted.pop(group, None)
+        if pending is not None:
+            fetch, items = pending
+            found = fetch(items)
+            for each in items:
+                self._reads[(group, each)] = found.get(each)
+        key = (group, item)
+        if key not in self._reads:
+            return False, None
+        return True, self._reads[key]
+
+    def forget_reads(self) -> None:
+        """Drop the reads wanted or fetched: what they read may have changed since."""
+        self._wanted.clear()
+        self._reads.clear()
+
+    def defer(self, check: Callable[[], BaseException | None]) -> None:
+        """Check a write sent now once the pipeline is closed: ``check`` returns the refusal of its
+        owner (``deferring``), or None."""
+        if self.deferring is None:
+            raise RuntimeError("no write may be deferred now")
+        self._deferred.append((self.deferring, check))

@@ -21,6 +21,14 @@ trip. Should such a member fail any other way (a database error, which on Postgr
 whole transaction), the batch is rolled back and run again with every member in its own savepoint,
 so the others still stand; nothing of the first attempt was acknowledged.
 
+On PostgreSQL a batch's round trips one after the other set its pace, so offboards share them
+(``run(..., prepare=..., defer_refusals=True)``): the machines every member announces are read by
+one statement when the first member needs one, and each member's insert is sent without waiting
+for its answer (psycopg's pipeline mode, ``StatementPipeline``). A batch of offboards then waits on the
+database three times (reads, inserts, commit) whatever its size; an insert the one-active-action
+index skipped becomes its member's refusal once the answers are in. Any other member runs as usual
+between them, and the reads sent ahead are not used after it (it may have changed a machine).
+
 Sensors are woken once their action is committed. With PostgreSQL's LISTEN/NOTIFY the wake-ups
 are sent inside the batch's transaction (one statement for the batch): PostgreSQL delivers them
 when it commits and drops them if it rolls back.
@@ -42,7 +50,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bulwark.domain.errors import MdeError
 from bulwark.notifier import Notifier, PostgresNotifier
-from bulwark.store.compiled import direct_statements, driver_connection
+from bulwark.store.compiled import StatementPipeline, direct_statements, driver_connection
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.queries import ListQueries
@@ -68,11 +76,11 @@ MAX_BATCH = 256
 class _Repositories:
     """Every repository on one connection, built once per batch and shared by its members."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, pipeline: StatementPipeline | None = None) -> None:
         self.tenants = TenantRepository(conn)
         self.device_groups = DeviceGroupRepository(conn)
-        self.machines = MachineRepository(conn)
-        self.actions = MachineActionRepository(conn)
+        self.machines = MachineRepository(conn, pipeline)
+        self.actions = MachineActionRepository(conn, pipeline)
         self.audit = AuditRepository(conn)
         self.sensors = SensorRepository(conn)
         self.onboarding_packages = OnboardingPackageRepository(conn)
@@ -151,6 +159,8 @@ class _Job:
     after_commit: Callable[[Any], None] | None = None
     wake: Callable[[Any], str] | None = None
     savepoint: bool = True
+    prepare: Callable[[BatchMemberUnitOfWork], None] | None = None
+    defer_refusals: bool = False
     outcome: tuple[bool, Any] = field(default=(False, None))
 
 
@@ -158,13 +168,18 @@ class _SpoiledBatch(Exception):
     """A member without a savepoint failed otherwise than by refusing before it wrote."""
 
 
-def _transaction_usable(conn: Connection) -> bool:
-    """Whether the open transaction can go on (a failed statement spoils it on PostgreSQL)."""
+def _transaction_usable(conn: Connection, pipelined: bool = False) -> bool:
+    """Whether the open transaction can go on (a failed statement spoils it on PostgreSQL).
+
+    ``pipelined``: statements may still be in flight (a failure among them surfaces when the
+    pipeline is closed, which spoils the batch then).
+    """
     driver = driver_connection(conn)
     if conn.dialect.name == "postgresql":
         from psycopg.pq import TransactionStatus
 
-        return bool(driver.info.transaction_status == TransactionStatus.INTRANS)
+        usable = (TransactionStatus.INTRANS, TransactionStatus.ACTIVE) if pipelined else (TransactionStatus.INTRANS,)
+        return bool(driver.info.transaction_status in usable)
     return bool(driver.in_transaction)
 
 
@@ -213,6 +228,8 @@ class GroupCommitter:
         after_commit: Callable[[T], None] | None = None,
         wake: Callable[[T], str] | None = None,
         savepoint: bool = True,
+        prepare: Callable[[BatchMemberUnitOfWork], None] | None = None,
+        defer_refusals: bool = False,
     ) -> T:
         """Run ``work`` in the next batch; return its result once the batch is durable, or raise its error.
 
@@ -222,11 +239,20 @@ class GroupCommitter:
         ``savepoint=False`` runs ``work`` without a savepoint of its own: only for a use case that
         refuses (raises an ``MdeError``) before it writes and whose statements fail only
         unexpectedly; any other failure has the batch run again with a savepoint for every member.
+
+        On PostgreSQL two more promises let a batch's members share round trips (psycopg's pipeline
+        mode). ``prepare`` announces the reads ``work`` makes (``uow.machines.read_ahead``): the
+        batch sends every member's before any member runs. ``defer_refusals`` (with
+        ``savepoint=False``) says ``work``'s writes come last and their refusal is not caught
+        (``add_with_event``): they are sent with the other members' and a refusal becomes this
+        ``work``'s outcome, its return value dropped, once the batch has its answers.
         """
+        if defer_refusals and savepoint:
+            raise ValueError("defer_refusals needs savepoint=False")
         self._ensure_started()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(work, loop, future, after_commit, wake, savepoint))
+        self._queue.put(_Job(work, loop, future, after_commit, wake, savepoint, prepare, defer_refusals))
         return await future
 
     def stop(self, timeout: float = 10) -> None:
@@ -353,21 +379,46 @@ class GroupCommitter:
         the transaction rolled back, when a member without one failed otherwise than by refusing.
         """
         with conn.begin():
-            repositories = _Repositories(conn)
-            for job in batch:
-                own = savepoints or job.savepoint
-                try:
-                    job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories, savepoint=own)))
-                except Exception as error:
-                    if isinstance(error, DBAPIError) and (error.connection_invalidated or conn.invalidated):
-                        # The connection is lost, and the whole transaction with it.
-                        raise
-                    # With a savepoint, the member's ``with`` has rolled it back already; without
-                    # one, a refusal wrote nothing (the use case's promise) and left the
-                    # transaction usable (checked).
-                    if not own and not (isinstance(error, MdeError) and _transaction_usable(conn)):
-                        raise _SpoiledBatch() from error
-                    job.outcome = (False, error)
+            pipeline = None
+            if not savepoints and conn.dialect.name == "postgresql" and any(job.defer_refusals for job in batch):
+                pipeline = StatementPipeline(conn.dialect, driver_connection(conn))
+            repositories = _Repositories(conn, pipeline)
+            try:
+                if pipeline is not None:
+                    self._read_ahead(conn, repositories, pipeline, batch)
+                for job in batch:
+                    own = savepoints or job.savepoint
+                    pipelined = pipeline is not None and job.defer_refusals and not own
+                    if pipeline is not None and not pipelined:
+                        # Anything else runs as usual, once the members before it are answered; and
+                        # since it may change machines, their reads ahead are not used after it.
+                        self._close_pipeline(conn, pipeline)
+                        pipeline.forget_reads()
+                    if pipelined:
+                        assert pipeline is not None
+                        pipeline.open()
+                        pipeline.deferring = job
+                    try:
+                        job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories, savepoint=own)))
+                    except Exception as error:
+                        if isinstance(error, DBAPIError) and (error.connection_invalidated or conn.invalidated):
+                            # The connection is lost, and the whole transaction with it.
+                            raise
+                        # With a savepoint, the member's ``with`` has rolled it back already; without
+                        # one, a refusal wrote nothing (the use case's promise) and left the
+                        # transaction usable (checked).
+                        if not own and not (isinstance(error, MdeError) and _transaction_usable(conn, pipelined)):
+                            raise _SpoiledBatch() from error
+                        job.outcome = (False, error)
+                    finally:
+                        if pipeline is not None:
+                            pipeline.deferring = None
+                if pipeline is not None:
+                    self._close_pipeline(conn, pipeline)
+            except BaseException as error:
+                if pipeline is not None:
+                    pipeline.abandon(error)
+                raise
             if self._notify_within:
                 keys = [job.wake(job.outcome[1]) for job in batch if job.wake is not None and job.outcome[0]]
                 if keys:
@@ -375,3 +426,32 @@ class GroupCommitter:
                     self.notifier.publish_within(conn, keys)
             # Leaving the block commits: from here a lost connection may have committed or not.
             self._committing = True
+
+    @staticmethod
+    def _read_ahead(conn: Connection, repositories: _Repositories, pipeline: StatementPipeline, batch: list[_Job]) -> None:
+        """Collect the reads the batch's pipelined members announce: the first of them to read one
+        reads them all."""
+        for job in batch:
+            if job.prepare is None or not job.defer_refusals:
+                continue
+            try:
+                job.prepare(BatchMemberUnitOfWork(conn, repositories, savepoint=False))
+            except MdeError:
+                # A request refused before it reads (a malformed id): the member refuses it when it runs.
+                continue
+
+    @staticmethod
+    def _close_pipeline(conn: Connection, pipeline: StatementPipeline) -> None:
+        """Wait for the statements sent; a deferred write refused becomes its member's outcome."""
+        if not pipeline.is_open:
+            return
+        try:
+            refused = pipeline.close()
+        except DBAPIError as error:
+            if error.connection_invalidated or conn.invalidated:
+                raise
+            # A member's statement failed: which one is not known here, so every member of the batch
+            # runs again, each in its own savepoint.
+            raise _SpoiledBatch() from error
+        for job, refusal in refused:
+            job.outcome = (False, refusal)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    any_,
     bindparam,
     column,
     delete,
@@ -39,6 +40,7 @@ from bulwark.store.compiled import (
     CompiledCache,
     CompiledInsert,
     CompiledSelect,
+    StatementPipeline,
     compiled_statements,
     direct_statements,
     driver_connection,
@@ -115,6 +117,17 @@ def _visible_machine_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
     )
 
 
+@functools.cache
+def _visible_machines_by_ids(shape: tuple[bool, bool, bool]) -> Select[Any]:
+    """``_visible_machine_by_id`` for a list of ids at once (PostgreSQL: ``machines.id = ANY (:machine_ids)``)."""
+    ids = bindparam("machine_ids", type_=postgresql.ARRAY(machines.c.id.type))
+    return (
+        select(machines, device_groups.c.name.label("rbac_group_name"))
+        .select_from(machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id))
+        .where(machines.c.id == any_(ids), _bound_visibility(shape))
+    )
+
+
 def visibility_key(principal: Principal) -> tuple[str, frozenset[int] | None, bool]:
     """What decides which machines ``principal`` sees: the statements compiled for one caller serve all alike."""
     return principal.tenant_id, principal.device_group_ids, principal.include_ungrouped
@@ -173,10 +186,16 @@ def _direct_by_key(
     value: str,
 ) -> dict[str, Any] | None:
     """The first row of ``statement`` (built for the caller's visibility shape), ``key`` given per call."""
+    return _compiled_by_key(direct, dialect, name, statement, principal, key, value).first(driver, **{key: value})
+
+
+def _compiled_by_key(
+    direct: CompiledCache, dialect: Dialect, name: str, statement: Select[Any], principal: Principal, key: str, value: str
+) -> CompiledSelect:
+    """``statement`` compiled for the caller's visibility (fixed values) with ``key`` given per call."""
     params = _visibility_params(principal)
     params[key] = value
-    compiled = direct.get((name, visibility_key(principal)), lambda: CompiledSelect(statement, dialect, params, (key,)))
-    return compiled.first(driver, **{key: value})
+    return direct.get((name, visibility_key(principal)), lambda: CompiledSelect(statement, dialect, params, (key,)))
 
 
 def _direct_tags(direct: CompiledCache, dialect: Dialect, driver: Any, ids: list[str], tags: dict[str, list[str]]) -> None:
@@ -236,13 +255,33 @@ class DirectMachineReads:
             _direct_tags(self._direct, self._dialect, self._driver, [row["id"]], tags)
         return _machines_of_rows([row], tags)[0]
 
+    def _by_id(self, principal: Principal, machine_id: str) -> CompiledSelect:
+        statement = _visible_machine_by_id(_visibility_shape(principal))
+        return _compiled_by_key(self._direct, self._dialect, "machine_by_id", statement, principal, "machine_id", machine_id)
+
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it."""
-        statement = _visible_machine_by_id(_visibility_shape(principal))
-        row = _direct_by_key(
-            self._direct, self._dialect, self._driver, "machine_by_id", statement, principal, "machine_id", machine_id
+        return self._machine(self._by_id(principal, machine_id).first(self._driver, machine_id=machine_id), with_tags)
+
+    def read_ahead(self, pipeline: StatementPipeline, principal: Principal, machine_id: str) -> None:
+        """Want ``get(principal, machine_id, with_tags=False)``'s machine on ``pipeline``: every machine
+        wanted by callers who see alike is read by one statement (PostgreSQL's ``= ANY``), for ``taken``."""
+        pipeline.want(("machines", visibility_key(principal)), machine_id, functools.partial(self._many, principal))
+
+    def _many(self, principal: Principal, machine_ids: list[str]) -> dict[str, dict[str, Any]]:
+        params = _visibility_params(principal)
+        params["machine_ids"] = machine_ids
+        statement = _visible_machines_by_ids(_visibility_shape(principal))
+        compiled = self._direct.get(
+            ("machines_by_ids", visibility_key(principal)),
+            lambda: CompiledSelect(statement, self._dialect, params, ("machine_ids",)),
         )
-        return self._machine(row, with_tags)
+        return {row["id"]: row for row in compiled.rows(self._driver, machine_ids=machine_ids)}
+
+    def taken(self, pipeline: StatementPipeline, principal: Principal, machine_id: str) -> tuple[bool, Machine | None]:
+        """(True, the machine or None) if ``read_ahead`` wanted it, else (False, None)."""
+        taken, row = pipeline.take(("machines", visibility_key(principal)), machine_id)
+        return taken, self._machine(row, False) if taken else None
 
     def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` in ``tenant_id``, for callers that are devices.
@@ -414,8 +453,10 @@ class DeviceGroupRepository:
 class MachineRepository:
     """Machines and their tags."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, pipeline: StatementPipeline | None = None) -> None:
         self.conn = conn
+        # A group-commit batch's pipeline on PostgreSQL (``read_ahead``), else None.
+        self.pipeline = pipeline
 
     def select_with_group(self):
         """A SELECT of machines with their device group's name (``rbac_group_name``)."""
@@ -466,10 +507,28 @@ class MachineRepository:
             ):
                 tags[machine_id].append(tag)
 
+    def read_ahead(self, principal: Principal, machine_id: str) -> None:
+        """Announce that ``get(principal, machine_id, with_tags=False)`` follows in this unit of work.
+
+        In a group-commit batch on PostgreSQL the machines its members announce are read together
+        (one statement for every caller who sees alike) and ``get`` takes its answer; elsewhere this
+        does nothing.
+        """
+        pipeline = self.pipeline
+        if pipeline is None:
+            return
+        direct = self._direct_by_id()
+        if direct is not None:
+            direct.read_ahead(pipeline, principal, machine_id)
+
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
         direct = self._direct_by_id()
         if direct is not None:
+            if self.pipeline is not None and not with_tags:
+                taken, machine = direct.taken(self.pipeline, principal, machine_id)
+                if taken:
+                    return machine
             return direct.get(principal, machine_id, with_tags=with_tags)
         params = _visibility_params(principal)
         params["machine_id"] = machine_id
@@ -652,8 +711,10 @@ def action_from_row(row: Any) -> MachineAction:
 class MachineActionRepository:
     """Machine actions, with lifecycle transitions guarded in SQL."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, pipeline: StatementPipeline | None = None) -> None:
         self.conn = conn
+        # A group-commit batch's pipeline on PostgreSQL (``add_with_event``'s deferred refusal), else None.
+        self.pipeline = pipeline
 
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:
         """Insert ``action``; a concurrent active action of the same type loses to the first one.
@@ -681,6 +742,9 @@ class MachineActionRepository:
         insert skips the row the one-active-action index refuses), so the transaction stays usable
         and the caller needs no savepoint to go on. On PostgreSQL both rows are written by one
         statement (one round trip); on SQLite by two. Either way compiled once and run on the driver.
+        In a group-commit batch that defers its members' refusals (PostgreSQL), the statement is only
+        sent, with the batch's others, and the refusal becomes the member's outcome once they are
+        answered: so it must be the use case's last step, its refusal not caught.
         """
         if event.get("machine_action_id") != action.id:
             raise ValueError("the audit event must name the action it records")
@@ -696,6 +760,13 @@ class MachineActionRepository:
                 "action_with_event",
                 lambda: CompiledSelect(_action_with_event_postgresql(), dialect, dict.fromkeys(params), tuple(params)),
             )
+            pipeline = self.pipeline
+            if pipeline is not None and pipeline.deferring is not None:
+                # Sent with the batch's other inserts; a refusal becomes the member's outcome when
+                # the pipeline is closed (the batch's ``defer_refusals``).
+                cursor = compiled.send(pipeline.driver, **params)
+                pipeline.defer(lambda: None if compiled.first_of(cursor) is not None else ActiveRequestAlreadyExists())
+                return
             if compiled.first(driver_connection(self.conn), **params) is None:
                 raise ActiveRequestAlreadyExists()
             return
