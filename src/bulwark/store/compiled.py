@@ -265,11 +265,13 @@ class StatementPipeline:
     run: the transaction is then spoiled and the writer rolls it back.
     """
 
-    __slots__ = ("_deferred", "_dialect", "_pipeline", "_reads", "_wanted", "deferring", "driver")
+    __slots__ = ("_deferred", "_dialect", "_pipeline", "_pipelined", "_reads", "_wanted", "deferring", "driver")
 
-    def __init__(self, dialect: Dialect, driver: Any) -> None:
+    def __init__(self, dialect: Dialect, driver: Any, *, pipelined: bool = True) -> None:
         self._dialect = dialect
         self.driver = driver
+        # False: only the reads are shared; statements are answered at once, as usual (SQLite).
+        self._pipelined = pipelined
         self._pipeline: Any = None
         # Reads wanted (group: fetch, items) and fetched ((group, item): row or None).
         self._wanted: dict[Hashable, tuple[Callable[[list[Any]], Mapping[Any, Any]], list[Any]]] = {}
@@ -284,7 +286,7 @@ class StatementPipeline:
 
     def open(self) -> None:
         """Start sending statements without waiting for their answers."""
-        if self._pipeline is None:
+        if self._pipeline is None and self._pipelined:
             pipeline = self.driver.pipeline()
             pipeline.__enter__()
             self._pipeline = pipeline

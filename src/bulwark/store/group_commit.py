@@ -380,8 +380,9 @@ class GroupCommitter:
         """
         with conn.begin():
             pipeline = None
-            if not savepoints and conn.dialect.name == "postgresql" and any(job.defer_refusals for job in batch):
-                pipeline = StatementPipeline(conn.dialect, driver_connection(conn))
+            if not savepoints and conn.dialect.name in ("postgresql", "sqlite") and any(job.defer_refusals for job in batch):
+                # On SQLite only the reads are shared (one statement); its writes cost no round trip.
+                pipeline = StatementPipeline(conn.dialect, driver_connection(conn), pipelined=conn.dialect.name == "postgresql")
             repositories = _Repositories(conn, pipeline)
             try:
                 if pipeline is not None:
@@ -436,8 +437,10 @@ class GroupCommitter:
                 continue
             try:
                 job.prepare(BatchMemberUnitOfWork(conn, repositories, savepoint=False))
-            except MdeError:
-                # A request refused before it reads (a malformed id): the member refuses it when it runs.
+            except Exception:
+                # Only a hint (a malformed id cannot be read ahead): the member itself refuses or
+                # fails when it runs, alone.
+                log.debug("a member's read ahead failed; it reads for itself", exc_info=True)
                 continue
 
     @staticmethod

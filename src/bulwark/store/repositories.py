@@ -118,13 +118,19 @@ def _visible_machine_by_id(shape: tuple[bool, bool, bool]) -> Select[Any]:
 
 
 @functools.cache
-def _visible_machines_by_ids(shape: tuple[bool, bool, bool]) -> Select[Any]:
-    """``_visible_machine_by_id`` for a list of ids at once (PostgreSQL: ``machines.id = ANY (:machine_ids)``)."""
-    ids = bindparam("machine_ids", type_=postgresql.ARRAY(machines.c.id.type))
+def _visible_machines_by_ids(shape: tuple[bool, bool, bool], dialect_name: str) -> Select[Any]:
+    """``_visible_machine_by_id`` for a list of ids at once: on PostgreSQL ``machines.id = ANY
+    (:machine_ids)`` (an array), on SQLite ``machines.id IN (SELECT value FROM json_each(:machine_ids))``
+    (the ids as a JSON array)."""
+    if dialect_name == "postgresql":
+        among = machines.c.id == any_(bindparam("machine_ids", type_=postgresql.ARRAY(machines.c.id.type)))
+    else:
+        ids = select(column("value")).select_from(func.json_each(bindparam("machine_ids"))).scalar_subquery()
+        among = machines.c.id.in_(ids)
     return (
         select(machines, device_groups.c.name.label("rbac_group_name"))
         .select_from(machines.outerjoin(device_groups, machines.c.rbac_group_id == device_groups.c.id))
-        .where(machines.c.id == any_(ids), _bound_visibility(shape))
+        .where(among, _bound_visibility(shape))
     )
 
 
@@ -270,13 +276,14 @@ class DirectMachineReads:
 
     def _many(self, principal: Principal, machine_ids: list[str]) -> dict[str, dict[str, Any]]:
         params = _visibility_params(principal)
-        params["machine_ids"] = machine_ids
-        statement = _visible_machines_by_ids(_visibility_shape(principal))
+        ids: list[str] | str = machine_ids if self._dialect.name == "postgresql" else json.dumps(machine_ids)
+        params["machine_ids"] = ids
+        statement = _visible_machines_by_ids(_visibility_shape(principal), self._dialect.name)
         compiled = self._direct.get(
             ("machines_by_ids", visibility_key(principal)),
             lambda: CompiledSelect(statement, self._dialect, params, ("machine_ids",)),
         )
-        return {row["id"]: row for row in compiled.rows(self._driver, machine_ids=machine_ids)}
+        return {row["id"]: row for row in compiled.rows(self._driver, machine_ids=ids)}
 
     def taken(self, pipeline: StatementPipeline, principal: Principal, machine_id: str) -> tuple[bool, Machine | None]:
         """(True, the machine or None) if ``read_ahead`` wanted it, else (False, None)."""
