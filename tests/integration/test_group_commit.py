@@ -671,3 +671,45 @@ def test_a_pipelined_insert_failing_fails_alone(uow_factory: UnitOfWorkFactory, 
         assert isinstance(outcomes[2], MachineAction)
         created.append(outcomes[2])
     assert _audited(uow_factory) == sorted(a.id for a in created if isinstance(a, MachineAction))
+
+
+def test_reads_ahead_hold_across_a_member_that_changes_no_machine(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    """A member run with ``changes_machines=False`` (a sensor's claim) leaves the batch's machines
+    read ahead in use for the offboards after it; shown here by a member that breaks that promise:
+    the offboard after it still sees the machine as it was read before the batch's members ran."""
+    machines = [make_machine(i) for i in range(320, 323)]
+    seed(uow_factory, machines)
+    writer = GroupCommitter(uow_factory.engine)
+    gate = threading.Event()
+
+    def held(uow):
+        gate.wait(10)
+        return "first"
+
+    def offboarded(uow):
+        with uow:
+            uow.machines.update_fields(machines[1].id, offboarded_at=clock.now())
+            uow.commit()
+        return "changed"
+
+    async def scenario():
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)
+        jobs = [
+            _run(writer, machines[0].id, clock, "before", "route"),
+            writer.run(offboarded, savepoint=False, changes_machines=False),
+            _run(writer, machines[1].id, clock, "after", "route"),
+        ]
+        tasks = [asyncio.ensure_future(j) for j in jobs]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await first
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        before, changed, after = asyncio.run(scenario())
+    finally:
+        writer.stop()
+    assert isinstance(before, MachineAction) and changed == "changed"
+    # The promise broken, the read from before the change was used: the machine looked onboarded.
+    assert isinstance(after, MachineAction)

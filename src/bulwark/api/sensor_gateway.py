@@ -246,7 +246,7 @@ async def next_action(
                         # no pool checkout, and claims made meanwhile share one commit. The claim
                         # refuses (an offboarded machine, a superseded credential) before it writes.
                         claim = partial(claim_next_action, sensor, clock=runtime.clock)
-                        action = await runtime.writer.run(claim, savepoint=False)
+                        action = await runtime.writer.run(claim, savepoint=False, changes_machines=False)
                         if action is not None:
                             body = action_to_wire(action)
                             if behavior is not None:

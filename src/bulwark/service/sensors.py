@@ -452,6 +452,8 @@ def claim_next_action(sensor: SensorIdentity, uow: UnitOfWork, clock: Clock) -> 
     """Move the machine's oldest Pending action to InProgress and return it (None when none is waiting).
 
     The claim is a guarded transition: against a racing cancel or a second sensor exactly one wins.
+    It refuses before it writes and changes the action alone, never the machine (the group-commit
+    writer runs it with ``savepoint=False, changes_machines=False``).
     """
     with uow:
         machine = uow.machines.get_in_tenant(sensor.tenant_id, sensor.machine_id, with_tags=False)

@@ -161,6 +161,7 @@ class _Job:
     savepoint: bool = True
     prepare: Callable[[BatchMemberUnitOfWork], None] | None = None
     defer_refusals: bool = False
+    changes_machines: bool = True
     outcome: tuple[bool, Any] = field(default=(False, None))
 
 
@@ -230,6 +231,7 @@ class GroupCommitter:
         savepoint: bool = True,
         prepare: Callable[[BatchMemberUnitOfWork], None] | None = None,
         defer_refusals: bool = False,
+        changes_machines: bool = True,
     ) -> T:
         """Run ``work`` in the next batch; return its result once the batch is durable, or raise its error.
 
@@ -246,13 +248,15 @@ class GroupCommitter:
         ``savepoint=False``) says ``work``'s writes come last and their refusal is not caught
         (``add_with_event``): they are sent with the other members' and a refusal becomes this
         ``work``'s outcome, its return value dropped, once the batch has its answers.
+        ``changes_machines=False`` says ``work`` changes no machine, so that the machines the batch
+        read ahead still hold after it (any other member has the members after it read theirs anew).
         """
         if defer_refusals and savepoint:
             raise ValueError("defer_refusals needs savepoint=False")
         self._ensure_started()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(work, loop, future, after_commit, wake, savepoint, prepare, defer_refusals))
+        self._queue.put(_Job(work, loop, future, after_commit, wake, savepoint, prepare, defer_refusals, changes_machines))
         return await future
 
     def stop(self, timeout: float = 10) -> None:
@@ -392,9 +396,10 @@ class GroupCommitter:
                     pipelined = pipeline is not None and job.defer_refusals and not own
                     if pipeline is not None and not pipelined:
                         # Anything else runs as usual, once the members before it are answered; and
-                        # since it may change machines, their reads ahead are not used after it.
+                        # if it may change machines, their reads ahead are not used after it.
                         self._close_pipeline(conn, pipeline)
-                        pipeline.forget_reads()
+                        if job.changes_machines:
+                            pipeline.forget_reads()
                     if pipelined:
                         assert pipeline is not None
                         pipeline.open()
