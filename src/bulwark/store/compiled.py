@@ -260,9 +260,9 @@ class StatementPipeline:
     set its pace: the machines a batch's offboards read are announced before its members run and
     read with one statement when the first member needs one (``want``, ``take``), and the members'
     inserts are sent as they run, each with a check of its outcome run when the pipeline is closed
-    (``defer``). A statement that
-    fails makes ``close()`` raise (as SQLAlchemy's error), and the pipeline's later statements are not
-    run: the transaction is then spoiled and the writer rolls it back.
+    (``defer``). A statement that fails makes ``close()`` raise (as SQLAlchemy's error), and the
+    pipeline's later statements are not run: the transaction is then spoiled and the writer rolls it
+    back. On SQLite (``pipelined=False``) only the reads are shared.
     """
 
     __slots__ = ("_deferred", "_dialect", "_pipeline", "_pipelined", "_reads", "_wanted", "deferring", "driver")

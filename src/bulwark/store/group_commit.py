@@ -24,10 +24,12 @@ so the others still stand; nothing of the first attempt was acknowledged.
 On PostgreSQL a batch's round trips one after the other set its pace, so offboards share them
 (``run(..., prepare=..., defer_refusals=True)``): the machines every member announces are read by
 one statement when the first member needs one, and each member's insert is sent without waiting
-for its answer (psycopg's pipeline mode, ``StatementPipeline``). A batch of offboards then waits on the
-database three times (reads, inserts, commit) whatever its size; an insert the one-active-action
-index skipped becomes its member's refusal once the answers are in. Any other member runs as usual
-between them, and the reads sent ahead are not used after it (it may have changed a machine).
+for its answer (psycopg's pipeline mode, ``StatementPipeline``). A batch of offboards then waits on
+the database a fixed number of times (machines, inserts, wake-ups, commit) whatever its size; an
+insert the one-active-action index skipped becomes its member's refusal once the answers are in.
+Any other member runs as usual between them, and unless it says it changes no machine
+(``changes_machines=False``) the machines read ahead are read anew after it. On SQLite, where a
+statement costs no round trip, the batch shares the reads only.
 
 Sensors are woken once their action is committed. With PostgreSQL's LISTEN/NOTIFY the wake-ups
 are sent inside the batch's transaction (one statement for the batch): PostgreSQL delivers them
@@ -242,11 +244,11 @@ class GroupCommitter:
         refuses (raises an ``MdeError``) before it writes and whose statements fail only
         unexpectedly; any other failure has the batch run again with a savepoint for every member.
 
-        On PostgreSQL two more promises let a batch's members share round trips (psycopg's pipeline
-        mode). ``prepare`` announces the reads ``work`` makes (``uow.machines.read_ahead``): the
-        batch sends every member's before any member runs. ``defer_refusals`` (with
-        ``savepoint=False``) says ``work``'s writes come last and their refusal is not caught
-        (``add_with_event``): they are sent with the other members' and a refusal becomes this
+        Two more promises let a batch's offboards share statements. ``prepare`` announces the reads
+        ``work`` makes (``uow.machines.read_ahead``): the first member to read reads every member's
+        machine with one statement. ``defer_refusals`` (with ``savepoint=False``) says ``work``'s
+        writes come last and their refusal is not caught (``add_with_event``): on PostgreSQL they
+        are sent with the other members' (psycopg's pipeline mode) and a refusal becomes this
         ``work``'s outcome, its return value dropped, once the batch has its answers.
         ``changes_machines=False`` says ``work`` changes no machine, so that the machines the batch
         read ahead still hold after it (any other member has the members after it read theirs anew).
