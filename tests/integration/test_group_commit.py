@@ -28,7 +28,9 @@ from bulwark.service.sensors import (
     enrol_sensor,
     issue_onboarding_package,
 )
+from bulwark.store.compiled import BatchStatements
 from bulwark.store.group_commit import GroupCommitter
+from bulwark.store.repositories import MachineActionRepository
 from bulwark.store.tables import audit_events, machine_actions
 from bulwark.store.uow import SqlUnitOfWorkFactory as UnitOfWorkFactory
 from tests.conftest import TENANT, make_machine, seed
@@ -274,8 +276,9 @@ def test_a_member_without_savepoint_failing_unexpectedly_fails_alone(
 def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
     uow_factory: UnitOfWorkFactory, clock: FrozenClock
 ) -> None:
-    """``add_with_event`` writes the same rows as ``add`` followed by ``AuditRepository.append``."""
-    machines = [make_machine(i) for i in range(60, 64)]
+    """``add_with_event`` writes the same rows as ``add`` followed by ``AuditRepository.append``, run
+    at once or collected in a batch (on PostgreSQL one statement writes a batch's rows)."""
+    machines = [make_machine(i) for i in range(60, 66)]
     seed(uow_factory, machines)
     context = RequestContext(request_id="same-rows", client_ip="203.0.113.7")
 
@@ -298,8 +301,15 @@ def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
         )
 
     stored = []
-    cases = ((0, True, {"k": [1, "two"]}), (1, False, {"k": [1, "two"]}), (2, True, None), (3, False, None))
-    for index, combined, details in cases:
+    cases = (
+        (0, "combined", {"k": [1, "two"]}),
+        (1, "separate", {"k": [1, "two"]}),
+        (2, "combined", None),
+        (3, "separate", None),
+        (4, "batched", {"k": [1, "two"]}),
+        (5, "batched", None),
+    )
+    for index, how, details in cases:
         machine = machines[index]
         action = action_of(machine.id)
         event = audit_values(
@@ -314,8 +324,13 @@ def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
             details=details,
         )
         with uow_factory() as uow:
-            if combined:
+            if how == "combined":
                 uow.actions.add_with_event(action, event, requestor_id=CALLER.id)
+            elif how == "batched":
+                batch = BatchStatements()
+                batch.deferring = "member"
+                MachineActionRepository(uow.conn, batch).add_with_event(action, event, requestor_id=CALLER.id)
+                assert batch.settle() == []
             else:
                 uow.actions.add(action, requestor_id=CALLER.id)
                 uow.audit.append(**event)
@@ -336,7 +351,7 @@ def test_an_action_and_its_event_are_stored_as_the_separate_inserts_store_them(
             for key in ("id", "machine_id", "machine_action_id", "computer_dns_name"):
                 values.pop(key, None)
         stored.append((row, audit))
-    assert stored[0] == stored[1] and stored[2] == stored[3]
+    assert stored[0] == stored[1] == stored[4] and stored[2] == stored[3] == stored[5]
     assert stored[0][0]["null_troubleshoot_info"] is False and stored[0][0]["null_scope"] is True
     assert stored[2][1]["null_details"] is False  # JSON null, as SQLAlchemy stores None
     # And stored as SQLAlchemy reads them back: JSON and timestamps round-trip.

@@ -47,6 +47,11 @@ def _execute(dialect: Dialect, driver: Any, sql: str, params: Any) -> Any:
         raise _wrapped(dialect, sql, error, params, driver) from error
 
 
+def run_on_driver(conn: Connection, sql: str, params: Any) -> Any:
+    """``sql`` (in the driver's own parameter style) run straight on ``conn``'s driver; its cursor."""
+    return _execute(conn.dialect, driver_connection(conn), sql, params)
+
+
 T = TypeVar("T", "CompiledSelect", "CompiledInsert")
 
 
@@ -145,8 +150,7 @@ class CompiledSelect:
         return self.first_of(self.send(driver, **variables))
 
     def send(self, driver: Any, **variables: Any) -> Any:
-        """Run the statement and return its cursor, unread: in a ``StatementPipeline`` the statement is
-        only sent, and its rows arrive when the pipeline is synced (``first_of`` reads them)."""
+        """Run the statement and return its cursor, unread (``first_of`` reads it)."""
         return _execute(self._dialect, driver, self.sql, self._params(variables))
 
     def first_of(self, cursor: Any) -> dict[str, Any] | None:
@@ -252,73 +256,35 @@ def driver_connection(conn: Connection) -> Any:
     return conn.connection.driver_connection
 
 
-class StatementPipeline:
-    """Statements sent without waiting for their answers (psycopg's pipeline mode): every statement
-    sent between ``open()`` and ``close()`` costs one round trip between them, not one each.
+class BatchStatements:
+    """What the members of one group-commit batch share: statements that serve all of them at once.
 
-    The group-commit writer uses it on PostgreSQL, where a batch's round trips one after the other
-    set its pace: the machines a batch's offboards read are announced before its members run and
-    read with one statement when the first member needs one (``want``, ``take``), and the members'
-    inserts are sent as they run, each with a check of its outcome run when the pipeline is closed
-    (``defer``). A statement that fails makes ``close()`` raise (as SQLAlchemy's error), and the
-    pipeline's later statements are not run: the transaction is then spoiled and the writer rolls it
-    back. On SQLite (``pipelined=False``) only the reads are shared.
+    Reads: the machines a batch's offboards will read are announced before its members run
+    (``want``) and read with one statement when the first member needs one (``take``). Writes: a
+    member's insert may be collected (``collect``) instead of run, and the batch's collected rows are
+    written by one statement when the batch asks for their outcome (``settle``), each member's
+    ``check`` then saying whether its own row was refused. Used on PostgreSQL, where a batch's
+    statements one after the other, each a round trip, set its pace; on SQLite only the reads.
+    A collected statement that fails makes ``settle()`` raise (as SQLAlchemy's error): the
+    transaction is then spoiled and the writer rolls it back.
     """
 
-    __slots__ = ("_deferred", "_dialect", "_pipeline", "_pipelined", "_reads", "_wanted", "deferring", "driver")
+    __slots__ = ("_checks", "_collected", "_reads", "_wanted", "deferring")
 
-    def __init__(self, dialect: Dialect, driver: Any, *, pipelined: bool = True) -> None:
-        self._dialect = dialect
-        self.driver = driver
-        # False: only the reads are shared; statements are answered at once, as usual (SQLite).
-        self._pipelined = pipelined
-        self._pipeline: Any = None
+    def __init__(self) -> None:
         # Reads wanted (group: fetch, items) and fetched ((group, item): row or None).
         self._wanted: dict[Hashable, tuple[Callable[[list[Any]], Mapping[Any, Any]], list[Any]]] = {}
         self._reads: dict[tuple[Hashable, Hashable], Any] = {}
-        self._deferred: list[tuple[Any, Callable[[], BaseException | None]]] = []
-        # Who a write sent now belongs to (``defer``); None: writes are answered at once, as usual.
+        # Writes collected (key: write, items), and each member's check of its outcome.
+        self._collected: dict[Hashable, tuple[Callable[[list[Any]], Any], list[Any]]] = {}
+        self._checks: list[tuple[Any, Callable[[Mapping[Hashable, Any]], BaseException | None]]] = []
+        # The member whose writes may be collected now (``collect``); None: writes run at once.
         self.deferring: Any = None
 
     @property
-    def is_open(self) -> bool:
-        return self._pipeline is not None
-
-    def open(self) -> None:
-        """Start sending statements without waiting for their answers."""
-        if self._pipeline is None and self._pipelined:
-            pipeline = self.driver.pipeline()
-            pipeline.__enter__()
-            self._pipeline = pipeline
-
-    def close(self) -> list[tuple[Any, BaseException]]:
-        """Wait for every statement sent; return (owner, refusal) for each deferred write its check refused."""
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            try:
-                pipeline.__exit__(None, None, None)
-            except self._dialect.loaded_dbapi.Error as error:
-                self._deferred.clear()
-                raise _wrapped(self._dialect, "(pipeline)", error, None, self.driver) from error
-        deferred, self._deferred = self._deferred, []
-        refused: list[tuple[Any, BaseException]] = []
-        for owner, check in deferred:
-            refusal = check()
-            if refusal is not None:
-                refused.append((owner, refusal))
-        return refused
-
-    def abandon(self, error: BaseException) -> None:
-        """Leave pipeline mode after ``error`` (its answers discarded; the transaction is given up)."""
-        pipeline, self._pipeline = self._pipeline, None
-        self._deferred.clear()
-        self.forget_reads()
-        if pipeline is not None:
-            try:
-                pipeline.__exit__(type(error), error, None)
-            except Exception:
-                # The first error is the one reported.
-                pass
+    def unsettled(self) -> bool:
+        """Whether writes were collected whose outcome is not known yet."""
+        return bool(self._collected or self._checks)
 
     def want(self, group: Hashable, item: Hashable, fetch: Callable[[list[Any]], Mapping[Any, Any]]) -> None:
         """Ask for ``item`` of ``group``: the first ``take`` of the group fetches every item wanted of
@@ -349,9 +315,39 @@ class StatementPipeline:
         self._wanted.clear()
         self._reads.clear()
 
-    def defer(self, check: Callable[[], BaseException | None]) -> None:
-        """Check a write sent now once the pipeline is closed: ``check`` returns the refusal of its
-        owner (``deferring``), or None."""
+    def collect(
+        self,
+        key: Hashable,
+        item: Any,
+        write: Callable[[list[Any]], Any],
+        check: Callable[[Mapping[Hashable, Any]], BaseException | None],
+    ) -> None:
+        """Collect ``item`` for ``write`` (called once with every item collected under ``key``); once
+        written, ``check`` gets every key's result and returns the refusal of the member collecting
+        now (``deferring``), or None."""
         if self.deferring is None:
-            raise RuntimeError("no write may be deferred now")
-        self._deferred.append((self.deferring, check))
+            raise RuntimeError("no write may be collected now")
+        entry = self._collected.get(key)
+        if entry is None:
+            self._collected[key] = (write, [item])
+        else:
+            entry[1].append(item)
+        self._checks.append((self.deferring, check))
+
+    def settle(self) -> list[tuple[Any, BaseException]]:
+        """Write what was collected; return (member, refusal) for each member whose check refused."""
+        collected, self._collected = self._collected, {}
+        checks, self._checks = self._checks, []
+        results = {key: write(items) for key, (write, items) in collected.items()}
+        refused: list[tuple[Any, BaseException]] = []
+        for owner, check in checks:
+            refusal = check(results)
+            if refusal is not None:
+                refused.append((owner, refusal))
+        return refused
+
+    def abandon(self) -> None:
+        """Drop everything collected and read (the batch's transaction is given up)."""
+        self._collected.clear()
+        self._checks.clear()
+        self.forget_reads()

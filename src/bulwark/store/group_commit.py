@@ -52,7 +52,7 @@ from sqlalchemy.exc import DBAPIError
 
 from bulwark.domain.errors import MdeError
 from bulwark.notifier import Notifier, PostgresNotifier
-from bulwark.store.compiled import StatementPipeline, direct_statements, driver_connection
+from bulwark.store.compiled import BatchStatements, direct_statements, driver_connection
 from bulwark.store.db import WRITE_OPTION, write_lock
 from bulwark.store.identity import IdentityRepository, SigningKeyRepository
 from bulwark.store.queries import ListQueries
@@ -78,7 +78,7 @@ MAX_BATCH = 256
 class _Repositories:
     """Every repository on one connection, built once per batch and shared by its members."""
 
-    def __init__(self, conn: Connection, pipeline: StatementPipeline | None = None) -> None:
+    def __init__(self, conn: Connection, pipeline: BatchStatements | None = None) -> None:
         self.tenants = TenantRepository(conn)
         self.device_groups = DeviceGroupRepository(conn)
         self.machines = MachineRepository(conn, pipeline)
@@ -171,18 +171,13 @@ class _SpoiledBatch(Exception):
     """A member without a savepoint failed otherwise than by refusing before it wrote."""
 
 
-def _transaction_usable(conn: Connection, pipelined: bool = False) -> bool:
-    """Whether the open transaction can go on (a failed statement spoils it on PostgreSQL).
-
-    ``pipelined``: statements may still be in flight (a failure among them surfaces when the
-    pipeline is closed, which spoils the batch then).
-    """
+def _transaction_usable(conn: Connection) -> bool:
+    """Whether the open transaction can go on (a failed statement spoils it on PostgreSQL)."""
     driver = driver_connection(conn)
     if conn.dialect.name == "postgresql":
         from psycopg.pq import TransactionStatus
 
-        usable = (TransactionStatus.INTRANS, TransactionStatus.ACTIVE) if pipelined else (TransactionStatus.INTRANS,)
-        return bool(driver.info.transaction_status in usable)
+        return bool(driver.info.transaction_status == TransactionStatus.INTRANS)
     return bool(driver.in_transaction)
 
 
@@ -387,8 +382,8 @@ class GroupCommitter:
         with conn.begin():
             pipeline = None
             if not savepoints and conn.dialect.name in ("postgresql", "sqlite") and any(job.defer_refusals for job in batch):
-                # On SQLite only the reads are shared (one statement); its writes cost no round trip.
-                pipeline = StatementPipeline(conn.dialect, driver_connection(conn), pipelined=conn.dialect.name == "postgresql")
+                # On SQLite only the reads are shared: there a write costs no round trip.
+                pipeline = BatchStatements()
             repositories = _Repositories(conn, pipeline)
             try:
                 if pipeline is not None:
@@ -399,12 +394,11 @@ class GroupCommitter:
                     if pipeline is not None and not pipelined:
                         # Anything else runs as usual, once the members before it are answered; and
                         # if it may change machines, their reads ahead are not used after it.
-                        self._close_pipeline(conn, pipeline)
+                        self._settle_batch(conn, pipeline)
                         if job.changes_machines:
                             pipeline.forget_reads()
                     if pipelined:
                         assert pipeline is not None
-                        pipeline.open()
                         pipeline.deferring = job
                     try:
                         job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories, savepoint=own)))
@@ -415,17 +409,17 @@ class GroupCommitter:
                         # With a savepoint, the member's ``with`` has rolled it back already; without
                         # one, a refusal wrote nothing (the use case's promise) and left the
                         # transaction usable (checked).
-                        if not own and not (isinstance(error, MdeError) and _transaction_usable(conn, pipelined)):
+                        if not own and not (isinstance(error, MdeError) and _transaction_usable(conn)):
                             raise _SpoiledBatch() from error
                         job.outcome = (False, error)
                     finally:
                         if pipeline is not None:
                             pipeline.deferring = None
                 if pipeline is not None:
-                    self._close_pipeline(conn, pipeline)
-            except BaseException as error:
+                    self._settle_batch(conn, pipeline)
+            except BaseException:
                 if pipeline is not None:
-                    pipeline.abandon(error)
+                    pipeline.abandon()
                 raise
             if self._notify_within:
                 keys = [job.wake(job.outcome[1]) for job in batch if job.wake is not None and job.outcome[0]]
@@ -436,7 +430,7 @@ class GroupCommitter:
             self._committing = True
 
     @staticmethod
-    def _read_ahead(conn: Connection, repositories: _Repositories, pipeline: StatementPipeline, batch: list[_Job]) -> None:
+    def _read_ahead(conn: Connection, repositories: _Repositories, pipeline: BatchStatements, batch: list[_Job]) -> None:
         """Collect the reads the batch's pipelined members announce: the first of them to read one
         reads them all."""
         for job in batch:
@@ -451,17 +445,17 @@ class GroupCommitter:
                 continue
 
     @staticmethod
-    def _close_pipeline(conn: Connection, pipeline: StatementPipeline) -> None:
-        """Wait for the statements sent; a deferred write refused becomes its member's outcome."""
-        if not pipeline.is_open:
+    def _settle_batch(conn: Connection, pipeline: BatchStatements) -> None:
+        """Write what the members collected; a write refused becomes its member's outcome."""
+        if not pipeline.unsettled:
             return
         try:
-            refused = pipeline.close()
+            refused = pipeline.settle()
         except DBAPIError as error:
             if error.connection_invalidated or conn.invalidated:
                 raise
-            # A member's statement failed: which one is not known here, so every member of the batch
-            # runs again, each in its own savepoint.
+            # A collected row failed: whose is not known here, so every member of the batch runs
+            # again, each in its own savepoint.
             raise _SpoiledBatch() from error
         for job, refusal in refused:
             job.outcome = (False, refusal)

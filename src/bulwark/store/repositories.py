@@ -6,10 +6,11 @@ import dataclasses
 import functools
 import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Dialect,
@@ -37,13 +38,14 @@ from bulwark.domain.actions import ActionStatus, ActionType, MachineAction, tran
 from bulwark.domain.errors import ActiveRequestAlreadyExists
 from bulwark.domain.machines import Machine
 from bulwark.store.compiled import (
+    BatchStatements,
     CompiledCache,
     CompiledInsert,
     CompiledSelect,
-    StatementPipeline,
     compiled_statements,
     direct_statements,
     driver_connection,
+    run_on_driver,
 )
 from bulwark.store.odata_sql import fold_ascii, fold_case
 from bulwark.store.tables import (
@@ -269,7 +271,7 @@ class DirectMachineReads:
         """The machine with ``machine_id`` if ``principal`` may see it."""
         return self._machine(self._by_id(principal, machine_id).first(self._driver, machine_id=machine_id), with_tags)
 
-    def read_ahead(self, pipeline: StatementPipeline, principal: Principal, machine_id: str) -> None:
+    def read_ahead(self, pipeline: BatchStatements, principal: Principal, machine_id: str) -> None:
         """Want ``get(principal, machine_id, with_tags=False)``'s machine on ``pipeline``: every machine
         wanted by callers who see alike is read by one statement (PostgreSQL's ``= ANY``), for ``taken``."""
         pipeline.want(("machines", visibility_key(principal)), machine_id, functools.partial(self._many, principal))
@@ -285,7 +287,7 @@ class DirectMachineReads:
         )
         return {row["id"]: row for row in compiled.rows(self._driver, machine_ids=ids)}
 
-    def taken(self, pipeline: StatementPipeline, principal: Principal, machine_id: str) -> tuple[bool, Machine | None]:
+    def taken(self, pipeline: BatchStatements, principal: Principal, machine_id: str) -> tuple[bool, Machine | None]:
         """(True, the machine or None) if ``read_ahead`` wanted it, else (False, None)."""
         taken, row = pipeline.take(("machines", visibility_key(principal)), machine_id)
         return taken, self._machine(row, False) if taken else None
@@ -460,7 +462,7 @@ class DeviceGroupRepository:
 class MachineRepository:
     """Machines and their tags."""
 
-    def __init__(self, conn: Connection, pipeline: StatementPipeline | None = None) -> None:
+    def __init__(self, conn: Connection, pipeline: BatchStatements | None = None) -> None:
         self.conn = conn
         # A group-commit batch's pipeline on PostgreSQL (``read_ahead``), else None.
         self.pipeline = pipeline
@@ -685,6 +687,44 @@ def _action_with_event_postgresql() -> Any:
     return insert(audit_events).from_select(list(_EVENT_COLUMNS), select(*event)).returning(audit_events.c.id)
 
 
+def _json_ready(value: Any) -> Any:
+    """A column's value as the JSON document of ``_actions_with_events_postgresql`` carries it:
+    timestamps as the naive UTC text ``UtcDateTime`` stores, everything else as it is."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are ambiguous; pass a timezone-aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return value
+
+
+@functools.cache
+def _actions_with_events_postgresql() -> str:
+    """Actions and their audit events, as many as given, in one statement: each action inserted
+    unless the one-active-action index refuses it, and the events of the inserted ones; returns the
+    inserted actions' ids. A JSON column's None is JSON ``null``, as SQLAlchemy stores it."""
+
+    def columns(table: Table, names: tuple[str, ...], source: str) -> str:
+        return ", ".join(
+            f"COALESCE({source}.\"{name}\", 'null'::json)" if isinstance(table.c[name].type, JSON) else f'{source}."{name}"'
+            for name in names
+        )
+
+    action_names = ", ".join(f'"{name}"' for name in _ACTION_COLUMNS)
+    event_names = ", ".join(f'"{name}"' for name in _EVENT_COLUMNS)
+    return (
+        "WITH given AS (SELECT * FROM json_populate_recordset(NULL::machine_actions, %(actions)s::json) WITH ORDINALITY), "
+        f"created AS (INSERT INTO machine_actions ({action_names}) "
+        f"SELECT {columns(machine_actions, _ACTION_COLUMNS, 'given')} FROM given ORDER BY given.ordinality "
+        f"ON CONFLICT (machine_id, type) WHERE {ACTIVE_ACTION} DO NOTHING RETURNING id), "
+        "events AS (SELECT * FROM json_populate_recordset(NULL::audit_events, %(events)s::json) WITH ORDINALITY), "
+        f"recorded AS (INSERT INTO audit_events ({event_names}) "
+        f"SELECT {columns(audit_events, _EVENT_COLUMNS, 'events')} FROM events "
+        "WHERE events.machine_action_id IN (SELECT id FROM created) ORDER BY events.ordinality "
+        "RETURNING machine_action_id) "
+        "SELECT machine_action_id FROM recorded"
+    )
+
+
 _INSERT_ACTIVE_ACTION_SQLITE = _refuse_second_active(sqlite.insert(machine_actions))
 
 
@@ -718,7 +758,7 @@ def action_from_row(row: Any) -> MachineAction:
 class MachineActionRepository:
     """Machine actions, with lifecycle transitions guarded in SQL."""
 
-    def __init__(self, conn: Connection, pipeline: StatementPipeline | None = None) -> None:
+    def __init__(self, conn: Connection, pipeline: BatchStatements | None = None) -> None:
         self.conn = conn
         # A group-commit batch's pipeline on PostgreSQL (``add_with_event``'s deferred refusal), else None.
         self.pipeline = pipeline
@@ -769,10 +809,15 @@ class MachineActionRepository:
             )
             pipeline = self.pipeline
             if pipeline is not None and pipeline.deferring is not None:
-                # Sent with the batch's other inserts; a refusal becomes the member's outcome when
-                # the pipeline is closed (the batch's ``defer_refusals``).
-                cursor = compiled.send(pipeline.driver, **params)
-                pipeline.defer(lambda: None if compiled.first_of(cursor) is not None else ActiveRequestAlreadyExists())
+                # Written with the batch's other offboards by one statement; a refusal becomes the
+                # member's outcome once it has run (the batch's ``defer_refusals``).
+                action_id = action.id
+                pipeline.collect(
+                    "actions_with_events",
+                    (values, event),
+                    self._add_many_with_events,
+                    lambda written: None if action_id in written["actions_with_events"] else ActiveRequestAlreadyExists(),
+                )
                 return
             if compiled.first(driver_connection(self.conn), **params) is None:
                 raise ActiveRequestAlreadyExists()
@@ -788,6 +833,23 @@ class MachineActionRepository:
         if insert_active.run(driver, values) != 1:
             raise ActiveRequestAlreadyExists()
         _insert(self.conn, audit_events, _INSERT_AUDIT, event)
+
+    def _add_many_with_events(self, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> set[str]:
+        """Insert every (action values, event) of ``items`` with one statement (PostgreSQL); return the
+        ids of the actions inserted, whose events were inserted with them.
+
+        The rows go as two JSON documents expanded by ``json_populate_recordset`` into the tables'
+        own row types, so PostgreSQL converts each value as an INSERT of it would (a value longer
+        than its column is an error, not cut). In the order given, so that of two offboards of one
+        machine the first wins, as one after the other.
+        """
+        actions = [{name: _json_ready(values[name]) for name in _ACTION_COLUMNS} for values, _ in items]
+        events = [{name: _json_ready(event.get(name)) for name in _EVENT_COLUMNS} for _, event in items]
+        serialize = getattr(self.conn.dialect, "_json_serializer", None) or json.dumps
+        cursor = run_on_driver(
+            self.conn, _actions_with_events_postgresql(), {"actions": serialize(actions), "events": serialize(events)}
+        )
+        return {row[0] for row in cursor.fetchall()}
 
     def get(self, tenant_id: str, action_id: str) -> MachineAction | None:
         """The action with ``action_id`` in ``tenant_id``, or None."""
