@@ -50,9 +50,9 @@ def _offboard(machine_id: str, clock: FrozenClock, note: str, caller: Principal 
 
 
 # How an offboard runs in a batch. "route": as the offboard route runs it (no savepoint, its read
-# announced and its refusal deferred: on PostgreSQL the batch's reads and inserts are pipelined);
-# "no-savepoint": without a savepoint, each statement answered at once; "savepoint": as any other
-# use case runs.
+# announced and its refusal deferred: the batch reads its machines with one statement and, on
+# PostgreSQL, writes its actions with one); "no-savepoint": without a savepoint, each statement run
+# at once; "savepoint": as any other use case runs.
 MODES = {
     "route": {"savepoint": False, "defer_refusals": True},
     "no-savepoint": {"savepoint": False},
@@ -499,11 +499,9 @@ def test_enrolments_share_batches_and_a_refused_one_changes_nothing(uow_factory:
     assert sorted(e["machine_id"] for e in events) == sorted(e.sensor.machine_id for e in enrolled if isinstance(e, Enrolment))
 
 
-def test_a_pipelined_batch_refuses_each_request_as_one_at_a_time_would(
-    uow_factory: UnitOfWorkFactory, clock: FrozenClock
-) -> None:
-    """In the offboard route's mode (on PostgreSQL: every member's machine read sent before the
-    first member runs, the inserts sent together) each request gets what it would get alone:
+def test_a_shared_batch_refuses_each_request_as_one_at_a_time_would(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    """In the offboard route's mode (every member's machine read by one statement, on PostgreSQL
+    the inserts written by one) each request gets what it would get alone:
     visibility is the caller's, a malformed id is refused, and a machine changed by a member that is
     not an offboard is read again after it, not from before it."""
     machines = [make_machine(i, rbac_group_id=None) for i in range(90, 96)]
@@ -584,7 +582,7 @@ SYNCING = ("Sync", "Flush", "Query")
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("size", [5, 30])
-def test_a_pipelined_batch_costs_the_same_round_trips_whatever_its_size(
+def test_a_shared_batch_costs_the_same_round_trips_whatever_its_size(
     postgres_database: str, clock: FrozenClock, tmp_path, size: int
 ) -> None:
     """On PostgreSQL a batch of offboards in the route's mode waits on the database a fixed number
@@ -638,10 +636,10 @@ def test_a_pipelined_batch_costs_the_same_round_trips_whatever_its_size(
     assert counted["no-savepoint"] >= 2 * size, counted
 
 
-def test_a_pipelined_insert_failing_fails_alone(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
-    """An insert sent in the pipeline that PostgreSQL rejects (a value longer than its column) is
-    only known once the batch's answers are in: the batch runs again, each member in a savepoint,
-    so that member fails alone and the others stand."""
+def test_a_collected_insert_failing_fails_alone(uow_factory: UnitOfWorkFactory, clock: FrozenClock) -> None:
+    """A collected insert that PostgreSQL rejects (a value longer than its column) fails the
+    batch's one statement: the batch runs again, each member in a savepoint, so that member fails
+    alone and the others stand."""
     machines = [make_machine(i) for i in range(300, 306)]
     seed(uow_factory, machines)
     writer = GroupCommitter(uow_factory.engine)

@@ -21,12 +21,13 @@ trip. Should such a member fail any other way (a database error, which on Postgr
 whole transaction), the batch is rolled back and run again with every member in its own savepoint,
 so the others still stand; nothing of the first attempt was acknowledged.
 
-On PostgreSQL a batch's round trips one after the other set its pace, so offboards share them
-(``run(..., prepare=..., defer_refusals=True)``): the machines every member announces are read by
-one statement when the first member needs one, and each member's insert is sent without waiting
-for its answer (psycopg's pipeline mode, ``StatementPipeline``). A batch of offboards then waits on
-the database a fixed number of times (machines, inserts, wake-ups, commit) whatever its size; an
-insert the one-active-action index skipped becomes its member's refusal once the answers are in.
+On PostgreSQL a batch's statements one after the other (each a round trip, and a turn of the writer
+thread at the GIL) set its pace, so offboards share them (``run(..., prepare=...,
+defer_refusals=True)``, ``BatchStatements``): the machines every member announces are read by one
+statement when the first member needs one, and the members' actions and audit events are written
+by one statement once every member has run. A batch of offboards then runs the same four
+statements (machines, inserts, wake-ups, commit) whatever its size; an action the
+one-active-action index refused becomes its member's refusal once that statement has run.
 Any other member runs as usual between them, and unless it says it changes no machine
 (``changes_machines=False``) the machines read ahead are read anew after it. On SQLite, where a
 statement costs no round trip, the batch shares the reads only.
@@ -78,11 +79,11 @@ MAX_BATCH = 256
 class _Repositories:
     """Every repository on one connection, built once per batch and shared by its members."""
 
-    def __init__(self, conn: Connection, pipeline: BatchStatements | None = None) -> None:
+    def __init__(self, conn: Connection, shared: BatchStatements | None = None) -> None:
         self.tenants = TenantRepository(conn)
         self.device_groups = DeviceGroupRepository(conn)
-        self.machines = MachineRepository(conn, pipeline)
-        self.actions = MachineActionRepository(conn, pipeline)
+        self.machines = MachineRepository(conn, shared)
+        self.actions = MachineActionRepository(conn, shared)
         self.audit = AuditRepository(conn)
         self.sensors = SensorRepository(conn)
         self.onboarding_packages = OnboardingPackageRepository(conn)
@@ -243,7 +244,7 @@ class GroupCommitter:
         ``work`` makes (``uow.machines.read_ahead``): the first member to read reads every member's
         machine with one statement. ``defer_refusals`` (with ``savepoint=False``) says ``work``'s
         writes come last and their refusal is not caught (``add_with_event``): on PostgreSQL they
-        are sent with the other members' (psycopg's pipeline mode) and a refusal becomes this
+        are written with the other members' by one statement and a refusal becomes this
         ``work``'s outcome, its return value dropped, once the batch has its answers.
         ``changes_machines=False`` says ``work`` changes no machine, so that the machines the batch
         read ahead still hold after it (any other member has the members after it read theirs anew).
@@ -380,26 +381,26 @@ class GroupCommitter:
         the transaction rolled back, when a member without one failed otherwise than by refusing.
         """
         with conn.begin():
-            pipeline = None
+            shared = None
             if not savepoints and conn.dialect.name in ("postgresql", "sqlite") and any(job.defer_refusals for job in batch):
                 # On SQLite only the reads are shared: there a write costs no round trip.
-                pipeline = BatchStatements()
-            repositories = _Repositories(conn, pipeline)
+                shared = BatchStatements()
+            repositories = _Repositories(conn, shared)
             try:
-                if pipeline is not None:
-                    self._read_ahead(conn, repositories, pipeline, batch)
+                if shared is not None:
+                    self._read_ahead(conn, repositories, shared, batch)
                 for job in batch:
                     own = savepoints or job.savepoint
-                    pipelined = pipeline is not None and job.defer_refusals and not own
-                    if pipeline is not None and not pipelined:
+                    deferred = shared is not None and job.defer_refusals and not own
+                    if shared is not None and not deferred:
                         # Anything else runs as usual, once the members before it are answered; and
                         # if it may change machines, their reads ahead are not used after it.
-                        self._settle_batch(conn, pipeline)
+                        self._settle_batch(conn, shared)
                         if job.changes_machines:
-                            pipeline.forget_reads()
-                    if pipelined:
-                        assert pipeline is not None
-                        pipeline.deferring = job
+                            shared.forget_reads()
+                    if deferred:
+                        assert shared is not None
+                        shared.deferring = job
                     try:
                         job.outcome = (True, job.work(BatchMemberUnitOfWork(conn, repositories, savepoint=own)))
                     except Exception as error:
@@ -413,13 +414,13 @@ class GroupCommitter:
                             raise _SpoiledBatch() from error
                         job.outcome = (False, error)
                     finally:
-                        if pipeline is not None:
-                            pipeline.deferring = None
-                if pipeline is not None:
-                    self._settle_batch(conn, pipeline)
+                        if shared is not None:
+                            shared.deferring = None
+                if shared is not None:
+                    self._settle_batch(conn, shared)
             except BaseException:
-                if pipeline is not None:
-                    pipeline.abandon()
+                if shared is not None:
+                    shared.abandon()
                 raise
             if self._notify_within:
                 keys = [job.wake(job.outcome[1]) for job in batch if job.wake is not None and job.outcome[0]]
@@ -430,8 +431,8 @@ class GroupCommitter:
             self._committing = True
 
     @staticmethod
-    def _read_ahead(conn: Connection, repositories: _Repositories, pipeline: BatchStatements, batch: list[_Job]) -> None:
-        """Collect the reads the batch's pipelined members announce: the first of them to read one
+    def _read_ahead(conn: Connection, repositories: _Repositories, shared: BatchStatements, batch: list[_Job]) -> None:
+        """Collect the reads the batch's deferred members announce: the first of them to read one
         reads them all."""
         for job in batch:
             if job.prepare is None or not job.defer_refusals:
@@ -445,12 +446,12 @@ class GroupCommitter:
                 continue
 
     @staticmethod
-    def _settle_batch(conn: Connection, pipeline: BatchStatements) -> None:
+    def _settle_batch(conn: Connection, shared: BatchStatements) -> None:
         """Write what the members collected; a write refused becomes its member's outcome."""
-        if not pipeline.unsettled:
+        if not shared.unsettled:
             return
         try:
-            refused = pipeline.settle()
+            refused = shared.settle()
         except DBAPIError as error:
             if error.connection_invalidated or conn.invalidated:
                 raise

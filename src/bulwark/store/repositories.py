@@ -271,10 +271,10 @@ class DirectMachineReads:
         """The machine with ``machine_id`` if ``principal`` may see it."""
         return self._machine(self._by_id(principal, machine_id).first(self._driver, machine_id=machine_id), with_tags)
 
-    def read_ahead(self, pipeline: BatchStatements, principal: Principal, machine_id: str) -> None:
-        """Want ``get(principal, machine_id, with_tags=False)``'s machine on ``pipeline``: every machine
+    def read_ahead(self, batch: BatchStatements, principal: Principal, machine_id: str) -> None:
+        """Want ``get(principal, machine_id, with_tags=False)``'s machine on ``batch``: every machine
         wanted by callers who see alike is read by one statement (PostgreSQL's ``= ANY``), for ``taken``."""
-        pipeline.want(("machines", visibility_key(principal)), machine_id, functools.partial(self._many, principal))
+        batch.want(("machines", visibility_key(principal)), machine_id, functools.partial(self._many, principal))
 
     def _many(self, principal: Principal, machine_ids: list[str]) -> dict[str, dict[str, Any]]:
         params = _visibility_params(principal)
@@ -287,9 +287,9 @@ class DirectMachineReads:
         )
         return {row["id"]: row for row in compiled.rows(self._driver, machine_ids=ids)}
 
-    def taken(self, pipeline: BatchStatements, principal: Principal, machine_id: str) -> tuple[bool, Machine | None]:
+    def taken(self, batch: BatchStatements, principal: Principal, machine_id: str) -> tuple[bool, Machine | None]:
         """(True, the machine or None) if ``read_ahead`` wanted it, else (False, None)."""
-        taken, row = pipeline.take(("machines", visibility_key(principal)), machine_id)
+        taken, row = batch.take(("machines", visibility_key(principal)), machine_id)
         return taken, self._machine(row, False) if taken else None
 
     def get_in_tenant(self, tenant_id: str, machine_id: str, *, lock: bool = True, with_tags: bool = True) -> Machine | None:
@@ -462,10 +462,10 @@ class DeviceGroupRepository:
 class MachineRepository:
     """Machines and their tags."""
 
-    def __init__(self, conn: Connection, pipeline: BatchStatements | None = None) -> None:
+    def __init__(self, conn: Connection, batch: BatchStatements | None = None) -> None:
         self.conn = conn
-        # A group-commit batch's pipeline on PostgreSQL (``read_ahead``), else None.
-        self.pipeline = pipeline
+        # What a group-commit batch's members share (``read_ahead``), else None.
+        self.batch = batch
 
     def select_with_group(self):
         """A SELECT of machines with their device group's name (``rbac_group_name``)."""
@@ -523,19 +523,19 @@ class MachineRepository:
         (one statement for every caller who sees alike) and ``get`` takes its answer; elsewhere this
         does nothing.
         """
-        pipeline = self.pipeline
-        if pipeline is None:
+        batch = self.batch
+        if batch is None:
             return
         direct = self._direct_by_id()
         if direct is not None:
-            direct.read_ahead(pipeline, principal, machine_id)
+            direct.read_ahead(batch, principal, machine_id)
 
     def get(self, principal: Principal, machine_id: str, *, with_tags: bool = True) -> Machine | None:
         """The machine with ``machine_id`` if ``principal`` may see it (tags left empty unless ``with_tags``)."""
         direct = self._direct_by_id()
         if direct is not None:
-            if self.pipeline is not None and not with_tags:
-                taken, machine = direct.taken(self.pipeline, principal, machine_id)
+            if self.batch is not None and not with_tags:
+                taken, machine = direct.taken(self.batch, principal, machine_id)
                 if taken:
                     return machine
             return direct.get(principal, machine_id, with_tags=with_tags)
@@ -758,10 +758,10 @@ def action_from_row(row: Any) -> MachineAction:
 class MachineActionRepository:
     """Machine actions, with lifecycle transitions guarded in SQL."""
 
-    def __init__(self, conn: Connection, pipeline: BatchStatements | None = None) -> None:
+    def __init__(self, conn: Connection, batch: BatchStatements | None = None) -> None:
         self.conn = conn
-        # A group-commit batch's pipeline on PostgreSQL (``add_with_event``'s deferred refusal), else None.
-        self.pipeline = pipeline
+        # What a group-commit batch's members share (``add_with_event`` collected), else None.
+        self.batch = batch
 
     def add(self, action: MachineAction, *, requestor_id: str | None = None) -> None:
         """Insert ``action``; a concurrent active action of the same type loses to the first one.
@@ -789,9 +789,10 @@ class MachineActionRepository:
         insert skips the row the one-active-action index refuses), so the transaction stays usable
         and the caller needs no savepoint to go on. On PostgreSQL both rows are written by one
         statement (one round trip); on SQLite by two. Either way compiled once and run on the driver.
-        In a group-commit batch that defers its members' refusals (PostgreSQL), the statement is only
-        sent, with the batch's others, and the refusal becomes the member's outcome once they are
-        answered: so it must be the use case's last step, its refusal not caught.
+        In a group-commit batch that defers its members' refusals (PostgreSQL), the rows are only
+        collected, written with the batch's others by one statement, and the refusal becomes the
+        member's outcome once it has run: so it must be the use case's last step, its refusal not
+        caught.
         """
         if event.get("machine_action_id") != action.id:
             raise ValueError("the audit event must name the action it records")
@@ -807,12 +808,12 @@ class MachineActionRepository:
                 "action_with_event",
                 lambda: CompiledSelect(_action_with_event_postgresql(), dialect, dict.fromkeys(params), tuple(params)),
             )
-            pipeline = self.pipeline
-            if pipeline is not None and pipeline.deferring is not None:
+            batch = self.batch
+            if batch is not None and batch.deferring is not None:
                 # Written with the batch's other offboards by one statement; a refusal becomes the
                 # member's outcome once it has run (the batch's ``defer_refusals``).
                 action_id = action.id
-                pipeline.collect(
+                batch.collect(
                     "actions_with_events",
                     (values, event),
                     self._add_many_with_events,
