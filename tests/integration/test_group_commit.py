@@ -6,7 +6,9 @@ import asyncio
 import dataclasses
 import threading
 import uuid
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import pytest
 from sqlalchemy import make_url, select
@@ -44,8 +46,8 @@ CALLER = Principal(
 )
 
 
-def _offboard(machine_id: str, clock: FrozenClock, note: str, caller: Principal = CALLER):
-    command = RequestOffboard(machine_id=machine_id, comment=note)
+def _offboard(machine_id: str, clock: FrozenClock, note: str, caller: Principal = CALLER, request_source: str | None = None):
+    command = RequestOffboard(machine_id=machine_id, comment=note, request_source=request_source)
     return partial(request_offboard, command, caller, clock=clock, context=RequestContext(request_id=note))
 
 
@@ -61,13 +63,46 @@ MODES = {
 SAVEPOINT = pytest.mark.parametrize("savepoint", list(MODES))
 
 
-def _run(writer: GroupCommitter, machine_id: str, clock: FrozenClock, note: str, mode: str, caller: Principal = CALLER, **more):
+def _run(
+    writer: GroupCommitter,
+    machine_id: str,
+    clock: FrozenClock,
+    note: str,
+    mode: str,
+    caller: Principal = CALLER,
+    request_source: str | None = None,
+    **more,
+):
     """Queue one offboard on ``writer`` the way ``mode`` (a key of MODES) runs it."""
     options = dict(MODES[mode], **more)
     if options.get("defer_refusals"):
-        command = RequestOffboard(machine_id=machine_id, comment=note)
+        command = RequestOffboard(machine_id=machine_id, comment=note, request_source=request_source)
         options["prepare"] = partial(prepare_offboard, command, caller)
-    return writer.run(_offboard(machine_id, clock, note, caller), **options)
+    return writer.run(_offboard(machine_id, clock, note, caller, request_source), **options)
+
+
+def _as_one_batch(writer: GroupCommitter, queue: Callable[[], list[Awaitable[Any]]]) -> list[Any]:
+    """The outcomes (errors included) of the writes ``queue()`` makes on ``writer``, all queued while
+    the writer is held on a first job, so that they share a batch; the writer is stopped after."""
+    gate = threading.Event()
+
+    def held(uow):
+        gate.wait(10)
+        return "first"
+
+    async def scenario():
+        first = asyncio.ensure_future(writer.run(held))
+        await asyncio.sleep(0.05)
+        tasks = [asyncio.ensure_future(job) for job in queue()]
+        await asyncio.sleep(0.05)
+        gate.set()
+        assert await first == "first"
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    try:
+        return asyncio.run(scenario())
+    finally:
+        writer.stop()
 
 
 def _audited(uow_factory: UnitOfWorkFactory) -> list[str]:
@@ -83,29 +118,14 @@ def test_a_batch_keeps_each_outcome_and_a_duplicate_fails_alone(
     machines = [make_machine(i) for i in range(1, 21)]
     seed(uow_factory, machines)
     writer = GroupCommitter(uow_factory.engine)
-    # Hold the writer on its first job so that everything else queues behind it and shares a batch.
-    gate = threading.Event()
 
-    def held(uow):
-        gate.wait(10)
-        return "first"
-
-    async def scenario():
-        first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)
+    def queue():
         jobs = [_run(writer, m.id, clock, f"req-{m.id}", savepoint) for m in machines]
         jobs.append(_run(writer, machines[0].id, clock, "duplicate", savepoint))
         jobs.append(_run(writer, "f" * 40, clock, "unknown", savepoint))
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.sleep(0.05)
-        gate.set()
-        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+        return jobs
 
-    try:
-        first, outcomes = asyncio.run(scenario())
-    finally:
-        writer.stop()
-    assert first == "first"
+    outcomes = _as_one_batch(writer, queue)
     created, duplicate, unknown = outcomes[:20], outcomes[20], outcomes[21]
     assert all(isinstance(a, MachineAction) for a in created)
     assert isinstance(duplicate, ActiveRequestAlreadyExists)
@@ -217,11 +237,6 @@ def test_a_member_without_savepoint_failing_unexpectedly_fails_alone(
     machines = [make_machine(i) for i in range(50, 56)]
     seed(uow_factory, machines)
     writer = GroupCommitter(uow_factory.engine)
-    gate = threading.Event()
-
-    def held(uow):
-        gate.wait(10)
-        return "first"
 
     def failed_statement(uow):
         with uow:
@@ -242,25 +257,16 @@ def test_a_member_without_savepoint_failing_unexpectedly_fails_alone(
             )
             raise RuntimeError("failed after writing")
 
-    async def scenario():
-        first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)
+    def queue():
         jobs = [_run(writer, m.id, clock, f"req-{m.id}", mode) for m in machines[:3]]
         jobs.append(writer.run(failed_statement, savepoint=False))
         jobs.append(writer.run(refusal_after_failed_statement, savepoint=False))
         jobs.append(writer.run(failure_after_writing, savepoint=False))
         jobs += [_run(writer, m.id, clock, f"req-{m.id}", mode) for m in machines[3:]]
         jobs.append(_run(writer, machines[0].id, clock, "duplicate", mode))
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.sleep(0.05)
-        gate.set()
-        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+        return jobs
 
-    try:
-        first, outcomes = asyncio.run(scenario())
-    finally:
-        writer.stop()
-    assert first == "first"
+    outcomes = _as_one_batch(writer, queue)
     created = outcomes[:3] + outcomes[6:9]
     assert all(isinstance(a, MachineAction) for a in created), outcomes
     assert isinstance(outcomes[3], DBAPIError)
@@ -456,33 +462,20 @@ def test_enrolments_share_batches_and_a_refused_one_changes_nothing(uow_factory:
     seed(uow_factory, [])
     package = issue_onboarding_package(TENANT, "https://bulwark.example", None, uow_factory(), clock)
     writer = GroupCommitter(uow_factory.engine)
-    gate = threading.Event()
-
-    def held(uow):
-        gate.wait(10)
-        return "first"
 
     def enrol(identity: str, key: str = package["onboardingKey"]):
         properties = DeviceProperties(computer_dns_name=f"{identity}.contoso.com", os_platform="Windows11")
         command = EnrolSensor(TENANT, key, identity, properties)
         return lambda uow: enrol_sensor(command, uow, clock, client_ip="10.0.0.1")
 
-    async def scenario():
-        first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)
+    def queue():
         jobs = [writer.run(enrol(f"device-{i}")) for i in range(10)]
         # The same identity again without the device's proof, and a key that is no package's.
         jobs.append(writer.run(enrol("device-0")))
         jobs.append(writer.run(enrol("device-x", key="bwo_not-a-key")))
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.sleep(0.05)
-        gate.set()
-        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+        return jobs
 
-    try:
-        _, outcomes = asyncio.run(scenario())
-    finally:
-        writer.stop()
+    outcomes = _as_one_batch(writer, queue)
     enrolled, again, unknown = outcomes[:10], outcomes[10], outcomes[11]
     assert all(isinstance(e, Enrolment) for e in enrolled), enrolled
     assert isinstance(again, DeviceAlreadyEnrolled)
@@ -509,7 +502,6 @@ def test_a_shared_batch_refuses_each_request_as_one_at_a_time_would(uow_factory:
     grouped = make_machine(96, rbac_group_id=group_ids[0])
     seed(uow_factory, [*machines, grouped])
     writer = GroupCommitter(uow_factory.engine)
-    gate = threading.Event()
     # A user who reaches only the Tier0 group; an application of another tenant.
     tier0_user = dataclasses.replace(
         CALLER,
@@ -522,19 +514,13 @@ def test_a_shared_batch_refuses_each_request_as_one_at_a_time_would(uow_factory:
     stranger = dataclasses.replace(CALLER, tenant_id=str(uuid.UUID(int=7)), id="app-2")
     offboarded_meanwhile = machines[5]
 
-    def held(uow):
-        gate.wait(10)
-        return "first"
-
     def offboarded_by_its_sensor(uow):
         with uow:
             uow.machines.update_fields(offboarded_meanwhile.id, offboarded_at=clock.now())
             uow.commit()
         return "offboarded"
 
-    async def scenario():
-        first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)
+    def queue():
         jobs = [
             _run(writer, machines[0].id, clock, "ok", "route"),
             _run(writer, machines[1].id, clock, "not the user's group", "route", caller=tier0_user),
@@ -546,16 +532,10 @@ def test_a_shared_batch_refuses_each_request_as_one_at_a_time_would(uow_factory:
             _run(writer, offboarded_meanwhile.id, clock, "after the change", "route"),
             _run(writer, machines[3].id, clock, "after the change too", "route"),
         ]
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.sleep(0.05)
-        gate.set()
-        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+        return jobs
 
-    try:
-        first, outcomes = asyncio.run(scenario())
-    finally:
-        writer.stop()
-    assert first == "first" and writer.batches == 2, writer.batches
+    outcomes = _as_one_batch(writer, queue)
+    assert writer.batches == 2, writer.batches
     ok, foreign_group, own_group, foreign_tenant, malformed, duplicate, change, after, later = outcomes
     assert isinstance(ok, MachineAction) and ok.machine_id == machines[0].id
     assert isinstance(foreign_group, ResourceNotFound)
@@ -643,37 +623,16 @@ def test_a_collected_insert_failing_fails_alone(uow_factory: UnitOfWorkFactory, 
     machines = [make_machine(i) for i in range(300, 306)]
     seed(uow_factory, machines)
     writer = GroupCommitter(uow_factory.engine)
-    gate = threading.Event()
-    overlong = RequestOffboard(machine_id=machines[2].id, comment="overlong", request_source="x" * 41)
 
-    def held(uow):
-        gate.wait(10)
-        return "first"
-
-    async def scenario():
-        first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)
-        jobs = [_run(writer, m.id, clock, f"req-{m.id}", "route") for m in machines if m is not machines[2]]
-        jobs.insert(
-            2,
-            writer.run(
-                partial(request_offboard, overlong, CALLER, clock=clock, context=RequestContext(request_id="overlong")),
-                savepoint=False,
-                prepare=partial(prepare_offboard, overlong, CALLER),
-                defer_refusals=True,
-            ),
-        )
+    def queue():
+        jobs = [_run(writer, m.id, clock, f"req-{m.id}", "route") for m in machines[:2]]
+        # Longer than the column (40): PostgreSQL refuses it, SQLite keeps it.
+        jobs.append(_run(writer, machines[2].id, clock, "overlong", "route", request_source="x" * 41))
+        jobs += [_run(writer, m.id, clock, f"req-{m.id}", "route") for m in machines[3:]]
         jobs.append(_run(writer, machines[0].id, clock, "duplicate", "route"))
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.sleep(0.05)
-        gate.set()
-        return await first, await asyncio.gather(*tasks, return_exceptions=True)
+        return jobs
 
-    try:
-        first, outcomes = asyncio.run(scenario())
-    finally:
-        writer.stop()
-    assert first == "first"
+    outcomes = _as_one_batch(writer, queue)
     created = outcomes[:2] + outcomes[3:6]
     assert all(isinstance(a, MachineAction) for a in created), outcomes
     assert isinstance(outcomes[6], ActiveRequestAlreadyExists)
@@ -693,11 +652,6 @@ def test_reads_ahead_hold_across_a_member_that_changes_no_machine(uow_factory: U
     machines = [make_machine(i) for i in range(320, 323)]
     seed(uow_factory, machines)
     writer = GroupCommitter(uow_factory.engine)
-    gate = threading.Event()
-
-    def held(uow):
-        gate.wait(10)
-        return "first"
 
     def offboarded(uow):
         with uow:
@@ -705,24 +659,15 @@ def test_reads_ahead_hold_across_a_member_that_changes_no_machine(uow_factory: U
             uow.commit()
         return "changed"
 
-    async def scenario():
-        first = asyncio.ensure_future(writer.run(held))
-        await asyncio.sleep(0.05)
+    def queue():
         jobs = [
             _run(writer, machines[0].id, clock, "before", "route"),
             writer.run(offboarded, savepoint=False, changes_machines=False),
             _run(writer, machines[1].id, clock, "after", "route"),
         ]
-        tasks = [asyncio.ensure_future(j) for j in jobs]
-        await asyncio.sleep(0.05)
-        gate.set()
-        await first
-        return await asyncio.gather(*tasks, return_exceptions=True)
+        return jobs
 
-    try:
-        before, changed, after = asyncio.run(scenario())
-    finally:
-        writer.stop()
+    before, changed, after = _as_one_batch(writer, queue)
     assert isinstance(before, MachineAction) and changed == "changed"
     # The promise broken, the read from before the change was used: the machine looked onboarded.
     assert isinstance(after, MachineAction)
