@@ -220,18 +220,30 @@ def test_a_sensor_learns_its_claimed_action_and_only_its_own(client: TestClient,
     assert client.get("/sensor/v1/actions/current").status_code == 401
 
 
-def test_long_poll_wakes_when_an_action_is_created(client: TestClient, package: dict) -> None:
-    enrolment = enrol(client, package)
+def _waiting_poll(client: TestClient, enrolment: dict, wait: float) -> tuple[threading.Thread, dict]:
+    """A long poll of ``wait`` seconds started on another thread, returned once the server holds it;
+    ``answer`` gets its status, headers, body (when 200) and how long it waited."""
+    runtime = client.app.state.runtime
     answer: dict = {}
 
     def poll() -> None:
         started = time.monotonic()
-        response = client.get("/sensor/v1/actions/next", params={"wait": 20}, headers=auth(enrolment))
-        answer.update(status=response.status_code, body=response.json(), waited=time.monotonic() - started)
+        response = client.get("/sensor/v1/actions/next", params={"wait": wait}, headers=auth(enrolment))
+        answer.update(status=response.status_code, headers=response.headers, waited=time.monotonic() - started)
+        if response.status_code == 200:
+            answer["body"] = response.json()
 
     poller = threading.Thread(target=poll)
     poller.start()
-    time.sleep(0.3)  # let the poll start waiting: this test is about waking a waiter
+    deadline = time.monotonic() + 10
+    while runtime.notifier.waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return poller, answer
+
+
+def test_long_poll_wakes_when_an_action_is_created(client: TestClient, package: dict) -> None:
+    enrolment = enrol(client, package)
+    poller, answer = _waiting_poll(client, enrolment, 20)
     action = offboard(client, enrolment["machineId"])
     poller.join(timeout=15)
     assert answer["status"] == 200 and answer["body"]["id"] == action["id"]
@@ -243,18 +255,7 @@ def test_a_wake_up_with_nothing_to_claim_keeps_the_poll_waiting(client: TestClie
     """A wake-up for the machine goes straight to the claim; with nothing pending the poll waits on."""
     enrolment = enrol(client, package)
     runtime = client.app.state.runtime
-    answer: dict = {}
-
-    def poll() -> None:
-        started = time.monotonic()
-        response = client.get("/sensor/v1/actions/next", params={"wait": 1.5}, headers=auth(enrolment))
-        answer.update(status=response.status_code, waited=time.monotonic() - started)
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    deadline = time.monotonic() + 10
-    while runtime.notifier.waiting == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poller, answer = _waiting_poll(client, enrolment, 1.5)
     # What the control API sends when a machine's simulated behaviour changes: a wake-up, no action.
     client.portal.call(runtime.notifier.wake_local_waiters)
     runtime.notifier.publish(enrolment["machineId"])
@@ -269,18 +270,7 @@ def test_a_wake_up_with_nothing_to_claim_keeps_the_poll_waiting(client: TestClie
 def test_a_stopping_server_answers_long_polls_at_once_and_claims_nothing(client: TestClient, package: dict) -> None:
     enrolment = enrol(client, package)
     runtime = client.app.state.runtime
-    answer: dict = {}
-
-    def poll() -> None:
-        started = time.monotonic()
-        response = client.get("/sensor/v1/actions/next", params={"wait": 20}, headers=auth(enrolment))
-        answer.update(status=response.status_code, headers=response.headers, waited=time.monotonic() - started)
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    deadline = time.monotonic() + 10
-    while runtime.notifier.waiting == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    poller, answer = _waiting_poll(client, enrolment, 20)
     assert runtime.notifier.waiting == 1  # the poll is held
     # What a SIGINT or SIGTERM does in the event loop of a serving process.
     client.portal.call(stop_long_polls, runtime)
