@@ -16,6 +16,7 @@ from bulwark.api.deps import RuntimeDep, point_read
 from bulwark.api.schemas import SENSOR_RESPONSES, error_responses
 from bulwark.api.unauthenticated import refuse_unauthenticated
 from bulwark.api.wire import action_to_wire, json_response
+from bulwark.bootstrap import Runtime
 from bulwark.domain.actions import ActionStatus
 from bulwark.domain.control import SimulatedOutcome
 from bulwark.domain.errors import Unauthorized
@@ -23,6 +24,7 @@ from bulwark.domain.sensors import DeviceProperties, SensorIdentity
 from bulwark.service.control import machine_behavior
 from bulwark.service.sensors import (
     EnrolSensor,
+    PollingSensors,
     ReportOutcome,
     authenticate_sensor,
     check_in,
@@ -108,21 +110,32 @@ class OutcomeIn(BaseModel):
     errorHResult: int = Field(default=0, ge=INT32_MIN, le=INT32_MAX)
 
 
+async def _sensor(request: Request, runtime: Runtime, remembered: PollingSensors | None) -> SensorIdentity:
+    """The sensor presenting its own credential as a bearer token, from ``remembered`` when it holds it."""
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
+    try:
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthorized()
+        sensor = remembered.get(credential) if remembered is not None else None
+        if sensor is not None:
+            return sensor
+        # Inline on SQLite (a read by key): thousands of sensors renewing their polls would otherwise
+        # queue for the threadpool's few threads.
+        sensor = await point_read(runtime, authenticate_sensor, credential)
+    except Unauthorized as refused:
+        raise await refuse_unauthenticated(request, runtime, refused) from None
+    if remembered is not None:
+        remembered.remember(credential, sensor)
+    return sensor
+
+
 async def current_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
     """The sensor presenting its own credential as a bearer token (user tokens are not accepted here).
 
     Refusals count against the source address's budget of unauthenticated requests.
     """
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
-    try:
-        if scheme.lower() != "bearer" or not credential:
-            raise Unauthorized()
-        # Inline on SQLite (a read by key): thousands of sensors renewing their polls would otherwise
-        # queue for the threadpool's few threads.
-        return await point_read(runtime, authenticate_sensor, credential.strip())
-    except Unauthorized as refused:
-        raise await refuse_unauthenticated(request, runtime, refused) from None
+    return await _sensor(request, runtime, None)
 
 
 CurrentSensor = Annotated[SensorIdentity, Depends(current_sensor)]
@@ -131,17 +144,7 @@ CurrentSensor = Annotated[SensorIdentity, Depends(current_sensor)]
 async def polling_sensor(request: Request, runtime: RuntimeDep) -> SensorIdentity:
     """``current_sensor`` for a long poll: a credential read within ``BULWARK_AUTH_CACHE_SECONDS`` is
     answered from memory (``PollingSensors`` says within which bounds)."""
-    remembered = runtime.polling_sensors
-    header = request.headers.get("authorization", "")
-    scheme, _, credential = header.partition(" ")
-    credential = credential.strip()
-    if remembered is None or scheme.lower() != "bearer" or not credential:
-        return await current_sensor(request, runtime)
-    sensor = remembered.get(credential)
-    if sensor is None:
-        sensor = await current_sensor(request, runtime)
-        remembered.remember(credential, sensor)
-    return sensor
+    return await _sensor(request, runtime, runtime.polling_sensors)
 
 
 PollingSensor = Annotated[SensorIdentity, Depends(polling_sensor)]

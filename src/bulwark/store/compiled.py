@@ -24,27 +24,22 @@ from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Dialect, Table, insert
-from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Insert, Select, Update
 
 _Processor = Callable[[Any], Any] | None
 
 
-def _wrapped(dialect: Dialect, sql: str, error: Any, params: Any = None, driver: Any = None) -> StatementError:
-    """A driver's error as SQLAlchemy raises it (``IntegrityError`` and so on, parameters hidden as the
-    engines are configured), saying whether the connection was lost with it."""
-    lost = driver is not None and dialect.is_disconnect(error, driver, None)
-    return DBAPIError.instance(
-        sql, params, error, dialect.loaded_dbapi.Error, hide_parameters=True, connection_invalidated=lost, dialect=dialect
-    )
-
-
 def _execute(dialect: Dialect, driver: Any, sql: str, params: Any) -> Any:
-    """``driver.execute``, its errors raised as SQLAlchemy raises them."""
+    """``driver.execute``, its errors raised as SQLAlchemy raises them (``IntegrityError`` and so on,
+    parameters hidden as the engines are configured, saying whether the connection was lost)."""
     try:
         return driver.execute(sql, params)
     except dialect.loaded_dbapi.Error as error:
-        raise _wrapped(dialect, sql, error, params, driver) from error
+        lost = dialect.is_disconnect(error, driver, None)
+        raise DBAPIError.instance(
+            sql, params, error, dialect.loaded_dbapi.Error, hide_parameters=True, connection_invalidated=lost, dialect=dialect
+        ) from error
 
 
 def run_on_driver(conn: Connection, sql: str, params: Any) -> Any:
@@ -147,20 +142,9 @@ class CompiledSelect:
 
     def first(self, driver: Any, **variables: Any) -> dict[str, Any] | None:
         """The first row, or None."""
-        return self.first_of(self.send(driver, **variables))
-
-    def send(self, driver: Any, **variables: Any) -> Any:
-        """Run the statement and return its cursor, unread (``first_of`` reads it)."""
-        return _execute(self._dialect, driver, self.sql, self._params(variables))
-
-    def first_of(self, cursor: Any) -> dict[str, Any] | None:
-        """The first row of a cursor ``send`` returned, or None; closes the cursor."""
-        try:
-            row = cursor.fetchone()
-        except self._dialect.loaded_dbapi.Error as error:
-            raise _wrapped(self._dialect, self.sql, error) from error
-        finally:
-            cursor.close()
+        cursor = _execute(self._dialect, driver, self.sql, self._params(variables))
+        row = cursor.fetchone()
+        cursor.close()
         return None if row is None else dict(zip(self.keys, self._convert(row), strict=True))
 
     def _convert(self, row: tuple[Any, ...]) -> list[Any]:
